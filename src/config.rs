@@ -1,0 +1,288 @@
+//! Configuration: `config/default.toml` (compiled in) with a user file and
+//! environment overrides laid over it. Unknown keys are rejected.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The documented defaults, compiled into the binary so it runs from anywhere.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+/// Prefix of environment overrides: `COLLOQUY__SECTION__KEY=value`.
+pub const ENV_PREFIX: &str = "COLLOQUY__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config {origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub models: ModelsConfig,
+    pub runtime: RuntimeConfig,
+    pub whisper: WhisperConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsConfig {
+    pub dir: String,
+    pub onnxruntime: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    pub device: Device,
+    pub cuda_device_id: i32,
+    pub intra_threads: usize,
+    pub inter_threads: usize,
+    pub allow_spinning: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    Fp32,
+    Int8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    Transcribe,
+    Translate,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhisperConfig {
+    pub model: String,
+    pub precision: Precision,
+    pub language: String,
+    pub task: Task,
+    pub beam_size: usize,
+    pub temperatures: Vec<f32>,
+    pub compression_ratio_threshold: f32,
+    pub log_prob_threshold: f32,
+    pub no_speech_threshold: f32,
+    pub condition_on_previous_text: bool,
+    pub prompt_reset_on_temperature: f32,
+    pub max_initial_timestamp: f32,
+    pub suppress_blank: bool,
+    pub silence_threshold_db: f32,
+    pub seed: u64,
+}
+
+impl WhisperConfig {
+    pub fn precision_name(&self) -> &'static str {
+        match self.precision {
+            Precision::Fp32 => "fp32",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then `COLLOQUY__*` variables from the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given explicitly (tests).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = parse(DEFAULT_TOML, "config/default.toml")?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+            merge(&mut table, parse(&text, &path.display().to_string())?);
+        }
+        for (key, value) in env {
+            let Some(rest) = key.strip_prefix(ENV_PREFIX) else { continue };
+            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            set_path(&mut table, &path, parse_env_value(&value))
+                .map_err(|message| ConfigError::Invalid { origin: format!("from {key}"), message })?;
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid { origin: "after merging".into(), message: e.message().to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |message: String| Err(ConfigError::Invalid { origin: "value".into(), message });
+        if self.runtime.intra_threads == 0 {
+            return bad("runtime.intra_threads must be at least 1".into());
+        }
+        if self.whisper.temperatures.is_empty() {
+            return bad("whisper.temperatures must list at least one temperature".into());
+        }
+        if self.whisper.beam_size == 0 {
+            return bad("whisper.beam_size must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The directory holding `models/` and `onnxruntime/` (see `models.dir`).
+    pub fn models_root(&self) -> PathBuf {
+        if !self.models.dir.is_empty() {
+            return expand_home(&self.models.dir);
+        }
+        default_cache_root()
+    }
+
+    /// Path of the ONNX Runtime shared library.
+    pub fn onnxruntime_library(&self) -> PathBuf {
+        if !self.models.onnxruntime.is_empty() {
+            return expand_home(&self.models.onnxruntime);
+        }
+        self.models_root().join("onnxruntime").join("libonnxruntime.so")
+    }
+}
+
+/// `$COLLOQUY_CACHE/v1` or `~/.cache/colloquy/v1`: where `make setup` writes.
+pub fn default_cache_root() -> PathBuf {
+    let base = match std::env::var_os("COLLOQUY_CACHE") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => home_dir().join(".cache").join("colloquy"),
+    };
+    base.join("v1")
+}
+
+fn home_dir() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn expand_home(p: &str) -> PathBuf {
+    match p.strip_prefix("~/") {
+        Some(rest) => home_dir().join(rest),
+        None => PathBuf::from(p),
+    }
+}
+
+fn parse(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>()
+        .map_err(|e| ConfigError::Invalid { origin: origin.to_string(), message: e.message().to_string() })
+}
+
+/// Lays `over` onto `base`, recursing into tables.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    match path {
+        [] => Err("empty key".into()),
+        [key] => {
+            table.insert(key.clone(), value);
+            Ok(())
+        }
+        [section, rest @ ..] => match table.entry(section.clone()).or_insert_with(|| toml::Value::Table(Default::default())) {
+            toml::Value::Table(t) => set_path(t, rest, value),
+            _ => Err(format!("{section} is not a section")),
+        },
+    }
+}
+
+/// An environment value as TOML (`2`, `true`, `[0.0, 0.2]`), else as a plain string.
+fn parse_env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn defaults_parse() {
+        let c = Config::load_with_env(None, no_env()).unwrap();
+        assert_eq!(c.whisper.model, "tiny.en");
+        assert_eq!(c.whisper.precision, Precision::Fp32);
+        assert_eq!(c.runtime.device, Device::Cpu);
+        assert_eq!(c.whisper.temperatures.len(), 6);
+    }
+
+    #[test]
+    fn every_default_key_is_documented() {
+        // each key line in default.toml has a comment line directly above it or
+        // above a run of keys; here: no key is the first line after a blank line
+        let lines: Vec<&str> = DEFAULT_TOML.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let t = line.trim();
+            if t.is_empty() || t.starts_with('#') || t.starts_with('[') {
+                continue;
+            }
+            let prev = lines[i - 1].trim();
+            assert!(prev.starts_with('#'), "key without a comment: {t}");
+        }
+    }
+
+    #[test]
+    fn env_overrides_and_types() {
+        let env = vec![
+            ("COLLOQUY__WHISPER__MODEL".to_string(), "base".to_string()),
+            ("COLLOQUY__RUNTIME__INTRA_THREADS".to_string(), "4".to_string()),
+            ("COLLOQUY__WHISPER__TEMPERATURES".to_string(), "[0.0]".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let c = Config::load_with_env(None, env).unwrap();
+        assert_eq!(c.whisper.model, "base");
+        assert_eq!(c.runtime.intra_threads, 4);
+        assert_eq!(c.whisper.temperatures, vec![0.0]);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let env = vec![("COLLOQUY__WHISPER__MODLE".to_string(), "base".to_string())];
+        let err = Config::load_with_env(None, env).unwrap_err().to_string();
+        assert!(err.contains("modle"), "{err}");
+
+        let dir = std::env::temp_dir().join(format!("colloquy-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "[whisper]\nprecision = \"int8\"\n[nosuch]\nx = 1\n").unwrap();
+        let err = Config::load_with_env(Some(&file), no_env()).unwrap_err().to_string();
+        assert!(err.contains("nosuch"), "{err}");
+        std::fs::write(&file, "[whisper]\nprecision = \"int8\"\n").unwrap();
+        let c = Config::load_with_env(Some(&file), no_env()).unwrap();
+        assert_eq!(c.whisper.precision, Precision::Int8);
+        assert_eq!(c.whisper.model, "tiny.en", "keys the file leaves out keep their defaults");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let env = vec![("COLLOQUY__RUNTIME__DEVICE".to_string(), "tpu".to_string())];
+        let err = Config::load_with_env(None, env).unwrap_err().to_string();
+        assert!(err.contains("tpu") || err.contains("variant"), "{err}");
+    }
+}

@@ -1,0 +1,240 @@
+//! Clustering of speaker embeddings: agglomerative clustering with centroid
+//! linkage on L2-normalised embeddings (as pyannote 3.1 does), cut at a
+//! distance threshold, or at exactly `num_speakers` clusters when given, or
+//! clamped into `[min_speakers, max_speakers]`. Clusters smaller than
+//! `min_cluster_size` are treated as outliers and joined to the nearest
+//! large cluster.
+
+use kodama::{linkage, Method};
+
+/// How many clusters to form.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpeakerBounds {
+    pub num_speakers: Option<usize>,
+    pub min_speakers: Option<usize>,
+    pub max_speakers: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Euclidean distance between unit vectors (sqrt(2 - 2 cos)) above which
+    /// clusters are not merged.
+    pub threshold: f64,
+    pub min_cluster_size: usize,
+}
+
+pub fn l2_normalise(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na * nb)
+    }
+}
+
+/// Cluster labels 0..k for each embedding (rows of equal length).
+pub fn cluster(embeddings: &[Vec<f32>], opts: &ClusterOptions, bounds: SpeakerBounds) -> Vec<usize> {
+    let n = embeddings.len();
+    if n == 0 {
+        return vec![];
+    }
+    if n == 1 {
+        return vec![0];
+    }
+    let unit: Vec<Vec<f32>> = embeddings
+        .iter()
+        .map(|e| {
+            let mut v = e.clone();
+            l2_normalise(&mut v);
+            v
+        })
+        .collect();
+    let mut condensed = Vec::with_capacity(n * (n - 1) / 2);
+    for i in 0..n - 1 {
+        for j in i + 1..n {
+            let c = unit[i].iter().zip(&unit[j]).map(|(a, b)| a * b).sum::<f32>() as f64;
+            condensed.push((2.0 - 2.0 * c).max(0.0).sqrt());
+        }
+    }
+    let dend = linkage(&mut condensed, n, Method::Centroid);
+    let steps = dend.steps();
+
+    // number of merges to apply
+    let by_threshold = steps.iter().take_while(|s| s.dissimilarity <= opts.threshold).count();
+    let merges = match bounds.num_speakers {
+        Some(k) => n - k.clamp(1, n),
+        None => {
+            let mut clusters = n - by_threshold;
+            if let Some(lo) = bounds.min_speakers {
+                clusters = clusters.max(lo.min(n));
+            }
+            if let Some(hi) = bounds.max_speakers {
+                clusters = clusters.min(hi.max(1));
+            }
+            n - clusters
+        }
+    };
+    let mut labels = apply_merges(n, steps, merges);
+
+    // outliers: small clusters join the nearest large one, unless that would
+    // break an explicit speaker count
+    if bounds.num_speakers.is_none() && opts.min_cluster_size > 1 {
+        let k = labels.iter().max().unwrap() + 1;
+        let sizes: Vec<usize> = (0..k).map(|c| labels.iter().filter(|&&l| l == c).count()).collect();
+        let large: Vec<usize> = (0..k).filter(|&c| sizes[c] >= opts.min_cluster_size).collect();
+        let min_k = bounds.min_speakers.unwrap_or(1);
+        if !large.is_empty() && large.len() >= min_k && large.len() < k {
+            let cents = centroids(&unit, &labels, k);
+            let remap: Vec<usize> = (0..k)
+                .map(|c| {
+                    if sizes[c] >= opts.min_cluster_size {
+                        c
+                    } else {
+                        *large.iter().max_by(|&&a, &&b| cosine(&cents[c], &cents[a]).total_cmp(&cosine(&cents[c], &cents[b]))).unwrap()
+                    }
+                })
+                .collect();
+            labels = labels.iter().map(|&l| remap[l]).collect();
+        }
+    }
+    relabel_dense(&labels)
+}
+
+/// Union-find over the first `merges` dendrogram steps; labels in 0..n-merges.
+fn apply_merges(n: usize, steps: &[kodama::Step<f64>], merges: usize) -> Vec<usize> {
+    // kodama numbers the cluster created by step i as n + i
+    let mut parent: Vec<usize> = (0..n + steps.len()).collect();
+    fn find(p: &mut [usize], mut x: usize) -> usize {
+        while p[x] != x {
+            p[x] = p[p[x]];
+            x = p[x];
+        }
+        x
+    }
+    for (i, s) in steps.iter().take(merges).enumerate() {
+        let new = n + i;
+        let a = find(&mut parent, s.cluster1);
+        let b = find(&mut parent, s.cluster2);
+        parent[a] = new;
+        parent[b] = new;
+    }
+    let roots: Vec<usize> = (0..n).map(|i| find(&mut parent, i)).collect();
+    relabel_dense(&roots)
+}
+
+/// Maps arbitrary labels to 0..k in order of first appearance.
+pub fn relabel_dense(labels: &[usize]) -> Vec<usize> {
+    let mut seen: Vec<usize> = Vec::new();
+    labels
+        .iter()
+        .map(|l| match seen.iter().position(|s| s == l) {
+            Some(i) => i,
+            None => {
+                seen.push(*l);
+                seen.len() - 1
+            }
+        })
+        .collect()
+}
+
+/// Mean of the (unit) embeddings of each cluster.
+pub fn centroids(unit: &[Vec<f32>], labels: &[usize], k: usize) -> Vec<Vec<f32>> {
+    let dim = unit.first().map_or(0, |v| v.len());
+    let mut c = vec![vec![0.0f32; dim]; k];
+    for (v, &l) in unit.iter().zip(labels) {
+        for (a, b) in c[l].iter_mut().zip(v) {
+            *a += b;
+        }
+    }
+    for v in &mut c {
+        l2_normalise(v);
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Points around `k` well separated directions in 8-d.
+    fn blobs(k: usize, per: usize) -> (Vec<Vec<f32>>, Vec<usize>) {
+        let mut seed = 99u32;
+        let mut noise = || {
+            seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+            ((seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.2
+        };
+        let mut xs = Vec::new();
+        let mut ys = Vec::new();
+        for i in 0..per {
+            for c in 0..k {
+                let mut v: Vec<f32> = (0..8).map(|_| noise()).collect();
+                v[c] += 1.0;
+                xs.push(v);
+                ys.push(c);
+                let _ = i;
+            }
+        }
+        (xs, ys)
+    }
+
+    fn opts() -> ClusterOptions {
+        ClusterOptions { threshold: 0.8, min_cluster_size: 1 }
+    }
+
+    fn same_partition(a: &[usize], b: &[usize]) -> bool {
+        a.len() == b.len() && (0..a.len()).all(|i| (0..a.len()).all(|j| (a[i] == a[j]) == (b[i] == b[j])))
+    }
+
+    #[test]
+    fn threshold_finds_the_blobs() {
+        let (xs, ys) = blobs(3, 6);
+        let l = cluster(&xs, &opts(), SpeakerBounds::default());
+        assert!(same_partition(&l, &ys), "{l:?}");
+        assert_eq!(l[0], 0, "labels in order of first appearance");
+    }
+
+    #[test]
+    fn num_speakers_forces_the_count() {
+        let (xs, _) = blobs(3, 6);
+        for k in 1..=5 {
+            let b = SpeakerBounds { num_speakers: Some(k), ..Default::default() };
+            let l = cluster(&xs, &opts(), b);
+            assert_eq!(l.iter().max().unwrap() + 1, k);
+        }
+    }
+
+    #[test]
+    fn bounds_clamp_the_count() {
+        let (xs, _) = blobs(3, 6);
+        let b = SpeakerBounds { max_speakers: Some(2), ..Default::default() };
+        assert_eq!(cluster(&xs, &opts(), b).iter().max().unwrap() + 1, 2);
+        let b = SpeakerBounds { min_speakers: Some(4), ..Default::default() };
+        assert_eq!(cluster(&xs, &opts(), b).iter().max().unwrap() + 1, 4);
+    }
+
+    #[test]
+    fn small_clusters_join_the_nearest_large_one() {
+        let (mut xs, _) = blobs(2, 6);
+        // one stray point nearer blob 0 but far enough to stay alone at this threshold
+        let mut stray = vec![0.0f32; 8];
+        stray[0] = 0.6;
+        stray[5] = 0.8;
+        xs.push(stray);
+        let loose = ClusterOptions { threshold: 0.5, min_cluster_size: 1 };
+        let l = cluster(&xs, &loose, SpeakerBounds::default());
+        assert_eq!(l.iter().max().unwrap() + 1, 3);
+        let strict = ClusterOptions { threshold: 0.5, min_cluster_size: 3 };
+        let l = cluster(&xs, &strict, SpeakerBounds::default());
+        assert_eq!(l.iter().max().unwrap() + 1, 2);
+        assert_eq!(l[12], l[0], "the stray joins blob 0");
+    }
+}

@@ -1,0 +1,140 @@
+//! The `colloquy` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use colloquy::config::Config;
+use colloquy::whisper::{Transcript, WhisperEngine};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "colloquy", version, about = "Speaker-attributed transcription on ONNX Runtime")]
+struct Cli {
+    /// Configuration file laid over config/default.toml (also: COLLOQUY_CONFIG).
+    #[arg(long, global = true, env = "COLLOQUY_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Json,
+    Txt,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Transcribe audio files (the model is loaded once for all of them).
+    Transcribe {
+        /// Audio files: wav, flac, mp3, m4a/aac, ogg/vorbis, ...
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value = "txt")]
+        format: Format,
+        /// Whisper model (overrides whisper.model): tiny.en or base.
+        #[arg(long)]
+        model: Option<String>,
+        /// fp32 or int8 (overrides whisper.precision).
+        #[arg(long)]
+        precision: Option<String>,
+        /// Language code or "auto" (overrides whisper.language).
+        #[arg(long)]
+        language: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("COLLOQUY_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Transcribe { files, format, model, precision, language } => {
+            let mut env: Vec<(String, String)> = std::env::vars().collect();
+            let mut set = |key: &str, v: Option<String>| {
+                if let Some(v) = v {
+                    env.push((format!("COLLOQUY__WHISPER__{key}"), format!("\"{v}\"")));
+                }
+            };
+            set("MODEL", model);
+            set("PRECISION", precision);
+            set("LANGUAGE", language);
+            let config = Config::load_with_env(cli.config.as_deref(), env)?;
+            transcribe(&config, &files, format)
+        }
+    }
+}
+
+fn transcribe(config: &Config, files: &[PathBuf], format: Format) -> anyhow::Result<()> {
+    let t_load = Instant::now();
+    let mut engine = WhisperEngine::load(config)?;
+    let load_s = t_load.elapsed().as_secs_f64();
+    for path in files {
+        let t0 = Instant::now();
+        let audio = colloquy::audio::load_16k_mono(path).with_context(|| format!("{}", path.display()))?;
+        let decode_s = t0.elapsed().as_secs_f64();
+        let transcript = engine.transcribe(&audio.samples).with_context(|| format!("{}", path.display()))?;
+        let wall = t0.elapsed().as_secs_f64();
+        match format {
+            Format::Txt => print_txt(&transcript, files.len() > 1, path),
+            Format::Json => {
+                let out = json!({
+                    "file": path.display().to_string(),
+                    "language": transcript.language,
+                    "duration": transcript.duration,
+                    "full_text": transcript.full_text(),
+                    "segments": transcript.segments.iter().map(|s| json!({
+                        "start": s.start, "end": s.end, "text": s.text,
+                        "avg_logprob": s.avg_logprob, "no_speech_prob": s.no_speech_prob,
+                        "temperature": s.temperature, "compression_ratio": s.compression_ratio,
+                    })).collect::<Vec<_>>(),
+                    "provider": { "runtime": "onnxruntime", "device": engine.device(), "model": engine.model_name(),
+                                  "precision": config.whisper.precision_name() },
+                    "performance_metrics": {
+                        "model_load_seconds": load_s,
+                        "decode_audio_seconds": decode_s,
+                        "features_seconds": transcript.timings.features,
+                        "encoder_seconds": transcript.timings.encoder,
+                        "decoder_seconds": transcript.timings.decoder,
+                        "windows": transcript.timings.windows,
+                        "total_seconds": wall,
+                        "speed": transcript.duration / wall,
+                    },
+                });
+                println!("{out}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_txt(t: &Transcript, with_name: bool, path: &std::path::Path) {
+    if with_name {
+        println!("# {}", path.display());
+    }
+    for s in &t.segments {
+        println!("[{} --> {}] {}", clock(s.start), clock(s.end), s.text.trim());
+    }
+}
+
+fn clock(t: f64) -> String {
+    let ms = (t * 1000.0).round() as u64;
+    format!("{:02}:{:02}:{:02}.{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
+}

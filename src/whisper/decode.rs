@@ -1,0 +1,388 @@
+//! Decoding one 30 s window: the prompt, the logit filters faster-whisper
+//! (CTranslate2) applies, greedy or sampled token choice, and the
+//! temperature fallback with its compression-ratio and log-prob guards.
+
+use std::io::Write;
+
+use super::model::{EncodedWindow, ModelError, WhisperOnnx};
+use super::tokenizer::WhisperTokenizer;
+
+/// Per-window decoding settings (derived from `WhisperConfig`).
+#[derive(Debug, Clone)]
+pub struct DecodeOptions {
+    pub temperatures: Vec<f32>,
+    pub compression_ratio_threshold: f32,
+    pub log_prob_threshold: f32,
+    pub no_speech_threshold: f32,
+    pub without_timestamps: bool,
+    /// Largest allowed first timestamp, in 0.02 s steps.
+    pub max_initial_timestamp_index: Option<u32>,
+    pub suppress_blank: bool,
+    /// Tokens never generated (CTranslate2 `suppress_ids`).
+    pub suppress_tokens: Vec<u32>,
+    /// Tokens not allowed as the first generated token (`suppress_ids_begin`).
+    pub suppress_tokens_begin: Vec<u32>,
+    /// Longest total sequence (prompt + generated), the model's text context.
+    pub max_length: usize,
+}
+
+/// What decoding one window produced.
+#[derive(Debug, Clone)]
+pub struct WindowResult {
+    /// Generated tokens without the prompt and without end-of-text.
+    pub tokens: Vec<u32>,
+    pub avg_logprob: f64,
+    pub no_speech_prob: f32,
+    pub temperature: f32,
+    pub compression_ratio: f64,
+}
+
+/// Applies Whisper's logit rules for the next token of a window whose
+/// generated tokens so far are `generated`.
+pub struct LogitFilter<'a> {
+    pub opts: &'a DecodeOptions,
+    pub eot: u32,
+    pub no_timestamps: u32,
+    pub timestamp_begin: u32,
+}
+
+impl LogitFilter<'_> {
+    pub fn apply(&self, logits: &mut [f32], generated: &[u32]) {
+        let ninf = f32::NEG_INFINITY;
+        for &t in &self.opts.suppress_tokens {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l = ninf;
+            }
+        }
+        if generated.is_empty() && self.opts.suppress_blank {
+            for &t in &self.opts.suppress_tokens_begin {
+                if let Some(l) = logits.get_mut(t as usize) {
+                    *l = ninf;
+                }
+            }
+        }
+        if self.opts.without_timestamps {
+            return;
+        }
+        let tb = self.timestamp_begin as usize;
+        let vocab = logits.len();
+        logits[self.no_timestamps as usize] = ninf;
+        let mut check_timestamp_mass = false;
+        if generated.is_empty() {
+            // a window starts with a timestamp, no later than max_initial_timestamp
+            logits[..tb].fill(ninf);
+            if let Some(max_idx) = self.opts.max_initial_timestamp_index {
+                let last_allowed = tb + max_idx as usize;
+                if last_allowed + 1 < vocab {
+                    logits[last_allowed + 1..].fill(ninf);
+                }
+            }
+        } else {
+            let last = *generated.last().unwrap();
+            if last >= self.timestamp_begin {
+                let penultimate = if generated.len() >= 2 { generated[generated.len() - 2] } else { last };
+                if penultimate >= self.timestamp_begin {
+                    // two timestamps in a row close a segment: text must follow
+                    logits[tb..].fill(ninf);
+                } else {
+                    // an opening timestamp was seen: only its closing one or end-of-text
+                    logits[..self.eot as usize].fill(ninf);
+                    check_timestamp_mass = true;
+                }
+            } else {
+                check_timestamp_mass = true;
+            }
+            // timestamps never go backwards; after a closing-timestamp pair they
+            // must strictly increase so every segment has a length
+            if let Some(&last_ts) = generated.iter().rev().find(|&&t| t >= self.timestamp_begin) {
+                let closing_pending = last >= self.timestamp_begin
+                    && generated.len() >= 2
+                    && generated[generated.len() - 2] < self.timestamp_begin;
+                let upto = if closing_pending { last_ts as usize } else { last_ts as usize + 1 };
+                logits[tb..upto.min(vocab)].fill(ninf);
+            }
+        }
+        if check_timestamp_mass {
+            // if the timestamps together are likelier than any text token, emit a timestamp
+            let lse_all = log_sum_exp(logits);
+            let ts_mass = log_sum_exp(&logits[tb..]) - lse_all;
+            let max_text = logits[..tb].iter().copied().fold(ninf, f32::max) - lse_all;
+            if ts_mass.is_finite() && ts_mass > max_text {
+                logits[..tb].fill(ninf);
+            }
+        }
+    }
+}
+
+/// log(sum(exp(x))), -inf for an empty or all -inf slice (never NaN).
+pub fn log_sum_exp(x: &[f32]) -> f32 {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return max;
+    }
+    let s: f32 = x.iter().map(|&v| (v - max).exp()).sum();
+    max + s.ln()
+}
+
+/// Softmax probability of `index` under `logits`.
+pub fn softmax_prob(logits: &[f32], index: usize) -> f32 {
+    (logits[index] - log_sum_exp(logits)).exp()
+}
+
+/// zlib compression ratio of the text, the repetition guard faster-whisper uses.
+pub fn compression_ratio(text: &str) -> f64 {
+    if text.is_empty() {
+        return 0.0;
+    }
+    let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(text.as_bytes()).expect("writing to a Vec cannot fail");
+    let compressed = enc.finish().expect("writing to a Vec cannot fail");
+    text.len() as f64 / compressed.len() as f64
+}
+
+fn argmax(x: &[f32]) -> usize {
+    let mut best = 0;
+    let mut best_v = f32::NEG_INFINITY;
+    for (i, &v) in x.iter().enumerate() {
+        if v > best_v {
+            best_v = v;
+            best = i;
+        }
+    }
+    best
+}
+
+/// Samples from softmax(logits / temperature).
+fn sample(logits: &[f32], temperature: f32, rng: &mut fastrand::Rng) -> usize {
+    let scaled: Vec<f32> = logits.iter().map(|&l| l / temperature).collect();
+    let lse = log_sum_exp(&scaled);
+    let mut u = rng.f32();
+    let mut last_valid = argmax(logits);
+    for (i, &l) in scaled.iter().enumerate() {
+        if l == f32::NEG_INFINITY {
+            continue;
+        }
+        last_valid = i;
+        u -= (l - lse).exp();
+        if u <= 0.0 {
+            return i;
+        }
+    }
+    last_valid
+}
+
+/// Decodes one window at one temperature.
+///
+/// The prompt is fed in up to its start-of-transcript token first: the
+/// logits there give the no-speech probability (as CTranslate2 computes it);
+/// the rest of the prompt (language, task, no-timestamps) follows.
+pub fn decode_once(
+    model: &mut WhisperOnnx,
+    tok: &WhisperTokenizer,
+    window: &EncodedWindow,
+    prompt: &[u32],
+    temperature: f32,
+    opts: &DecodeOptions,
+    rng: &mut fastrand::Rng,
+) -> Result<(Vec<u32>, f64, f32), ModelError> {
+    let sp = &tok.special;
+    let sot_pos = prompt.iter().position(|&t| t == sp.sot).unwrap_or(prompt.len() - 1);
+    let mut cache = model.new_cache()?;
+    let mut logits = model.decode(&prompt[..=sot_pos], &mut cache, window)?;
+    let no_speech_prob = softmax_prob(&logits, sp.no_speech as usize);
+    if sot_pos + 1 < prompt.len() {
+        logits = model.decode(&prompt[sot_pos + 1..], &mut cache, window)?;
+    }
+    let filter = LogitFilter { opts, eot: sp.eot, no_timestamps: sp.no_timestamps, timestamp_begin: sp.timestamp_begin };
+    let mut generated: Vec<u32> = Vec::new();
+    let mut sum_logprob = 0.0f64;
+    let max_new = opts.max_length.saturating_sub(prompt.len());
+    for step in 0..max_new {
+        filter.apply(&mut logits, &generated);
+        let next = if temperature > 0.0 { sample(&logits, temperature, rng) } else { argmax(&logits) };
+        let lp = logits[next] - log_sum_exp(&logits);
+        sum_logprob += lp as f64;
+        if next as u32 == sp.eot {
+            break;
+        }
+        generated.push(next as u32);
+        if step + 1 == max_new {
+            break;
+        }
+        logits = model.decode(&[next as u32], &mut cache, window)?;
+    }
+    Ok((generated, sum_logprob, no_speech_prob))
+}
+
+/// Decodes one window with temperature fallback, as faster-whisper's
+/// `generate_with_fallback`: a result that is too repetitive (compression
+/// ratio) or too improbable (average log-prob) is decoded again at the next
+/// temperature, unless the window looks like silence.
+pub fn decode_with_fallback(
+    model: &mut WhisperOnnx,
+    tok: &WhisperTokenizer,
+    window: &EncodedWindow,
+    prompt: &[u32],
+    opts: &DecodeOptions,
+    rng: &mut fastrand::Rng,
+) -> Result<WindowResult, ModelError> {
+    let mut all: Vec<WindowResult> = Vec::new();
+    let mut below_cr: Vec<usize> = Vec::new();
+    for &temperature in &opts.temperatures {
+        let (tokens, sum_logprob, no_speech_prob) = decode_once(model, tok, window, prompt, temperature, opts, rng)?;
+        let avg_logprob = sum_logprob / (tokens.len() as f64 + 1.0);
+        let text = tok.decode(&tokens).map(|t| t.trim().to_string()).unwrap_or_default();
+        let cr = compression_ratio(&text);
+        let result = WindowResult { tokens, avg_logprob, no_speech_prob, temperature, compression_ratio: cr };
+        let mut needs_fallback = false;
+        if cr > opts.compression_ratio_threshold as f64 {
+            needs_fallback = true;
+        } else {
+            below_cr.push(all.len());
+        }
+        if avg_logprob < opts.log_prob_threshold as f64 {
+            needs_fallback = true;
+        }
+        if no_speech_prob > opts.no_speech_threshold && avg_logprob < opts.log_prob_threshold as f64 {
+            needs_fallback = false; // silence
+        }
+        all.push(result);
+        if !needs_fallback {
+            return Ok(all.pop().unwrap());
+        }
+    }
+    // every temperature failed: the most probable result, preferring non-repetitive ones
+    let last_temperature = *opts.temperatures.last().unwrap();
+    let pool: Vec<usize> = if below_cr.is_empty() { (0..all.len()).collect() } else { below_cr };
+    let best = pool
+        .into_iter()
+        .max_by(|&a, &b| all[a].avg_logprob.total_cmp(&all[b].avg_logprob))
+        .expect("at least one temperature");
+    let mut chosen = all.swap_remove(best);
+    chosen.temperature = last_temperature;
+    Ok(chosen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TB: u32 = 20;
+    const EOT: u32 = 10;
+    const NO_TS: u32 = 19;
+    const VOCAB: usize = 40;
+
+    fn opts() -> DecodeOptions {
+        DecodeOptions {
+            temperatures: vec![0.0],
+            compression_ratio_threshold: 2.4,
+            log_prob_threshold: -1.0,
+            no_speech_threshold: 0.6,
+            without_timestamps: false,
+            max_initial_timestamp_index: Some(5),
+            suppress_blank: true,
+            suppress_tokens: vec![3],
+            suppress_tokens_begin: vec![4, EOT],
+            max_length: 448,
+        }
+    }
+
+    fn filtered(generated: &[u32], base: &[f32]) -> Vec<f32> {
+        let o = opts();
+        let f = LogitFilter { opts: &o, eot: EOT, no_timestamps: NO_TS, timestamp_begin: TB };
+        let mut l = base.to_vec();
+        f.apply(&mut l, generated);
+        l
+    }
+
+    fn allowed(l: &[f32]) -> Vec<usize> {
+        l.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, _)| i).collect()
+    }
+
+    #[test]
+    fn first_token_is_an_early_timestamp() {
+        let l = filtered(&[], &vec![0.0; VOCAB]);
+        assert_eq!(allowed(&l), (20..=25).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn after_a_timestamp_pair_text_must_follow() {
+        // <|0.00|> text <|1.00|> <|1.00|> -> two timestamps in a row: no timestamp next
+        let l = filtered(&[20, 5, 25, 25], &vec![0.0; VOCAB]);
+        assert!(allowed(&l).iter().all(|&t| t < TB as usize));
+        assert!(!allowed(&l).contains(&3), "suppressed token stays suppressed");
+    }
+
+    #[test]
+    fn after_an_opening_timestamp_only_its_close_or_eot() {
+        // text then one timestamp: only eot or a timestamp >= the last one
+        let mut base = vec![0.0; VOCAB];
+        base[EOT as usize] = 5.0; // make eot likelier than the timestamps together
+        let l = filtered(&[20, 5, 6, 24], &base);
+        let a = allowed(&l);
+        // no text token and no timestamp before the opening one; the special
+        // ids between end-of-text and the timestamps are left to suppress_tokens
+        assert!(a.iter().all(|&t| t >= EOT as usize && !(TB as usize..24).contains(&t)), "{a:?}");
+        assert!(a.contains(&24), "the closing timestamp may equal the last one");
+        assert!(a.contains(&(EOT as usize)));
+    }
+
+    #[test]
+    fn timestamps_do_not_go_backwards_and_segments_have_length() {
+        // <|0.00|> text <|0.40|> <|0.40|> text: next timestamp must be > 0.40
+        let l = filtered(&[20, 5, 22, 22, 6], &vec![0.0; VOCAB]);
+        let a = allowed(&l);
+        assert!(!a.contains(&20) && !a.contains(&22), "{a:?}");
+        assert!(a.contains(&23));
+    }
+
+    #[test]
+    fn timestamp_mass_beats_text_forces_timestamp() {
+        let mut base = vec![-10.0; VOCAB];
+        base[5] = 0.0; // best text token
+        for t in 20..VOCAB {
+            base[t] = -0.5; // each timestamp less likely than token 5, together far likelier
+        }
+        let l = filtered(&[20, 6], &base);
+        assert!(allowed(&l).iter().all(|&t| t >= TB as usize));
+    }
+
+    #[test]
+    fn no_timestamp_mass_check_is_nan_free_when_all_timestamps_masked() {
+        let mut o = opts();
+        o.max_initial_timestamp_index = None;
+        let f = LogitFilter { opts: &o, eot: EOT, no_timestamps: NO_TS, timestamp_begin: TB };
+        let mut l = vec![0.0; VOCAB];
+        // last timestamp is the very last id: every timestamp gets masked
+        f.apply(&mut l, &[20, 5, (VOCAB - 1) as u32, (VOCAB - 1) as u32, 6]);
+        assert!(l.iter().all(|v| !v.is_nan()));
+        assert!(allowed(&l).contains(&5));
+    }
+
+    #[test]
+    fn without_timestamps_only_suppression_applies() {
+        let mut o = opts();
+        o.without_timestamps = true;
+        let f = LogitFilter { opts: &o, eot: EOT, no_timestamps: NO_TS, timestamp_begin: TB };
+        let mut l = vec![0.0; VOCAB];
+        f.apply(&mut l, &[]);
+        let a = allowed(&l);
+        assert!(!a.contains(&3) && !a.contains(&4) && !a.contains(&(EOT as usize)));
+        assert!(a.contains(&25) && a.contains(&5));
+    }
+
+    #[test]
+    fn compression_ratio_flags_repetition() {
+        let normal = "And so my fellow Americans, ask not what your country can do for you.";
+        let looped = "I don't know. ".repeat(20);
+        assert!(compression_ratio(normal) < 2.4);
+        assert!(compression_ratio(&looped) > 2.4);
+    }
+
+    #[test]
+    fn log_sum_exp_is_stable() {
+        assert_eq!(log_sum_exp(&[f32::NEG_INFINITY; 3]), f32::NEG_INFINITY);
+        assert!((log_sum_exp(&[1000.0, 1000.0]) - (1000.0 + 2f32.ln())).abs() < 1e-3);
+        assert!((softmax_prob(&[0.0, 0.0, 0.0, 0.0], 2) - 0.25).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,189 @@
+//! Whisper speech recognition on ONNX Runtime: plain synchronous code, no
+//! actors. `WhisperEngine::transcribe` takes 16 kHz mono samples and returns
+//! timestamped segments, decoded the way faster-whisper decodes the same
+//! weights (greedy, temperature fallback, no-speech and repetition guards).
+
+pub mod decode;
+pub mod mel;
+pub mod model;
+pub mod tokenizer;
+pub mod transcribe;
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::config::{Config, Task};
+use crate::runtime::DeviceUsed;
+use decode::DecodeOptions;
+use mel::MelFrontEnd;
+use model::{ModelDir, ModelError, WhisperOnnx};
+use tokenizer::WhisperTokenizer;
+use transcribe::{transcribe_features, LoopOptions};
+pub use transcribe::{Segment, Timings};
+
+/// The result of transcribing one recording.
+#[derive(Debug, Clone, Serialize)]
+pub struct Transcript {
+    pub language: String,
+    /// Audio duration in seconds.
+    pub duration: f64,
+    pub segments: Vec<Segment>,
+    pub timings: Timings,
+}
+
+impl Transcript {
+    /// The segments' text joined, trimmed.
+    pub fn full_text(&self) -> String {
+        let joined: String = self.segments.iter().map(|s| s.text.as_str()).collect();
+        joined.trim().to_string()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WhisperError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("tokenizer: {0}")]
+    Tokenizer(#[from] tokenizer::TokenizerError),
+    #[error("invalid whisper settings: {0}")]
+    Settings(String),
+}
+
+/// A loaded Whisper model with its decoding settings.
+pub struct WhisperEngine {
+    model: WhisperOnnx,
+    tok: WhisperTokenizer,
+    mel: MelFrontEnd,
+    opts: DecodeOptions,
+    language: Option<String>,
+    task: Task,
+    condition_on_previous_text: bool,
+    prompt_reset_on_temperature: f32,
+    silence_peak: f32,
+    seed: u64,
+}
+
+impl WhisperEngine {
+    /// Loads the configured model; fails with a message naming `make setup`
+    /// when the model or ONNX Runtime is not installed.
+    pub fn load(config: &Config) -> Result<WhisperEngine, WhisperError> {
+        let w = &config.whisper;
+        if w.beam_size != 1 {
+            return Err(WhisperError::Settings(format!(
+                "beam_size = {} is not supported yet: only greedy decoding (beam_size = 1) is implemented",
+                w.beam_size
+            )));
+        }
+        let dir = ModelDir::open(&config.models_root(), &w.model)?;
+        let mc = &dir.config;
+        let language = match w.language.as_str() {
+            "auto" if mc.multilingual => None,
+            "auto" => Some("en".to_string()),
+            code => {
+                if !mc.multilingual && code != "en" {
+                    return Err(WhisperError::Settings(format!(
+                        "model {} is English-only; language '{code}' needs a multilingual model such as base",
+                        w.model
+                    )));
+                }
+                if mc.multilingual && !mc.languages.iter().any(|l| l == code) {
+                    return Err(WhisperError::Settings(format!("unknown language code '{code}'")));
+                }
+                Some(code.to_string())
+            }
+        };
+        if !mc.multilingual && w.task == Task::Translate {
+            return Err(WhisperError::Settings("translation needs a multilingual model".into()));
+        }
+        let tok = WhisperTokenizer::from_file(&dir.tokenizer_path(), mc.tokens.clone())?;
+        let model = WhisperOnnx::load(&config.onnxruntime_library(), &dir, w.precision, &config.runtime)?;
+        let opts = DecodeOptions {
+            temperatures: w.temperatures.clone(),
+            compression_ratio_threshold: w.compression_ratio_threshold,
+            log_prob_threshold: w.log_prob_threshold,
+            no_speech_threshold: w.no_speech_threshold,
+            without_timestamps: false,
+            max_initial_timestamp_index: Some((w.max_initial_timestamp as f64 / tokenizer::TIME_PRECISION).round() as u32),
+            suppress_blank: w.suppress_blank,
+            suppress_tokens: dir.ct2.suppress_ids.clone(),
+            suppress_tokens_begin: dir.ct2.suppress_ids_begin.clone(),
+            max_length: mc.n_text_ctx,
+        };
+        Ok(WhisperEngine {
+            mel: MelFrontEnd::new(mc.n_mels),
+            model,
+            tok,
+            opts,
+            language,
+            task: w.task,
+            condition_on_previous_text: w.condition_on_previous_text,
+            prompt_reset_on_temperature: w.prompt_reset_on_temperature,
+            silence_peak: 10f32.powf(w.silence_threshold_db / 20.0),
+            seed: w.seed,
+        })
+    }
+
+    /// The execution provider the model runs on.
+    pub fn device(&self) -> DeviceUsed {
+        self.model.device
+    }
+
+    pub fn model_name(&self) -> &str {
+        &self.model.config.name
+    }
+
+    /// Transcribes 16 kHz mono samples.
+    pub fn transcribe(&mut self, samples: &[f32]) -> Result<Transcript, WhisperError> {
+        let mut timings = Timings::default();
+        let t0 = Instant::now();
+        let features = self.mel.compute(samples);
+        timings.features = t0.elapsed().as_secs_f64();
+        let duration = samples.len() as f64 / mel::SAMPLE_RATE as f64;
+        let mut rng = fastrand::Rng::with_seed(self.seed);
+        let language = match &self.language {
+            Some(l) => l.clone(),
+            None => self.detect_language(&features)?,
+        };
+        let sp = &self.tok.special;
+        let sot_sequence = if self.model.config.multilingual {
+            let lang = self.language_token(&language)?;
+            let task = if self.task == Task::Translate { sp.translate } else { sp.transcribe };
+            vec![sp.sot, lang, task]
+        } else {
+            vec![sp.sot]
+        };
+        let loop_opts = LoopOptions {
+            condition_on_previous_text: self.condition_on_previous_text,
+            prompt_reset_on_temperature: self.prompt_reset_on_temperature,
+            sot_sequence,
+            silence_peak: self.silence_peak,
+        };
+        let segments = transcribe_features(&mut self.model, &self.tok, samples, &features, &self.opts, &loop_opts, &mut rng, &mut timings)?;
+        Ok(Transcript { language, duration, segments, timings })
+    }
+
+    fn language_token(&self, code: &str) -> Result<u32, WhisperError> {
+        self.tok
+            .token_to_id(&format!("<|{code}|>"))
+            .ok_or_else(|| WhisperError::Settings(format!("no language token for '{code}'")))
+    }
+
+    /// The most probable language of the first 30 s (multilingual models).
+    fn detect_language(&mut self, features: &mel::LogMel) -> Result<String, WhisperError> {
+        let window = features.window(0, mel::N_FRAMES);
+        let encoded = self.model.encode(&window)?;
+        let mut cache = self.model.new_cache()?;
+        let logits = self.model.decode(&[self.tok.special.sot], &mut cache, &encoded)?;
+        let mut best: Option<(f32, &str)> = None;
+        for code in &self.model.config.languages {
+            if let Some(id) = self.tok.token_to_id(&format!("<|{code}|>")) {
+                let l = logits[id as usize];
+                if best.is_none_or(|(b, _)| l > b) {
+                    best = Some((l, code));
+                }
+            }
+        }
+        Ok(best.map(|(_, c)| c.to_string()).unwrap_or_else(|| "en".to_string()))
+    }
+}

@@ -1,0 +1,234 @@
+//! The converted Whisper model on disk (`model.json`, `ct2_config.json`,
+//! ONNX graphs) and the two ONNX Runtime sessions that run it.
+//!
+//! Encoder: `mel [1, n_mels, 3000]` -> per decoder layer `cross_k_i [1, H, 64, 1500]`
+//! and `cross_v_i [1, H, 1500, 64]`: the cross-attention keys and values are
+//! computed once per 30 s window.
+//! Decoder: `tokens [1, T]` + `past_k_i/past_v_i [1, H, P, 64]` + the cross K/V ->
+//! `logits [1, vocab]` for the last position and `present_k_i/present_v_i
+//! [1, H, P+T, 64]`, fed back as the next step's past (the self-attention cache).
+
+use std::path::{Path, PathBuf};
+
+use ort::session::{Session, SessionInputValue};
+use ort::value::{DynValue, Tensor, TensorRef};
+use serde::Deserialize;
+
+use crate::config::{Precision, RuntimeConfig};
+use crate::runtime::{self, DeviceUsed, RuntimeError};
+
+/// `model.json`, written by `scripts/convert_whisper.py`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelConfig {
+    pub name: String,
+    pub n_mels: usize,
+    pub n_audio_ctx: usize,
+    pub n_text_ctx: usize,
+    pub d_model: usize,
+    pub n_heads: usize,
+    pub head_dim: usize,
+    pub n_encoder_layers: usize,
+    pub n_decoder_layers: usize,
+    pub n_vocab: usize,
+    pub multilingual: bool,
+    pub tokens: SpecialTokens,
+    #[serde(default)]
+    pub languages: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SpecialTokens {
+    pub eot: u32,
+    pub sot: u32,
+    pub sot_prev: u32,
+    pub sot_lm: u32,
+    pub no_timestamps: u32,
+    pub no_speech: u32,
+    pub timestamp_begin: u32,
+    pub transcribe: u32,
+    pub translate: u32,
+    pub lang_first: u32,
+}
+
+/// The parts of CTranslate2's `config.json` we use.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Ct2Config {
+    pub suppress_ids: Vec<u32>,
+    pub suppress_ids_begin: Vec<u32>,
+    #[serde(default)]
+    pub lang_ids: Vec<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("whisper model '{name}' not found in {dir}: run `make setup`")]
+    NotInstalled { name: String, dir: PathBuf },
+    #[error("model file {path} is unreadable: {reason}")]
+    BadFile { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+impl From<ort::Error> for ModelError {
+    fn from(e: ort::Error) -> Self {
+        ModelError::Runtime(RuntimeError::Ort(e.to_string()))
+    }
+}
+
+/// A model directory as `make setup` leaves it.
+#[derive(Debug, Clone)]
+pub struct ModelDir {
+    pub dir: PathBuf,
+    pub config: ModelConfig,
+    pub ct2: Ct2Config,
+}
+
+impl ModelDir {
+    /// `<root>/models/whisper-<name>`; fails with a message naming `make setup`.
+    pub fn open(root: &Path, name: &str) -> Result<ModelDir, ModelError> {
+        let dir = root.join("models").join(format!("whisper-{name}"));
+        if !dir.join("manifest.json").exists() {
+            return Err(ModelError::NotInstalled { name: name.to_string(), dir });
+        }
+        let config: ModelConfig = read_json(&dir.join("model.json"))?;
+        let ct2: Ct2Config = read_json(&dir.join("ct2_config.json"))?;
+        Ok(ModelDir { dir, config, ct2 })
+    }
+
+    pub fn encoder_path(&self, precision: Precision) -> PathBuf {
+        self.dir.join(match precision {
+            Precision::Fp32 => "encoder.onnx",
+            Precision::Int8 => "encoder.int8.onnx",
+        })
+    }
+
+    pub fn decoder_path(&self, precision: Precision) -> PathBuf {
+        self.dir.join(match precision {
+            Precision::Fp32 => "decoder.onnx",
+            Precision::Int8 => "decoder.int8.onnx",
+        })
+    }
+
+    pub fn tokenizer_path(&self) -> PathBuf {
+        self.dir.join("tokenizer.json")
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ModelError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ModelError::BadFile { path: path.to_path_buf(), reason: e.to_string() })?;
+    serde_json::from_str(&text).map_err(|e| ModelError::BadFile { path: path.to_path_buf(), reason: e.to_string() })
+}
+
+/// Cross-attention keys and values of one encoded window, one pair per decoder layer.
+pub struct EncodedWindow {
+    cross: Vec<DynValue>,
+}
+
+/// The decoder's self-attention cache for one sequence.
+pub struct KvCache {
+    past: Vec<DynValue>,
+    len: usize,
+}
+
+impl KvCache {
+    /// Number of positions already in the cache.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Encoder and decoder sessions with the tensor names precomputed.
+pub struct WhisperOnnx {
+    encoder: Session,
+    decoder: Session,
+    pub config: ModelConfig,
+    pub device: DeviceUsed,
+    cross_names: Vec<String>,
+    past_names: Vec<String>,
+    present_names: Vec<String>,
+}
+
+impl WhisperOnnx {
+    pub fn load(
+        library: &Path,
+        model: &ModelDir,
+        precision: Precision,
+        rt: &RuntimeConfig,
+    ) -> Result<WhisperOnnx, ModelError> {
+        let env = runtime::environment(library)?;
+        let (encoder, dev_e) = runtime::session(env, &model.encoder_path(precision), rt)?;
+        let (decoder, dev_d) = runtime::session(env, &model.decoder_path(precision), rt)?;
+        let device = if dev_e == DeviceUsed::Cuda && dev_d == DeviceUsed::Cuda { DeviceUsed::Cuda } else { DeviceUsed::Cpu };
+        let n = model.config.n_decoder_layers;
+        let kv = |prefix: &str| -> Vec<String> {
+            (0..n).flat_map(|i| [format!("{prefix}_k_{i}"), format!("{prefix}_v_{i}")]).collect()
+        };
+        Ok(WhisperOnnx {
+            encoder,
+            decoder,
+            config: model.config.clone(),
+            device,
+            cross_names: kv("cross"),
+            past_names: kv("past"),
+            present_names: kv("present"),
+        })
+    }
+
+    /// Runs the encoder on one `[n_mels, 3000]` window (mel-major).
+    pub fn encode(&mut self, mel: &[f32]) -> Result<EncodedWindow, ModelError> {
+        let frames = mel.len() / self.config.n_mels;
+        let input = TensorRef::from_array_view(([1usize, self.config.n_mels, frames], mel))?;
+        let mut out = self.encoder.run(ort::inputs!["mel" => input])?;
+        let cross = self
+            .cross_names
+            .iter()
+            .map(|name| {
+                out.remove(name.as_str()).ok_or_else(|| {
+                    ModelError::Runtime(RuntimeError::Ort(format!("encoder has no output {name}")))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(EncodedWindow { cross })
+    }
+
+    /// An empty self-attention cache.
+    pub fn new_cache(&self) -> Result<KvCache, ModelError> {
+        let shape = [1usize, self.config.n_heads, 0, self.config.head_dim];
+        let past = (0..2 * self.config.n_decoder_layers)
+            .map(|_| Tensor::<f32>::from_array((shape, Vec::<f32>::new())).map(|t| t.into_dyn()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(KvCache { past, len: 0 })
+    }
+
+    /// Feeds `tokens` after what `cache` holds; returns the logits that
+    /// predict the token after the last one, and extends the cache.
+    pub fn decode(&mut self, tokens: &[u32], cache: &mut KvCache, window: &EncodedWindow) -> Result<Vec<f32>, ModelError> {
+        let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+        let tokens_t = TensorRef::from_array_view(([1usize, ids.len()], &ids[..]))?;
+        let mut inputs: Vec<(std::borrow::Cow<'_, str>, SessionInputValue<'_>)> =
+            Vec::with_capacity(1 + 4 * self.config.n_decoder_layers);
+        inputs.push(("tokens".into(), tokens_t.into()));
+        for (name, v) in self.past_names.iter().zip(&cache.past) {
+            inputs.push((name.as_str().into(), v.into()));
+        }
+        for (name, v) in self.cross_names.iter().zip(&window.cross) {
+            inputs.push((name.as_str().into(), v.into()));
+        }
+        let mut out = self.decoder.run(inputs)?;
+        let logits = out["logits"].try_extract_tensor::<f32>()?.1.to_vec();
+        let mut present = Vec::with_capacity(self.present_names.len());
+        for name in &self.present_names {
+            present.push(out.remove(name.as_str()).ok_or_else(|| {
+                ModelError::Runtime(RuntimeError::Ort(format!("decoder has no output {name}")))
+            })?);
+        }
+        cache.past = present;
+        cache.len += tokens.len();
+        Ok(logits)
+    }
+}

@@ -1,0 +1,124 @@
+//! Whisper end to end with the real converted models: audio file in,
+//! timestamped words out.
+
+mod common;
+
+use colloquy::audio::load_16k_mono;
+use colloquy::text::{normalize_words, word_errors};
+use colloquy::whisper::WhisperEngine;
+use common::{config, config_with, repo_path, shared_data};
+
+const CLIP_TEXT: &str = "Good morning everyone, thank you for coming to the meeting today. We will talk about the budget for next year, and then we will plan the summer trip.";
+
+fn engine() -> Option<WhisperEngine> {
+    Some(WhisperEngine::load(&config()?).expect("load whisper"))
+}
+
+#[test]
+fn transcribes_the_committed_clip() {
+    let Some(mut engine) = engine() else { return };
+    let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
+    let t = engine.transcribe(&audio.samples).unwrap();
+    let errs = word_errors(CLIP_TEXT, &t.full_text());
+    assert!(errs.wer() <= 0.10, "WER {:.3}: {:?}", errs.wer(), t.full_text());
+    assert_eq!(t.language, "en");
+    assert!(!t.segments.is_empty());
+    let mut last_end = 0.0;
+    for s in &t.segments {
+        assert!(s.start >= last_end - 1e-9 && s.end > s.start, "{s:?}");
+        assert!(s.end <= t.duration + 0.5, "{s:?} beyond {}", t.duration);
+        last_end = s.end;
+    }
+}
+
+#[test]
+fn resampled_stereo_gives_the_same_words() {
+    let Some(mut engine) = engine() else { return };
+    let mono = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
+    let stereo = load_16k_mono(&repo_path("tests/data/speech_en_44k_stereo.flac")).unwrap();
+    assert_eq!(stereo.channels, 2);
+    assert!((stereo.samples.len() as i64 - mono.samples.len() as i64).abs() < 16);
+    let a = engine.transcribe(&mono.samples).unwrap().full_text();
+    let b = engine.transcribe(&stereo.samples).unwrap().full_text();
+    assert_eq!(normalize_words(&a), normalize_words(&b));
+}
+
+#[test]
+fn silence_and_faint_noise_give_no_text() {
+    let Some(mut engine) = engine() else { return };
+    let silence = vec![0.0f32; 16_000 * 20];
+    let t = engine.transcribe(&silence).unwrap();
+    assert!(t.segments.is_empty(), "silence produced {:?}", t.full_text());
+    // uniform noise at peak 0.001 and 0.01 (-60 and -40 dBFS): the no-speech
+    // detection and the no-words rule decide, whatever the fallback samples
+    for scale in [0.002f32, 0.02] {
+        let mut seed = 7u32;
+        let noise: Vec<f32> = (0..16_000 * 12)
+            .map(|_| {
+                seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+                ((seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * scale
+            })
+            .collect();
+        let t = engine.transcribe(&noise).unwrap();
+        assert!(t.segments.is_empty(), "noise at {scale} produced {:?}", t.full_text());
+    }
+}
+
+#[test]
+fn long_audio_is_transcribed_across_windows() {
+    let Some(mut engine) = engine() else { return };
+    let clip = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap().samples;
+    // clip, 4 s pause, clip, ...: about 60 s, three windows or more
+    let mut long = Vec::new();
+    for _ in 0..5 {
+        long.extend_from_slice(&clip);
+        long.extend(std::iter::repeat(0.0).take(16_000 * 4));
+    }
+    let t = engine.transcribe(&long).unwrap();
+    assert!(t.timings.windows >= 3, "{} windows", t.timings.windows);
+    let reference = vec![CLIP_TEXT; 5].join(" ");
+    let errs = word_errors(&reference, &t.full_text());
+    assert!(errs.wer() <= 0.10, "WER {:.3}: {}", errs.wer(), t.full_text());
+    assert!(t.segments.last().unwrap().start > 45.0, "{:?}", t.segments.last());
+    for w in t.segments.windows(2) {
+        assert!(w[1].start >= w[0].start, "{:?} then {:?}", w[0], w[1]);
+    }
+}
+
+#[test]
+fn int8_model_transcribes_the_clip() {
+    let Some(config) = config_with(&[("whisper.precision", "int8")]) else { return };
+    let mut engine = WhisperEngine::load(&config).unwrap();
+    let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
+    let t = engine.transcribe(&audio.samples).unwrap();
+    let errs = word_errors(CLIP_TEXT, &t.full_text());
+    assert!(errs.wer() <= 0.15, "WER {:.3}: {:?}", errs.wer(), t.full_text());
+}
+
+#[test]
+fn jfk_word_for_word() {
+    let Some(path) = shared_data("asr/whisper_jfk.flac") else { return };
+    let Some(mut engine) = engine() else { return };
+    let audio = load_16k_mono(&path).unwrap();
+    let t = engine.transcribe(&audio.samples).unwrap();
+    let reference = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
+    assert_eq!(normalize_words(&t.full_text()), normalize_words(reference), "{}", t.full_text());
+}
+
+#[test]
+fn base_model_detects_english() {
+    let Some(config) = config_with(&[("whisper.model", "base"), ("whisper.language", "auto")]) else { return };
+    let mut engine = WhisperEngine::load(&config).unwrap();
+    let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
+    let t = engine.transcribe(&audio.samples).unwrap();
+    assert_eq!(t.language, "en");
+    let errs = word_errors(CLIP_TEXT, &t.full_text());
+    assert!(errs.wer() <= 0.10, "WER {:.3}: {:?}", errs.wer(), t.full_text());
+}
+
+#[test]
+fn english_only_model_refuses_other_languages() {
+    let Some(config) = config_with(&[("whisper.language", "de")]) else { return };
+    let err = WhisperEngine::load(&config).err().expect("must refuse").to_string();
+    assert!(err.contains("English-only"), "{err}");
+}
