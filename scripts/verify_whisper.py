@@ -34,7 +34,8 @@ from convert_whisper import load_sources, read_ct2_model  # noqa: E402
 # Encoder parity: max |onnx - ct2| relative to max |ct2|. Both are fp32; against a
 # float64 numpy forward the ONNX encoder was the closer of the two (base: 4.8e-4
 # vs 9.8e-4 absolute at |x| up to 23), so a few 1e-4 absolute is rounding noise.
-ENCODER_REL_TOL = 1e-4
+ENCODER_REL_TOL = 3e-4
+ENCODER_MEAN_TOL = 1e-4
 DEFAULT_AUDIO = "/work/shared/data/asr/whisper_jfk.flac"
 
 
@@ -272,7 +273,8 @@ def main():
         kdiff = float(np.abs(outs["cross_k_0"][0] - k_ref).max())
         print(f"[{name}] encoder max|onnx-ct2| = {diff:.2e} (mean {mean_diff:.1e}, relative to max|x| {rel:.1e}); "
               f"cross_k_0 vs numpy-from-ct2 = {kdiff:.2e}")
-        if not rel < ENCODER_REL_TOL or not kdiff < 10 * ENCODER_REL_TOL * float(np.abs(k_ref).max()):
+        k_rel = kdiff / float(np.abs(k_ref).max())
+        if not (rel < ENCODER_REL_TOL and mean_diff < ENCODER_MEAN_TOL and k_rel < ENCODER_REL_TOL):
             failures.append(f"encoder diff {diff:.2e} / cross_k {kdiff:.2e}")
         del enc_dbg
 

@@ -196,7 +196,9 @@ pub fn decode_once(
     let filter = LogitFilter { opts, eot: sp.eot, no_timestamps: sp.no_timestamps, timestamp_begin: sp.timestamp_begin };
     let mut generated: Vec<u32> = Vec::new();
     let mut sum_logprob = 0.0f64;
-    let max_new = opts.max_length.saturating_sub(prompt.len());
+    // CTranslate2's cap: half the text context, and no position past its end
+    // (the last token chosen is never fed back)
+    let max_new = (opts.max_length / 2).min((opts.max_length + 1).saturating_sub(prompt.len()));
     for step in 0..max_new {
         filter.apply(&mut logits, &generated);
         let next = if temperature > 0.0 { sample(&logits, temperature, rng) } else { argmax(&logits) };
