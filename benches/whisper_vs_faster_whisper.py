@@ -121,7 +121,7 @@ def number_words(n):
 
 
 def normalize(text):
-    """The normaliser of src/text.rs: lower case, % -> percent, numbers spelled out, punctuation dropped."""
+    """The normaliser of src/text.rs: lower case, % -> percent, numbers and mr/mrs/dr spelled out, punctuation dropped."""
     text = text.replace("%", " percent ").replace("\u2019", "'")
     text = re.sub(r"[-\u2013\u2014/]", " ", text).lower()
     words = []
@@ -132,7 +132,7 @@ def normalize(text):
         if w.isdigit() and int(w) < 1_000_000:
             words += number_words(int(w))
         else:
-            words.append(w)
+            words.append({"mr": "mister", "mrs": "missus", "dr": "doctor"}.get(w, w))
     return words
 
 

@@ -24,6 +24,7 @@ pub struct Config {
     pub models: ModelsConfig,
     pub runtime: RuntimeConfig,
     pub whisper: WhisperConfig,
+    pub diarization: DiarizationConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -82,6 +83,18 @@ pub struct WhisperConfig {
     pub suppress_blank: bool,
     pub silence_threshold_db: f32,
     pub seed: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiarizationConfig {
+    pub window_step: f64,
+    pub segmentation_batch: usize,
+    pub min_embedding_duration: f64,
+    pub cluster_threshold: f64,
+    pub min_cluster_size: usize,
+    pub min_duration_on: f64,
+    pub min_duration_off: f64,
 }
 
 impl WhisperConfig {

@@ -26,6 +26,12 @@ enum Format {
     Txt,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum DiarizeFormat {
+    Rttm,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Transcribe audio files (the model is loaded once for all of them).
@@ -44,6 +50,19 @@ enum Command {
         /// Language code or "auto" (overrides whisper.language).
         #[arg(long)]
         language: Option<String>,
+    },
+    /// Who spoke when: speaker turns of an audio file.
+    Diarize {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "rttm")]
+        format: DiarizeFormat,
+        /// Exact number of speakers, when known.
+        #[arg(long)]
+        num_speakers: Option<usize>,
+        #[arg(long)]
+        min_speakers: Option<usize>,
+        #[arg(long)]
+        max_speakers: Option<usize>,
     },
 }
 
@@ -79,7 +98,51 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load_with_env(cli.config.as_deref(), env)?;
             transcribe(&config, &files, format)
         }
+        Command::Diarize { file, format, num_speakers, min_speakers, max_speakers } => {
+            let config = Config::load(cli.config.as_deref())?;
+            let bounds = colloquy::diarize::SpeakerBounds { num_speakers, min_speakers, max_speakers };
+            diarize(&config, &file, format, bounds)
+        }
     }
+}
+
+fn diarize(
+    config: &Config,
+    path: &std::path::Path,
+    format: DiarizeFormat,
+    bounds: colloquy::diarize::SpeakerBounds,
+) -> anyhow::Result<()> {
+    let mut engine = colloquy::diarize::DiarizationEngine::load(config)?;
+    let t0 = Instant::now();
+    let audio = colloquy::audio::load_16k_mono(path).with_context(|| format!("{}", path.display()))?;
+    let d = engine.diarize(&audio.samples, bounds).with_context(|| format!("{}", path.display()))?;
+    let wall = t0.elapsed().as_secs_f64();
+    match format {
+        DiarizeFormat::Rttm => {
+            let id = path.file_stem().and_then(|s| s.to_str()).unwrap_or("audio");
+            print!("{}", colloquy::diarize::rttm::write_rttm(id, &d.turns));
+        }
+        DiarizeFormat::Json => {
+            let out = json!({
+                "file": path.display().to_string(),
+                "duration": audio.duration(),
+                "num_speakers": d.num_speakers,
+                "turns": d.turns,
+                "provider": { "runtime": "onnxruntime", "device": engine.device },
+                "performance_metrics": {
+                    "total_seconds": wall,
+                    "segmentation_seconds": d.timings.segmentation,
+                    "embedding_seconds": d.timings.embeddings,
+                    "clustering_seconds": d.timings.clustering,
+                    "windows": d.timings.windows,
+                    "embeddings": d.timings.embedded,
+                    "speed": audio.duration() / wall,
+                },
+            });
+            println!("{out}");
+        }
+    }
+    Ok(())
 }
 
 fn transcribe(config: &Config, files: &[PathBuf], format: Format) -> anyhow::Result<()> {

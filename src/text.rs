@@ -2,7 +2,7 @@
 //!
 //! Normalisation: lower case, "%" read as "percent", whole numbers spelled
 //! out ("10" -> "ten"), hyphens split words, other punctuation dropped
-//! (apostrophes kept inside words: "you'll").
+//! (apostrophes kept inside words: "you'll"), "mr"/"mrs"/"dr" spelled out.
 
 /// The normalised words of `text`.
 pub fn normalize_words(text: &str) -> Vec<String> {
@@ -31,7 +31,12 @@ pub fn normalize_words(text: &str) -> Vec<String> {
                 }
             }
         }
-        words.push(w);
+        words.push(match w.as_str() {
+            "mr" => "mister".to_string(),
+            "mrs" => "missus".to_string(),
+            "dr" => "doctor".to_string(),
+            _ => w,
+        });
     }
     words
 }
@@ -132,7 +137,7 @@ mod tests {
         assert_eq!(normalize_words("about ten percent"), vec!["about", "ten", "percent"]);
         assert_eq!(normalize_words("You'll see speech-to-text"), vec!["you'll", "see", "speech", "to", "text"]);
         assert_eq!(normalize_words("It’s 2,024"), vec!["it's", "two", "thousand", "twenty", "four"]);
-        assert_eq!(normalize_words("Mr. Quilter"), vec!["mr", "quilter"]);
+        assert_eq!(normalize_words("Mr. Quilter"), vec!["mister", "quilter"]);
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! Speaker diarization (who spoke when): plain synchronous code, no actors.
-//! The Kaldi fbank front end of the speaker-embedding model, RTTM/UEM files
-//! and the DER scorer are here; the segmentation and embedding models and
-//! the clustering land with issue #3.
+//! `DiarizationEngine::diarize` takes 16 kHz mono samples and returns
+//! speaker turns; RTTM/UEM files and the DER scorer are here too.
 
 pub mod cluster;
 pub mod der;
+pub mod engine;
 pub mod fbank;
 pub mod powerset;
 pub mod reconstruct;
 pub mod rttm;
+
+pub use cluster::SpeakerBounds;
+pub use engine::{Diarization, DiarizationEngine, DiarizeError};

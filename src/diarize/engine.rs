@@ -1,0 +1,280 @@
+//! The diarization engine (pyannote 3.1's recipe on ONNX Runtime):
+//! 10 s windows slide over the audio through the segmentation model
+//! (segmentation-3.0, powerset output -> up to 3 local speakers per window);
+//! each local speaker of each window gets a CAM++ embedding from its own
+//! frames; the embeddings are clustered into global speakers; local speakers
+//! are mapped to clusters (at most one per cluster within a window) and the
+//! global timeline is rebuilt with overlapping speech kept.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ort::session::Session;
+use ort::value::TensorRef;
+use pathfinding::prelude::{kuhn_munkres, Matrix};
+use serde::{Deserialize, Serialize};
+
+use super::cluster::{centroids, cluster, cosine, l2_normalise, ClusterOptions, SpeakerBounds};
+use super::fbank::{mean_normalise, Fbank};
+use super::powerset::{self, LOCAL_SPEAKERS};
+use super::reconstruct::{reconstruct, FrameGrid, ReconstructOptions, WindowActivity};
+use super::rttm::Turn;
+use crate::config::{Config, DiarizationConfig};
+use crate::runtime::{self, DeviceUsed, RuntimeError};
+
+/// `diarization.json`, written by `scripts/convert_diarization.py`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DiarizationModelInfo {
+    pub segmentation: SegmentationInfo,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SegmentationInfo {
+    pub sample_rate: usize,
+    pub window_samples: usize,
+    pub frames_per_window: usize,
+    pub frame_step_samples: usize,
+    pub frame_center_offset_samples: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiarizeError {
+    #[error("diarization models not found in {0}: run `make setup`")]
+    NotInstalled(PathBuf),
+    #[error("diarization model file {path} is unreadable: {reason}")]
+    BadFile { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+impl From<ort::Error> for DiarizeError {
+    fn from(e: ort::Error) -> Self {
+        DiarizeError::Runtime(RuntimeError::Ort(e.to_string()))
+    }
+}
+
+/// Who spoke when.
+#[derive(Debug, Clone, Serialize)]
+pub struct Diarization {
+    pub turns: Vec<Turn>,
+    pub num_speakers: usize,
+    pub timings: DiarizeTimings,
+}
+
+/// Seconds spent per part.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DiarizeTimings {
+    pub segmentation: f64,
+    pub embeddings: f64,
+    pub clustering: f64,
+    pub windows: usize,
+    pub embedded: usize,
+}
+
+pub struct DiarizationEngine {
+    segmentation: Session,
+    embedding: Session,
+    info: SegmentationInfo,
+    fbank: Fbank,
+    cfg: DiarizationConfig,
+    pub device: DeviceUsed,
+}
+
+/// `<root>/models/diarization`.
+pub fn model_dir(root: &Path) -> PathBuf {
+    root.join("models").join("diarization")
+}
+
+impl DiarizationEngine {
+    pub fn load(config: &Config) -> Result<DiarizationEngine, DiarizeError> {
+        let dir = model_dir(&config.models_root());
+        if !dir.join("manifest.json").exists() {
+            return Err(DiarizeError::NotInstalled(dir));
+        }
+        let info_path = dir.join("diarization.json");
+        let text = std::fs::read_to_string(&info_path)
+            .map_err(|e| DiarizeError::BadFile { path: info_path.clone(), reason: e.to_string() })?;
+        let info: DiarizationModelInfo =
+            serde_json::from_str(&text).map_err(|e| DiarizeError::BadFile { path: info_path, reason: e.to_string() })?;
+        let env = runtime::environment(&config.onnxruntime_library())?;
+        let (segmentation, d1) = runtime::session(env, &dir.join("segmentation.onnx"), &config.runtime)?;
+        let (embedding, d2) = runtime::session(env, &dir.join("embedding.onnx"), &config.runtime)?;
+        let device = if d1 == DeviceUsed::Cuda && d2 == DeviceUsed::Cuda { DeviceUsed::Cuda } else { DeviceUsed::Cpu };
+        Ok(DiarizationEngine {
+            segmentation,
+            embedding,
+            info: info.segmentation,
+            fbank: Fbank::new(80, 16_000.0, 20.0),
+            cfg: config.diarization.clone(),
+            device,
+        })
+    }
+
+    fn grid(&self) -> FrameGrid {
+        FrameGrid {
+            step: self.info.frame_step_samples,
+            center_offset: self.info.frame_center_offset_samples,
+            sample_rate: self.info.sample_rate,
+        }
+    }
+
+    /// Window start positions (samples): a whole number of frames apart, the
+    /// last window reaching the end of the audio.
+    fn window_starts(&self, n: usize) -> Vec<usize> {
+        let win = self.info.window_samples;
+        let fstep = self.info.frame_step_samples;
+        let step = (((self.cfg.window_step * self.info.sample_rate as f64) / fstep as f64).round() as usize).max(1) * fstep;
+        let mut starts = vec![0];
+        while starts.last().unwrap() + win < n {
+            starts.push(starts.last().unwrap() + step);
+        }
+        starts
+    }
+
+    /// Segmentation of every window: `[frames][3]` binary activity each.
+    fn segment(&mut self, samples: &[f32], starts: &[usize]) -> Result<Vec<Vec<f32>>, DiarizeError> {
+        let win = self.info.window_samples;
+        let frames = self.info.frames_per_window;
+        let mut out = Vec::with_capacity(starts.len());
+        for batch in starts.chunks(self.cfg.segmentation_batch.max(1)) {
+            let mut input = vec![0.0f32; batch.len() * win];
+            for (b, &s) in batch.iter().enumerate() {
+                let end = (s + win).min(samples.len());
+                if s < end {
+                    input[b * win..b * win + (end - s)].copy_from_slice(&samples[s..end]);
+                }
+            }
+            let t = TensorRef::from_array_view(([batch.len(), 1, win], &input[..]))?;
+            let res = self.segmentation.run(ort::inputs!["waveform" => t])?;
+            let (_, lp) = res["log_probs"].try_extract_tensor::<f32>()?;
+            let per = lp.len() / batch.len();
+            for b in 0..batch.len() {
+                let a = powerset::decode(&lp[b * per..(b + 1) * per]);
+                debug_assert_eq!(a.len(), frames * LOCAL_SPEAKERS);
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Samples where local speaker `s` of a window speaks (alone, when that
+    /// is long enough), as one concatenated signal.
+    fn speaker_audio(&self, samples: &[f32], start: usize, activity: &[f32], s: usize) -> Vec<f32> {
+        let frames = activity.len() / LOCAL_SPEAKERS;
+        let grid = self.grid();
+        let pick = |exclusive: bool| -> Vec<usize> {
+            (0..frames)
+                .filter(|&i| {
+                    let row = &activity[i * LOCAL_SPEAKERS..(i + 1) * LOCAL_SPEAKERS];
+                    row[s] > 0.0 && (!exclusive || row.iter().sum::<f32>() <= 1.0)
+                })
+                .collect()
+        };
+        let min_frames = (self.cfg.min_embedding_duration * grid.sample_rate as f64 / grid.step as f64).ceil() as usize;
+        let mut chosen = pick(true);
+        if chosen.len() < min_frames {
+            chosen = pick(false);
+        }
+        let mut audio = Vec::new();
+        let half = grid.step / 2;
+        let mut last_end = 0usize;
+        for i in chosen {
+            let centre = start + grid.center_offset + i * grid.step;
+            let a = centre.saturating_sub(half).max(last_end);
+            let b = (centre + half).min(samples.len());
+            if a < b {
+                audio.extend_from_slice(&samples[a..b]);
+                last_end = b;
+            }
+        }
+        audio
+    }
+
+    fn embed(&mut self, audio: &[f32]) -> Result<Vec<f32>, DiarizeError> {
+        let mut feats = self.fbank.compute(audio);
+        mean_normalise(&mut feats, 80);
+        let t_frames = feats.len() / 80;
+        let t = TensorRef::from_array_view(([1usize, t_frames, 80], &feats[..]))?;
+        let res = self.embedding.run(ort::inputs!["fbank" => t])?;
+        let (_, e) = res["embedding"].try_extract_tensor::<f32>()?;
+        Ok(e.to_vec())
+    }
+
+    /// Diarizes 16 kHz mono samples.
+    pub fn diarize(&mut self, samples: &[f32], bounds: SpeakerBounds) -> Result<Diarization, DiarizeError> {
+        let mut timings = DiarizeTimings::default();
+        let t0 = Instant::now();
+        let starts = self.window_starts(samples.len());
+        let activity = self.segment(samples, &starts)?;
+        timings.segmentation = t0.elapsed().as_secs_f64();
+        timings.windows = starts.len();
+
+        // one embedding per (window, local speaker) with enough speech
+        let t1 = Instant::now();
+        let min_samples = (self.cfg.min_embedding_duration * self.info.sample_rate as f64) as usize;
+        let mut keys: Vec<(usize, usize)> = Vec::new();
+        let mut embeddings: Vec<Vec<f32>> = Vec::new();
+        for (w, (&start, act)) in starts.iter().zip(&activity).enumerate() {
+            for s in 0..LOCAL_SPEAKERS {
+                let audio = self.speaker_audio(samples, start, act, s);
+                if audio.len() < min_samples.max(crate::diarize::fbank::FRAME_LENGTH * 4) {
+                    continue;
+                }
+                let mut e = self.embed(&audio)?;
+                l2_normalise(&mut e);
+                keys.push((w, s));
+                embeddings.push(e);
+            }
+        }
+        timings.embeddings = t1.elapsed().as_secs_f64();
+        timings.embedded = embeddings.len();
+
+        let t2 = Instant::now();
+        let opts = ClusterOptions { threshold: self.cfg.cluster_threshold, min_cluster_size: self.cfg.min_cluster_size };
+        let labels = cluster(&embeddings, &opts, bounds);
+        let k = labels.iter().max().map_or(0, |m| m + 1);
+        let cents = centroids(&embeddings, &labels, k);
+
+        // map each window's local speakers to distinct clusters (Hungarian on similarity)
+        let mut windows: Vec<WindowActivity> = starts
+            .iter()
+            .zip(activity)
+            .map(|(&start_sample, activity)| WindowActivity { start_sample, activity, clusters: [None; LOCAL_SPEAKERS] })
+            .collect();
+        let mut by_window: Vec<Vec<(usize, usize)>> = vec![Vec::new(); windows.len()];
+        for (i, &(w, s)) in keys.iter().enumerate() {
+            by_window[w].push((s, i));
+        }
+        for (w, locals) in by_window.iter().enumerate() {
+            if locals.is_empty() || k == 0 {
+                continue;
+            }
+            let n = locals.len().max(k);
+            let mut m = vec![vec![0i64; n]; n];
+            for (r, &(_, i)) in locals.iter().enumerate() {
+                for (c, cent) in cents.iter().enumerate() {
+                    m[r][c] = ((1.0 + cosine(&embeddings[i], cent)) * 1e6) as i64;
+                }
+            }
+            let (_, assign) = kuhn_munkres(&Matrix::from_rows(m).expect("square"));
+            for (r, &(s, _)) in locals.iter().enumerate() {
+                if assign[r] < k {
+                    windows[w].clusters[s] = Some(assign[r]);
+                }
+            }
+        }
+        let turns = reconstruct(
+            &windows,
+            k,
+            self.grid(),
+            samples.len(),
+            ReconstructOptions { min_duration_on: self.cfg.min_duration_on, min_duration_off: self.cfg.min_duration_off },
+        );
+        timings.clustering = t2.elapsed().as_secs_f64();
+        let mut names: Vec<&str> = turns.iter().map(|t| t.speaker.as_str()).collect();
+        names.sort();
+        names.dedup();
+        let num_speakers = names.len();
+        Ok(Diarization { turns, num_speakers, timings })
+    }
+}
