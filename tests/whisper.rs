@@ -122,3 +122,41 @@ fn english_only_model_refuses_other_languages() {
     let err = WhisperEngine::load(&config).err().expect("must refuse").to_string();
     assert!(err.contains("English-only"), "{err}");
 }
+
+#[test]
+fn cuda_request_falls_back_to_cpu_without_a_gpu() {
+    // the CPU-only ONNX Runtime library has no CUDA provider: the engine must
+    // warn, fall back and still transcribe
+    let Some(config) = config_with(&[("runtime.device", "cuda")]) else { return };
+    let mut engine = WhisperEngine::load(&config).unwrap();
+    if std::path::Path::new("/dev/nvidia0").exists() {
+        eprintln!("a GPU is present: not checking the fallback");
+        return;
+    }
+    assert_eq!(engine.device(), colloquy::runtime::DeviceUsed::Cpu);
+    let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
+    let t = engine.transcribe(&audio.samples).unwrap();
+    assert!(word_errors(CLIP_TEXT, &t.full_text()).wer() <= 0.10, "{}", t.full_text());
+}
+
+#[test]
+fn tokenizer_round_trip_and_timestamps() {
+    use colloquy::whisper::model::ModelDir;
+    use colloquy::whisper::tokenizer::WhisperTokenizer;
+    let Some(config) = config() else { return };
+    let dir = ModelDir::open(&config.models_root(), "tiny.en").unwrap();
+    let tok = WhisperTokenizer::from_file(&dir.tokenizer_path(), dir.config.tokens.clone()).unwrap();
+    let sp = tok.special.clone();
+    let ids = tok.encode(" Ask not what your country can do for you, café 10%.").unwrap();
+    assert!(ids.iter().all(|&i| i < sp.eot), "{ids:?}");
+    assert_eq!(tok.decode(&ids).unwrap(), " Ask not what your country can do for you, café 10%.");
+    // timestamps and special tokens are dropped from the text
+    let mut with_ts = vec![sp.sot, sp.timestamp_begin];
+    with_ts.extend(&ids);
+    with_ts.extend([sp.timestamp_begin + 150, sp.eot]);
+    assert_eq!(tok.decode(&with_ts).unwrap(), tok.decode(&ids).unwrap());
+    assert_eq!(tok.timestamp_seconds(sp.timestamp_begin + 150), Some(3.0));
+    assert_eq!(tok.timestamp_seconds(ids[0]), None);
+    assert!(tok.is_timestamp(sp.timestamp_begin) && !tok.is_timestamp(sp.no_timestamps));
+    assert_eq!(tok.token_to_id("<|endoftext|>"), Some(sp.eot));
+}
