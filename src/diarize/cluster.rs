@@ -1,7 +1,9 @@
-//! Clustering of speaker embeddings: agglomerative clustering with centroid
-//! linkage on L2-normalised embeddings (as pyannote 3.1 does), cut at a
-//! distance threshold, or at exactly `num_speakers` clusters when given, or
-//! clamped into `[min_speakers, max_speakers]`. Clusters smaller than
+//! Clustering of speaker embeddings: agglomerative clustering with average
+//! linkage on cosine distance (1 - cos), cut at a distance threshold, or at
+//! exactly `num_speakers` clusters when given, or clamped into
+//! `[min_speakers, max_speakers]`. (pyannote 3.1 uses centroid linkage; with
+//! short-piece embeddings average linkage gave steadier cuts here, and its
+//! threshold keeps one meaning: the mean cosine distance between clusters.) Clusters smaller than
 //! `min_cluster_size` are treated as outliers and joined to the nearest
 //! large cluster.
 
@@ -17,8 +19,8 @@ pub struct SpeakerBounds {
 
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
-    /// Euclidean distance between unit vectors (sqrt(2 - 2 cos)) above which
-    /// clusters are not merged.
+    /// Mean cosine distance (1 - cos) between two clusters above which they
+    /// are not merged.
     pub threshold: f64,
     pub min_cluster_size: usize,
 }
@@ -62,10 +64,10 @@ pub fn cluster(embeddings: &[Vec<f32>], opts: &ClusterOptions, bounds: SpeakerBo
     for i in 0..n - 1 {
         for j in i + 1..n {
             let c = unit[i].iter().zip(&unit[j]).map(|(a, b)| a * b).sum::<f32>() as f64;
-            condensed.push((2.0 - 2.0 * c).max(0.0).sqrt());
+            condensed.push((1.0 - c).max(0.0));
         }
     }
-    let dend = linkage(&mut condensed, n, Method::Centroid);
+    let dend = linkage(&mut condensed, n, Method::Average);
     let steps = dend.steps();
 
     // number of merges to apply
@@ -106,7 +108,81 @@ pub fn cluster(embeddings: &[Vec<f32>], opts: &ClusterOptions, bounds: SpeakerBo
             labels = labels.iter().map(|&l| remap[l]).collect();
         }
     }
+    // a given speaker count: refine the cut with spherical k-means, which
+    // splits along the main direction of difference instead of peeling off
+    // a few outliers
+    if let Some(k) = bounds.num_speakers {
+        labels = best_kmeans(&unit, labels, k.clamp(1, n));
+    }
     relabel_dense(&labels)
+}
+
+/// Spherical k-means from the AHC cut and from several seeded k-means++
+/// starts; the partition with the highest total similarity to its
+/// centroids wins (deterministic: fixed seeds).
+fn best_kmeans(unit: &[Vec<f32>], ahc: Vec<usize>, k: usize) -> Vec<usize> {
+    let score = |labels: &[usize]| -> f32 {
+        let cents = centroids(unit, labels, k);
+        unit.iter().zip(labels).map(|(v, &l)| cosine(v, &cents[l])).sum()
+    };
+    let mut best = kmeans_refine(unit, ahc, k, 50);
+    let mut best_score = score(&best);
+    let mut rng = fastrand::Rng::with_seed(0x5eed);
+    for _ in 0..8 {
+        // k-means++ seeding on cosine distance
+        let mut seeds = vec![rng.usize(..unit.len())];
+        while seeds.len() < k {
+            let d: Vec<f32> = unit
+                .iter()
+                .map(|v| seeds.iter().map(|&s| 1.0 - cosine(v, &unit[s])).fold(f32::INFINITY, f32::min).max(0.0).powi(2))
+                .collect();
+            let total: f32 = d.iter().sum();
+            let mut u = rng.f32() * total;
+            let mut pick = 0;
+            for (i, &x) in d.iter().enumerate() {
+                u -= x;
+                if u <= 0.0 {
+                    pick = i;
+                    break;
+                }
+            }
+            seeds.push(pick);
+        }
+        let init: Vec<usize> = unit
+            .iter()
+            .map(|v| (0..k).max_by(|&a, &b| cosine(v, &unit[seeds[a]]).total_cmp(&cosine(v, &unit[seeds[b]]))).unwrap())
+            .collect();
+        let labels = kmeans_refine(unit, init, k, 50);
+        let sc = score(&labels);
+        if sc > best_score && (0..k).all(|c| labels.contains(&c)) {
+            best = labels;
+            best_score = sc;
+        }
+    }
+    best
+}
+
+/// Spherical k-means from the given labels: assign to the nearest centroid
+/// (cosine), recompute, until stable. Empty clusters keep their old centroid.
+fn kmeans_refine(unit: &[Vec<f32>], mut labels: Vec<usize>, k: usize, iterations: usize) -> Vec<usize> {
+    let mut cents = centroids(unit, &labels, k);
+    for _ in 0..iterations {
+        let next: Vec<usize> = unit
+            .iter()
+            .map(|v| (0..k).max_by(|&a, &b| cosine(v, &cents[a]).total_cmp(&cosine(v, &cents[b]))).unwrap())
+            .collect();
+        if next == labels {
+            break;
+        }
+        labels = next;
+        let fresh = centroids(unit, &labels, k);
+        for (c, f) in cents.iter_mut().zip(fresh) {
+            if f.iter().any(|x| *x != 0.0) {
+                *c = f;
+            }
+        }
+    }
+    labels
 }
 
 /// Union-find over the first `merges` dendrogram steps; labels in 0..n-merges.
@@ -187,7 +263,7 @@ mod tests {
     }
 
     fn opts() -> ClusterOptions {
-        ClusterOptions { threshold: 0.8, min_cluster_size: 1 }
+        ClusterOptions { threshold: 0.5, min_cluster_size: 1 }
     }
 
     fn same_partition(a: &[usize], b: &[usize]) -> bool {
@@ -229,10 +305,10 @@ mod tests {
         stray[0] = 0.6;
         stray[5] = 0.8;
         xs.push(stray);
-        let loose = ClusterOptions { threshold: 0.5, min_cluster_size: 1 };
+        let loose = ClusterOptions { threshold: 0.3, min_cluster_size: 1 };
         let l = cluster(&xs, &loose, SpeakerBounds::default());
         assert_eq!(l.iter().max().unwrap() + 1, 3);
-        let strict = ClusterOptions { threshold: 0.5, min_cluster_size: 3 };
+        let strict = ClusterOptions { threshold: 0.3, min_cluster_size: 3 };
         let l = cluster(&xs, &strict, SpeakerBounds::default());
         assert_eq!(l.iter().max().unwrap() + 1, 2);
         assert_eq!(l[12], l[0], "the stray joins blob 0");

@@ -11,10 +11,9 @@ use std::time::Instant;
 
 use ort::session::Session;
 use ort::value::TensorRef;
-use pathfinding::prelude::{kuhn_munkres, Matrix};
 use serde::{Deserialize, Serialize};
 
-use super::cluster::{centroids, cluster, cosine, l2_normalise, ClusterOptions, SpeakerBounds};
+use super::cluster::{cluster, l2_normalise, ClusterOptions, SpeakerBounds};
 use super::fbank::{mean_normalise, Fbank};
 use super::powerset::{self, LOCAL_SPEAKERS};
 use super::reconstruct::{reconstruct, FrameGrid, ReconstructOptions, WindowActivity};
@@ -157,9 +156,11 @@ impl DiarizationEngine {
         Ok(out)
     }
 
-    /// Samples where local speaker `s` of a window speaks (alone, when that
-    /// is long enough), as one concatenated signal.
-    fn speaker_audio(&self, samples: &[f32], start: usize, activity: &[f32], s: usize) -> Vec<f32> {
+    /// The pieces of local speaker `s` of a window: its frames (alone, when
+    /// that is long enough) cut into runs of at most `embedding_piece`
+    /// seconds, each embedded on its own so that a local speaker the
+    /// segmentation merged from two people does not blur one embedding.
+    fn speaker_pieces(&self, activity: &[f32], s: usize) -> Vec<Vec<usize>> {
         let frames = activity.len() / LOCAL_SPEAKERS;
         let grid = self.grid();
         let pick = |exclusive: bool| -> Vec<usize> {
@@ -170,15 +171,43 @@ impl DiarizationEngine {
                 })
                 .collect()
         };
-        let min_frames = (self.cfg.min_embedding_duration * grid.sample_rate as f64 / grid.step as f64).ceil() as usize;
+        let per_frame = grid.step as f64 / grid.sample_rate as f64;
+        let min_frames = (self.cfg.min_embedding_duration / per_frame).ceil() as usize;
+        let piece_frames = ((self.cfg.embedding_piece / per_frame).round() as usize).max(min_frames).max(1);
         let mut chosen = pick(true);
         if chosen.len() < min_frames {
             chosen = pick(false);
         }
-        let mut audio = Vec::new();
+        // runs of speech split at pauses (a pause often is a change of speaker
+        // the segmentation missed), then cut to at most piece_frames
+        let max_gap = ((self.cfg.piece_split_pause / per_frame).round() as usize).max(1);
+        let mut runs: Vec<Vec<usize>> = Vec::new();
+        for &i in &chosen {
+            match runs.last_mut() {
+                Some(run) if i - *run.last().unwrap() <= max_gap => run.push(i),
+                _ => runs.push(vec![i]),
+            }
+        }
+        let mut pieces: Vec<Vec<usize>> = Vec::new();
+        for run in runs {
+            let start = pieces.len();
+            pieces.extend(run.chunks(piece_frames).map(|c| c.to_vec()));
+            // a short tail joins the piece before it
+            if pieces.len() - start >= 2 && pieces.last().unwrap().len() < min_frames {
+                let tail = pieces.pop().unwrap();
+                pieces.last_mut().unwrap().extend(tail);
+            }
+        }
+        pieces
+    }
+
+    /// Audio of the given frames of a window, contiguous frames joined.
+    fn frames_audio(&self, samples: &[f32], start: usize, frames: &[usize]) -> Vec<f32> {
+        let grid = self.grid();
         let half = grid.step / 2;
+        let mut audio = Vec::new();
         let mut last_end = 0usize;
-        for i in chosen {
+        for &i in frames {
             let centre = start + grid.center_offset + i * grid.step;
             let a = centre.saturating_sub(half).max(last_end);
             let b = (centre + half).min(samples.len());
@@ -209,22 +238,65 @@ impl DiarizationEngine {
         timings.segmentation = t0.elapsed().as_secs_f64();
         timings.windows = starts.len();
 
-        // one embedding per (window, local speaker) with enough speech
+        // embeddings of pieces of each (window, local speaker); each piece
+        // becomes a column of its window with its own cluster
         let t1 = Instant::now();
-        let min_samples = (self.cfg.min_embedding_duration * self.info.sample_rate as f64) as usize;
-        let mut keys: Vec<(usize, usize)> = Vec::new();
+        let min_samples = ((self.cfg.min_embedding_duration * self.info.sample_rate as f64) as usize)
+            .max(crate::diarize::fbank::FRAME_LENGTH * 4);
+        let frames_per_window = self.info.frames_per_window;
         let mut embeddings: Vec<Vec<f32>> = Vec::new();
-        for (w, (&start, act)) in starts.iter().zip(&activity).enumerate() {
+        // per window: (column frames, embedding index if any)
+        let mut columns: Vec<Vec<(Vec<usize>, Option<usize>)>> = Vec::with_capacity(starts.len());
+        for (&start, act) in starts.iter().zip(&activity) {
+            let frames = act.len() / LOCAL_SPEAKERS;
+            let mut cols: Vec<(Vec<usize>, Option<usize>)> = Vec::new();
             for s in 0..LOCAL_SPEAKERS {
-                let audio = self.speaker_audio(samples, start, act, s);
-                if audio.len() < min_samples.max(crate::diarize::fbank::FRAME_LENGTH * 4) {
+                let active: Vec<usize> = (0..frames).filter(|&i| act[i * LOCAL_SPEAKERS + s] > 0.0).collect();
+                if active.is_empty() {
                     continue;
                 }
-                let mut e = self.embed(&audio)?;
-                l2_normalise(&mut e);
-                keys.push((w, s));
-                embeddings.push(e);
+                let pieces = self.speaker_pieces(act, s);
+                let mut piece_cols: Vec<(Vec<usize>, Option<usize>, f64)> = Vec::new();
+                for piece in &pieces {
+                    let audio = self.frames_audio(samples, start, piece);
+                    let emb = if audio.len() >= min_samples {
+                        let mut e = self.embed(&audio)?;
+                        l2_normalise(&mut e);
+                        if tracing::enabled!(tracing::Level::TRACE) {
+                            let grid = self.grid();
+                            let t = |i: usize| (start + grid.center_offset + i * grid.step) as f64 / grid.sample_rate as f64;
+                            tracing::trace!(index = embeddings.len(), from = t(piece[0]), to = t(*piece.last().unwrap()), e = ?e, "piece");
+                        }
+                        embeddings.push(e);
+                        Some(embeddings.len() - 1)
+                    } else {
+                        None
+                    };
+                    let centre = piece.iter().sum::<usize>() as f64 / piece.len().max(1) as f64;
+                    piece_cols.push((Vec::new(), emb, centre));
+                }
+                if piece_cols.is_empty() {
+                    cols.push((active, None));
+                    continue;
+                }
+                // every active frame of the speaker goes to the nearest piece
+                for &i in &active {
+                    let k = piece_cols
+                        .iter()
+                        .enumerate()
+                        .min_by(|a, b| (a.1 .2 - i as f64).abs().total_cmp(&(b.1 .2 - i as f64).abs()))
+                        .map(|(k, _)| k)
+                        .unwrap();
+                    piece_cols[k].0.push(i);
+                }
+                // a piece too short to embed borrows its neighbour's embedding
+                let any = piece_cols.iter().find_map(|p| p.1);
+                for (f, e, _) in piece_cols {
+                    cols.push((f, e.or(any)));
+                }
             }
+            debug_assert!(cols.iter().all(|c| c.0.iter().all(|&i| i < frames_per_window)));
+            columns.push(cols);
         }
         timings.embeddings = t1.elapsed().as_secs_f64();
         timings.embedded = embeddings.len();
@@ -233,36 +305,21 @@ impl DiarizationEngine {
         let opts = ClusterOptions { threshold: self.cfg.cluster_threshold, min_cluster_size: self.cfg.min_cluster_size };
         let labels = cluster(&embeddings, &opts, bounds);
         let k = labels.iter().max().map_or(0, |m| m + 1);
-        let cents = centroids(&embeddings, &labels, k);
-
-        // map each window's local speakers to distinct clusters (Hungarian on similarity)
-        let mut windows: Vec<WindowActivity> = starts
+        let windows: Vec<WindowActivity> = starts
             .iter()
-            .zip(activity)
-            .map(|(&start_sample, activity)| WindowActivity { start_sample, activity, clusters: [None; LOCAL_SPEAKERS] })
+            .zip(&columns)
+            .map(|(&start_sample, cols)| {
+                let n = cols.len();
+                let mut activity = vec![0.0f32; frames_per_window * n];
+                for (c, (frames, _)) in cols.iter().enumerate() {
+                    for &i in frames {
+                        activity[i * n + c] = 1.0;
+                    }
+                }
+                let clusters = cols.iter().map(|(_, e)| e.map(|e| labels[e])).collect();
+                WindowActivity { start_sample, cols: n, activity, clusters }
+            })
             .collect();
-        let mut by_window: Vec<Vec<(usize, usize)>> = vec![Vec::new(); windows.len()];
-        for (i, &(w, s)) in keys.iter().enumerate() {
-            by_window[w].push((s, i));
-        }
-        for (w, locals) in by_window.iter().enumerate() {
-            if locals.is_empty() || k == 0 {
-                continue;
-            }
-            let n = locals.len().max(k);
-            let mut m = vec![vec![0i64; n]; n];
-            for (r, &(_, i)) in locals.iter().enumerate() {
-                for (c, cent) in cents.iter().enumerate() {
-                    m[r][c] = ((1.0 + cosine(&embeddings[i], cent)) * 1e6) as i64;
-                }
-            }
-            let (_, assign) = kuhn_munkres(&Matrix::from_rows(m).expect("square"));
-            for (r, &(s, _)) in locals.iter().enumerate() {
-                if assign[r] < k {
-                    windows[w].clusters[s] = Some(assign[r]);
-                }
-            }
-        }
         let turns = reconstruct(
             &windows,
             k,

@@ -138,3 +138,41 @@ pub fn mean_normalise(feats: &mut [f32], n_mels: usize) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `tests/data/fbank_fixture.json`: kaldi-native-fbank's output for a
+    /// stored test signal (scripts/verify_diarization.py wrote it).
+    #[test]
+    fn matches_kaldi_native_fbank() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fbank_fixture.json");
+        let fixture: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let input: Vec<f32> = fixture["input"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        let expect: Vec<Vec<f64>> = fixture["fbank"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect())
+            .collect();
+        let fb = Fbank::new(80, 16_000.0, 20.0);
+        let got = fb.compute(&input);
+        assert_eq!(Fbank::num_frames(input.len()), expect.len());
+        assert_eq!(got.len(), expect.len() * 80);
+        let mut max = 0.0f64;
+        for (t, row) in expect.iter().enumerate() {
+            for (m, &e) in row.iter().enumerate() {
+                max = max.max((got[t * 80 + m] as f64 - e).abs());
+            }
+        }
+        assert!(max < 1e-3, "max abs diff {max}");
+    }
+
+    #[test]
+    fn mean_normalisation_centres_each_bin() {
+        let mut f = vec![1.0, 10.0, 3.0, 20.0];
+        mean_normalise(&mut f, 2);
+        assert_eq!(f, vec![-1.0, -5.0, 1.0, 5.0]);
+    }
+}

@@ -4,7 +4,6 @@
 //! speakers is the rounded mean over the windows covering it, and that many
 //! clusters with the highest mean activity are marked active.
 
-use super::powerset::LOCAL_SPEAKERS;
 use super::rttm::Turn;
 
 /// Frame grid of the segmentation model, in samples.
@@ -22,13 +21,15 @@ impl FrameGrid {
     }
 }
 
-/// One segmentation window: where it starts, its binarised `[frames][3]`
-/// activity, and the cluster of each local speaker (None: not assigned).
+/// One segmentation window: where it starts, its binarised `[frames][cols]`
+/// activity, and the cluster of each column (None: not assigned). A column
+/// is a local speaker, or a piece of one (each piece embedded on its own).
 #[derive(Debug, Clone)]
 pub struct WindowActivity {
     pub start_sample: usize,
+    pub cols: usize,
     pub activity: Vec<f32>,
-    pub clusters: [Option<usize>; LOCAL_SPEAKERS],
+    pub clusters: Vec<Option<usize>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -55,14 +56,14 @@ pub fn reconstruct(
     let mut count_sum = vec![0.0f32; n_frames];
     let mut covered = vec![0u32; n_frames];
     for w in windows {
-        let frames = w.activity.len() / LOCAL_SPEAKERS;
+        let frames = w.activity.len() / w.cols.max(1);
         let offset = (w.start_sample as f64 / grid.step as f64).round() as usize;
         for i in 0..frames {
             let g = offset + i;
             if g >= n_frames {
                 break;
             }
-            let row = &w.activity[i * LOCAL_SPEAKERS..(i + 1) * LOCAL_SPEAKERS];
+            let row = &w.activity[i * w.cols..(i + 1) * w.cols];
             covered[g] += 1;
             count_sum[g] += row.iter().sum::<f32>();
             let mut per_cluster = vec![0.0f32; num_clusters];
@@ -152,7 +153,7 @@ mod tests {
                 activity[i * 3 + s] = 1.0;
             }
         }
-        WindowActivity { start_sample, activity, clusters }
+        WindowActivity { start_sample, cols: 3, activity, clusters: clusters.to_vec() }
     }
 
     #[test]
