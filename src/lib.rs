@@ -1,11 +1,17 @@
 //! Colloquy: speaker-attributed transcription on ONNX Runtime.
 //!
-//! Engines (`audio`, `whisper`) are plain synchronous code; the actor
-//! pipeline, job registry and HTTP API build on them (see README.md).
+//! Engines (`audio`, `whisper`, `diarize`, `align`) are plain synchronous
+//! code; the actor pipeline (`actors/`, one file per stage), the job
+//! registry and the HTTP API build on them (see README.md).
 
+#[path = "../actors/mod.rs"]
+pub mod actors;
+pub mod align;
+pub mod api;
 pub mod audio;
 pub mod config;
 pub mod diarize;
+pub mod registry;
 pub mod runtime;
 pub mod text;
 pub mod whisper;

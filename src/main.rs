@@ -34,6 +34,16 @@ enum DiarizeFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the REST API (server.bind:server.port): uploads run through the
+    /// actor pipeline; jobs persist across restarts.
+    Serve {
+        /// Overrides server.port (0 picks a free port; the address is printed).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Overrides server.storage_dir.
+        #[arg(long)]
+        storage: Option<PathBuf>,
+    },
     /// Transcribe audio files (the model is loaded once for all of them).
     Transcribe {
         /// Audio files: wav, flac, mp3, m4a/aac, ogg/vorbis, ...
@@ -67,9 +77,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let serving = std::env::args().nth(1).is_some_and(|a| a == "serve");
+    // ONNX Runtime logs every arena allocation at info: keep it at warn
+    let default_filter = if serving { "info,ort=warn" } else { "warn" };
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("COLLOQUY_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("COLLOQUY_LOG").unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -85,6 +99,16 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Serve { port, storage } => {
+            let mut config = Config::load(cli.config.as_deref())?;
+            if let Some(port) = port {
+                config.server.port = port;
+            }
+            if let Some(storage) = storage {
+                config.server.storage_dir = storage.display().to_string();
+            }
+            serve(config)
+        }
         Command::Transcribe { files, format, model, precision, language } => {
             let mut env: Vec<(String, String)> = std::env::vars().collect();
             let mut set = |key: &str, v: Option<String>| {
@@ -104,6 +128,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             diarize(&config, &file, format, bounds)
         }
     }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let engines = colloquy::actors::pipeline::Engines::load(&config)?;
+    let devices = engines.devices();
+    tracing::info!(seconds = t0.elapsed().as_secs_f64(), transcriber = %devices.transcriber, diarizer = %devices.diarizer, "models loaded");
+    actix_rt::System::new().block_on(colloquy::api::serve(config, engines, |addr| {
+        use std::io::Write;
+        println!("colloquy listening on http://{addr}");
+        let _ = std::io::stdout().flush();
+        tracing::info!(%addr, "listening");
+    }))
 }
 
 fn diarize(

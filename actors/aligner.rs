@@ -1,0 +1,79 @@
+//! Aligner: the last stage.
+//!
+//! The role of the aligner is to put speakers on the text and assemble the
+//! job's result. This includes the following steps:
+//! - giving each transcript segment the speaker with the largest overlap,
+//!   splitting segments that span a speaker change (`crate::align`);
+//! - building speaker turns;
+//! - assembling the result JSON (segments, aligned_segments, full_text,
+//!   language, duration, speaker_turns, provider, performance_metrics), with
+//!   timestamps shifted back by any trimmed leading silence.
+//!
+//! Its output goes to the job registry, which stores it and ends the job.
+
+use serde_json::{json, Value};
+
+use super::diarizer::Diarized;
+use super::stage::{JobError, StageWork};
+use super::JobCtx;
+use crate::align::{align, count_speakers, speaker_turns, AlignOptions, TextSegment};
+
+pub struct Aligner {
+    opts: AlignOptions,
+}
+
+impl Aligner {
+    pub fn new(opts: AlignOptions) -> Aligner {
+        Aligner { opts }
+    }
+}
+
+/// A finished job's result (the body of `GET /api/results/{id}`, without
+/// `performance_metrics`, which the registry completes).
+#[derive(Debug, Clone)]
+pub struct JobOutput {
+    pub result: Value,
+}
+
+impl StageWork for Aligner {
+    type In = Diarized;
+    type Out = JobOutput;
+    const NAME: &'static str = "alignment";
+    const PROGRESS: (u8, &'static str) = (75, "Aligning speakers");
+
+    fn process(&mut self, _ctx: &mut JobCtx, input: Diarized) -> Result<JobOutput, JobError> {
+        let Diarized { transcribed, diarization, device: diarizer_device } = input;
+        let offset = transcribed.audio.offset;
+        let segments: Vec<TextSegment> = transcribed
+            .transcript
+            .segments
+            .iter()
+            .map(|s| TextSegment { start: s.start + offset, end: s.end + offset, text: s.text.clone() })
+            .collect();
+        let mut turns = diarization.turns.clone();
+        for t in &mut turns {
+            t.start += offset;
+            t.end += offset;
+        }
+        let aligned = align(&segments, &turns, self.opts);
+        let speaker_turns = speaker_turns(&turns, self.opts.merge_gap);
+        let result = json!({
+            "segments": segments,
+            "aligned_segments": aligned,
+            "full_text": transcribed.transcript.full_text(),
+            "language": transcribed.transcript.language,
+            "duration": transcribed.audio.duration,
+            "num_speakers": count_speakers(&turns),
+            "speaker_turns": speaker_turns,
+            "provider": {
+                "runtime": "onnxruntime",
+                "device": if transcribed.device == diarizer_device { transcribed.device.to_string() } else { "mixed".into() },
+                "transcriber_device": transcribed.device,
+                "diarizer_device": diarizer_device,
+                "whisper_model": transcribed.model,
+            },
+            "diarization_metrics": diarization.timings,
+        });
+        Ok(JobOutput { result })
+    }
+}

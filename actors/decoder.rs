@@ -1,0 +1,46 @@
+//! Decoder: the first stage.
+//!
+//! The role of the decoder is to turn the uploaded file into mono samples at
+//! the file's own rate. This includes the following steps:
+//! - probing the container and codec with symphonia (wav, flac, mp3,
+//!   m4a/aac, ogg/vorbis, mkv/webm, aiff, caf: whatever symphonia reads),
+//!   reading packets from disk as it goes;
+//! - down-mixing any channel count to mono;
+//! - failing the job with a clear message on corrupt or non-audio input
+//!   (the registry then removes its files);
+//! - telling the registry the recording's duration.
+
+use actix::Recipient;
+
+use super::stage::{JobError, StageWork};
+use super::{JobCtx, JobEvent};
+use crate::audio::{decode_file, MonoAudio};
+
+pub struct Decoder {
+    reporter: Recipient<JobEvent>,
+}
+
+impl Decoder {
+    pub fn new(reporter: Recipient<JobEvent>) -> Decoder {
+        Decoder { reporter }
+    }
+}
+
+impl StageWork for Decoder {
+    type In = ();
+    type Out = MonoAudio;
+    const NAME: &'static str = "decoding";
+    const PROGRESS: (u8, &'static str) = (0, "Decoding audio");
+
+    fn process(&mut self, ctx: &mut JobCtx, _: ()) -> Result<MonoAudio, JobError> {
+        let audio = decode_file(&ctx.audio_path)?;
+        if audio.samples.is_empty() || audio.sample_rate == 0 {
+            return Err(JobError("the file contains no audio samples".into()));
+        }
+        let seconds = audio.duration();
+        tracing::info!(seconds, rate = audio.sample_rate, channels = audio.channels, "decoded");
+        // a small message; the registry answers at once
+        let _ = futures::executor::block_on(self.reporter.send(JobEvent::Duration { id: ctx.id, seconds }));
+        Ok(audio)
+    }
+}

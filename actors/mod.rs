@@ -1,0 +1,140 @@
+//! The actor pipeline: one actix actor per stage, one file each.
+//!
+//! ```text
+//! JobRegistry --admit--> Decoder -> Preprocessor -> Transcriber -> Diarizer -> Aligner --result--> JobRegistry
+//! ```
+//!
+//! Every stage is a [`stage::StageActor`] around a piece of synchronous work
+//! (a [`stage::StageWork`]): the actor owns a bounded mailbox and hands each
+//! job to the stage's own worker threads, which run the work off the async
+//! executor and forward the output to the next stage with an awaited send.
+//! A full mailbox downstream therefore stops the stage upstream (backpressure
+//! up to the registry, which admits at most `pipeline.max_active_jobs`).
+//! Stages hold only the next stage's address and the registry's (for
+//! progress and failures); [`pipeline::Pipeline`] wires them from the last
+//! back to the first and keeps every handle.
+
+pub mod aligner;
+pub mod decoder;
+pub mod diarizer;
+pub mod pipeline;
+pub mod preprocessor;
+pub mod stage;
+pub mod transcriber;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::Message;
+use uuid::Uuid;
+
+use crate::registry::JobOptions;
+
+/// How a stage's worker ended, in the style of Unix exit codes: a send to a
+/// stopped next stage becomes `DownstreamClosed`, so `?` works on sends.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorExitStatus {
+    /// The input side closed after every job was handled.
+    Success,
+    /// Asked to stop.
+    Quit,
+    /// The next stage is gone; the job in hand could not be passed on.
+    DownstreamClosed,
+    /// The stage's own queue was closed under it.
+    Killed,
+    /// The stage cannot go on (e.g. its engine failed to load).
+    Failure(String),
+    /// A worker panicked while holding the stage's queue.
+    Panicked,
+}
+
+impl std::fmt::Display for ActorExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ActorExitStatus::Failure(m) => write!(f, "failure: {m}"),
+            other => write!(f, "{}", serde_json::to_value(other).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
+        }
+    }
+}
+
+impl From<actix::MailboxError> for ActorExitStatus {
+    fn from(_: actix::MailboxError) -> Self {
+        ActorExitStatus::DownstreamClosed
+    }
+}
+
+/// Set by DELETE; every stage checks it before starting a job and before
+/// passing it on, and drops a cancelled job (the running step itself is not
+/// interrupted: Whisper and diarization calls are not preemptible).
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What travels with a job through every stage besides its payload.
+#[derive(Debug, Clone)]
+pub struct JobCtx {
+    pub id: Uuid,
+    /// The uploaded file (in `temp/{id}/`).
+    pub audio_path: PathBuf,
+    pub options: JobOptions,
+    pub cancel: CancelToken,
+    /// Seconds of work per stage, in order.
+    pub timings: Vec<(&'static str, f64)>,
+    /// When the registry admitted the job into the pipeline.
+    pub admitted_at: Instant,
+    /// Carries `job_id` onto every log line of the job's work.
+    pub span: tracing::Span,
+}
+
+impl JobCtx {
+    pub fn new(id: Uuid, audio_path: PathBuf, options: JobOptions, cancel: CancelToken) -> JobCtx {
+        JobCtx {
+            span: tracing::info_span!("job", job_id = %id),
+            id,
+            audio_path,
+            options,
+            cancel,
+            timings: Vec::new(),
+            admitted_at: Instant::now(),
+        }
+    }
+}
+
+/// A job on its way from one stage to the next. Its reply only says that the
+/// receiving stage has taken it into its queue: the sender does not wait for
+/// the work to finish, only for room.
+#[derive(Debug)]
+pub struct JobMsg<T> {
+    pub ctx: JobCtx,
+    pub payload: T,
+}
+
+impl<T: Send + 'static> Message for JobMsg<T> {
+    type Result = Result<(), ActorExitStatus>;
+}
+
+/// What stages tell the registry about a job (besides the final result,
+/// which the last stage sends as its output).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub enum JobEvent {
+    /// A stage started the job.
+    Progress { id: Uuid, progress: u8, step: &'static str },
+    /// The audio's length is known (decoder).
+    Duration { id: Uuid, seconds: f64 },
+    /// A stage failed the job; the pipeline drops it.
+    Failed { id: Uuid, stage: &'static str, error: String },
+    /// A stage dropped the job because it was cancelled.
+    Dropped { id: Uuid, stage: &'static str },
+}

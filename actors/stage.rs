@@ -1,0 +1,305 @@
+//! The machinery every stage shares: a bounded queue in front of dedicated
+//! worker threads, an awaited send to the next stage, per-stage counters.
+//!
+//! Role of a [`StageActor`]: take jobs from the stage before it, one at a
+//! time, into the stage's bounded queue, and report how the stage is doing.
+//! Steps for each job:
+//! 1. the actor's handler pushes the job into a bounded channel (capacity
+//!    `mailbox`); while the channel is full the handler does not return, so
+//!    the upstream sender (which awaits the reply) waits: that wait is the
+//!    backpressure. The handler is atomic, so the actor takes no other
+//!    message meanwhile;
+//! 2. a worker thread (one per engine instance, `threads`) takes the job,
+//!    reports progress, runs the [`StageWork`] (CPU/GPU work, off the async
+//!    executor) and records busy seconds;
+//! 3. the worker sends the output to the next stage and waits for it to be
+//!    accepted, recording the seconds blocked on the next stage.
+//!
+//! Why a channel and not the actix mailbox alone: `Addr::send` to a full
+//! actix mailbox still enqueues (each retry goes through a fresh, unparked
+//! sender) and `do_send` never waits, so actix's mailbox capacity does not
+//! bound anything by itself. The mailbox capacity is still set (from the
+//! same config value), but the channel is what holds the bound.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use actix::prelude::*;
+use serde::Serialize;
+use tokio::sync::{mpsc, Notify};
+
+use super::{ActorExitStatus, JobCtx, JobEvent, JobMsg};
+
+/// Why a job failed in a stage (the message is shown to the user).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobError(pub String);
+
+impl<E: std::fmt::Display> From<E> for JobError {
+    fn from(e: E) -> Self {
+        JobError(e.to_string())
+    }
+}
+
+/// The synchronous work of one stage. One value per worker thread: it owns
+/// its engine (model sessions) and is never shared.
+pub trait StageWork: Send + 'static {
+    type In: Send + 'static;
+    type Out: Send + 'static;
+    /// Stage name in counters, logs and per-stage timings.
+    const NAME: &'static str;
+    /// Progress (percent) and step text the job shows while in this stage.
+    const PROGRESS: (u8, &'static str);
+    fn process(&mut self, ctx: &mut JobCtx, input: Self::In) -> Result<Self::Out, JobError>;
+}
+
+/// Counters of one stage, read by tests and by `GET /health` alike.
+#[derive(Debug, Default)]
+pub struct StageCounters {
+    /// Jobs taken into the stage's queue.
+    pub jobs_in: AtomicU64,
+    /// Jobs passed on to the next stage.
+    pub jobs_out: AtomicU64,
+    pub jobs_failed: AtomicU64,
+    /// Cancelled jobs dropped by this stage.
+    pub jobs_dropped: AtomicU64,
+    /// Jobs in the queue, not started (gauge).
+    pub queued: AtomicI64,
+    /// Jobs being worked on (gauge).
+    pub working: AtomicI64,
+    /// Finished jobs waiting for the next stage to accept them (gauge).
+    pub waiting_on_next: AtomicI64,
+    pub busy_micros: AtomicU64,
+    pub blocked_micros: AtomicU64,
+    /// Woken on every change (tests wait on it instead of sleeping).
+    pub changed: Notify,
+}
+
+/// A point-in-time copy of [`StageCounters`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CountersSnapshot {
+    pub jobs_in: u64,
+    pub jobs_out: u64,
+    pub jobs_failed: u64,
+    pub jobs_dropped: u64,
+    pub queued: i64,
+    pub working: i64,
+    pub waiting_on_next: i64,
+    pub busy_seconds: f64,
+    pub blocked_seconds: f64,
+}
+
+impl StageCounters {
+    pub fn snapshot(&self) -> CountersSnapshot {
+        CountersSnapshot {
+            jobs_in: self.jobs_in.load(Ordering::SeqCst),
+            jobs_out: self.jobs_out.load(Ordering::SeqCst),
+            jobs_failed: self.jobs_failed.load(Ordering::SeqCst),
+            jobs_dropped: self.jobs_dropped.load(Ordering::SeqCst),
+            queued: self.queued.load(Ordering::SeqCst),
+            working: self.working.load(Ordering::SeqCst),
+            waiting_on_next: self.waiting_on_next.load(Ordering::SeqCst),
+            busy_seconds: self.busy_micros.load(Ordering::SeqCst) as f64 / 1e6,
+            blocked_seconds: self.blocked_micros.load(Ordering::SeqCst) as f64 / 1e6,
+        }
+    }
+
+    fn add(&self, counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    fn gauge(&self, gauge: &AtomicI64, delta: i64) {
+        gauge.fetch_add(delta, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits (without a clock) until `cond` holds on a snapshot.
+    pub async fn wait_until(&self, mut cond: impl FnMut(&CountersSnapshot) -> bool) -> CountersSnapshot {
+        loop {
+            let notified = self.changed.notified();
+            let snap = self.snapshot();
+            if cond(&snap) {
+                return snap;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The actor in front of a stage's workers.
+pub struct StageActor<W: StageWork> {
+    mailbox: usize,
+    queue: mpsc::Sender<JobMsg<W::In>>,
+    counters: Arc<StageCounters>,
+}
+
+impl<W: StageWork> Actor for StageActor<W> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.mailbox);
+    }
+}
+
+impl<W: StageWork> Handler<JobMsg<W::In>> for StageActor<W> {
+    type Result = AtomicResponse<Self, Result<(), ActorExitStatus>>;
+
+    fn handle(&mut self, msg: JobMsg<W::In>, _ctx: &mut Self::Context) -> Self::Result {
+        let queue = self.queue.clone();
+        let counters = self.counters.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                // waits while the queue is full: the caller's send is pending meanwhile
+                queue.send(msg).await.map_err(|_| ActorExitStatus::Killed)?;
+                counters.add(&counters.jobs_in, 1);
+                counters.gauge(&counters.queued, 1);
+                Ok(())
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+/// Every handle of a running stage.
+pub struct StageHandle<W: StageWork> {
+    pub addr: Addr<StageActor<W>>,
+    pub counters: Arc<StageCounters>,
+    pub workers: Vec<JoinHandle<ActorExitStatus>>,
+}
+
+impl<W: StageWork> StageHandle<W> {
+    pub fn recipient(&self) -> Recipient<JobMsg<W::In>> {
+        self.addr.clone().recipient()
+    }
+}
+
+/// Starts a stage (inside a running actix system): one worker thread per
+/// value in `works`, a queue of `mailbox` jobs, output to `next`, progress
+/// and failures to `reporter`.
+pub fn spawn_stage<W: StageWork>(
+    works: Vec<W>,
+    mailbox: usize,
+    next: Recipient<JobMsg<W::Out>>,
+    reporter: Recipient<JobEvent>,
+) -> StageHandle<W> {
+    assert!(!works.is_empty() && mailbox > 0);
+    let (tx, rx) = mpsc::channel::<JobMsg<W::In>>(mailbox);
+    let rx = Arc::new(Mutex::new(rx));
+    let counters = Arc::new(StageCounters::default());
+    let workers = works
+        .into_iter()
+        .enumerate()
+        .map(|(i, work)| {
+            let (rx, next, reporter, counters) = (rx.clone(), next.clone(), reporter.clone(), counters.clone());
+            std::thread::Builder::new()
+                .name(format!("{}-{i}", W::NAME))
+                .spawn(move || {
+                    let status = worker_loop(work, rx, next, reporter, counters);
+                    tracing::info!(stage = W::NAME, worker = i, exit = %status, "stage worker ended");
+                    status
+                })
+                .expect("spawn stage worker thread")
+        })
+        .collect();
+    let addr = StageActor::<W> { mailbox, queue: tx, counters: counters.clone() }.start();
+    StageHandle { addr, counters, workers }
+}
+
+fn micros(t: Instant) -> u64 {
+    t.elapsed().as_micros() as u64
+}
+
+fn report(reporter: &Recipient<JobEvent>, event: JobEvent) -> Result<(), ActorExitStatus> {
+    futures::executor::block_on(reporter.send(event))?;
+    Ok(())
+}
+
+fn worker_loop<W: StageWork>(
+    mut work: W,
+    rx: Arc<Mutex<mpsc::Receiver<JobMsg<W::In>>>>,
+    next: Recipient<JobMsg<W::Out>>,
+    reporter: Recipient<JobEvent>,
+    counters: Arc<StageCounters>,
+) -> ActorExitStatus {
+    loop {
+        let msg = {
+            let mut rx = match rx.lock() {
+                Ok(rx) => rx,
+                Err(_) => return ActorExitStatus::Panicked,
+            };
+            rx.blocking_recv()
+        };
+        let Some(JobMsg { mut ctx, payload }) = msg else { return ActorExitStatus::Success };
+        counters.gauge(&counters.queued, -1);
+        let span = ctx.span.clone();
+        let _entered = span.enter();
+        let id = ctx.id;
+        if ctx.cancel.is_cancelled() {
+            tracing::info!(stage = W::NAME, "job cancelled, dropped");
+            counters.add(&counters.jobs_dropped, 1);
+            if let Err(status) = report(&reporter, JobEvent::Dropped { id, stage: W::NAME }) {
+                return status;
+            }
+            continue;
+        }
+        let (progress, step) = W::PROGRESS;
+        if let Err(status) = report(&reporter, JobEvent::Progress { id, progress, step }) {
+            return status;
+        }
+        tracing::info!(stage = W::NAME, progress, step, "stage started");
+        counters.gauge(&counters.working, 1);
+        let t0 = Instant::now();
+        let result = catch_unwind(AssertUnwindSafe(|| work.process(&mut ctx, payload)));
+        let busy = t0.elapsed().as_secs_f64();
+        counters.busy_micros.fetch_add(micros(t0), Ordering::SeqCst);
+        counters.gauge(&counters.working, -1);
+        ctx.timings.push((W::NAME, busy));
+        let out = match result {
+            Ok(Ok(out)) => out,
+            Ok(Err(JobError(error))) => {
+                tracing::warn!(stage = W::NAME, %error, "job failed");
+                counters.add(&counters.jobs_failed, 1);
+                if let Err(status) = report(&reporter, JobEvent::Failed { id, stage: W::NAME, error }) {
+                    return status;
+                }
+                continue;
+            }
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                tracing::error!(stage = W::NAME, panic = %what, "stage panicked");
+                counters.add(&counters.jobs_failed, 1);
+                let error = format!("internal error in {}: {what}", W::NAME);
+                // the engines keep no state across calls: the worker goes on
+                if let Err(status) = report(&reporter, JobEvent::Failed { id, stage: W::NAME, error }) {
+                    return status;
+                }
+                continue;
+            }
+        };
+        tracing::info!(stage = W::NAME, seconds = busy, "stage done");
+        if ctx.cancel.is_cancelled() {
+            counters.add(&counters.jobs_dropped, 1);
+            if let Err(status) = report(&reporter, JobEvent::Dropped { id, stage: W::NAME }) {
+                return status;
+            }
+            continue;
+        }
+        counters.gauge(&counters.waiting_on_next, 1);
+        let t1 = Instant::now();
+        let sent = futures::executor::block_on(next.send(JobMsg { ctx, payload: out }));
+        counters.blocked_micros.fetch_add(micros(t1), Ordering::SeqCst);
+        counters.gauge(&counters.waiting_on_next, -1);
+        match sent {
+            Ok(Ok(())) => counters.add(&counters.jobs_out, 1),
+            Ok(Err(status)) => return status,
+            Err(e) => return e.into(),
+        }
+    }
+}

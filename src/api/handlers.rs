@@ -1,0 +1,211 @@
+//! The HTTP handlers. Each answers from the registry; uploads are streamed
+//! to `temp/{id}/` chunk by chunk, never held whole in memory.
+
+use std::path::PathBuf;
+
+use actix_multipart::Multipart;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures::TryStreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::registry::{CreateJob, DeleteJob, GetJob, JobOptions, JobStatus, ListJobs, RegistryError, Stats};
+
+/// Multipart framing allowed on top of the file when checking Content-Length.
+const MULTIPART_SLACK: u64 = 64 * 1024;
+/// Largest non-file form field read (it is otherwise discarded).
+const MAX_FIELD: usize = 64 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadQuery {
+    pub num_speakers: Option<usize>,
+    pub min_speakers: Option<usize>,
+    pub max_speakers: Option<usize>,
+}
+
+impl UploadQuery {
+    fn options(&self) -> Result<JobOptions, ApiError> {
+        let bad = |m: &str| Err(ApiError::BadRequest(m.to_string()));
+        for n in [self.num_speakers, self.min_speakers, self.max_speakers].into_iter().flatten() {
+            if n == 0 || n > 64 {
+                return bad("speaker counts must be between 1 and 64");
+            }
+        }
+        if let (Some(a), Some(b)) = (self.min_speakers, self.max_speakers) {
+            if a > b {
+                return bad("min_speakers is larger than max_speakers");
+            }
+        }
+        Ok(JobOptions { num_speakers: self.num_speakers, min_speakers: self.min_speakers, max_speakers: self.max_speakers })
+    }
+}
+
+/// The job id from the path: anything but a UUID is "not found", before
+/// any lookup or file access.
+fn job_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::try_parse(raw).map_err(|_| ApiError::NotFound)
+}
+
+/// Removes a half-written upload unless disarmed.
+struct TempGuard(Option<PathBuf>);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// `POST /api/upload?num_speakers=N`: multipart form with a `file` field.
+pub async fn upload(
+    state: web::Data<AppState>,
+    query: web::Query<UploadQuery>,
+    req: HttpRequest,
+    mut form: Multipart,
+) -> Result<HttpResponse, ApiError> {
+    let options = query.options()?;
+    let limit = state.config.server.max_upload_bytes;
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit + MULTIPART_SLACK) {
+        tracing::info!(bytes = announced, limit, "upload refused: too large (announced)");
+        return Err(ApiError::TooLarge { limit });
+    }
+    let id = Uuid::new_v4();
+    let dir = state.storage.temp_dir(id);
+    let mut guard = TempGuard(None);
+    let mut stored: Option<(String, String, u64)> = None;
+    while let Some(mut field) = form.try_next().await.map_err(|e| ApiError::BadRequest(format!("bad multipart body: {e}")))? {
+        let filename = field.content_disposition().and_then(|cd| cd.get_filename()).map(str::to_string);
+        let is_file = field.name() == Some("file") && stored.is_none();
+        let Some(filename) = filename.filter(|_| is_file) else {
+            // another field: read (bounded) and ignore
+            let mut n = 0;
+            while let Some(chunk) = field.try_next().await.map_err(|e| ApiError::BadRequest(e.to_string()))? {
+                n += chunk.len();
+                if n > MAX_FIELD {
+                    return Err(ApiError::BadRequest("form field too large".into()));
+                }
+            }
+            continue;
+        };
+        let ext = std::path::Path::new(&filename)
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .unwrap_or_default();
+        if !state.config.server.allowed_extensions.iter().any(|a| a.eq_ignore_ascii_case(&ext)) {
+            return Err(ApiError::UnsupportedType(format!(
+                "'{filename}': accepted extensions are {}",
+                state.config.server.allowed_extensions.join(", ")
+            )));
+        }
+        tokio::fs::create_dir_all(&dir).await?;
+        guard.0 = Some(dir.clone());
+        let audio_file = format!("audio.{ext}");
+        let mut file = tokio::fs::File::create(dir.join(&audio_file)).await?;
+        let mut written: u64 = 0;
+        while let Some(chunk) = field.try_next().await.map_err(|e| ApiError::BadRequest(format!("upload interrupted: {e}")))? {
+            written += chunk.len() as u64;
+            if written > limit {
+                tracing::info!(job_id = %id, limit, "upload refused: too large");
+                return Err(ApiError::TooLarge { limit });
+            }
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await?;
+        file.sync_all().await?;
+        stored = Some((filename, audio_file, written));
+    }
+    let Some((filename, audio_file, bytes)) = stored else {
+        return Err(ApiError::BadRequest("no `file` field with a file name in the form".into()));
+    };
+    if bytes == 0 {
+        return Err(ApiError::BadRequest("the uploaded file is empty".into()));
+    }
+    let created = state.registry.send(CreateJob { id, filename, audio_file, options }).await?;
+    match created {
+        Ok(job) => {
+            guard.0 = None;
+            tracing::info!(job_id = %id, bytes, filename = %job.filename, "upload stored");
+            Ok(HttpResponse::Ok().json(json!({
+                "job_id": id,
+                "status": "queued",
+                "message": "File uploaded successfully. Processing started.",
+            })))
+        }
+        Err(RegistryError::QueueFull { .. }) => Err(ApiError::QueueFull { retry_after: state.config.server.retry_after_seconds }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /api/status/{id}`.
+pub async fn status(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = job_id(&path)?;
+    let job = state.registry.send(GetJob(id)).await??.ok_or(ApiError::NotFound)?;
+    Ok(HttpResponse::Ok().json(job))
+}
+
+/// `GET /api/results/{id}`: 200 with the result, 202 while queued or processing.
+pub async fn results(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = job_id(&path)?;
+    let job = state.registry.send(GetJob(id)).await??.ok_or(ApiError::NotFound)?;
+    match job.status {
+        JobStatus::Completed => {
+            let body = tokio::fs::read(state.storage.result_path(id)).await?;
+            Ok(HttpResponse::Ok().content_type("application/json").body(body))
+        }
+        JobStatus::Queued | JobStatus::Processing => Err(ApiError::NotReady(Box::new(job))),
+        JobStatus::Failed => Err(ApiError::JobFailed(job.error.unwrap_or_else(|| "processing failed".into()))),
+        JobStatus::Cancelled => Err(ApiError::NotFound),
+    }
+}
+
+/// `GET /api/jobs`: every job, oldest first.
+pub async fn jobs(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let jobs = state.registry.send(ListJobs).await??;
+    Ok(HttpResponse::Ok().json(json!({ "total": jobs.len(), "jobs": jobs })))
+}
+
+/// `DELETE /api/jobs/{id}`: cancels a running job and removes its files.
+pub async fn delete(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = job_id(&path)?;
+    let job = state.registry.send(DeleteJob(id)).await??.ok_or(ApiError::NotFound)?;
+    Ok(HttpResponse::Ok().json(json!({
+        "job_id": id,
+        "status": job.status,
+        "message": "Job deleted",
+    })))
+}
+
+/// `GET /health`.
+pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let stats = state.registry.send(Stats).await?;
+    let stages: serde_json::Map<String, serde_json::Value> = state
+        .counters
+        .snapshot()
+        .into_iter()
+        .map(|(name, c)| (name.to_string(), serde_json::to_value(c).unwrap_or_default()))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "status": "healthy",
+        "models_ready": true,
+        "runtime": "onnxruntime",
+        "device": state.devices,
+        "whisper_model": state.config.whisper.model,
+        "active_jobs": stats.active_jobs,
+        "queued_jobs": stats.queued_jobs,
+        "max_active_jobs": stats.max_active_jobs,
+        "stages": stages,
+    })))
+}

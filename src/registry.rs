@@ -1,0 +1,504 @@
+//! The job registry: an actor that owns every job's state, persisted in sled.
+//!
+//! The role of the registry is to be the single source of truth about jobs
+//! and to decide which of them run. This includes the following steps:
+//! - creating a job for each upload (status `queued`, persisted and flushed
+//!   before the upload is answered, so an acknowledged job is never lost);
+//! - admitting queued jobs into the pipeline in upload order, at most
+//!   `pipeline.max_active_jobs` at once; the others wait in the persistent
+//!   queue, and past `server.max_queued_jobs` waiting jobs uploads get 429;
+//! - recording progress, duration and failures reported by the stages;
+//! - storing a finished job's result in `results/{id}.json` and removing its
+//!   audio from `temp/{id}/` when the job ends (completed or failed);
+//! - cancelling and deleting jobs (DELETE);
+//! - on start, re-queueing jobs that were queued or processing when the
+//!   previous process stopped (they start again from the beginning) and
+//!   removing temp folders no live job owns.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::actors::aligner::JobOutput;
+use crate::actors::{ActorExitStatus, CancelToken, JobCtx, JobEvent, JobMsg};
+
+/// Speaker-count hints given at upload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobOptions {
+    pub num_speakers: Option<usize>,
+    pub min_speakers: Option<usize>,
+    pub max_speakers: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Processing,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn is_finished(self) -> bool {
+        matches!(self, JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled)
+    }
+}
+
+/// One job, as stored and as `GET /api/status/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub job_id: Uuid,
+    pub status: JobStatus,
+    pub progress: u8,
+    pub step: String,
+    pub error: Option<String>,
+    /// The name the file was uploaded with.
+    pub filename: String,
+    /// Name of the stored audio inside `temp/{id}/`.
+    pub audio_file: String,
+    pub options: JobOptions,
+    /// Seconds of audio, once decoded.
+    pub duration: Option<f64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Times the job was admitted into the pipeline (2 after a restart interrupted it).
+    pub attempts: u32,
+}
+
+/// Where jobs' files live.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pub root: PathBuf,
+}
+
+impl Storage {
+    pub fn new(root: impl Into<PathBuf>) -> Storage {
+        Storage { root: root.into() }
+    }
+    pub fn temp_root(&self) -> PathBuf {
+        self.root.join("temp")
+    }
+    pub fn temp_dir(&self, id: Uuid) -> PathBuf {
+        self.temp_root().join(id.to_string())
+    }
+    pub fn results_root(&self) -> PathBuf {
+        self.root.join("results")
+    }
+    pub fn result_path(&self, id: Uuid) -> PathBuf {
+        self.results_root().join(format!("{id}.json"))
+    }
+    pub fn database(&self) -> PathBuf {
+        self.root.join("jobs.sled")
+    }
+    pub fn create_dirs(&self) -> std::io::Result<()> {
+        std::fs::create_dir_all(self.temp_root())?;
+        std::fs::create_dir_all(self.results_root())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("job database: {0}")]
+    Db(#[from] sled::Error),
+    #[error("job record is unreadable: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    #[error("storage: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{waiting} jobs are already waiting")]
+    QueueFull { waiting: usize },
+}
+
+/// Counts for `GET /health`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegistryStats {
+    /// Jobs in the pipeline now.
+    pub active_jobs: usize,
+    /// Jobs waiting to be admitted (the queue depth).
+    pub queued_jobs: usize,
+    pub max_active_jobs: usize,
+}
+
+pub struct JobRegistry {
+    db: sled::Db,
+    jobs: sled::Tree,
+    storage: Storage,
+    max_active: usize,
+    max_queued: usize,
+    /// The pipeline's first stage; None until `Attach`.
+    entry: Option<Recipient<JobMsg<()>>>,
+    /// Jobs in the pipeline, with their cancel tokens. A slot is freed only
+    /// when the pipeline reports the job back (done, failed or dropped), so
+    /// a cancelled job still counts until the stage holding it lets go.
+    active: HashMap<Uuid, CancelToken>,
+    /// Queued job ids, oldest first (mirror of the `queued` records).
+    queue: VecDeque<Uuid>,
+}
+
+impl JobRegistry {
+    /// Opens (or creates) the database under `storage`.
+    pub fn open(storage: Storage, max_active: usize, max_queued: usize) -> Result<JobRegistry, RegistryError> {
+        storage.create_dirs()?;
+        let db = sled::open(storage.database())?;
+        let jobs = db.open_tree("jobs")?;
+        Ok(JobRegistry { db, jobs, storage, max_active, max_queued, entry: None, active: HashMap::new(), queue: VecDeque::new() })
+    }
+
+    fn load(&self, id: Uuid) -> Result<Option<Job>, RegistryError> {
+        match self.jobs.get(id.as_bytes())? {
+            Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn store(&self, job: &Job) -> Result<(), RegistryError> {
+        self.jobs.insert(job.job_id.as_bytes(), serde_json::to_vec(job)?)?;
+        Ok(())
+    }
+
+    fn all(&self) -> Result<Vec<Job>, RegistryError> {
+        let mut jobs = Vec::new();
+        for kv in self.jobs.iter() {
+            let (_, v) = kv?;
+            jobs.push(serde_json::from_slice::<Job>(&v)?);
+        }
+        jobs.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.job_id.cmp(&b.job_id)));
+        Ok(jobs)
+    }
+
+    /// Applies `f` to a stored job (if it still exists) and stores it.
+    fn update(&self, id: Uuid, f: impl FnOnce(&mut Job)) -> Result<Option<Job>, RegistryError> {
+        let Some(mut job) = self.load(id)? else { return Ok(None) };
+        f(&mut job);
+        job.updated_at = Utc::now();
+        self.store(&job)?;
+        Ok(Some(job))
+    }
+
+    fn flush(&self) {
+        if let Err(e) = self.db.flush() {
+            tracing::error!(error = %e, "job database flush failed");
+        }
+    }
+
+    fn remove_temp(&self, id: Uuid) {
+        remove_dir(&self.storage.temp_dir(id));
+    }
+
+    /// Re-queues jobs left queued or processing by the previous process and
+    /// removes temp folders that belong to no live job.
+    fn recover(&mut self) -> Result<usize, RegistryError> {
+        let mut recovered = 0;
+        let mut live = Vec::new();
+        for job in self.all()? {
+            match job.status {
+                JobStatus::Queued | JobStatus::Processing => {
+                    let was = job.status;
+                    self.update(job.job_id, |j| {
+                        j.status = JobStatus::Queued;
+                        j.progress = 0;
+                        j.step = "Queued (recovered after a restart)".into();
+                    })?;
+                    tracing::info!(job_id = %job.job_id, previous = ?was, "job re-queued after restart");
+                    self.queue.push_back(job.job_id);
+                    live.push(job.job_id.to_string());
+                    recovered += 1;
+                }
+                _ => {}
+            }
+        }
+        if let Ok(dir) = std::fs::read_dir(self.storage.temp_root()) {
+            for entry in dir.flatten() {
+                if !live.contains(&entry.file_name().to_string_lossy().to_string()) {
+                    tracing::info!(path = %entry.path().display(), "removing orphaned temp folder");
+                    remove_dir(&entry.path());
+                }
+            }
+        }
+        self.flush();
+        Ok(recovered)
+    }
+
+    /// Admits queued jobs while there is room in the pipeline.
+    fn admit(&mut self, ctx: &mut Context<Self>) {
+        let Some(entry) = self.entry.clone() else { return };
+        while self.active.len() < self.max_active {
+            let Some(id) = self.queue.pop_front() else { break };
+            let job = match self.update(id, |j| {
+                j.status = JobStatus::Processing;
+                j.progress = 0;
+                j.step = "Starting".into();
+                j.started_at = Some(Utc::now());
+                j.attempts += 1;
+            }) {
+                Ok(Some(job)) => job,
+                Ok(None) => continue, // deleted meanwhile
+                Err(e) => {
+                    tracing::error!(job_id = %id, error = %e, "cannot admit job");
+                    continue;
+                }
+            };
+            let cancel = CancelToken::default();
+            self.active.insert(id, cancel.clone());
+            let audio = self.storage.temp_dir(id).join(&job.audio_file);
+            let jctx = JobCtx::new(id, audio, job.options.clone(), cancel);
+            tracing::info!(job_id = %id, attempt = job.attempts, active = self.active.len(), "job admitted");
+            // at most max_active sends are ever outstanding here
+            ctx.spawn(entry.send(JobMsg { ctx: jctx, payload: () }).into_actor(self).map(move |res, act, ctx| {
+                let status = match res {
+                    Ok(Ok(())) => return,
+                    Ok(Err(status)) => status,
+                    Err(e) => ActorExitStatus::from(e),
+                };
+                tracing::error!(job_id = %id, %status, "pipeline refused the job");
+                act.end_failed(id, format!("the pipeline is not running ({status})"), ctx);
+            }));
+        }
+    }
+
+    fn end_failed(&mut self, id: Uuid, error: String, ctx: &mut Context<Self>) {
+        let _ = self.update(id, |j| {
+            j.status = JobStatus::Failed;
+            j.step = "Failed".into();
+            j.error = Some(error);
+            j.finished_at = Some(Utc::now());
+        });
+        self.remove_temp(id);
+        self.flush();
+        self.active.remove(&id);
+        self.admit(ctx);
+    }
+
+    fn finish(&mut self, ctx: JobCtx, output: JobOutput) -> Result<(), RegistryError> {
+        let id = ctx.id;
+        let Some(job) = self.load(id)? else { return Ok(()) };
+        let total: f64 = ctx.admitted_at.elapsed().as_secs_f64();
+        let stages: serde_json::Map<String, serde_json::Value> =
+            ctx.timings.iter().map(|(name, s)| (name.to_string(), json!(s))).collect();
+        let mut result = output.result;
+        let duration = result["duration"].as_f64().unwrap_or(0.0);
+        let queued = job.started_at.map(|s| (s - job.created_at).num_milliseconds() as f64 / 1000.0);
+        result["performance_metrics"] = json!({
+            "total_duration": total,
+            "stages": stages,
+            "queued_seconds": queued,
+            "speed": if total > 0.0 { duration / total } else { 0.0 },
+        });
+        let path = self.storage.result_path(id);
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&result)?)?;
+        std::fs::rename(&tmp, &path)?;
+        self.update(id, |j| {
+            j.status = JobStatus::Completed;
+            j.progress = 100;
+            j.step = "Complete".into();
+            j.duration = Some(duration);
+            j.finished_at = Some(Utc::now());
+        })?;
+        self.flush();
+        self.remove_temp(id);
+        tracing::info!(job_id = %id, seconds = total, "job completed");
+        tracing::info!(job_id = %id, "removed temp files");
+        Ok(())
+    }
+}
+
+fn remove_dir(path: &Path) {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove folder"),
+    }
+}
+
+impl Actor for JobRegistry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // stages report a few events per job, and jobs in flight are capped
+        ctx.set_mailbox_capacity(64);
+    }
+}
+
+/// Connects the pipeline; recovers interrupted jobs and starts admitting.
+#[derive(Message)]
+#[rtype(result = "Result<usize, RegistryError>")]
+pub struct Attach(pub Recipient<JobMsg<()>>);
+
+impl Handler<Attach> for JobRegistry {
+    type Result = Result<usize, RegistryError>;
+    fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Self::Result {
+        self.entry = Some(msg.0);
+        let n = self.recover()?;
+        self.admit(ctx);
+        Ok(n)
+    }
+}
+
+/// A new upload, already on disk in `temp/{id}/{audio_file}`.
+#[derive(Message)]
+#[rtype(result = "Result<Job, RegistryError>")]
+pub struct CreateJob {
+    pub id: Uuid,
+    pub filename: String,
+    pub audio_file: String,
+    pub options: JobOptions,
+}
+
+impl Handler<CreateJob> for JobRegistry {
+    type Result = Result<Job, RegistryError>;
+    fn handle(&mut self, msg: CreateJob, ctx: &mut Context<Self>) -> Self::Result {
+        if self.queue.len() >= self.max_queued {
+            return Err(RegistryError::QueueFull { waiting: self.queue.len() });
+        }
+        let now = Utc::now();
+        let job = Job {
+            job_id: msg.id,
+            status: JobStatus::Queued,
+            progress: 0,
+            step: "Queued".into(),
+            error: None,
+            filename: msg.filename,
+            audio_file: msg.audio_file,
+            options: msg.options,
+            duration: None,
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            finished_at: None,
+            attempts: 0,
+        };
+        self.store(&job)?;
+        self.db.flush()?;
+        tracing::info!(job_id = %job.job_id, filename = %job.filename, "job queued");
+        self.queue.push_back(job.job_id);
+        self.admit(ctx);
+        Ok(job)
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Option<Job>, RegistryError>")]
+pub struct GetJob(pub Uuid);
+
+impl Handler<GetJob> for JobRegistry {
+    type Result = Result<Option<Job>, RegistryError>;
+    fn handle(&mut self, msg: GetJob, _: &mut Context<Self>) -> Self::Result {
+        self.load(msg.0)
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Job>, RegistryError>")]
+pub struct ListJobs;
+
+impl Handler<ListJobs> for JobRegistry {
+    type Result = Result<Vec<Job>, RegistryError>;
+    fn handle(&mut self, _: ListJobs, _: &mut Context<Self>) -> Self::Result {
+        self.all()
+    }
+}
+
+/// Cancels the job if it runs, removes its record and files. Replies with
+/// the job as it was (status `cancelled` if it was running or queued).
+#[derive(Message)]
+#[rtype(result = "Result<Option<Job>, RegistryError>")]
+pub struct DeleteJob(pub Uuid);
+
+impl Handler<DeleteJob> for JobRegistry {
+    type Result = Result<Option<Job>, RegistryError>;
+    fn handle(&mut self, msg: DeleteJob, _: &mut Context<Self>) -> Self::Result {
+        let id = msg.0;
+        let Some(mut job) = self.load(id)? else { return Ok(None) };
+        if let Some(cancel) = self.active.get(&id) {
+            cancel.cancel();
+        }
+        self.queue.retain(|q| *q != id);
+        self.jobs.remove(id.as_bytes())?;
+        self.db.flush()?;
+        self.remove_temp(id);
+        match std::fs::remove_file(self.storage.result_path(id)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        if !job.status.is_finished() {
+            job.status = JobStatus::Cancelled;
+            job.step = "Cancelled".into();
+        }
+        tracing::info!(job_id = %id, status = ?job.status, "job deleted");
+        Ok(Some(job))
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "RegistryStats")]
+pub struct Stats;
+
+impl Handler<Stats> for JobRegistry {
+    type Result = MessageResult<Stats>;
+    fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(RegistryStats {
+            active_jobs: self.active.len(),
+            queued_jobs: self.queue.len(),
+            max_active_jobs: self.max_active,
+        })
+    }
+}
+
+impl Handler<JobEvent> for JobRegistry {
+    type Result = ();
+    fn handle(&mut self, event: JobEvent, ctx: &mut Context<Self>) {
+        match event {
+            JobEvent::Progress { id, progress, step } => {
+                if self.active.get(&id).is_some_and(|c| !c.is_cancelled()) {
+                    tracing::info!(job_id = %id, progress, step, "progress");
+                    let _ = self.update(id, |j| {
+                        j.progress = progress;
+                        j.step = step.to_string();
+                    });
+                }
+            }
+            JobEvent::Duration { id, seconds } => {
+                let _ = self.update(id, |j| j.duration = Some(seconds));
+            }
+            JobEvent::Failed { id, stage, error } => {
+                tracing::warn!(job_id = %id, stage, %error, "job failed");
+                self.end_failed(id, error, ctx);
+            }
+            JobEvent::Dropped { id, stage } => {
+                tracing::info!(job_id = %id, stage, "cancelled job left the pipeline");
+                self.remove_temp(id);
+                self.active.remove(&id);
+                self.admit(ctx);
+            }
+        }
+    }
+}
+
+/// The pipeline's sink: a finished job's result.
+impl Handler<JobMsg<JobOutput>> for JobRegistry {
+    type Result = Result<(), ActorExitStatus>;
+    fn handle(&mut self, msg: JobMsg<JobOutput>, ctx: &mut Context<Self>) -> Self::Result {
+        let id = msg.ctx.id;
+        let cancelled = self.active.get(&id).is_none_or(|c| c.is_cancelled());
+        if cancelled {
+            self.remove_temp(id);
+        } else if let Err(e) = self.finish(msg.ctx, msg.payload) {
+            tracing::error!(job_id = %id, error = %e, "cannot store the result");
+            self.end_failed(id, format!("cannot store the result: {e}"), ctx);
+            return Ok(());
+        }
+        self.active.remove(&id);
+        self.admit(ctx);
+        Ok(())
+    }
+}

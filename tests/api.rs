@@ -1,0 +1,449 @@
+//! The real server (`colloquy serve`, real models) over HTTP: upload, poll,
+//! results; the 400/404/413/202 paths; delete while processing; a kill -9
+//! with one job processing and one queued, then a restart.
+//!
+//! Polling status in a bounded loop is the only waiting here.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{config, repo_path};
+use serde_json::Value;
+
+/// A `colloquy serve` process on a free port with its own storage folder.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    storage: PathBuf,
+}
+
+impl Server {
+    fn start(storage: &Path, env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_colloquy"));
+        cmd.args(["serve", "--port", "0", "--storage", storage.to_str().unwrap()])
+            .env("COLLOQUY__SERVER__BIND", "127.0.0.1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start colloquy serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("colloquy listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .parse()
+            .unwrap();
+        Server { child, addr, storage: storage.to_path_buf() }
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        request(self.addr, "GET", path, &[], b"")
+    }
+
+    fn upload(&self, query: &str, name: &str, data: &[u8]) -> (u16, Value) {
+        let (ct, body) = multipart(name, data);
+        request(self.addr, "POST", &format!("/api/upload{query}"), &[("Content-Type", &ct)], &body)
+    }
+
+    /// Polls the job's status until `done` holds (bounded).
+    fn wait_status(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..2400 {
+            let (code, v) = self.get(&format!("/api/status/{id}"));
+            assert_eq!(code, 200, "{v}");
+            if done(&v) {
+                return v;
+            }
+            assert_ne!(v["status"], "failed", "{v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("job {id} did not get there in 120 s");
+    }
+
+    fn wait_completed(&self, id: &str) -> Value {
+        self.wait_status(id, |v| v["status"] == "completed")
+    }
+
+    fn temp_entries(&self) -> usize {
+        std::fs::read_dir(self.storage.join("temp")).map(|d| d.count()).unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn storage(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("colloquy-api-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn multipart(filename: &str, data: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "colloquy-test-boundary-7d9a";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(data);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// A minimal HTTP/1.1 client (one request per connection).
+fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
+    let (code, _, body) = raw_request(addr, method, path, headers, body);
+    let v = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap_or(Value::Null) };
+    (code, v)
+}
+
+fn raw_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    read_response(&mut s)
+}
+
+fn read_response(s: &mut TcpStream) -> (u16, String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("http response head");
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut body = buf[split + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    (code, head, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { break };
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[eol + 2 + n + 2..];
+    }
+    out
+}
+
+/// 16-bit PCM WAV bytes.
+fn wav(samples: &[f32], rate: u32) -> Vec<u8> {
+    let data_len = (samples.len() * 2) as u32;
+    let mut w = Vec::with_capacity(44 + data_len as usize);
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(36 + data_len).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    w.extend_from_slice(&16u32.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes());
+    w.extend_from_slice(&rate.to_le_bytes());
+    w.extend_from_slice(&(rate * 2).to_le_bytes());
+    w.extend_from_slice(&2u16.to_le_bytes());
+    w.extend_from_slice(&16u16.to_le_bytes());
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        w.extend_from_slice(&((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes());
+    }
+    w
+}
+
+/// speech_en.flac three times over (about 30 s): long enough to catch a job
+/// while it is processing.
+fn long_clip() -> Vec<u8> {
+    let a = colloquy::audio::load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
+    let mut s = Vec::new();
+    for _ in 0..3 {
+        s.extend_from_slice(&a.samples);
+    }
+    wav(&s, 16_000)
+}
+
+fn id_of(v: &Value) -> String {
+    v["job_id"].as_str().unwrap_or_else(|| panic!("no job_id in {v}")).to_string()
+}
+
+#[test]
+fn upload_poll_results_and_the_error_paths() {
+    if config().is_none() {
+        return;
+    }
+    let dir = storage("main");
+    let srv = Server::start(&dir, &[]);
+
+    let (code, h) = srv.get("/health");
+    assert_eq!(code, 200);
+    assert_eq!(h["models_ready"], true);
+    assert_eq!(h["device"]["transcriber"], "cpu");
+    assert!(h["stages"]["transcription"]["jobs_in"].is_u64(), "{h}");
+
+    let flac = std::fs::read(repo_path("tests/data/speech_en.flac")).unwrap();
+    let (code, up) = srv.upload("?num_speakers=1", "speech_en.flac", &flac);
+    assert_eq!(code, 200, "{up}");
+    assert_eq!(up["status"], "queued");
+    let id = id_of(&up);
+    let st = srv.wait_completed(&id);
+    assert_eq!((st["progress"].as_u64(), st["step"].as_str()), (Some(100), Some("Complete")));
+    assert_eq!(st["filename"], "speech_en.flac");
+    assert!((st["duration"].as_f64().unwrap() - 9.83).abs() < 0.05);
+
+    let (code, r) = srv.get(&format!("/api/results/{id}"));
+    assert_eq!(code, 200);
+    let text = r["full_text"].as_str().unwrap().to_lowercase();
+    assert!(text.contains("thank you for coming to the meeting"), "{text}");
+    assert_eq!(r["language"], "en");
+    assert_eq!(r["num_speakers"], 1);
+    let aligned = r["aligned_segments"].as_array().unwrap();
+    assert!(!aligned.is_empty() && aligned.iter().all(|s| s["speaker"] == "SPEAKER_00"), "{r}");
+    assert!(!r["segments"].as_array().unwrap().is_empty());
+    assert!(!r["speaker_turns"].as_array().unwrap().is_empty());
+    assert_eq!(r["provider"]["runtime"], "onnxruntime");
+    assert_eq!(r["provider"]["device"], "cpu");
+    let stages = &r["performance_metrics"]["stages"];
+    for s in ["decoding", "preprocessing", "transcription", "diarization", "alignment"] {
+        assert!(stages[s].as_f64().is_some(), "no {s} timing: {r}");
+    }
+    assert!(r["performance_metrics"]["total_duration"].as_f64().unwrap() > 0.0);
+    assert_eq!(srv.temp_entries(), 0, "audio removed when the job ends");
+    assert!(dir.join("results").join(format!("{id}.json")).exists());
+
+    let (code, jobs) = srv.get("/api/jobs");
+    assert_eq!(code, 200);
+    assert!(jobs["jobs"].as_array().unwrap().iter().any(|j| j["job_id"] == id.as_str()));
+
+    // 400: not an accepted type, no file, bad query; nothing stored
+    let (code, e) = srv.upload("", "notes.txt", b"hello");
+    assert_eq!((code, e["error"].as_str()), (400, Some("unsupported_type")), "{e}");
+    let (code, e) = request(srv.addr, "POST", "/api/upload", &[("Content-Type", "multipart/form-data; boundary=x")], b"--x--\r\n");
+    assert_eq!(code, 400, "{e}");
+    let (code, _) = srv.upload("?num_speakers=two", "a.wav", b"RIFF");
+    assert_eq!(code, 400);
+    assert_eq!(srv.temp_entries(), 0);
+
+    // a file that is not audio fails its job with a clear error, files removed
+    let (code, up) = srv.upload("", "fake.mp3", b"this is not audio at all, just text in an mp3 name");
+    assert_eq!(code, 200);
+    let bad = id_of(&up);
+    let st = srv.wait_status(&bad, |v| v["status"] == "failed" || v["status"] == "completed");
+    assert_eq!(st["status"], "failed");
+    assert!(st["error"].as_str().unwrap().contains("not a supported audio file"), "{st}");
+    let (code, e) = srv.get(&format!("/api/results/{bad}"));
+    assert_eq!(code, 500, "{e}");
+    assert_eq!(srv.temp_entries(), 0);
+
+    // 404: unknown ids, and ids that are not UUIDs (never looked up on disk)
+    let unknown = "0b6f3a1c-5a7e-4d2b-9f64-0d6a1f1e2c3b";
+    for path in [
+        format!("/api/status/{unknown}"),
+        format!("/api/results/{unknown}"),
+        "/api/status/not-a-uuid".to_string(),
+        "/api/results/..%2F..%2Fjobs.sled".to_string(),
+        "/api/results/abc.json".to_string(),
+    ] {
+        let (code, e) = srv.get(&path);
+        assert_eq!(code, 404, "{path}: {e}");
+    }
+    let (code, _) = request(srv.addr, "DELETE", &format!("/api/jobs/{unknown}"), &[], b"");
+    assert_eq!(code, 404);
+    let (code, _) = request(srv.addr, "DELETE", "/api/jobs/..", &[], b"");
+    assert_eq!(code, 404);
+
+    // DELETE of a finished job removes its result
+    let (code, d) = request(srv.addr, "DELETE", &format!("/api/jobs/{id}"), &[], b"");
+    assert_eq!((code, d["status"].as_str()), (200, Some("completed")));
+    assert!(!dir.join("results").join(format!("{id}.json")).exists());
+    assert_eq!(srv.get(&format!("/api/status/{id}")).0, 404);
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn too_large_uploads_get_413_without_the_body_being_read() {
+    if config().is_none() {
+        return;
+    }
+    let dir = storage("limit");
+    let srv = Server::start(&dir, &[("COLLOQUY__SERVER__MAX_UPLOAD_BYTES", "100000")]);
+
+    // announced 10 GB, nothing of the body sent: the answer comes anyway
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    let head = format!(
+        "POST /api/upload HTTP/1.1\r\nHost: {}\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 10000000000\r\n\r\n",
+        srv.addr
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let (code, _, body) = read_response(&mut s);
+    assert_eq!(code, 413);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"], "too_large");
+
+    // streamed past the limit (chunked, no length announced): 413, nothing kept
+    let (_, body) = multipart("big.wav", &vec![0u8; 300_000]);
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    let head = format!(
+        "POST /api/upload HTTP/1.1\r\nHost: {}\r\nContent-Type: multipart/form-data; boundary=colloquy-test-boundary-7d9a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        srv.addr
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    for chunk in body.chunks(16 * 1024) {
+        if s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).is_err() || s.write_all(chunk).is_err() || s.write_all(b"\r\n").is_err() {
+            break; // the server answered and closed: the rest is not read
+        }
+    }
+    let _ = s.write_all(b"0\r\n\r\n");
+    let (code, _, _) = read_response(&mut s);
+    assert_eq!(code, 413);
+    assert_eq!(srv.temp_entries(), 0);
+    let (_, jobs) = srv.get("/api/jobs");
+    assert_eq!(jobs["total"], 0);
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn delete_while_processing_cancels_and_removes_files_and_202_while_waiting() {
+    if config().is_none() {
+        return;
+    }
+    let dir = storage("delete");
+    let srv = Server::start(&dir, &[("COLLOQUY__PIPELINE__MAX_ACTIVE_JOBS", "1")]);
+    let clip = long_clip();
+    let (_, a) = srv.upload("", "long.wav", &clip);
+    let (_, b) = srv.upload("?num_speakers=1", "speech_en.flac", &std::fs::read(repo_path("tests/data/speech_en.flac")).unwrap());
+    let (a, b) = (id_of(&a), id_of(&b));
+    srv.wait_status(&a, |v| v["status"] == "processing");
+    // b waits behind a (one job admitted at a time): results are not ready
+    let (code, r) = srv.get(&format!("/api/results/{b}"));
+    assert_eq!(code, 202, "{r}");
+    assert_eq!(r["status"], "queued");
+
+    let (code, d) = request(srv.addr, "DELETE", &format!("/api/jobs/{a}"), &[], b"");
+    assert_eq!((code, d["status"].as_str()), (200, Some("cancelled")), "{d}");
+    assert!(!dir.join("temp").join(&a).exists(), "audio removed at once");
+    assert_eq!(srv.get(&format!("/api/status/{a}")).0, 404);
+    assert_eq!(srv.get(&format!("/api/results/{a}")).0, 404);
+
+    // the pipeline lets go of a and goes on with b
+    srv.wait_completed(&b);
+    let (_, h) = srv.get("/health");
+    let dropped: u64 = h["stages"].as_object().unwrap().values().map(|s| s["jobs_dropped"].as_u64().unwrap()).sum();
+    assert_eq!(dropped, 1, "{h}");
+    assert_eq!(h["active_jobs"], 0);
+    assert!(!dir.join("results").join(format!("{a}.json")).exists());
+    assert_eq!(srv.temp_entries(), 0);
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn kill_9_with_one_job_processing_and_one_queued_then_restart_completes_both() {
+    if config().is_none() {
+        return;
+    }
+    let dir = storage("restart");
+    let env = [("COLLOQUY__PIPELINE__MAX_ACTIVE_JOBS", "1")];
+    let srv = Server::start(&dir, &env);
+    let clip = long_clip();
+    let (_, a) = srv.upload("", "first.wav", &clip);
+    let (_, b) = srv.upload("?num_speakers=1", "second.flac", &std::fs::read(repo_path("tests/data/speech_en.flac")).unwrap());
+    let (a, b) = (id_of(&a), id_of(&b));
+    srv.wait_status(&a, |v| v["status"] == "processing");
+    assert_eq!(srv.get(&format!("/api/status/{b}")).1["status"], "queued");
+    srv.kill9();
+
+    let srv = Server::start(&dir, &env);
+    let sa = srv.wait_completed(&a);
+    let sb = srv.wait_completed(&b);
+    assert_eq!(sa["attempts"], 2, "the interrupted job ran again: {sa}");
+    assert_eq!(sb["attempts"], 1, "{sb}");
+    let (code, r) = srv.get(&format!("/api/results/{a}"));
+    assert_eq!(code, 200);
+    assert!(r["full_text"].as_str().unwrap().to_lowercase().contains("summer trip"));
+    assert_eq!(srv.temp_entries(), 0, "temp is empty once every job is done");
+    drop(srv);
+
+    // a third start still serves the finished jobs
+    let srv = Server::start(&dir, &env);
+    assert_eq!(srv.get(&format!("/api/results/{b}")).0, 200);
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Two voices: the shared synthetic conversation when present, else one
+/// made with espeak-ng, else skipped.
+fn two_speaker_clip() -> Option<(String, Vec<u8>)> {
+    if let Some(p) = common::shared_data("synthetic/conv1.mp3") {
+        return Some(("conv1.mp3".into(), std::fs::read(p).unwrap()));
+    }
+    let dir = std::env::temp_dir().join(format!("colloquy-espeak-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let lines = [
+        ("en-us+m3", "Good morning, thanks for joining the call so early today."),
+        ("en-us+f4", "No problem at all. I wanted to go over the budget before Thursday."),
+        ("en-us+m3", "Sure. The main change is that travel costs went up by about ten percent."),
+        ("en-us+f4", "That is more than I expected. Do we know why that happened?"),
+    ];
+    let mut all = Vec::new();
+    for (i, (voice, text)) in lines.iter().enumerate() {
+        let f = dir.join(format!("{i}.wav"));
+        let ok = Command::new("espeak-ng").args(["-v", voice, "-w", f.to_str().unwrap(), text]).status();
+        if !ok.is_ok_and(|s| s.success()) {
+            eprintln!("skipping: no shared conv1.mp3 and espeak-ng is not installed");
+            return None;
+        }
+        let a = colloquy::audio::load_16k_mono(&f).unwrap();
+        all.extend_from_slice(&a.samples);
+        all.extend(std::iter::repeat_n(0.0, 8000));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Some(("two_voices.wav".into(), wav(&all, 16_000)))
+}
+
+#[test]
+fn two_speakers_with_a_num_speakers_hint() {
+    if config().is_none() {
+        return;
+    }
+    let Some((name, data)) = two_speaker_clip() else { return };
+    let dir = storage("two");
+    let srv = Server::start(&dir, &[]);
+    let (code, up) = srv.upload("?num_speakers=2", &name, &data);
+    assert_eq!(code, 200, "{up}");
+    let id = id_of(&up);
+    srv.wait_completed(&id);
+    let (_, r) = srv.get(&format!("/api/results/{id}"));
+    assert_eq!(r["num_speakers"], 2, "{r}");
+    let aligned = r["aligned_segments"].as_array().unwrap();
+    let mut speakers: Vec<&str> = aligned.iter().map(|s| s["speaker"].as_str().unwrap()).collect();
+    speakers.sort();
+    speakers.dedup();
+    assert_eq!(speakers, ["SPEAKER_00", "SPEAKER_01"], "{r}");
+    assert!(r["full_text"].as_str().unwrap().to_lowercase().contains("budget"));
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}
