@@ -188,6 +188,11 @@ fn share_words(text: &str, weights: &[f64]) -> Option<Vec<String>> {
     Some(groups)
 }
 
+/// Seconds rounded to the millisecond (split points are computed on a 10 ms grid).
+fn round_ms(t: f64) -> f64 {
+    (t * 1000.0).round() / 1000.0
+}
+
 /// Aligns transcript segments with speaker turns.
 pub fn align(segments: &[TextSegment], turns: &[Turn], opts: AlignOptions) -> Vec<AlignedSegment> {
     let mut out = Vec::with_capacity(segments.len());
@@ -198,7 +203,7 @@ pub fn align(segments: &[TextSegment], turns: &[Turn], opts: AlignOptions) -> Ve
             if let Some(groups) = share_words(&seg.text, &weights) {
                 let lead = if seg.text.starts_with(' ') { " " } else { "" };
                 for ((speaker, s, e), text) in runs.into_iter().zip(groups) {
-                    out.push(AlignedSegment { start: s, end: e, text: format!("{lead}{text}"), speaker });
+                    out.push(AlignedSegment { start: round_ms(s), end: round_ms(e), text: format!("{lead}{text}"), speaker });
                 }
                 continue;
             }
