@@ -192,7 +192,7 @@ def main():
         texts = {"colloquy": {}, "faster-whisper": {}}
         rss = {"colloquy": 0.0, "faster-whisper": 0.0}
         for run in range(args.runs):
-            lines, peak, _ = peak_rss_of([args.colloquy, "transcribe", "--format", "json", "--model", args.model,
+            lines, peak, _ = peak_rss_of([args.colloquy, "transcribe", "--whisper-only", "--format", "json", "--model", args.model,
                                           "--precision", precision, *files])
             rss["colloquy"] = max(rss["colloquy"], peak)
             for line in lines:

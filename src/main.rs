@@ -60,6 +60,17 @@ enum Command {
         /// Language code or "auto" (overrides whisper.language).
         #[arg(long)]
         language: Option<String>,
+        /// Exact number of speakers, when known.
+        #[arg(long)]
+        num_speakers: Option<usize>,
+        #[arg(long)]
+        min_speakers: Option<usize>,
+        #[arg(long)]
+        max_speakers: Option<usize>,
+        /// Whisper alone, without the pipeline and speakers (per-file Whisper
+        /// timings; what the bench compares with faster-whisper).
+        #[arg(long, conflicts_with_all = ["num_speakers", "min_speakers", "max_speakers"])]
+        whisper_only: bool,
     },
     /// Who spoke when: speaker turns of an audio file.
     Diarize {
@@ -109,7 +120,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             serve(config)
         }
-        Command::Transcribe { files, format, model, precision, language } => {
+        Command::Transcribe {
+            files,
+            format,
+            model,
+            precision,
+            language,
+            num_speakers,
+            min_speakers,
+            max_speakers,
+            whisper_only,
+        } => {
             let mut env: Vec<(String, String)> = std::env::vars().collect();
             let mut set = |key: &str, v: Option<String>| {
                 if let Some(v) = v {
@@ -120,7 +141,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             set("PRECISION", precision);
             set("LANGUAGE", language);
             let config = Config::load_with_env(cli.config.as_deref(), env)?;
-            transcribe(&config, &files, format)
+            if whisper_only {
+                transcribe(&config, &files, format)
+            } else {
+                let options = colloquy::registry::JobOptions { num_speakers, min_speakers, max_speakers };
+                transcribe_pipeline(config, &files, format, options)
+            }
         }
         Command::Diarize { file, format, num_speakers, min_speakers, max_speakers } => {
             let config = Config::load(cli.config.as_deref())?;
@@ -179,6 +205,94 @@ fn diarize(
             println!("{out}");
         }
     }
+    Ok(())
+}
+
+/// A private storage folder for one CLI run, removed when dropped.
+struct ScratchStorage(PathBuf);
+
+impl Drop for ScratchStorage {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `colloquy transcribe`: the files go through the same actor pipeline as
+/// uploads (registry on a private scratch storage, all files submitted at
+/// once so they overlap across stages); each result is printed in file order.
+fn transcribe_pipeline(
+    mut config: Config,
+    files: &[PathBuf],
+    format: Format,
+    options: colloquy::registry::JobOptions,
+) -> anyhow::Result<()> {
+    use colloquy::registry::{CreateJob, GetJob, JobStatus};
+    for f in files {
+        if !f.is_file() {
+            anyhow::bail!("{}: no such file", f.display());
+        }
+    }
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let scratch = ScratchStorage(std::env::temp_dir().join(format!("colloquy-cli-{}-{nanos}", std::process::id())));
+    config.server.storage_dir = scratch.0.display().to_string();
+    // more queued jobs than files is never needed
+    config.server.max_queued_jobs = config.server.max_queued_jobs.max(files.len());
+    let engines = colloquy::actors::pipeline::Engines::load(&config)?;
+    let outputs: Vec<serde_json::Value> = actix_rt::System::new().block_on(async {
+        let (state, _pipeline) = colloquy::api::start_engine(&config, engines).await?;
+        let mut ids = Vec::new();
+        for path in files {
+            let id = uuid::Uuid::new_v4();
+            let dir = state.storage.temp_dir(id);
+            std::fs::create_dir_all(&dir)?;
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("bin").to_ascii_lowercase();
+            let audio_file = format!("audio.{ext}");
+            if std::fs::hard_link(path, dir.join(&audio_file)).is_err() {
+                std::fs::copy(path, dir.join(&audio_file)).with_context(|| format!("{}", path.display()))?;
+            }
+            let filename = path.file_name().and_then(|n| n.to_str()).unwrap_or("audio").to_string();
+            state.registry.send(CreateJob { id, filename, audio_file, options: options.clone() }).await??;
+            ids.push(id);
+        }
+        let mut outputs = Vec::new();
+        for (path, id) in files.iter().zip(ids) {
+            let job = loop {
+                match state.registry.send(GetJob(id)).await?? {
+                    Some(job) if job.status.is_finished() => break job,
+                    Some(_) => actix_rt::time::sleep(std::time::Duration::from_millis(20)).await,
+                    None => anyhow::bail!("{}: the job disappeared", path.display()),
+                }
+            };
+            if job.status != JobStatus::Completed {
+                anyhow::bail!("{}: {}", path.display(), job.error.unwrap_or_else(|| "the job did not complete".into()));
+            }
+            let text = std::fs::read(state.storage.result_path(id))?;
+            let mut v: serde_json::Value = serde_json::from_slice(&text)?;
+            v["file"] = json!(path.display().to_string());
+            outputs.push(v);
+        }
+        Ok::<_, anyhow::Error>(outputs)
+    })?;
+    for v in outputs {
+        match format {
+            Format::Json => println!("{v}"),
+            Format::Txt => {
+                if files.len() > 1 {
+                    println!("# {}", v["file"].as_str().unwrap_or_default());
+                }
+                for s in v["aligned_segments"].as_array().into_iter().flatten() {
+                    println!(
+                        "[{} --> {}] {}: {}",
+                        clock(s["start"].as_f64().unwrap_or(0.0)),
+                        clock(s["end"].as_f64().unwrap_or(0.0)),
+                        s["speaker"].as_str().unwrap_or("?"),
+                        s["text"].as_str().unwrap_or_default().trim()
+                    );
+                }
+            }
+        }
+    }
+    drop(scratch);
     Ok(())
 }
 

@@ -25,12 +25,12 @@ fn refuses_to_start_without_models_and_names_make_setup() {
 }
 
 #[test]
-fn transcribe_json_has_segments_provider_and_timings() {
+fn whisper_only_json_has_segments_provider_and_timings() {
     if config().is_none() {
         return;
     }
     let out = colloquy()
-        .args(["transcribe", "--format", "json", repo_path("tests/data/speech_en.flac").to_str().unwrap()])
+        .args(["transcribe", "--whisper-only", "--format", "json", repo_path("tests/data/speech_en.flac").to_str().unwrap()])
         .output()
         .unwrap();
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
@@ -67,4 +67,56 @@ fn a_non_audio_file_is_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a supported audio file"), "stderr: {err}");
+}
+
+#[test]
+fn transcribe_goes_through_the_pipeline_with_speakers() {
+    if config().is_none() {
+        return;
+    }
+    let clip = repo_path("tests/data/speech_en.flac");
+    let out = colloquy()
+        .args(["transcribe", "--format", "json", "--num-speakers", "1", clip.to_str().unwrap(), clip.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let results: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(results.len(), 2, "one result per file");
+    for v in &results {
+        // the seed's result JSON
+        for key in ["segments", "aligned_segments", "full_text", "language", "duration", "speaker_turns", "provider", "performance_metrics"] {
+            assert!(v.get(key).is_some(), "missing {key}: {v}");
+        }
+        assert!(v["full_text"].as_str().unwrap().to_lowercase().contains("thank you for coming to the meeting"), "{v}");
+        let segs = v["aligned_segments"].as_array().unwrap();
+        assert!(!segs.is_empty());
+        assert!(segs.iter().all(|s| s["speaker"] == "SPEAKER_00"), "{v}");
+        for stage in ["decoding", "preprocessing", "transcription", "diarization", "alignment"] {
+            assert!(v["performance_metrics"]["stages"][stage].as_f64().is_some(), "no {stage} timing: {v}");
+        }
+    }
+}
+
+#[test]
+fn transcribe_conv1_finds_two_speakers() {
+    let Some(path) = common::shared_data("synthetic/conv1.mp3") else { return };
+    if config().is_none() {
+        return;
+    }
+    let out = colloquy()
+        .args(["transcribe", "--format", "json", "--num-speakers", "2", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut speakers: Vec<&str> = v["aligned_segments"].as_array().unwrap().iter().map(|s| s["speaker"].as_str().unwrap()).collect();
+    speakers.sort();
+    speakers.dedup();
+    assert_eq!(speakers, vec!["SPEAKER_00", "SPEAKER_01"]);
+    let errs = colloquy::text::word_errors(
+        "Good morning, thanks for joining the call so early. No problem. I wanted to go over the budget before the meeting on Thursday. Sure. The main change is that travel costs went up by about ten percent. That is more than I expected. Do we know why? Mostly because the conference moved to a different city this year. Okay, then we should ask the team to book their flights as soon as possible. Good idea. I will send an email this afternoon. Great, and please copy me on it so I can follow up next week.",
+        v["full_text"].as_str().unwrap(),
+    );
+    assert!(errs.wer() <= 0.05, "WER {:.3}: {}", errs.wer(), v["full_text"]);
 }
