@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use colloquy::config::Config;
 use colloquy::whisper::{Transcript, WhisperEngine};
 use serde_json::json;
@@ -30,6 +30,20 @@ enum Format {
 enum DiarizeFormat {
     Rttm,
     Json,
+}
+
+/// Speaker-count hints, shared by `transcribe` and `diarize`.
+#[derive(Args, Clone, Copy)]
+struct SpeakerArgs {
+    /// Exact number of speakers, when known.
+    #[arg(long)]
+    num_speakers: Option<usize>,
+    /// At least this many speakers.
+    #[arg(long)]
+    min_speakers: Option<usize>,
+    /// At most this many speakers.
+    #[arg(long)]
+    max_speakers: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -60,13 +74,8 @@ enum Command {
         /// Language code or "auto" (overrides whisper.language).
         #[arg(long)]
         language: Option<String>,
-        /// Exact number of speakers, when known.
-        #[arg(long)]
-        num_speakers: Option<usize>,
-        #[arg(long)]
-        min_speakers: Option<usize>,
-        #[arg(long)]
-        max_speakers: Option<usize>,
+        #[command(flatten)]
+        speakers: SpeakerArgs,
         /// Whisper alone, without the pipeline and speakers (per-file Whisper
         /// timings; what the bench compares with faster-whisper).
         #[arg(long, conflicts_with_all = ["num_speakers", "min_speakers", "max_speakers"])]
@@ -77,13 +86,8 @@ enum Command {
         file: PathBuf,
         #[arg(long, value_enum, default_value = "rttm")]
         format: DiarizeFormat,
-        /// Exact number of speakers, when known.
-        #[arg(long)]
-        num_speakers: Option<usize>,
-        #[arg(long)]
-        min_speakers: Option<usize>,
-        #[arg(long)]
-        max_speakers: Option<usize>,
+        #[command(flatten)]
+        speakers: SpeakerArgs,
     },
 }
 
@@ -126,9 +130,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             model,
             precision,
             language,
-            num_speakers,
-            min_speakers,
-            max_speakers,
+            speakers,
             whisper_only,
         } => {
             let mut env: Vec<(String, String)> = std::env::vars().collect();
@@ -144,12 +146,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if whisper_only {
                 transcribe(&config, &files, format)
             } else {
+                let SpeakerArgs { num_speakers, min_speakers, max_speakers } = speakers;
                 let options = colloquy::registry::JobOptions { num_speakers, min_speakers, max_speakers };
                 transcribe_pipeline(config, &files, format, options)
             }
         }
-        Command::Diarize { file, format, num_speakers, min_speakers, max_speakers } => {
+        Command::Diarize { file, format, speakers } => {
             let config = Config::load(cli.config.as_deref())?;
+            let SpeakerArgs { num_speakers, min_speakers, max_speakers } = speakers;
             let bounds = colloquy::diarize::SpeakerBounds { num_speakers, min_speakers, max_speakers };
             diarize(&config, &file, format, bounds)
         }
