@@ -133,6 +133,7 @@ pub struct DiarizationConfig {
     pub min_embedding_duration: f64,
     pub embedding_piece: f64,
     pub piece_split_pause: f64,
+    pub piece_reuse_overlap: f64,
     pub cluster_threshold: f64,
     pub min_cluster_size: usize,
     pub min_duration_on: f64,

@@ -118,17 +118,16 @@ pub fn cluster(embeddings: &[Vec<f32>], opts: &ClusterOptions, bounds: SpeakerBo
 }
 
 /// Spherical k-means from the AHC cut and from several seeded k-means++
-/// starts; the partition with the highest total similarity to its
-/// centroids wins (deterministic: fixed seeds).
+/// starts; the partition with the highest Calinski-Harabasz ratio (scatter
+/// between clusters over scatter within, weighted by cluster size) wins, so
+/// that splitting off a few outliers loses to a balanced split along the
+/// main difference (deterministic: fixed seeds).
 fn best_kmeans(unit: &[Vec<f32>], ahc: Vec<usize>, k: usize) -> Vec<usize> {
-    let score = |labels: &[usize]| -> f32 {
-        let cents = centroids(unit, labels, k);
-        unit.iter().zip(labels).map(|(v, &l)| cosine(v, &cents[l])).sum()
-    };
+    let score = |labels: &[usize]| -> f32 { calinski_harabasz(unit, labels, k) };
     let mut best = kmeans_refine(unit, ahc, k, 50);
     let mut best_score = score(&best);
     let mut rng = fastrand::Rng::with_seed(0x5eed);
-    for _ in 0..8 {
+    for _ in 0..16 {
         // k-means++ seeding on cosine distance
         let mut seeds = vec![rng.usize(..unit.len())];
         while seeds.len() < k {
@@ -160,6 +159,36 @@ fn best_kmeans(unit: &[Vec<f32>], ahc: Vec<usize>, k: usize) -> Vec<usize> {
         }
     }
     best
+}
+
+/// Between-cluster over within-cluster scatter (Euclidean, raw means).
+fn calinski_harabasz(x: &[Vec<f32>], labels: &[usize], k: usize) -> f32 {
+    let dim = x.first().map_or(0, |v| v.len());
+    let n = x.len();
+    if k < 2 || n <= k {
+        return 0.0;
+    }
+    let mut mean = vec![0.0f32; dim];
+    let mut means = vec![vec![0.0f32; dim]; k];
+    let mut counts = vec![0usize; k];
+    for (v, &l) in x.iter().zip(labels) {
+        counts[l] += 1;
+        for d in 0..dim {
+            mean[d] += v[d];
+            means[l][d] += v[d];
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= n as f32);
+    for (m, &c) in means.iter_mut().zip(&counts) {
+        m.iter_mut().for_each(|v| *v /= c.max(1) as f32);
+    }
+    let sq = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(p, q)| (p - q) * (p - q)).sum::<f32>();
+    let between: f32 = (0..k).map(|c| counts[c] as f32 * sq(&means[c], &mean)).sum();
+    let within: f32 = x.iter().zip(labels).map(|(v, &l)| sq(v, &means[l])).sum();
+    if within <= 0.0 {
+        return f32::INFINITY;
+    }
+    (between / (k - 1) as f32) / (within / (n - k) as f32)
 }
 
 /// Spherical k-means from the given labels: assign to the nearest centroid

@@ -245,6 +245,9 @@ impl DiarizationEngine {
             .max(crate::diarize::fbank::FRAME_LENGTH * 4);
         let frames_per_window = self.info.frames_per_window;
         let mut embeddings: Vec<Vec<f32>> = Vec::new();
+        // (start sample, end sample, embedding index) of every embedded piece
+        let mut spans: Vec<(usize, usize, usize)> = Vec::new();
+        let grid = self.grid();
         // per window: (column frames, embedding index if any)
         let mut columns: Vec<Vec<(Vec<usize>, Option<usize>)>> = Vec::with_capacity(starts.len());
         for (&start, act) in starts.iter().zip(&activity) {
@@ -258,19 +261,36 @@ impl DiarizationEngine {
                 let pieces = self.speaker_pieces(act, s);
                 let mut piece_cols: Vec<(Vec<usize>, Option<usize>, f64)> = Vec::new();
                 for piece in &pieces {
-                    let audio = self.frames_audio(samples, start, piece);
-                    let emb = if audio.len() >= min_samples {
-                        let mut e = self.embed(&audio)?;
-                        l2_normalise(&mut e);
-                        if tracing::enabled!(tracing::Level::TRACE) {
-                            let grid = self.grid();
-                            let t = |i: usize| (start + grid.center_offset + i * grid.step) as f64 / grid.sample_rate as f64;
-                            tracing::trace!(index = embeddings.len(), from = t(piece[0]), to = t(*piece.last().unwrap()), e = ?e, "piece");
-                        }
-                        embeddings.push(e);
-                        Some(embeddings.len() - 1)
+                    // overlapping windows see the same speech: a piece spanning
+                    // (nearly) the same time as one already embedded shares its
+                    // embedding, so each stretch of speech counts once in
+                    // clustering (and is embedded once)
+                    let span = (
+                        start + grid.center_offset + piece[0] * grid.step,
+                        start + grid.center_offset + piece[piece.len() - 1] * grid.step + grid.step,
+                    );
+                    let known = spans.iter().find(|&&(a, b, _)| {
+                        let inter = span.1.min(b).saturating_sub(span.0.max(a)) as f64;
+                        let union = (span.1.max(b) - span.0.min(a)) as f64;
+                        inter >= self.cfg.piece_reuse_overlap * union
+                    });
+                    let emb = if let Some(&(_, _, idx)) = known {
+                        Some(idx)
                     } else {
-                        None
+                        let audio = self.frames_audio(samples, start, piece);
+                        if audio.len() >= min_samples {
+                            let mut e = self.embed(&audio)?;
+                            l2_normalise(&mut e);
+                            if tracing::enabled!(tracing::Level::TRACE) {
+                                let t = |x: usize| x as f64 / grid.sample_rate as f64;
+                                tracing::trace!(index = embeddings.len(), from = t(span.0), to = t(span.1), e = ?e, "piece");
+                            }
+                            embeddings.push(e);
+                            spans.push((span.0, span.1, embeddings.len() - 1));
+                            Some(embeddings.len() - 1)
+                        } else {
+                            None
+                        }
                     };
                     let centre = piece.iter().sum::<usize>() as f64 / piece.len().max(1) as f64;
                     piece_cols.push((Vec::new(), emb, centre));
@@ -289,10 +309,18 @@ impl DiarizationEngine {
                         .unwrap();
                     piece_cols[k].0.push(i);
                 }
-                // a piece too short to embed borrows its neighbour's embedding
-                let any = piece_cols.iter().find_map(|p| p.1);
-                for (f, e, _) in piece_cols {
-                    cols.push((f, e.or(any)));
+                // a piece too short to embed borrows the embedding of the
+                // nearest piece in time that has one
+                let nearest = |c: f64| -> Option<usize> {
+                    piece_cols
+                        .iter()
+                        .filter_map(|p| p.1.map(|e| (e, (p.2 - c).abs())))
+                        .min_by(|a, b| a.1.total_cmp(&b.1))
+                        .map(|(e, _)| e)
+                };
+                let borrowed: Vec<Option<usize>> = piece_cols.iter().map(|p| p.1.or_else(|| nearest(p.2))).collect();
+                for ((f, _, _), e) in piece_cols.into_iter().zip(borrowed) {
+                    cols.push((f, e));
                 }
             }
             debug_assert!(cols.iter().all(|c| c.0.iter().all(|&i| i < frames_per_window)));
@@ -305,6 +333,7 @@ impl DiarizationEngine {
         let opts = ClusterOptions { threshold: self.cfg.cluster_threshold, min_cluster_size: self.cfg.min_cluster_size };
         let labels = cluster(&embeddings, &opts, bounds);
         let k = labels.iter().max().map_or(0, |m| m + 1);
+        tracing::trace!(labels = ?labels, "cluster labels");
         let windows: Vec<WindowActivity> = starts
             .iter()
             .zip(&columns)
