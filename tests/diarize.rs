@@ -87,3 +87,49 @@ fn ami_tst_reported() {
     eprintln!("AMI tst00+tst01: DER {:.1}%", 100.0 * b.der());
     assert!(b.total > 0.0);
 }
+
+/// The project's own two-voice clip (tests/data, made by scripts/make_test_audio.sh).
+fn two_voices() -> (Vec<f32>, Vec<colloquy::diarize::rttm::Turn>) {
+    let audio = load_16k_mono(&common::repo_path("tests/data/two_voices.flac")).unwrap();
+    let rttm = parse_rttm(&std::fs::read_to_string(common::repo_path("tests/data/two_voices.rttm")).unwrap()).unwrap();
+    (audio.samples, rttm["two_voices"].clone())
+}
+
+#[test]
+fn two_voices_with_hint() {
+    let Some(mut engine) = engine() else { return };
+    let (samples, reference) = two_voices();
+    let d = engine.diarize(&samples, SpeakerBounds { num_speakers: Some(2), ..Default::default() }).unwrap();
+    let b = der(&reference, &d.turns, None, 0.25);
+    eprintln!("two_voices (num_speakers=2): DER {:.1}% (missed {:.2}s, false alarm {:.2}s, confusion {:.2}s of {:.2}s)", 100.0 * b.der(), b.missed, b.false_alarm, b.confusion, b.total);
+    assert_eq!(d.num_speakers, 2);
+    // the reference marks whole utterances, pauses inside sentences included
+    // (2.5 s of the 23.8 s): those count as missed speech, so speaker
+    // discrimination is judged on confusion, and DER gets that allowance
+    assert!(b.confusion <= 0.01 * b.total, "confusion {:.2}s: {:?}", b.confusion, d.turns);
+    assert!(b.der() <= 0.12, "DER {:.1}%: {:?}", 100.0 * b.der(), d.turns);
+    assert_eq!(d.turns[0].speaker, "SPEAKER_00", "labels in order of first appearance");
+}
+
+#[test]
+fn two_voices_without_hint_and_bounds() {
+    let Some(mut engine) = engine() else { return };
+    let (samples, reference) = two_voices();
+    let d = engine.diarize(&samples, SpeakerBounds::default()).unwrap();
+    let b = der(&reference, &d.turns, None, 0.25);
+    eprintln!("two_voices (no hint): {} speakers, DER {:.1}%", d.num_speakers, 100.0 * b.der());
+    assert_eq!(d.num_speakers, 2);
+    // bounds clamp the count
+    let one = engine.diarize(&samples, SpeakerBounds { max_speakers: Some(1), ..Default::default() }).unwrap();
+    assert_eq!(one.num_speakers, 1);
+    let three = engine.diarize(&samples, SpeakerBounds { min_speakers: Some(3), ..Default::default() }).unwrap();
+    assert!(three.num_speakers >= 2, "{}", three.num_speakers);
+}
+
+#[test]
+fn silence_has_no_speakers() {
+    let Some(mut engine) = engine() else { return };
+    let d = engine.diarize(&vec![0.0f32; 16_000 * 12], SpeakerBounds::default()).unwrap();
+    assert!(d.turns.is_empty(), "{:?}", d.turns);
+    assert_eq!(d.num_speakers, 0);
+}
