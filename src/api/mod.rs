@@ -8,12 +8,14 @@
 //! | `GET /api/jobs` | every job |
 //! | `DELETE /api/jobs/{id}` | cancel + remove files; 404 |
 //! | `GET /health` | models, devices, jobs, stage counters |
+//! | `GET /`, `/app.js`, `/styles.css` | the web UI (`ui.rs`: `web/*` compiled in) |
 //!
 //! Handlers only talk to the registry actor; errors become HTTP statuses in
 //! one place, `error.rs`.
 
 pub mod error;
 pub mod handlers;
+pub mod ui;
 
 use std::net::SocketAddr;
 
@@ -43,7 +45,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/status/{id}", web::get().to(handlers::status))
         .route("/api/results/{id}", web::get().to(handlers::results))
         .route("/api/jobs", web::get().to(handlers::jobs))
-        .route("/api/jobs/{id}", web::delete().to(handlers::delete));
+        .route("/api/jobs/{id}", web::delete().to(handlers::delete))
+        .configure(ui::routes);
 }
 
 /// Starts the registry, the pipeline and the job recovery inside the

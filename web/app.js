@@ -1,0 +1,656 @@
+// Colloquy web UI: plain JavaScript, no framework, only the REST API.
+//
+// Flow: pick or drop a file -> POST /api/upload -> poll GET /api/status/{id}
+// every second -> GET /api/results/{id} -> transcript, timeline, player.
+// The player plays the local File the user picked (the server deletes audio
+// when a job ends), so it is there for jobs uploaded from this page only.
+'use strict';
+
+(() => {
+  // Mirrors server.allowed_extensions and server.max_upload_bytes in
+  // config/default.toml; the server checks again and its message is shown.
+  const ALLOWED = ['wav', 'wave', 'flac', 'mp3', 'm4a', 'mp4', 'aac', 'ogg', 'oga', 'mka', 'mkv', 'webm', 'aif', 'aiff', 'caf'];
+  const MAX_BYTES = 500 * 1024 * 1024;
+  const POLL_MS = 1000;
+  // Readable on the dark background (contrast >= 7:1 on #161a22).
+  const COLOURS = ['#6cb6ff', '#f5a97f', '#a6da95', '#f5bde6', '#eed49f', '#8bd5ca', '#c6a0f6', '#ee99a0', '#b7bdf8', '#f0c6c6'];
+
+  const $ = (id) => document.getElementById(id);
+  const el = (tag, props = {}, ...children) => {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(props)) {
+      if (k === 'class') e.className = v;
+      else if (k === 'text') e.textContent = v;
+      else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+      else if (k in e && typeof v !== 'string') e[k] = v;
+      else e.setAttribute(k, v);
+    }
+    for (const c of children) if (c != null) e.append(c);
+    return e;
+  };
+
+  const state = {
+    file: null,              // the File chosen for the next upload
+    localAudio: new Map(),   // job id -> File uploaded (or attached) in this page
+    current: null,           // { id, filename, result, names, segs, turns, speakers }
+    pollTimer: null,
+    pollingId: null,
+    activeSeg: -1,
+    jobsTimer: null,
+    objectUrl: null,
+  };
+
+  // ---------- formatting ----------
+  const pad = (n, w = 2) => String(n).padStart(w, '0');
+  function clock(sec) {            // 1:05 or 1:02:05
+    sec = Math.max(0, Math.floor(sec || 0));
+    const h = Math.floor(sec / 3600), m = Math.floor((sec % 3600) / 60), s = sec % 60;
+    return h ? `${h}:${pad(m)}:${pad(s)}` : `${m}:${pad(s)}`;
+  }
+  function stamp(sec, sep) {       // 00:01:02,345 (SRT) or 00:01:02.345 (VTT)
+    const ms = Math.max(0, Math.round((sec || 0) * 1000));
+    const h = Math.floor(ms / 3600000), m = Math.floor((ms % 3600000) / 60000);
+    const s = Math.floor((ms % 60000) / 1000), r = ms % 1000;
+    return `${pad(h)}:${pad(m)}:${pad(s)}${sep}${pad(r, 3)}`;
+  }
+  function size(bytes) {
+    if (bytes < 1024) return `${bytes} bytes`;
+    if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(0)} KB`;
+    return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+  }
+  const ext = (name) => (name.includes('.') ? name.split('.').pop().toLowerCase() : '');
+  const stem = (name) => (name || 'transcript').replace(/\.[^.]+$/, '') || 'transcript';
+
+  // ---------- HTTP ----------
+  async function api(method, path) {
+    const res = await fetch(path, { method, headers: { Accept: 'application/json' } });
+    let body = null;
+    try { body = await res.json(); } catch (_) { /* empty or not JSON */ }
+    return { status: res.status, body, headers: res.headers };
+  }
+
+  // Plain words for an upload the server refused.
+  function uploadRefusal(status, body, retryAfter) {
+    const msg = body && body.message ? body.message : '';
+    switch (status) {
+      case 400: return `The server did not accept this file. ${msg}`;
+      case 413: return `This file is too large for the server. ${msg}`;
+      case 429: return `The server is busy: too many recordings are already waiting. Try again${retryAfter ? ` in ${retryAfter} seconds` : ' in a moment'}.`;
+      case 0: return 'The server could not be reached. Is colloquy serve still running?';
+      default: return `Upload failed (HTTP ${status}). ${msg}`;
+    }
+  }
+
+  // ---------- upload ----------
+  function checkFile(file) {
+    if (!file) return 'No file was chosen.';
+    const e = ext(file.name);
+    if (!ALLOWED.includes(e)) {
+      return `"${file.name}" is not a recording this server reads${e ? ` (.${e} files are not accepted)` : ' (it has no file extension)'}. Choose an audio (or video) file such as WAV, MP3, FLAC, M4A or OGG.`;
+    }
+    if (file.size === 0) return `"${file.name}" is empty (0 bytes).`;
+    if (file.size > MAX_BYTES) return `"${file.name}" is ${size(file.size)}; the limit is ${size(MAX_BYTES)}. Shorten or compress it (for example to MP3) and try again.`;
+    return null;
+  }
+
+  function showUploadError(text) {
+    const box = $('upload-error');
+    box.textContent = text || '';
+    box.hidden = !text;
+  }
+
+  function chooseFile(file) {
+    showUploadError('');
+    const problem = checkFile(file);
+    if (problem) {
+      state.file = null;
+      $('file-chosen').textContent = '';
+      $('upload-button').disabled = true;
+      showUploadError(problem);
+      return;
+    }
+    state.file = file;
+    $('file-chosen').textContent = `Ready: ${file.name} (${size(file.size)})`;
+    $('upload-button').disabled = false;
+    $('upload-button').focus();
+  }
+
+  function upload() {
+    const file = state.file;
+    const problem = checkFile(file);
+    if (problem) { showUploadError(problem); return; }
+    showUploadError('');
+    const speakers = $('num-speakers').value;
+    const query = speakers === 'auto' ? '' : `?num_speakers=${encodeURIComponent(speakers)}`;
+    const form = new FormData();
+    form.append('file', file, file.name);
+
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', `/api/upload${query}`);
+    xhr.setRequestHeader('Accept', 'application/json');
+    $('upload-button').disabled = true;
+    showProgress(file.name);
+    setProgress(0, 'Uploading…');
+    xhr.upload.onprogress = (ev) => {
+      if (ev.lengthComputable) setProgress(0, `Uploading… ${Math.round((100 * ev.loaded) / ev.total)}%`);
+    };
+    xhr.onload = () => {
+      let body = null;
+      try { body = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
+      if (xhr.status === 200 && body && body.job_id) {
+        state.localAudio.set(body.job_id, file);
+        state.file = null;
+        $('file-input').value = '';
+        $('file-chosen').textContent = '';
+        location.hash = `job=${body.job_id}`;
+        track(body.job_id, file.name);
+        refreshJobs();
+      } else {
+        $('progress').hidden = true;
+        $('upload-button').disabled = false;
+        showUploadError(uploadRefusal(xhr.status, body, xhr.getResponseHeader('Retry-After')));
+      }
+    };
+    xhr.onerror = () => {
+      $('progress').hidden = true;
+      $('upload-button').disabled = false;
+      showUploadError(uploadRefusal(0, null, null));
+    };
+    xhr.send(form);
+  }
+
+  // ---------- progress ----------
+  function showProgress(filename) {
+    $('progress').hidden = false;
+    $('progress-error').hidden = true;
+    $('progress-filename').textContent = filename;
+    $('cancel-button').hidden = false;
+  }
+
+  function setProgress(pct, step) {
+    pct = Math.max(0, Math.min(100, pct | 0));
+    $('progress-fill').style.width = `${pct}%`;
+    const bar = $('progress-bar');
+    bar.setAttribute('aria-valuenow', String(pct));
+    bar.setAttribute('aria-valuetext', `${pct}%: ${step}`);
+    $('progress-step').textContent = pct > 0 || !step.startsWith('Upload') ? `${step} (${pct}%)` : step;
+  }
+
+  function stopPolling() {
+    clearTimeout(state.pollTimer);
+    state.pollTimer = null;
+    state.pollingId = null;
+  }
+
+  // Polls one job's status every second until it ends.
+  function track(id, filename) {
+    stopPolling();
+    state.pollingId = id;
+    showProgress(filename || '');
+    $('results').hidden = true;
+    const tick = async () => {
+      if (state.pollingId !== id) return;
+      let r;
+      try { r = await api('GET', `/api/status/${id}`); } catch (_) { r = { status: 0 }; }
+      if (state.pollingId !== id) return;
+      if (r.status === 404) {
+        progressError('This job no longer exists on the server (it was deleted).');
+        return;
+      }
+      if (r.status !== 200) {
+        $('progress-step').textContent = 'Lost contact with the server; retrying…';
+        state.pollTimer = setTimeout(tick, POLL_MS);
+        return;
+      }
+      const job = r.body;
+      if (job.filename) $('progress-filename').textContent = job.filename + (job.duration ? ` · ${clock(job.duration)} of audio` : '');
+      if (job.status === 'queued') setProgress(0, 'Waiting for a free slot');
+      else setProgress(job.progress, job.step || job.status);
+      if (job.status === 'completed') {
+        stopPolling();
+        refreshJobs();
+        await openResult(id, job.filename);
+      } else if (job.status === 'failed') {
+        stopPolling();
+        refreshJobs();
+        progressError(`Processing failed: ${job.error || 'unknown error'}`);
+      } else if (job.status === 'cancelled') {
+        stopPolling();
+        progressError('This job was cancelled.');
+      } else {
+        state.pollTimer = setTimeout(tick, POLL_MS);
+      }
+    };
+    tick();
+  }
+
+  function progressError(text) {
+    stopPolling();
+    const box = $('progress-error');
+    box.textContent = text;
+    box.hidden = false;
+    $('cancel-button').hidden = true;
+    $('upload-button').disabled = !state.file;
+  }
+
+  async function cancelCurrent() {
+    const id = state.pollingId;
+    if (!id) return;
+    stopPolling();
+    await api('DELETE', `/api/jobs/${id}`);
+    $('progress').hidden = true;
+    $('upload-button').disabled = !state.file;
+    if (location.hash.includes(id)) history.replaceState(null, '', location.pathname);
+    refreshJobs();
+  }
+
+  // ---------- results ----------
+  const namesKey = (id) => `colloquy.names.${id}`;
+  function loadNames(id) {
+    try { return JSON.parse(localStorage.getItem(namesKey(id)) || '{}') || {}; } catch (_) { return {}; }
+  }
+  function saveNames(id, names) {
+    try { localStorage.setItem(namesKey(id), JSON.stringify(names)); } catch (_) { /* private mode */ }
+  }
+  // "SPEAKER_00" -> "Speaker 1" unless renamed.
+  function speakerName(label) {
+    const cur = state.current;
+    if (cur && cur.names[label]) return cur.names[label];
+    const m = /^SPEAKER_(\d+)$/.exec(label || '');
+    return m ? `Speaker ${Number(m[1]) + 1}` : (label || 'Unknown');
+  }
+  function colourOf(label) {
+    const i = state.current ? state.current.speakers.indexOf(label) : -1;
+    return i < 0 ? '#c8ccd4' : COLOURS[i % COLOURS.length];
+  }
+
+  async function openResult(id, filename) {
+    stopPolling();
+    if (!filename) {
+      try { const s = await api('GET', `/api/status/${id}`); filename = (s.body && s.body.filename) || ''; } catch (_) { /* shown below */ }
+    }
+    let r;
+    try { r = await api('GET', `/api/results/${id}`); } catch (_) { r = { status: 0 }; }
+    if (r.status === 202) { track(id, filename); return; }
+    if (r.status !== 200 || !r.body) {
+      showProgress(filename || '');
+      progressError(r.status === 404 ? 'This job no longer exists on the server.'
+        : `The results could not be loaded: ${(r.body && r.body.message) || `HTTP ${r.status}`}`);
+      return;
+    }
+    $('progress').hidden = true;
+    $('upload-button').disabled = !state.file;
+    renderResult(id, filename, r.body);
+  }
+
+  function renderResult(id, filename, result) {
+    const segs = (result.aligned_segments && result.aligned_segments.length ? result.aligned_segments : result.segments || [])
+      .filter((s) => (s.text || '').trim())
+      .map((s, i) => ({ i, start: +s.start || 0, end: +s.end || 0, text: s.text.trim(), speaker: s.speaker || 'SPEAKER_00' }));
+    const turnsSrc = result.speaker_turns && result.speaker_turns.length ? result.speaker_turns : segs;
+    const turns = turnsSrc.map((t) => ({ start: +t.start || 0, end: +t.end || 0, speaker: t.speaker || 'SPEAKER_00' }));
+    const speakers = [...new Set([...segs.map((s) => s.speaker), ...turns.map((t) => t.speaker)])].sort();
+    const duration = +result.duration || Math.max(0, ...segs.map((s) => s.end), ...turns.map((t) => t.end));
+    state.current = { id, filename: filename || 'recording', result, segs, turns, speakers, duration, names: loadNames(id) };
+    state.activeSeg = -1;
+
+    const pm = result.performance_metrics || {};
+    const parts = [
+      filename,
+      `${clock(duration)} of audio`,
+      `${speakers.length} speaker${speakers.length === 1 ? '' : 's'}`,
+      result.language ? `language: ${result.language}` : null,
+      pm.total_duration ? `processed in ${(+pm.total_duration).toFixed(1)} s${pm.speed ? ` (${(+pm.speed).toFixed(1)}× real time)` : ''}` : null,
+    ].filter(Boolean);
+    $('results-summary').textContent = parts.join(' · ');
+
+    $('dl-json').href = `/api/results/${id}`;
+    $('dl-json').setAttribute('download', `${stem(filename)}.json`);
+
+    setupPlayer(id);
+    renderSpeakers();
+    renderTimeline();
+    renderTranscript();
+    $('results').hidden = false;
+    $('results-title').focus({ preventScroll: true });
+    $('results').scrollIntoView({ block: 'start', behavior: 'smooth' });
+  }
+
+  function setupPlayer(id) {
+    const player = $('player');
+    if (state.objectUrl) { URL.revokeObjectURL(state.objectUrl); state.objectUrl = null; }
+    const file = state.localAudio.get(id);
+    if (file) {
+      state.objectUrl = URL.createObjectURL(file);
+      player.src = state.objectUrl;
+      player.hidden = false;
+      $('no-audio').hidden = true;
+    } else {
+      player.removeAttribute('src');
+      player.load();
+      player.hidden = true;
+      $('no-audio').hidden = false;
+    }
+  }
+
+  function renderSpeakers() {
+    const cur = state.current;
+    const list = $('speakers');
+    list.replaceChildren();
+    cur.speakers.forEach((label) => {
+      const talk = cur.segs.filter((s) => s.speaker === label).reduce((a, s) => a + (s.end - s.start), 0);
+      const inputId = `name-${label}`;
+      const input = el('input', {
+        id: inputId, type: 'text', value: speakerName(label), maxlength: '40', autocomplete: 'off', spellcheck: 'false',
+      });
+      input.dataset.speaker = label;
+      input.addEventListener('input', () => {
+        const v = input.value.trim();
+        if (v) cur.names[label] = v; else delete cur.names[label];
+        saveNames(cur.id, cur.names);
+        applyNames();
+      });
+      const swatch = el('span', { class: 'swatch', 'aria-hidden': 'true' });
+      swatch.style.background = colourOf(label);
+      list.append(el('li', { class: 'speaker' },
+        swatch,
+        el('label', { for: inputId, class: 'visually-hidden', text: `Name for ${label}` }),
+        input,
+        el('span', { class: 'talk', text: `${clock(talk)} spoken` })));
+    });
+  }
+
+  // Updates every place a speaker's name shows, without re-rendering.
+  function applyNames() {
+    document.querySelectorAll('[data-speaker-name]').forEach((n) => { n.textContent = speakerName(n.dataset.speakerName); });
+    document.querySelectorAll('[data-lane-label]').forEach((n) => { n.setAttribute('aria-label', `${speakerName(n.dataset.laneLabel)}'s lane`); });
+  }
+
+  function renderTimeline() {
+    const cur = state.current;
+    const tl = $('timeline');
+    tl.replaceChildren();
+    const dur = cur.duration || 1;
+    cur.speakers.forEach((label) => {
+      const track = el('div', { class: 'lane-track' });
+      track.dataset.laneLabel = label;
+      track.setAttribute('aria-label', `${speakerName(label)}'s lane`);
+      cur.turns.filter((t) => t.speaker === label).forEach((t) => {
+        const b = el('div', { class: 'turn', title: `${speakerName(label)} ${clock(t.start)}–${clock(t.end)}` });
+        b.style.left = `${(100 * t.start) / dur}%`;
+        b.style.width = `${Math.max(0.4, (100 * (t.end - t.start)) / dur)}%`;
+        b.style.background = colourOf(label);
+        track.append(b);
+      });
+      track.addEventListener('click', (ev) => {
+        const r = track.getBoundingClientRect();
+        seek(((ev.clientX - r.left) / r.width) * dur, false);
+      });
+      const name = el('span', { class: 'lane-name', text: speakerName(label) });
+      name.dataset.speakerName = label;
+      name.style.color = colourOf(label);
+      tl.append(el('div', { class: 'lane' }, name, track));
+    });
+    const axis = el('div', { class: 'lane axis', 'aria-hidden': 'true' }, el('span', { class: 'lane-name' }),
+      el('div', { class: 'axis-track' }, el('span', { text: '0:00' }), el('span', { text: clock(dur / 2) }), el('span', { text: clock(dur) })));
+    tl.append(axis);
+    const head = el('div', { id: 'playhead', class: 'playhead', 'aria-hidden': 'true' });
+    tl.append(head);
+    updatePlayhead();
+  }
+
+  // Consecutive segments of one speaker form a turn.
+  function groupTurns(segs) {
+    const groups = [];
+    for (const s of segs) {
+      const last = groups[groups.length - 1];
+      if (last && last.speaker === s.speaker) { last.segs.push(s); last.end = s.end; } else groups.push({ speaker: s.speaker, start: s.start, end: s.end, segs: [s] });
+    }
+    return groups;
+  }
+
+  function renderTranscript() {
+    const cur = state.current;
+    const box = $('transcript');
+    box.replaceChildren();
+    if (!cur.segs.length) {
+      box.append(el('p', { class: 'hint', text: 'No speech was found in this recording.' }));
+      return;
+    }
+    for (const g of groupTurns(cur.segs)) {
+      const name = el('span', { class: 'turn-speaker', text: speakerName(g.speaker) });
+      name.dataset.speakerName = g.speaker;
+      name.style.color = colourOf(g.speaker);
+      const head = el('div', { class: 'turn-head' }, name, el('span', { class: 'turn-time', text: `${clock(g.start)} – ${clock(g.end)}` }));
+      const body = el('p', { class: 'turn-text' });
+      g.segs.forEach((s, k) => {
+        const span = el('span', {
+          class: 'seg', role: 'button', tabindex: '0', text: s.text,
+          title: `Play from ${clock(s.start)}`,
+        });
+        span.dataset.index = String(s.i);
+        span.dataset.start = String(s.start);
+        span.dataset.end = String(s.end);
+        span.setAttribute('aria-label', `${clock(s.start)}: ${s.text}`);
+        body.append(span);
+        if (k < g.segs.length - 1) body.append(' ');
+      });
+      const block = el('article', { class: 'turn-block' }, head, body);
+      block.style.borderLeftColor = colourOf(g.speaker);
+      box.append(block);
+    }
+  }
+
+  function seek(t, play = true) {
+    const player = $('player');
+    if (!state.current || !state.localAudio.get(state.current.id)) {
+      highlightAt(t);
+      return;
+    }
+    player.currentTime = Math.max(0, t);
+    if (play) player.play().catch(() => { /* autoplay refused: the seek still happened */ });
+    highlightAt(t);
+    updatePlayhead();
+  }
+
+  function segAt(t) {
+    const segs = state.current ? state.current.segs : [];
+    let best = -1;
+    for (const s of segs) {
+      if (t >= s.start - 0.05 && t < s.end) best = s.i;
+      if (s.start > t) break;
+    }
+    return best;
+  }
+
+  function highlightAt(t) {
+    const i = segAt(t);
+    if (i === state.activeSeg) return;
+    const box = $('transcript');
+    const old = box.querySelector('.seg.active');
+    if (old) { old.classList.remove('active'); old.removeAttribute('aria-current'); }
+    state.activeSeg = i;
+    if (i < 0) return;
+    const now = box.querySelector(`.seg[data-index="${i}"]`);
+    if (now) {
+      now.classList.add('active');
+      now.setAttribute('aria-current', 'true');
+      const player = $('player');
+      if (!player.paused && !now.matches(':focus')) now.scrollIntoView({ block: 'nearest', behavior: 'smooth' });
+    }
+  }
+
+  function updatePlayhead() {
+    const head = $('playhead');
+    if (!head || !state.current) return;
+    const player = $('player');
+    const has = !!state.localAudio.get(state.current.id);
+    head.hidden = !has;
+    if (!has) return;
+    const frac = Math.min(1, Math.max(0, (player.currentTime || 0) / (state.current.duration || 1)));
+    head.style.setProperty('--at', String(frac));
+  }
+
+  // ---------- downloads (client-side from aligned_segments) ----------
+  function save(text, filename, type) {
+    const url = URL.createObjectURL(new Blob([text], { type }));
+    const a = el('a', { href: url, download: filename });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 1000);
+  }
+  function toTxt(cur) {
+    return `${groupTurns(cur.segs).map((g) => `[${clock(g.start)} - ${clock(g.end)}] ${speakerName(g.speaker)}: ${g.segs.map((s) => s.text).join(' ')}`).join('\n\n')}\n`;
+  }
+  function toSrt(cur) {
+    return cur.segs.map((s, k) => `${k + 1}\n${stamp(s.start, ',')} --> ${stamp(s.end, ',')}\n${speakerName(s.speaker)}: ${s.text}\n`).join('\n');
+  }
+  function toVtt(cur) {
+    const esc = (t) => t.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+    return `WEBVTT\n\n${cur.segs.map((s) => `${stamp(s.start, '.')} --> ${stamp(s.end, '.')}\n<v ${esc(speakerName(s.speaker))}>${esc(s.text)}\n`).join('\n')}`;
+  }
+
+  // ---------- job list ----------
+  const STATUS_WORDS = { queued: 'Waiting', processing: 'Processing', completed: 'Done', failed: 'Failed', cancelled: 'Cancelled' };
+
+  async function refreshJobs() {
+    clearTimeout(state.jobsTimer);
+    let r;
+    try { r = await api('GET', '/api/jobs'); } catch (_) { r = { status: 0 }; }
+    const list = $('job-list');
+    if (r.status !== 200 || !r.body) {
+      $('jobs-empty').hidden = false;
+      $('jobs-empty').textContent = 'The job list could not be loaded.';
+      state.jobsTimer = setTimeout(refreshJobs, 5000);
+      return;
+    }
+    const jobs = (r.body.jobs || []).slice().reverse();   // newest first
+    $('jobs-empty').hidden = jobs.length > 0;
+    $('jobs-empty').textContent = 'No jobs yet.';
+    list.replaceChildren(...jobs.map(jobItem));
+    if (jobs.some((j) => j.status === 'queued' || j.status === 'processing')) state.jobsTimer = setTimeout(refreshJobs, 3000);
+  }
+
+  function jobItem(job) {
+    const open = job.status === 'completed' || job.status === 'queued' || job.status === 'processing' || job.status === 'failed';
+    const when = job.created_at ? new Date(job.created_at) : null;
+    const meta = [
+      when ? when.toLocaleString() : null,
+      job.duration ? `${clock(job.duration)} of audio` : null,
+      job.status === 'processing' ? `${job.progress}% · ${job.step}` : null,
+      state.localAudio.has(job.job_id) ? 'audio in this page' : null,
+    ].filter(Boolean).join(' · ');
+    const status = el('span', { class: `badge ${job.status}`, text: STATUS_WORDS[job.status] || job.status });
+    const actions = el('div', { class: 'job-actions' });
+    if (open) {
+      actions.append(el('button', {
+        class: 'button secondary small', type: 'button', text: job.status === 'completed' ? 'Open' : 'Show',
+        'aria-label': `${job.status === 'completed' ? 'Open' : 'Show'} ${job.filename}`,
+        onclick: () => {
+          location.hash = `job=${job.job_id}`;
+          if (job.status === 'completed') openResult(job.job_id, job.filename); else track(job.job_id, job.filename);
+        },
+      }));
+    }
+    actions.append(el('button', {
+      class: 'button danger small', type: 'button', text: 'Delete', 'aria-label': `Delete ${job.filename}`,
+      onclick: () => deleteJob(job),
+    }));
+    const current = state.current && state.current.id === job.job_id;
+    return el('li', { class: `job${current ? ' current' : ''}` },
+      el('div', { class: 'job-main' },
+        el('span', { class: 'job-name', text: job.filename }),
+        status,
+        el('span', { class: 'job-meta', text: meta }),
+        job.status === 'failed' && job.error ? el('span', { class: 'job-error', text: job.error }) : null),
+      actions);
+  }
+
+  async function deleteJob(job) {
+    if (!window.confirm(`Delete "${job.filename}" and its transcript from the server?`)) return;
+    const r = await api('DELETE', `/api/jobs/${job.job_id}`);
+    if (r.status !== 200 && r.status !== 404) {
+      window.alert(`Could not delete: ${(r.body && r.body.message) || `HTTP ${r.status}`}`);
+    }
+    state.localAudio.delete(job.job_id);
+    localStorage.removeItem(namesKey(job.job_id));
+    if (state.pollingId === job.job_id) { stopPolling(); $('progress').hidden = true; }
+    if (state.current && state.current.id === job.job_id) { $('results').hidden = true; state.current = null; }
+    if (location.hash.includes(job.job_id)) history.replaceState(null, '', location.pathname);
+    refreshJobs();
+  }
+
+  // ---------- wiring ----------
+  function init() {
+    const input = $('file-input');
+    input.addEventListener('change', () => { if (input.files && input.files[0]) chooseFile(input.files[0]); });
+    const dz = $('dropzone');
+    ['dragenter', 'dragover'].forEach((t) => dz.addEventListener(t, (e) => { e.preventDefault(); dz.classList.add('over'); }));
+    ['dragleave', 'dragend'].forEach((t) => dz.addEventListener(t, () => dz.classList.remove('over')));
+    dz.addEventListener('drop', (e) => {
+      e.preventDefault();
+      dz.classList.remove('over');
+      const files = e.dataTransfer && e.dataTransfer.files;
+      if (!files || !files.length) return;
+      if (files.length > 1) { showUploadError('Drop one file at a time.'); return; }
+      chooseFile(files[0]);
+    });
+    // a file dropped outside the drop zone must not navigate away from the page
+    window.addEventListener('dragover', (e) => e.preventDefault());
+    window.addEventListener('drop', (e) => e.preventDefault());
+
+    $('upload-form').addEventListener('submit', (e) => { e.preventDefault(); upload(); });
+    $('cancel-button').addEventListener('click', cancelCurrent);
+    $('jobs-refresh').addEventListener('click', refreshJobs);
+
+    const tr = $('transcript');
+    const activate = (target) => {
+      const s = target.closest('.seg');
+      if (s) seek(parseFloat(s.dataset.start));
+    };
+    tr.addEventListener('click', (e) => activate(e.target));
+    tr.addEventListener('keydown', (e) => {
+      if ((e.key === 'Enter' || e.key === ' ') && e.target.classList.contains('seg')) { e.preventDefault(); activate(e.target); }
+    });
+
+    const player = $('player');
+    player.addEventListener('timeupdate', () => { highlightAt(player.currentTime); updatePlayhead(); });
+    player.addEventListener('seeked', () => { highlightAt(player.currentTime); updatePlayhead(); });
+    let raf = 0;
+    const frame = () => { updatePlayhead(); if (!player.paused) raf = requestAnimationFrame(frame); };
+    player.addEventListener('play', () => { cancelAnimationFrame(raf); raf = requestAnimationFrame(frame); });
+
+    $('attach-input').addEventListener('change', (e) => {
+      const f = e.target.files && e.target.files[0];
+      if (f && state.current) {
+        state.localAudio.set(state.current.id, f);
+        setupPlayer(state.current.id);
+        updatePlayhead();
+      }
+    });
+
+    $('dl-txt').addEventListener('click', () => state.current && save(toTxt(state.current), `${stem(state.current.filename)}.txt`, 'text/plain'));
+    $('dl-srt').addEventListener('click', () => state.current && save(toSrt(state.current), `${stem(state.current.filename)}.srt`, 'application/x-subrip'));
+    $('dl-vtt').addEventListener('click', () => state.current && save(toVtt(state.current), `${stem(state.current.filename)}.vtt`, 'text/vtt'));
+
+    api('GET', '/health').then((r) => {
+      if (r.status === 200 && r.body) {
+        const d = r.body.device || {};
+        const dev = typeof d === 'string' ? d : (d.whisper || d.transcriber || Object.values(d)[0] || '');
+        $('server-info').textContent = `Whisper ${r.body.whisper_model || ''}${dev ? ` on ${String(dev).toUpperCase()}` : ''} · ${r.body.active_jobs || 0} running, ${r.body.queued_jobs || 0} waiting`;
+      }
+    }).catch(() => { $('server-info').textContent = 'Server unreachable'; });
+
+    refreshJobs();
+    const m = /job=([0-9a-f-]{36})/i.exec(location.hash);
+    if (m) openResult(m[1], '');
+  }
+
+  // for tests and the curious: the text exports, as the buttons save them
+  window.colloquy = {
+    exports: () => (state.current ? { txt: toTxt(state.current), srt: toSrt(state.current), vtt: toVtt(state.current) } : null),
+  };
+
+  init();
+})();
