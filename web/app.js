@@ -76,7 +76,7 @@
       case 400: return `The server did not accept this file. ${msg}`;
       case 413: return `This file is too large for the server. ${msg}`;
       case 429: return `The server is busy: too many recordings are already waiting. Try again${retryAfter ? ` in ${retryAfter} seconds` : ' in a moment'}.`;
-      case 0: return 'The server could not be reached. Is colloquy serve still running?';
+      case 0: return 'The upload did not get through: the server closed the connection (it does that to files over its size limit) or is not running.';
       default: return `Upload failed (HTTP ${status}). ${msg}`;
     }
   }
