@@ -11,7 +11,11 @@ use colloquy::whisper::{Transcript, WhisperEngine};
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "colloquy", version, about = "Speaker-attributed transcription on ONNX Runtime")]
+#[command(
+    name = "colloquy",
+    version,
+    about = "Speaker-attributed transcription on ONNX Runtime"
+)]
 struct Cli {
     /// Configuration file laid over config/default.toml (also: COLLOQUY_CONFIG).
     #[arg(long, global = true, env = "COLLOQUY_CONFIG")]
@@ -98,7 +102,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("COLLOQUY_LOG").unwrap_or_else(|_| default_filter.into()),
+            tracing_subscriber::EnvFilter::try_from_env("COLLOQUY_LOG")
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -146,15 +151,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if whisper_only {
                 transcribe(&config, &files, format)
             } else {
-                let SpeakerArgs { num_speakers, min_speakers, max_speakers } = speakers;
-                let options = colloquy::registry::JobOptions { num_speakers, min_speakers, max_speakers };
+                let SpeakerArgs {
+                    num_speakers,
+                    min_speakers,
+                    max_speakers,
+                } = speakers;
+                let options = colloquy::registry::JobOptions {
+                    num_speakers,
+                    min_speakers,
+                    max_speakers,
+                };
                 transcribe_pipeline(config, &files, format, options)
             }
         }
-        Command::Diarize { file, format, speakers } => {
+        Command::Diarize {
+            file,
+            format,
+            speakers,
+        } => {
             let config = Config::load(cli.config.as_deref())?;
-            let SpeakerArgs { num_speakers, min_speakers, max_speakers } = speakers;
-            let bounds = colloquy::diarize::SpeakerBounds { num_speakers, min_speakers, max_speakers };
+            let SpeakerArgs {
+                num_speakers,
+                min_speakers,
+                max_speakers,
+            } = speakers;
+            let bounds = colloquy::diarize::SpeakerBounds {
+                num_speakers,
+                min_speakers,
+                max_speakers,
+            };
             diarize(&config, &file, format, bounds)
         }
     }
@@ -181,8 +206,11 @@ fn diarize(
 ) -> anyhow::Result<()> {
     let mut engine = colloquy::diarize::DiarizationEngine::load(config)?;
     let t0 = Instant::now();
-    let audio = colloquy::audio::load_16k_mono(path).with_context(|| format!("{}", path.display()))?;
-    let d = engine.diarize(&audio.samples, bounds).with_context(|| format!("{}", path.display()))?;
+    let audio =
+        colloquy::audio::load_16k_mono(path).with_context(|| format!("{}", path.display()))?;
+    let d = engine
+        .diarize(&audio.samples, bounds)
+        .with_context(|| format!("{}", path.display()))?;
     let wall = t0.elapsed().as_secs_f64();
     match format {
         DiarizeFormat::Rttm => {
@@ -236,8 +264,12 @@ fn transcribe_pipeline(
             anyhow::bail!("{}: no such file", f.display());
         }
     }
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let scratch = ScratchStorage(std::env::temp_dir().join(format!("colloquy-cli-{}-{nanos}", std::process::id())));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let scratch = ScratchStorage(
+        std::env::temp_dir().join(format!("colloquy-cli-{}-{nanos}", std::process::id())),
+    );
     config.server.storage_dir = scratch.0.display().to_string();
     // more queued jobs than files is never needed
     config.server.max_queued_jobs = config.server.max_queued_jobs.max(files.len());
@@ -249,13 +281,30 @@ fn transcribe_pipeline(
             let id = uuid::Uuid::new_v4();
             let dir = state.storage.temp_dir(id);
             std::fs::create_dir_all(&dir)?;
-            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("bin").to_ascii_lowercase();
+            let ext = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .unwrap_or("bin")
+                .to_ascii_lowercase();
             let audio_file = format!("audio.{ext}");
             if std::fs::hard_link(path, dir.join(&audio_file)).is_err() {
-                std::fs::copy(path, dir.join(&audio_file)).with_context(|| format!("{}", path.display()))?;
+                std::fs::copy(path, dir.join(&audio_file))
+                    .with_context(|| format!("{}", path.display()))?;
             }
-            let filename = path.file_name().and_then(|n| n.to_str()).unwrap_or("audio").to_string();
-            state.registry.send(CreateJob { id, filename, audio_file, options: options.clone() }).await??;
+            let filename = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("audio")
+                .to_string();
+            state
+                .registry
+                .send(CreateJob {
+                    id,
+                    filename,
+                    audio_file,
+                    options: options.clone(),
+                })
+                .await??;
             ids.push(id);
         }
         let mut outputs = Vec::new();
@@ -268,7 +317,12 @@ fn transcribe_pipeline(
                 }
             };
             if job.status != JobStatus::Completed {
-                anyhow::bail!("{}: {}", path.display(), job.error.unwrap_or_else(|| "the job did not complete".into()));
+                anyhow::bail!(
+                    "{}: {}",
+                    path.display(),
+                    job.error
+                        .unwrap_or_else(|| "the job did not complete".into())
+                );
             }
             let text = std::fs::read(state.storage.result_path(id))?;
             let mut v: serde_json::Value = serde_json::from_slice(&text)?;
@@ -306,9 +360,12 @@ fn transcribe(config: &Config, files: &[PathBuf], format: Format) -> anyhow::Res
     let load_s = t_load.elapsed().as_secs_f64();
     for path in files {
         let t0 = Instant::now();
-        let audio = colloquy::audio::load_16k_mono(path).with_context(|| format!("{}", path.display()))?;
+        let audio =
+            colloquy::audio::load_16k_mono(path).with_context(|| format!("{}", path.display()))?;
         let decode_s = t0.elapsed().as_secs_f64();
-        let transcript = engine.transcribe(&audio.samples).with_context(|| format!("{}", path.display()))?;
+        let transcript = engine
+            .transcribe(&audio.samples)
+            .with_context(|| format!("{}", path.display()))?;
         let wall = t0.elapsed().as_secs_f64();
         match format {
             Format::Txt => print_txt(&transcript, files.len() > 1, path),
@@ -348,11 +405,22 @@ fn print_txt(t: &Transcript, with_name: bool, path: &std::path::Path) {
         println!("# {}", path.display());
     }
     for s in &t.segments {
-        println!("[{} --> {}] {}", clock(s.start), clock(s.end), s.text.trim());
+        println!(
+            "[{} --> {}] {}",
+            clock(s.start),
+            clock(s.end),
+            s.text.trim()
+        );
     }
 }
 
 fn clock(t: f64) -> String {
     let ms = (t * 1000.0).round() as u64;
-    format!("{:02}:{:02}:{:02}.{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
 }

@@ -91,14 +91,24 @@ impl DiarizationEngine {
             return Err(DiarizeError::NotInstalled(dir));
         }
         let info_path = dir.join("diarization.json");
-        let text = std::fs::read_to_string(&info_path)
-            .map_err(|e| DiarizeError::BadFile { path: info_path.clone(), reason: e.to_string() })?;
+        let text = std::fs::read_to_string(&info_path).map_err(|e| DiarizeError::BadFile {
+            path: info_path.clone(),
+            reason: e.to_string(),
+        })?;
         let info: DiarizationModelInfo =
-            serde_json::from_str(&text).map_err(|e| DiarizeError::BadFile { path: info_path, reason: e.to_string() })?;
+            serde_json::from_str(&text).map_err(|e| DiarizeError::BadFile {
+                path: info_path,
+                reason: e.to_string(),
+            })?;
         let env = runtime::environment(&config.onnxruntime_library())?;
-        let (segmentation, d1) = runtime::session(env, &dir.join("segmentation.onnx"), &config.runtime)?;
+        let (segmentation, d1) =
+            runtime::session(env, &dir.join("segmentation.onnx"), &config.runtime)?;
         let (embedding, d2) = runtime::session(env, &dir.join("embedding.onnx"), &config.runtime)?;
-        let device = if d1 == DeviceUsed::Cuda && d2 == DeviceUsed::Cuda { DeviceUsed::Cuda } else { DeviceUsed::Cpu };
+        let device = if d1 == DeviceUsed::Cuda && d2 == DeviceUsed::Cuda {
+            DeviceUsed::Cuda
+        } else {
+            DeviceUsed::Cpu
+        };
         Ok(DiarizationEngine {
             segmentation,
             embedding,
@@ -122,7 +132,10 @@ impl DiarizationEngine {
     fn window_starts(&self, n: usize) -> Vec<usize> {
         let win = self.info.window_samples;
         let fstep = self.info.frame_step_samples;
-        let step = (((self.cfg.window_step * self.info.sample_rate as f64) / fstep as f64).round() as usize).max(1) * fstep;
+        let step = (((self.cfg.window_step * self.info.sample_rate as f64) / fstep as f64).round()
+            as usize)
+            .max(1)
+            * fstep;
         let mut starts = vec![0];
         while starts.last().unwrap() + win < n {
             starts.push(starts.last().unwrap() + step);
@@ -131,7 +144,11 @@ impl DiarizationEngine {
     }
 
     /// Segmentation of every window: `[frames][3]` binary activity each.
-    fn segment(&mut self, samples: &[f32], starts: &[usize]) -> Result<Vec<Vec<f32>>, DiarizeError> {
+    fn segment(
+        &mut self,
+        samples: &[f32],
+        starts: &[usize],
+    ) -> Result<Vec<Vec<f32>>, DiarizeError> {
         let win = self.info.window_samples;
         let frames = self.info.frames_per_window;
         let mut out = Vec::with_capacity(starts.len());
@@ -160,7 +177,7 @@ impl DiarizationEngine {
     /// that is long enough) cut into runs of at most `embedding_piece`
     /// seconds, each embedded on its own so that a local speaker the
     /// segmentation merged from two people does not blur one embedding.
-    fn speaker_pieces(&self, activity: &[f32], s: usize) -> Vec<Vec<usize>> {
+    fn speaker_pieces(&self, activity: &[f32], s: usize, first_frame: usize) -> Vec<Vec<usize>> {
         let frames = activity.len() / LOCAL_SPEAKERS;
         let grid = self.grid();
         let pick = |exclusive: bool| -> Vec<usize> {
@@ -173,7 +190,9 @@ impl DiarizationEngine {
         };
         let per_frame = grid.step as f64 / grid.sample_rate as f64;
         let min_frames = (self.cfg.min_embedding_duration / per_frame).ceil() as usize;
-        let piece_frames = ((self.cfg.embedding_piece / per_frame).round() as usize).max(min_frames).max(1);
+        let piece_frames = ((self.cfg.embedding_piece / per_frame).round() as usize)
+            .max(min_frames)
+            .max(1);
         let mut chosen = pick(true);
         if chosen.len() < min_frames {
             chosen = pick(false);
@@ -188,15 +207,37 @@ impl DiarizationEngine {
                 _ => runs.push(vec![i]),
             }
         }
+        // Where a run is cut: windows overlap, so the same stretch of speech
+        // is seen by several windows. A run that fills the whole window (both
+        // edges truncate it) is cut on a grid of whole pieces counted from
+        // the start of the audio, so that the windows' pieces of it coincide
+        // and the later windows reuse the first one's embeddings; any other
+        // run is cut forward from its start.
         let mut pieces: Vec<Vec<usize>> = Vec::new();
         for run in runs {
-            let start = pieces.len();
-            pieces.extend(run.chunks(piece_frames).map(|c| c.to_vec()));
-            // a short tail joins the piece before it
-            if pieces.len() - start >= 2 && pieces.last().unwrap().len() < min_frames {
-                let tail = pieces.pop().unwrap();
-                pieces.last_mut().unwrap().extend(tail);
+            let whole_window = run[0] == 0 && *run.last().unwrap() == frames - 1;
+            let mut cut: Vec<Vec<usize>> = if whole_window {
+                let mut v: Vec<Vec<usize>> = Vec::new();
+                for &i in &run {
+                    if v.is_empty() || (first_frame + i) % piece_frames == 0 {
+                        v.push(Vec::new());
+                    }
+                    v.last_mut().unwrap().push(i);
+                }
+                v
+            } else {
+                run.chunks(piece_frames).map(|c| c.to_vec()).collect()
+            };
+            // a short piece at the window's start (or a short tail) joins its neighbour
+            if cut.len() >= 2 && cut[0].len() < min_frames {
+                let head = cut.remove(0);
+                cut[0].splice(0..0, head);
             }
+            if cut.len() >= 2 && cut.last().unwrap().len() < min_frames {
+                let tail = cut.pop().unwrap();
+                cut.last_mut().unwrap().extend(tail);
+            }
+            pieces.extend(cut);
         }
         pieces
     }
@@ -219,18 +260,49 @@ impl DiarizationEngine {
         audio
     }
 
-    fn embed(&mut self, audio: &[f32]) -> Result<Vec<f32>, DiarizeError> {
-        let mut feats = self.fbank.compute(audio);
-        mean_normalise(&mut feats, 80);
-        let t_frames = feats.len() / 80;
-        let t = TensorRef::from_array_view(([1usize, t_frames, 80], &feats[..]))?;
-        let res = self.embedding.run(ort::inputs!["fbank" => t])?;
-        let (_, e) = res["embedding"].try_extract_tensor::<f32>()?;
-        Ok(e.to_vec())
+    /// CAM++ embeddings (L2-normalised) of the given stretches of audio, in
+    /// order. Stretches of equal length go through the model together, up to
+    /// `embedding_batch` at a time (results do not depend on the batching).
+    fn embed_all(&mut self, audio: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, DiarizeError> {
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); audio.len()];
+        let mut order: Vec<usize> = (0..audio.len()).collect();
+        order.sort_by_key(|&i| (audio[i].len(), i));
+        let max_batch = self.cfg.embedding_batch.max(1);
+        let mut k = 0;
+        while k < order.len() {
+            let len = audio[order[k]].len();
+            let mut end = k + 1;
+            while end < order.len() && end - k < max_batch && audio[order[end]].len() == len {
+                end += 1;
+            }
+            let batch = &order[k..end];
+            let mut feats = Vec::new();
+            for &i in batch {
+                let mut f = self.fbank.compute(&audio[i]);
+                mean_normalise(&mut f, 80);
+                feats.extend_from_slice(&f);
+            }
+            let t_frames = feats.len() / 80 / batch.len();
+            let t = TensorRef::from_array_view(([batch.len(), t_frames, 80], &feats[..]))?;
+            let res = self.embedding.run(ort::inputs!["fbank" => t])?;
+            let (_, e) = res["embedding"].try_extract_tensor::<f32>()?;
+            let dim = e.len() / batch.len();
+            for (b, &i) in batch.iter().enumerate() {
+                let mut v = e[b * dim..(b + 1) * dim].to_vec();
+                l2_normalise(&mut v);
+                out[i] = v;
+            }
+            k = end;
+        }
+        Ok(out)
     }
 
     /// Diarizes 16 kHz mono samples.
-    pub fn diarize(&mut self, samples: &[f32], bounds: SpeakerBounds) -> Result<Diarization, DiarizeError> {
+    pub fn diarize(
+        &mut self,
+        samples: &[f32],
+        bounds: SpeakerBounds,
+    ) -> Result<Diarization, DiarizeError> {
         let mut timings = DiarizeTimings::default();
         let t0 = Instant::now();
         let starts = self.window_starts(samples.len());
@@ -241,10 +313,12 @@ impl DiarizationEngine {
         // embeddings of pieces of each (window, local speaker); each piece
         // becomes a column of its window with its own cluster
         let t1 = Instant::now();
-        let min_samples = ((self.cfg.min_embedding_duration * self.info.sample_rate as f64) as usize)
+        let min_samples = ((self.cfg.min_embedding_duration * self.info.sample_rate as f64)
+            as usize)
             .max(crate::diarize::fbank::FRAME_LENGTH * 4);
         let frames_per_window = self.info.frames_per_window;
-        let mut embeddings: Vec<Vec<f32>> = Vec::new();
+        // audio of every piece to embed; its index is its embedding's
+        let mut pending: Vec<Vec<f32>> = Vec::new();
         // (start sample, end sample, embedding index) of every embedded piece
         let mut spans: Vec<(usize, usize, usize)> = Vec::new();
         let grid = self.grid();
@@ -254,11 +328,13 @@ impl DiarizationEngine {
             let frames = act.len() / LOCAL_SPEAKERS;
             let mut cols: Vec<(Vec<usize>, Option<usize>)> = Vec::new();
             for s in 0..LOCAL_SPEAKERS {
-                let active: Vec<usize> = (0..frames).filter(|&i| act[i * LOCAL_SPEAKERS + s] > 0.0).collect();
+                let active: Vec<usize> = (0..frames)
+                    .filter(|&i| act[i * LOCAL_SPEAKERS + s] > 0.0)
+                    .collect();
                 if active.is_empty() {
                     continue;
                 }
-                let pieces = self.speaker_pieces(act, s);
+                let pieces = self.speaker_pieces(act, s, start / grid.step);
                 let mut piece_cols: Vec<(Vec<usize>, Option<usize>, f64)> = Vec::new();
                 for piece in &pieces {
                     // overlapping windows see the same speech: a piece spanning
@@ -279,15 +355,10 @@ impl DiarizationEngine {
                     } else {
                         let audio = self.frames_audio(samples, start, piece);
                         if audio.len() >= min_samples {
-                            let mut e = self.embed(&audio)?;
-                            l2_normalise(&mut e);
-                            if tracing::enabled!(tracing::Level::TRACE) {
-                                let t = |x: usize| x as f64 / grid.sample_rate as f64;
-                                tracing::trace!(index = embeddings.len(), from = t(span.0), to = t(span.1), e = ?e, "piece");
-                            }
-                            embeddings.push(e);
-                            spans.push((span.0, span.1, embeddings.len() - 1));
-                            Some(embeddings.len() - 1)
+                            // embedded below, all together
+                            pending.push(audio);
+                            spans.push((span.0, span.1, pending.len() - 1));
+                            Some(pending.len() - 1)
                         } else {
                             None
                         }
@@ -304,7 +375,11 @@ impl DiarizationEngine {
                     let k = piece_cols
                         .iter()
                         .enumerate()
-                        .min_by(|a, b| (a.1 .2 - i as f64).abs().total_cmp(&(b.1 .2 - i as f64).abs()))
+                        .min_by(|a, b| {
+                            (a.1 .2 - i as f64)
+                                .abs()
+                                .total_cmp(&(b.1 .2 - i as f64).abs())
+                        })
                         .map(|(k, _)| k)
                         .unwrap();
                     piece_cols[k].0.push(i);
@@ -318,19 +393,35 @@ impl DiarizationEngine {
                         .min_by(|a, b| a.1.total_cmp(&b.1))
                         .map(|(e, _)| e)
                 };
-                let borrowed: Vec<Option<usize>> = piece_cols.iter().map(|p| p.1.or_else(|| nearest(p.2))).collect();
+                let borrowed: Vec<Option<usize>> = piece_cols
+                    .iter()
+                    .map(|p| p.1.or_else(|| nearest(p.2)))
+                    .collect();
                 for ((f, _, _), e) in piece_cols.into_iter().zip(borrowed) {
                     cols.push((f, e));
                 }
             }
-            debug_assert!(cols.iter().all(|c| c.0.iter().all(|&i| i < frames_per_window)));
+            debug_assert!(cols
+                .iter()
+                .all(|c| c.0.iter().all(|&i| i < frames_per_window)));
             columns.push(cols);
+        }
+        let embeddings = self.embed_all(&pending)?;
+        drop(pending);
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let t = |x: usize| x as f64 / grid.sample_rate as f64;
+            for &(a, b, index) in &spans {
+                tracing::trace!(index, from = t(a), to = t(b), e = ?embeddings[index], "piece");
+            }
         }
         timings.embeddings = t1.elapsed().as_secs_f64();
         timings.embedded = embeddings.len();
 
         let t2 = Instant::now();
-        let opts = ClusterOptions { threshold: self.cfg.cluster_threshold, min_cluster_size: self.cfg.min_cluster_size };
+        let opts = ClusterOptions {
+            threshold: self.cfg.cluster_threshold,
+            min_cluster_size: self.cfg.min_cluster_size,
+        };
         let labels = cluster(&embeddings, &opts, bounds);
         let k = labels.iter().max().map_or(0, |m| m + 1);
         tracing::trace!(labels = ?labels, "cluster labels");
@@ -346,7 +437,12 @@ impl DiarizationEngine {
                     }
                 }
                 let clusters = cols.iter().map(|(_, e)| e.map(|e| labels[e])).collect();
-                WindowActivity { start_sample, cols: n, activity, clusters }
+                WindowActivity {
+                    start_sample,
+                    cols: n,
+                    activity,
+                    clusters,
+                }
             })
             .collect();
         let turns = reconstruct(
@@ -354,13 +450,20 @@ impl DiarizationEngine {
             k,
             self.grid(),
             samples.len(),
-            ReconstructOptions { min_duration_on: self.cfg.min_duration_on, min_duration_off: self.cfg.min_duration_off },
+            ReconstructOptions {
+                min_duration_on: self.cfg.min_duration_on,
+                min_duration_off: self.cfg.min_duration_off,
+            },
         );
         timings.clustering = t2.elapsed().as_secs_f64();
         let mut names: Vec<&str> = turns.iter().map(|t| t.speaker.as_str()).collect();
         names.sort();
         names.dedup();
         let num_speakers = names.len();
-        Ok(Diarization { turns, num_speakers, timings })
+        Ok(Diarization {
+            turns,
+            num_speakers,
+            timings,
+        })
     }
 }
