@@ -45,10 +45,7 @@ pub struct AlignOptions {
 
 impl Default for AlignOptions {
     fn default() -> Self {
-        AlignOptions {
-            min_piece: 1.0,
-            merge_gap: 0.5,
-        }
+        AlignOptions { min_piece: 1.0, merge_gap: 0.5 }
     }
 }
 
@@ -81,13 +78,7 @@ pub fn speaker_for(start: f64, end: f64, turns: &[Turn]) -> Option<String> {
     if let Some((s, _)) = best {
         return Some(s.to_string());
     }
-    let gap = |t: &Turn| {
-        if t.end < start {
-            start - t.end
-        } else {
-            (t.start - end).max(0.0)
-        }
-    };
+    let gap = |t: &Turn| if t.end < start { start - t.end } else { (t.start - end).max(0.0) };
     turns
         .iter()
         .min_by(|a, b| gap(a).total_cmp(&gap(b)))
@@ -98,27 +89,13 @@ pub fn speaker_for(start: f64, end: f64, turns: &[Turn]) -> Option<String> {
 /// instant goes to the covering turn's speaker (with several, the one that
 /// covers more of the segment; with none, the previous run's speaker). Runs
 /// shorter than `min_piece` are absorbed by their neighbours.
-pub fn speaker_runs(
-    start: f64,
-    end: f64,
-    turns: &[Turn],
-    min_piece: f64,
-) -> Vec<(String, f64, f64)> {
-    let Some(main) = speaker_for(start, end, turns) else {
-        return Vec::new();
-    };
+pub fn speaker_runs(start: f64, end: f64, turns: &[Turn], min_piece: f64) -> Vec<(String, f64, f64)> {
+    let Some(main) = speaker_for(start, end, turns) else { return Vec::new() };
     let step = 0.01;
     let n = (((end - start) / step).ceil() as usize).max(1);
-    let covering: Vec<&Turn> = turns
-        .iter()
-        .filter(|t| overlap(start, end, t.start, t.end) > 0.0)
-        .collect();
+    let covering: Vec<&Turn> = turns.iter().filter(|t| overlap(start, end, t.start, t.end) > 0.0).collect();
     let weight = |sp: &str| -> f64 {
-        covering
-            .iter()
-            .filter(|t| t.speaker == sp)
-            .map(|t| overlap(start, end, t.start, t.end))
-            .sum()
+        covering.iter().filter(|t| t.speaker == sp).map(|t| overlap(start, end, t.start, t.end)).sum()
     };
     let mut runs: Vec<(String, f64, f64)> = Vec::new();
     for i in 0..n {
@@ -130,9 +107,7 @@ pub fn speaker_runs(
             .filter(|t| t.start <= mid && mid < t.end)
             .max_by(|a, b| weight(&a.speaker).total_cmp(&weight(&b.speaker)))
             .map(|t| t.speaker.clone());
-        let sp = here
-            .or_else(|| runs.last().map(|r| r.0.clone()))
-            .unwrap_or_else(|| main.clone());
+        let sp = here.or_else(|| runs.last().map(|r| r.0.clone())).unwrap_or_else(|| main.clone());
         match runs.last_mut() {
             Some(r) if r.0 == sp => r.2 = t1,
             _ => runs.push((sp, t0, t1)),
@@ -228,27 +203,16 @@ pub fn align(segments: &[TextSegment], turns: &[Turn], opts: AlignOptions) -> Ve
             if let Some(groups) = share_words(&seg.text, &weights) {
                 let lead = if seg.text.starts_with(' ') { " " } else { "" };
                 for ((speaker, s, e), text) in runs.into_iter().zip(groups) {
-                    out.push(AlignedSegment {
-                        start: round_ms(s),
-                        end: round_ms(e),
-                        text: format!("{lead}{text}"),
-                        speaker,
-                    });
+                    out.push(AlignedSegment { start: round_ms(s), end: round_ms(e), text: format!("{lead}{text}"), speaker });
                 }
                 continue;
             }
         }
         let speaker = match runs.into_iter().next() {
             Some((s, _, _)) => s,
-            None => speaker_for(seg.start, seg.end, turns)
-                .unwrap_or_else(|| DEFAULT_SPEAKER.to_string()),
+            None => speaker_for(seg.start, seg.end, turns).unwrap_or_else(|| DEFAULT_SPEAKER.to_string()),
         };
-        out.push(AlignedSegment {
-            start: seg.start,
-            end: seg.end,
-            text: seg.text.clone(),
-            speaker,
-        });
+        out.push(AlignedSegment { start: seg.start, end: seg.end, text: seg.text.clone(), speaker });
     }
     out
 }
@@ -261,9 +225,7 @@ pub fn speaker_turns(turns: &[Turn], merge_gap: f64) -> Vec<Turn> {
     let mut out: Vec<Turn> = Vec::with_capacity(sorted.len());
     for t in sorted {
         match out.last_mut() {
-            Some(last) if last.speaker == t.speaker && t.start - last.end < merge_gap => {
-                last.end = last.end.max(t.end)
-            }
+            Some(last) if last.speaker == t.speaker && t.start - last.end < merge_gap => last.end = last.end.max(t.end),
             _ => out.push(t),
         }
     }
@@ -283,19 +245,11 @@ mod tests {
     use super::*;
 
     fn turn(s: &str, a: f64, b: f64) -> Turn {
-        Turn {
-            speaker: s.into(),
-            start: a,
-            end: b,
-        }
+        Turn { speaker: s.into(), start: a, end: b }
     }
 
     fn seg(a: f64, b: f64, text: &str) -> TextSegment {
-        TextSegment {
-            start: a,
-            end: b,
-            text: text.into(),
-        }
+        TextSegment { start: a, end: b, text: text.into() }
     }
 
     #[test]
@@ -307,11 +261,7 @@ mod tests {
 
     #[test]
     fn largest_overlap_wins_summed_per_speaker() {
-        let turns = [
-            turn("A", 0.0, 1.0),
-            turn("B", 1.0, 2.5),
-            turn("A", 2.5, 3.2),
-        ];
+        let turns = [turn("A", 0.0, 1.0), turn("B", 1.0, 2.5), turn("A", 2.5, 3.2)];
         // A: 1.0 + 0.7 = 1.7 > B: 1.5
         assert_eq!(speaker_for(0.0, 3.2, &turns).as_deref(), Some("A"));
         assert_eq!(speaker_for(1.1, 2.4, &turns).as_deref(), Some("B"));
@@ -330,11 +280,7 @@ mod tests {
     #[test]
     fn segment_spanning_a_change_is_split_at_the_change() {
         let turns = [turn("A", 0.0, 3.0), turn("B", 3.0, 6.0)];
-        let out = align(
-            &[seg(0.0, 6.0, " one two three four five six")],
-            &turns,
-            AlignOptions::default(),
-        );
+        let out = align(&[seg(0.0, 6.0, " one two three four five six")], &turns, AlignOptions::default());
         assert_eq!(out.len(), 2, "{out:?}");
         assert_eq!(out[0].speaker, "A");
         assert_eq!(out[1].speaker, "B");
@@ -348,16 +294,8 @@ mod tests {
     #[test]
     fn short_intrusions_and_one_word_segments_are_not_split() {
         // B covers only 0.4 s: below min_piece, absorbed
-        let turns = [
-            turn("A", 0.0, 2.8),
-            turn("B", 2.8, 3.2),
-            turn("A", 3.2, 6.0),
-        ];
-        let out = align(
-            &[seg(0.0, 6.0, " a b c d e f")],
-            &turns,
-            AlignOptions::default(),
-        );
+        let turns = [turn("A", 0.0, 2.8), turn("B", 2.8, 3.2), turn("A", 3.2, 6.0)];
+        let out = align(&[seg(0.0, 6.0, " a b c d e f")], &turns, AlignOptions::default());
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].speaker, "A");
         // a long change but a single word: cannot split
@@ -388,21 +326,9 @@ mod tests {
 
     #[test]
     fn speaker_turns_merge_short_pauses_and_sort() {
-        let turns = [
-            turn("B", 5.0, 6.0),
-            turn("A", 0.0, 1.0),
-            turn("A", 1.2, 2.0),
-            turn("A", 3.0, 4.0),
-        ];
+        let turns = [turn("B", 5.0, 6.0), turn("A", 0.0, 1.0), turn("A", 1.2, 2.0), turn("A", 3.0, 4.0)];
         let st = speaker_turns(&turns, 0.5);
-        assert_eq!(
-            st,
-            vec![
-                turn("A", 0.0, 2.0),
-                turn("A", 3.0, 4.0),
-                turn("B", 5.0, 6.0)
-            ]
-        );
+        assert_eq!(st, vec![turn("A", 0.0, 2.0), turn("A", 3.0, 4.0), turn("B", 5.0, 6.0)]);
         assert_eq!(count_speakers(&turns), 2);
     }
 }

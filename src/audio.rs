@@ -20,10 +20,7 @@ pub const TARGET_RATE: u32 = 16_000;
 #[derive(Debug, thiserror::Error)]
 pub enum AudioError {
     #[error("cannot open {path}: {source}")]
-    Open {
-        path: String,
-        source: std::io::Error,
-    },
+    Open { path: String, source: std::io::Error },
     #[error("not a supported audio file: {0}")]
     Unsupported(String),
     #[error("the file has no audio track")]
@@ -53,32 +50,19 @@ impl MonoAudio {
 
 /// Decodes a whole file to mono (the mean of its channels).
 pub fn decode_file(path: &Path) -> Result<MonoAudio, AudioError> {
-    let file = File::open(path).map_err(|source| AudioError::Open {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let file = File::open(path).map_err(|source| AudioError::Open { path: path.display().to_string(), source })?;
     let mut hint = Hint::new();
     if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
         hint.with_extension(ext);
     }
-    decode_source(
-        MediaSourceStream::new(Box::new(file), Default::default()),
-        &hint,
-    )
+    decode_source(MediaSourceStream::new(Box::new(file), Default::default()), &hint)
 }
 
 fn decode_source(mss: MediaSourceStream<'static>, hint: &Hint) -> Result<MonoAudio, AudioError> {
     let mut format = symphonia::default::get_probe()
-        .probe(
-            hint,
-            mss,
-            FormatOptions::default(),
-            MetadataOptions::default(),
-        )
+        .probe(hint, mss, FormatOptions::default(), MetadataOptions::default())
         .map_err(|e| AudioError::Unsupported(describe(&e)))?;
-    let track = format
-        .default_track(TrackType::Audio)
-        .ok_or(AudioError::NoAudioTrack)?;
+    let track = format.default_track(TrackType::Audio).ok_or(AudioError::NoAudioTrack)?;
     let params = track
         .codec_params
         .as_ref()
@@ -114,11 +98,7 @@ fn decode_source(mss: MediaSourceStream<'static>, hint: &Hint) -> Result<MonoAud
                 channels = ch;
                 buf.copy_to_vec_interleaved(&mut interleaved);
                 let scale = 1.0 / ch as f32;
-                mono.extend(
-                    interleaved
-                        .chunks_exact(ch)
-                        .map(|frame| frame.iter().sum::<f32>() * scale),
-                );
+                mono.extend(interleaved.chunks_exact(ch).map(|frame| frame.iter().sum::<f32>() * scale));
             }
             // a damaged packet is skipped, as players do; a file of nothing but damage is corrupt
             Err(SymError::DecodeError(_)) => decode_errors += 1,
@@ -135,11 +115,7 @@ fn decode_source(mss: MediaSourceStream<'static>, hint: &Hint) -> Result<MonoAud
     if sample_rate == 0 {
         return Err(AudioError::Corrupt("unknown sample rate".into()));
     }
-    Ok(MonoAudio {
-        samples: mono,
-        sample_rate,
-        channels,
-    })
+    Ok(MonoAudio { samples: mono, sample_rate, channels })
 }
 
 fn describe(e: &SymError) -> String {
@@ -158,13 +134,12 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioEr
     }
     let mut resampler = Fft::<f32>::new(from as usize, to as usize, 1024, 1, FixedSync::Input)
         .map_err(|e| AudioError::Resample(e.to_string()))?;
-    let input = InterleavedSlice::new(samples, 1, samples.len())
-        .map_err(|e| AudioError::Resample(e.to_string()))?;
+    let input = InterleavedSlice::new(samples, 1, samples.len()).map_err(|e| AudioError::Resample(e.to_string()))?;
     let capacity = resampler.process_all_needed_output_len(samples.len());
     let mut out = vec![0.0f32; capacity];
     let (_, produced) = {
-        let mut output = InterleavedSlice::new_mut(&mut out, 1, capacity)
-            .map_err(|e| AudioError::Resample(e.to_string()))?;
+        let mut output =
+            InterleavedSlice::new_mut(&mut out, 1, capacity).map_err(|e| AudioError::Resample(e.to_string()))?;
         resampler
             .process_all_into_buffer(&input, &mut output, samples.len(), None)
             .map_err(|e| AudioError::Resample(e.to_string()))?
@@ -177,11 +152,7 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioEr
 pub fn load_16k_mono(path: &Path) -> Result<MonoAudio, AudioError> {
     let audio = decode_file(path)?;
     let samples = resample(&audio.samples, audio.sample_rate, TARGET_RATE)?;
-    Ok(MonoAudio {
-        samples,
-        sample_rate: TARGET_RATE,
-        channels: audio.channels,
-    })
+    Ok(MonoAudio { samples, sample_rate: TARGET_RATE, channels: audio.channels })
 }
 
 #[cfg(test)]
@@ -222,35 +193,24 @@ mod tests {
 
     #[test]
     fn stereo_is_mixed_down_to_the_channel_mean() {
-        let frames: Vec<Vec<i16>> = (0..800)
-            .map(|i| vec![(i % 100) as i16 * 100, 1000])
-            .collect();
+        let frames: Vec<Vec<i16>> = (0..800).map(|i| vec![(i % 100) as i16 * 100, 1000]).collect();
         let p = temp_file("stereo.wav", &wav_bytes(8000, 2, &frames));
         let a = decode_file(&p).unwrap();
         assert_eq!((a.sample_rate, a.channels, a.samples.len()), (8000, 2, 800));
         let expect = ((5 * 100) as f32 / 32768.0 + 1000.0 / 32768.0) / 2.0;
-        assert!(
-            (a.samples[5] - expect).abs() < 1e-6,
-            "{} vs {expect}",
-            a.samples[5]
-        );
+        assert!((a.samples[5] - expect).abs() < 1e-6, "{} vs {expect}", a.samples[5]);
         std::fs::remove_file(p).unwrap();
     }
 
     #[test]
     fn resampling_keeps_duration_and_pitch() {
         let rate = 44_100u32;
-        let tone: Vec<f32> = (0..rate as usize)
-            .map(|i| (2.0 * std::f32::consts::PI * 440.0 * i as f32 / rate as f32).sin())
-            .collect();
+        let tone: Vec<f32> = (0..rate as usize).map(|i| (2.0 * std::f32::consts::PI * 440.0 * i as f32 / rate as f32).sin()).collect();
         let out = resample(&tone, rate, 16_000).unwrap();
         assert!((out.len() as i64 - 16_000).abs() <= 2, "{}", out.len());
         // zero crossings of a 440 Hz tone over the middle 0.5 s: about 440
         let mid = &out[4000..12000];
-        let crossings = mid
-            .windows(2)
-            .filter(|w| (w[0] < 0.0) != (w[1] < 0.0))
-            .count();
+        let crossings = mid.windows(2).filter(|w| (w[0] < 0.0) != (w[1] < 0.0)).count();
         assert!((430..=450).contains(&crossings), "{crossings}");
         // delay compensated: the tone starts at the start
         let expect = (2.0 * std::f32::consts::PI * 440.0 * 100.0 / 16000.0).sin();
@@ -259,10 +219,7 @@ mod tests {
 
     #[test]
     fn garbage_is_rejected_with_a_clear_error() {
-        let p = temp_file(
-            "notes.wav",
-            b"this is a text file, not audio at all........",
-        );
+        let p = temp_file("notes.wav", b"this is a text file, not audio at all........");
         let err = decode_file(&p).unwrap_err();
         assert!(matches!(err, AudioError::Unsupported(_)), "{err}");
         std::fs::remove_file(p).unwrap();
@@ -274,10 +231,7 @@ mod tests {
     fn a_header_without_samples_is_empty() {
         let p = temp_file("empty.wav", &wav_bytes(16000, 1, &[]));
         let err = decode_file(&p).unwrap_err();
-        assert!(
-            matches!(err, AudioError::Empty | AudioError::Corrupt(_)),
-            "{err}"
-        );
+        assert!(matches!(err, AudioError::Empty | AudioError::Corrupt(_)), "{err}");
         std::fs::remove_file(p).unwrap();
     }
 }

@@ -44,11 +44,7 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Cluster labels 0..k for each embedding (rows of equal length).
-pub fn cluster(
-    embeddings: &[Vec<f32>],
-    opts: &ClusterOptions,
-    bounds: SpeakerBounds,
-) -> Vec<usize> {
+pub fn cluster(embeddings: &[Vec<f32>], opts: &ClusterOptions, bounds: SpeakerBounds) -> Vec<usize> {
     let n = embeddings.len();
     if n == 0 {
         return vec![];
@@ -67,11 +63,7 @@ pub fn cluster(
     let mut condensed = Vec::with_capacity(n * (n - 1) / 2);
     for i in 0..n - 1 {
         for j in i + 1..n {
-            let c = unit[i]
-                .iter()
-                .zip(&unit[j])
-                .map(|(a, b)| a * b)
-                .sum::<f32>() as f64;
+            let c = unit[i].iter().zip(&unit[j]).map(|(a, b)| a * b).sum::<f32>() as f64;
             condensed.push((1.0 - c).max(0.0));
         }
     }
@@ -79,10 +71,7 @@ pub fn cluster(
     let steps = dend.steps();
 
     // number of merges to apply
-    let by_threshold = steps
-        .iter()
-        .take_while(|s| s.dissimilarity <= opts.threshold)
-        .count();
+    let by_threshold = steps.iter().take_while(|s| s.dissimilarity <= opts.threshold).count();
     let merges = match bounds.num_speakers {
         Some(k) => n - k.clamp(1, n),
         None => {
@@ -102,12 +91,8 @@ pub fn cluster(
     // break an explicit speaker count
     if bounds.num_speakers.is_none() && opts.min_cluster_size > 1 {
         let k = labels.iter().max().unwrap() + 1;
-        let sizes: Vec<usize> = (0..k)
-            .map(|c| labels.iter().filter(|&&l| l == c).count())
-            .collect();
-        let large: Vec<usize> = (0..k)
-            .filter(|&c| sizes[c] >= opts.min_cluster_size)
-            .collect();
+        let sizes: Vec<usize> = (0..k).map(|c| labels.iter().filter(|&&l| l == c).count()).collect();
+        let large: Vec<usize> = (0..k).filter(|&c| sizes[c] >= opts.min_cluster_size).collect();
         let min_k = bounds.min_speakers.unwrap_or(1);
         if !large.is_empty() && large.len() >= min_k && large.len() < k {
             let cents = centroids(&unit, &labels, k);
@@ -116,13 +101,7 @@ pub fn cluster(
                     if sizes[c] >= opts.min_cluster_size {
                         c
                     } else {
-                        *large
-                            .iter()
-                            .max_by(|&&a, &&b| {
-                                cosine(&cents[c], &cents[a])
-                                    .total_cmp(&cosine(&cents[c], &cents[b]))
-                            })
-                            .unwrap()
+                        *large.iter().max_by(|&&a, &&b| cosine(&cents[c], &cents[a]).total_cmp(&cosine(&cents[c], &cents[b]))).unwrap()
                     }
                 })
                 .collect();
@@ -154,14 +133,7 @@ fn best_kmeans(unit: &[Vec<f32>], ahc: Vec<usize>, k: usize) -> Vec<usize> {
         while seeds.len() < k {
             let d: Vec<f32> = unit
                 .iter()
-                .map(|v| {
-                    seeds
-                        .iter()
-                        .map(|&s| 1.0 - cosine(v, &unit[s]))
-                        .fold(f32::INFINITY, f32::min)
-                        .max(0.0)
-                        .powi(2)
-                })
+                .map(|v| seeds.iter().map(|&s| 1.0 - cosine(v, &unit[s])).fold(f32::INFINITY, f32::min).max(0.0).powi(2))
                 .collect();
             let total: f32 = d.iter().sum();
             let mut u = rng.f32() * total;
@@ -177,13 +149,7 @@ fn best_kmeans(unit: &[Vec<f32>], ahc: Vec<usize>, k: usize) -> Vec<usize> {
         }
         let init: Vec<usize> = unit
             .iter()
-            .map(|v| {
-                (0..k)
-                    .max_by(|&a, &b| {
-                        cosine(v, &unit[seeds[a]]).total_cmp(&cosine(v, &unit[seeds[b]]))
-                    })
-                    .unwrap()
-            })
+            .map(|v| (0..k).max_by(|&a, &b| cosine(v, &unit[seeds[a]]).total_cmp(&cosine(v, &unit[seeds[b]]))).unwrap())
             .collect();
         let labels = kmeans_refine(unit, init, k, 50);
         let sc = score(&labels);
@@ -217,9 +183,7 @@ fn calinski_harabasz(x: &[Vec<f32>], labels: &[usize], k: usize) -> f32 {
         m.iter_mut().for_each(|v| *v /= c.max(1) as f32);
     }
     let sq = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(p, q)| (p - q) * (p - q)).sum::<f32>();
-    let between: f32 = (0..k)
-        .map(|c| counts[c] as f32 * sq(&means[c], &mean))
-        .sum();
+    let between: f32 = (0..k).map(|c| counts[c] as f32 * sq(&means[c], &mean)).sum();
     let within: f32 = x.iter().zip(labels).map(|(v, &l)| sq(v, &means[l])).sum();
     if within <= 0.0 {
         return f32::INFINITY;
@@ -229,21 +193,12 @@ fn calinski_harabasz(x: &[Vec<f32>], labels: &[usize], k: usize) -> f32 {
 
 /// Spherical k-means from the given labels: assign to the nearest centroid
 /// (cosine), recompute, until stable. Empty clusters keep their old centroid.
-fn kmeans_refine(
-    unit: &[Vec<f32>],
-    mut labels: Vec<usize>,
-    k: usize,
-    iterations: usize,
-) -> Vec<usize> {
+fn kmeans_refine(unit: &[Vec<f32>], mut labels: Vec<usize>, k: usize, iterations: usize) -> Vec<usize> {
     let mut cents = centroids(unit, &labels, k);
     for _ in 0..iterations {
         let next: Vec<usize> = unit
             .iter()
-            .map(|v| {
-                (0..k)
-                    .max_by(|&a, &b| cosine(v, &cents[a]).total_cmp(&cosine(v, &cents[b])))
-                    .unwrap()
-            })
+            .map(|v| (0..k).max_by(|&a, &b| cosine(v, &cents[a]).total_cmp(&cosine(v, &cents[b]))).unwrap())
             .collect();
         if next == labels {
             break;
@@ -337,15 +292,11 @@ mod tests {
     }
 
     fn opts() -> ClusterOptions {
-        ClusterOptions {
-            threshold: 0.5,
-            min_cluster_size: 1,
-        }
+        ClusterOptions { threshold: 0.5, min_cluster_size: 1 }
     }
 
     fn same_partition(a: &[usize], b: &[usize]) -> bool {
-        a.len() == b.len()
-            && (0..a.len()).all(|i| (0..a.len()).all(|j| (a[i] == a[j]) == (b[i] == b[j])))
+        a.len() == b.len() && (0..a.len()).all(|i| (0..a.len()).all(|j| (a[i] == a[j]) == (b[i] == b[j])))
     }
 
     #[test]
@@ -360,10 +311,7 @@ mod tests {
     fn num_speakers_forces_the_count() {
         let (xs, _) = blobs(3, 6);
         for k in 1..=5 {
-            let b = SpeakerBounds {
-                num_speakers: Some(k),
-                ..Default::default()
-            };
+            let b = SpeakerBounds { num_speakers: Some(k), ..Default::default() };
             let l = cluster(&xs, &opts(), b);
             assert_eq!(l.iter().max().unwrap() + 1, k);
         }
@@ -372,15 +320,9 @@ mod tests {
     #[test]
     fn bounds_clamp_the_count() {
         let (xs, _) = blobs(3, 6);
-        let b = SpeakerBounds {
-            max_speakers: Some(2),
-            ..Default::default()
-        };
+        let b = SpeakerBounds { max_speakers: Some(2), ..Default::default() };
         assert_eq!(cluster(&xs, &opts(), b).iter().max().unwrap() + 1, 2);
-        let b = SpeakerBounds {
-            min_speakers: Some(4),
-            ..Default::default()
-        };
+        let b = SpeakerBounds { min_speakers: Some(4), ..Default::default() };
         assert_eq!(cluster(&xs, &opts(), b).iter().max().unwrap() + 1, 4);
     }
 
@@ -392,16 +334,10 @@ mod tests {
         stray[0] = 0.6;
         stray[5] = 0.8;
         xs.push(stray);
-        let loose = ClusterOptions {
-            threshold: 0.3,
-            min_cluster_size: 1,
-        };
+        let loose = ClusterOptions { threshold: 0.3, min_cluster_size: 1 };
         let l = cluster(&xs, &loose, SpeakerBounds::default());
         assert_eq!(l.iter().max().unwrap() + 1, 3);
-        let strict = ClusterOptions {
-            threshold: 0.3,
-            min_cluster_size: 3,
-        };
+        let strict = ClusterOptions { threshold: 0.3, min_cluster_size: 3 };
         let l = cluster(&xs, &strict, SpeakerBounds::default());
         assert_eq!(l.iter().max().unwrap() + 1, 2);
         assert_eq!(l[12], l[0], "the stray joins blob 0");

@@ -80,11 +80,7 @@ impl LogitFilter<'_> {
         } else {
             let last = *generated.last().unwrap();
             if last >= self.timestamp_begin {
-                let penultimate = if generated.len() >= 2 {
-                    generated[generated.len() - 2]
-                } else {
-                    last
-                };
+                let penultimate = if generated.len() >= 2 { generated[generated.len() - 2] } else { last };
                 if penultimate >= self.timestamp_begin {
                     // two timestamps in a row close a segment: text must follow
                     logits[tb..].fill(ninf);
@@ -102,11 +98,7 @@ impl LogitFilter<'_> {
                 let closing_pending = last >= self.timestamp_begin
                     && generated.len() >= 2
                     && generated[generated.len() - 2] < self.timestamp_begin;
-                let upto = if closing_pending {
-                    last_ts as usize
-                } else {
-                    last_ts as usize + 1
-                };
+                let upto = if closing_pending { last_ts as usize } else { last_ts as usize + 1 };
                 logits[tb..upto.min(vocab)].fill(ninf);
             }
         }
@@ -143,8 +135,7 @@ pub fn compression_ratio(text: &str) -> f64 {
         return 0.0;
     }
     let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(text.as_bytes())
-        .expect("writing to a Vec cannot fail");
+    enc.write_all(text.as_bytes()).expect("writing to a Vec cannot fail");
     let compressed = enc.finish().expect("writing to a Vec cannot fail");
     text.len() as f64 / compressed.len() as f64
 }
@@ -195,22 +186,14 @@ pub fn decode_once(
     rng: &mut fastrand::Rng,
 ) -> Result<(Vec<u32>, f64, f32), ModelError> {
     let sp = &tok.special;
-    let sot_pos = prompt
-        .iter()
-        .position(|&t| t == sp.sot)
-        .unwrap_or(prompt.len() - 1);
+    let sot_pos = prompt.iter().position(|&t| t == sp.sot).unwrap_or(prompt.len() - 1);
     let mut cache = model.new_cache()?;
     let mut logits = model.decode(&prompt[..=sot_pos], &mut cache, window)?;
     let no_speech_prob = softmax_prob(&logits, sp.no_speech as usize);
     if sot_pos + 1 < prompt.len() {
         logits = model.decode(&prompt[sot_pos + 1..], &mut cache, window)?;
     }
-    let filter = LogitFilter {
-        opts,
-        eot: sp.eot,
-        no_timestamps: sp.no_timestamps,
-        timestamp_begin: sp.timestamp_begin,
-    };
+    let filter = LogitFilter { opts, eot: sp.eot, no_timestamps: sp.no_timestamps, timestamp_begin: sp.timestamp_begin };
     let mut generated: Vec<u32> = Vec::new();
     let mut sum_logprob = 0.0f64;
     // CTranslate2's cap: half the text context, and no position past its end
@@ -218,11 +201,7 @@ pub fn decode_once(
     let max_new = (opts.max_length / 2).min((opts.max_length + 1).saturating_sub(prompt.len()));
     for step in 0..max_new {
         filter.apply(&mut logits, &generated);
-        let next = if temperature > 0.0 {
-            sample(&logits, temperature, rng)
-        } else {
-            argmax(&logits)
-        };
+        let next = if temperature > 0.0 { sample(&logits, temperature, rng) } else { argmax(&logits) };
         let lp = logits[next] - log_sum_exp(&logits);
         sum_logprob += lp as f64;
         if next as u32 == sp.eot {
@@ -252,21 +231,11 @@ pub fn decode_with_fallback(
     let mut all: Vec<WindowResult> = Vec::new();
     let mut below_cr: Vec<usize> = Vec::new();
     for &temperature in &opts.temperatures {
-        let (tokens, sum_logprob, no_speech_prob) =
-            decode_once(model, tok, window, prompt, temperature, opts, rng)?;
+        let (tokens, sum_logprob, no_speech_prob) = decode_once(model, tok, window, prompt, temperature, opts, rng)?;
         let avg_logprob = sum_logprob / (tokens.len() as f64 + 1.0);
-        let text = tok
-            .decode(&tokens)
-            .map(|t| t.trim().to_string())
-            .unwrap_or_default();
+        let text = tok.decode(&tokens).map(|t| t.trim().to_string()).unwrap_or_default();
         let cr = compression_ratio(&text);
-        let result = WindowResult {
-            tokens,
-            avg_logprob,
-            no_speech_prob,
-            temperature,
-            compression_ratio: cr,
-        };
+        let result = WindowResult { tokens, avg_logprob, no_speech_prob, temperature, compression_ratio: cr };
         let mut needs_fallback = false;
         if cr > opts.compression_ratio_threshold as f64 {
             needs_fallback = true;
@@ -276,8 +245,7 @@ pub fn decode_with_fallback(
         if avg_logprob < opts.log_prob_threshold as f64 {
             needs_fallback = true;
         }
-        if no_speech_prob > opts.no_speech_threshold && avg_logprob < opts.log_prob_threshold as f64
-        {
+        if no_speech_prob > opts.no_speech_threshold && avg_logprob < opts.log_prob_threshold as f64 {
             needs_fallback = false; // silence
         }
         all.push(result);
@@ -287,11 +255,7 @@ pub fn decode_with_fallback(
     }
     // every temperature failed: the most probable result, preferring non-repetitive ones
     let last_temperature = *opts.temperatures.last().unwrap();
-    let pool: Vec<usize> = if below_cr.is_empty() {
-        (0..all.len()).collect()
-    } else {
-        below_cr
-    };
+    let pool: Vec<usize> = if below_cr.is_empty() { (0..all.len()).collect() } else { below_cr };
     let best = pool
         .into_iter()
         .max_by(|&a, &b| all[a].avg_logprob.total_cmp(&all[b].avg_logprob))
@@ -327,23 +291,14 @@ mod tests {
 
     fn filtered(generated: &[u32], base: &[f32]) -> Vec<f32> {
         let o = opts();
-        let f = LogitFilter {
-            opts: &o,
-            eot: EOT,
-            no_timestamps: NO_TS,
-            timestamp_begin: TB,
-        };
+        let f = LogitFilter { opts: &o, eot: EOT, no_timestamps: NO_TS, timestamp_begin: TB };
         let mut l = base.to_vec();
         f.apply(&mut l, generated);
         l
     }
 
     fn allowed(l: &[f32]) -> Vec<usize> {
-        l.iter()
-            .enumerate()
-            .filter(|(_, v)| v.is_finite())
-            .map(|(i, _)| i)
-            .collect()
+        l.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, _)| i).collect()
     }
 
     #[test]
@@ -357,10 +312,7 @@ mod tests {
         // <|0.00|> text <|1.00|> <|1.00|> -> two timestamps in a row: no timestamp next
         let l = filtered(&[20, 5, 25, 25], &vec![0.0; VOCAB]);
         assert!(allowed(&l).iter().all(|&t| t < TB as usize));
-        assert!(
-            !allowed(&l).contains(&3),
-            "suppressed token stays suppressed"
-        );
+        assert!(!allowed(&l).contains(&3), "suppressed token stays suppressed");
     }
 
     #[test]
@@ -372,15 +324,8 @@ mod tests {
         let a = allowed(&l);
         // no text token and no timestamp before the opening one; the special
         // ids between end-of-text and the timestamps are left to suppress_tokens
-        assert!(
-            a.iter()
-                .all(|&t| t >= EOT as usize && !(TB as usize..24).contains(&t)),
-            "{a:?}"
-        );
-        assert!(
-            a.contains(&24),
-            "the closing timestamp may equal the last one"
-        );
+        assert!(a.iter().all(|&t| t >= EOT as usize && !(TB as usize..24).contains(&t)), "{a:?}");
+        assert!(a.contains(&24), "the closing timestamp may equal the last one");
         assert!(a.contains(&(EOT as usize)));
     }
 
@@ -408,12 +353,7 @@ mod tests {
     fn no_timestamp_mass_check_is_nan_free_when_all_timestamps_masked() {
         let mut o = opts();
         o.max_initial_timestamp_index = None;
-        let f = LogitFilter {
-            opts: &o,
-            eot: EOT,
-            no_timestamps: NO_TS,
-            timestamp_begin: TB,
-        };
+        let f = LogitFilter { opts: &o, eot: EOT, no_timestamps: NO_TS, timestamp_begin: TB };
         let mut l = vec![0.0; VOCAB];
         // last timestamp is the very last id: every timestamp gets masked
         f.apply(&mut l, &[20, 5, (VOCAB - 1) as u32, (VOCAB - 1) as u32, 6]);
@@ -425,12 +365,7 @@ mod tests {
     fn without_timestamps_only_suppression_applies() {
         let mut o = opts();
         o.without_timestamps = true;
-        let f = LogitFilter {
-            opts: &o,
-            eot: EOT,
-            no_timestamps: NO_TS,
-            timestamp_begin: TB,
-        };
+        let f = LogitFilter { opts: &o, eot: EOT, no_timestamps: NO_TS, timestamp_begin: TB };
         let mut l = vec![0.0; VOCAB];
         f.apply(&mut l, &[]);
         let a = allowed(&l);

@@ -66,25 +66,15 @@ impl MelFrontEnd {
                 let last = row.iter().rposition(|&w| w > 0.0).unwrap_or(0);
                 Filter {
                     first_bin: first,
-                    weights: row[first..=last.max(first)]
-                        .iter()
-                        .map(|&w| w as f32)
-                        .collect(),
+                    weights: row[first..=last.max(first)].iter().map(|&w| w as f32).collect(),
                 }
             })
             .collect();
         let window = (0..N_FFT)
-            .map(|i| {
-                (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / N_FFT as f64).cos()) as f32
-            })
+            .map(|i| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / N_FFT as f64).cos()) as f32)
             .collect();
         let fft = RealFftPlanner::<f32>::new().plan_fft_forward(N_FFT);
-        Self {
-            n_mels,
-            filters,
-            window,
-            fft,
-        }
+        Self { n_mels, filters, window, fft }
     }
 
     pub fn n_mels(&self) -> usize {
@@ -120,12 +110,7 @@ impl MelFrontEnd {
                 *p = c.re * c.re + c.im * c.im;
             }
             for (m, f) in self.filters.iter().enumerate() {
-                let e: f32 = f
-                    .weights
-                    .iter()
-                    .zip(&power[f.first_bin..])
-                    .map(|(w, p)| w * p)
-                    .sum();
+                let e: f32 = f.weights.iter().zip(&power[f.first_bin..]).map(|(w, p)| w * p).sum();
                 let v = e.max(1e-10).log10();
                 max = max.max(v);
                 data[m * n_frames + t] = v;
@@ -135,11 +120,7 @@ impl MelFrontEnd {
         for v in &mut data {
             *v = (v.max(floor) + 4.0) / 4.0;
         }
-        LogMel {
-            n_mels: self.n_mels,
-            n_frames,
-            data,
-        }
+        LogMel { n_mels: self.n_mels, n_frames, data }
     }
 }
 
@@ -167,20 +148,8 @@ pub fn mel_filters(sr: f64, n_fft: usize, n_mels: usize) -> Vec<Vec<f64>> {
     let min_log_hz = 1000.0;
     let min_log_mel = min_log_hz / f_sp;
     let logstep = 6.4f64.ln() / 27.0;
-    let hz_to_mel = |f: f64| {
-        if f >= min_log_hz {
-            min_log_mel + (f / min_log_hz).ln() / logstep
-        } else {
-            f / f_sp
-        }
-    };
-    let mel_to_hz = |m: f64| {
-        if m >= min_log_mel {
-            min_log_hz * (logstep * (m - min_log_mel)).exp()
-        } else {
-            f_sp * m
-        }
-    };
+    let hz_to_mel = |f: f64| if f >= min_log_hz { min_log_mel + (f / min_log_hz).ln() / logstep } else { f / f_sp };
+    let mel_to_hz = |m: f64| if m >= min_log_mel { min_log_hz * (logstep * (m - min_log_mel)).exp() } else { f_sp * m };
     let max_mel = hz_to_mel(sr / 2.0);
     let freqs: Vec<f64> = (0..n_mels + 2)
         .map(|i| mel_to_hz(max_mel * i as f64 / (n_mels + 1) as f64))
@@ -214,13 +183,7 @@ mod tests {
         let pad = N_FFT / 2;
         let get = |i: isize| -> f64 {
             // reflect without repeating the edge
-            let j = if i < 0 {
-                -i
-            } else if i >= n as isize {
-                2 * (n as isize - 1) - i
-            } else {
-                i
-            };
+            let j = if i < 0 { -i } else if i >= n as isize { 2 * (n as isize - 1) - i } else { i };
             x[j as usize]
         };
         let n_frames = (n + 2 * pad - N_FFT) / HOP; // last frame dropped
@@ -232,8 +195,7 @@ mod tests {
             for (k, p) in power.iter_mut().enumerate() {
                 let (mut re, mut im) = (0.0, 0.0);
                 for i in 0..N_FFT {
-                    let w =
-                        0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / N_FFT as f64).cos();
+                    let w = 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / N_FFT as f64).cos();
                     let s = get((t * HOP + i) as isize - pad as isize) * w;
                     let ang = -2.0 * std::f64::consts::PI * (k * i) as f64 / N_FFT as f64;
                     re += s * ang.cos();
@@ -290,8 +252,7 @@ mod tests {
         let mut max_diff = 0.0f64;
         for m in 0..80 {
             for t in 0..fast.n_frames {
-                max_diff =
-                    max_diff.max((fast.data[m * fast.n_frames + t] as f64 - slow[m][t]).abs());
+                max_diff = max_diff.max((fast.data[m * fast.n_frames + t] as f64 - slow[m][t]).abs());
             }
         }
         assert!(max_diff < 1e-4, "max diff {max_diff}");
@@ -316,19 +277,12 @@ mod tests {
 
     #[test]
     fn a_tone_lights_up_its_mel_band() {
-        let x: Vec<f32> = (0..16000)
-            .map(|i| (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 16000.0).sin())
-            .collect();
+        let x: Vec<f32> = (0..16000).map(|i| (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 16000.0).sin()).collect();
         let fe = MelFrontEnd::new(80);
         let mel = fe.compute(&x);
         let t = 50;
         let col: Vec<f32> = (0..80).map(|m| mel.data[m * mel.n_frames + t]).collect();
-        let peak = col
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .unwrap()
-            .0;
+        let peak = col.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
         // 1000 Hz is mel 15; filter centres are 45.2456/81 mel apart, the
         // first one at one spacing: 15 / 0.5586 - 1 = 25.9
         assert!((25..=27).contains(&peak), "peak at {peak}");

@@ -88,34 +88,23 @@ impl WhisperEngine {
                     )));
                 }
                 if mc.multilingual && !mc.languages.iter().any(|l| l == code) {
-                    return Err(WhisperError::Settings(format!(
-                        "unknown language code '{code}'"
-                    )));
+                    return Err(WhisperError::Settings(format!("unknown language code '{code}'")));
                 }
                 Some(code.to_string())
             }
         };
         if !mc.multilingual && w.task == Task::Translate {
-            return Err(WhisperError::Settings(
-                "translation needs a multilingual model".into(),
-            ));
+            return Err(WhisperError::Settings("translation needs a multilingual model".into()));
         }
         let tok = WhisperTokenizer::from_file(&dir.tokenizer_path(), mc.tokens.clone())?;
-        let model = WhisperOnnx::load(
-            &config.onnxruntime_library(),
-            &dir,
-            w.precision,
-            &config.runtime,
-        )?;
+        let model = WhisperOnnx::load(&config.onnxruntime_library(), &dir, w.precision, &config.runtime)?;
         let opts = DecodeOptions {
             temperatures: w.temperatures.clone(),
             compression_ratio_threshold: w.compression_ratio_threshold,
             log_prob_threshold: w.log_prob_threshold,
             no_speech_threshold: w.no_speech_threshold,
             without_timestamps: false,
-            max_initial_timestamp_index: Some(
-                (w.max_initial_timestamp as f64 / tokenizer::TIME_PRECISION).round() as u32,
-            ),
+            max_initial_timestamp_index: Some((w.max_initial_timestamp as f64 / tokenizer::TIME_PRECISION).round() as u32),
             suppress_blank: w.suppress_blank,
             suppress_tokens: dir.ct2.suppress_ids.clone(),
             suppress_tokens_begin: dir.ct2.suppress_ids_begin.clone(),
@@ -159,11 +148,7 @@ impl WhisperEngine {
         let sp = &self.tok.special;
         let sot_sequence = if self.model.config.multilingual {
             let lang = self.language_token(&language)?;
-            let task = if self.task == Task::Translate {
-                sp.translate
-            } else {
-                sp.transcribe
-            };
+            let task = if self.task == Task::Translate { sp.translate } else { sp.transcribe };
             vec![sp.sot, lang, task]
         } else {
             vec![sp.sot]
@@ -174,22 +159,8 @@ impl WhisperEngine {
             sot_sequence,
             silence_peak: self.silence_peak,
         };
-        let segments = transcribe_features(
-            &mut self.model,
-            &self.tok,
-            samples,
-            &features,
-            &self.opts,
-            &loop_opts,
-            &mut rng,
-            &mut timings,
-        )?;
-        Ok(Transcript {
-            language,
-            duration,
-            segments,
-            timings,
-        })
+        let segments = transcribe_features(&mut self.model, &self.tok, samples, &features, &self.opts, &loop_opts, &mut rng, &mut timings)?;
+        Ok(Transcript { language, duration, segments, timings })
     }
 
     fn language_token(&self, code: &str) -> Result<u32, WhisperError> {
@@ -203,9 +174,7 @@ impl WhisperEngine {
         let window = features.window(0, mel::N_FRAMES);
         let encoded = self.model.encode(&window)?;
         let mut cache = self.model.new_cache()?;
-        let logits = self
-            .model
-            .decode(&[self.tok.special.sot], &mut cache, &encoded)?;
+        let logits = self.model.decode(&[self.tok.special.sot], &mut cache, &encoded)?;
         let mut best: Option<(f32, &str)> = None;
         for code in &self.model.config.languages {
             if let Some(id) = self.tok.token_to_id(&format!("<|{code}|>")) {
@@ -215,8 +184,6 @@ impl WhisperEngine {
                 }
             }
         }
-        Ok(best
-            .map(|(_, c)| c.to_string())
-            .unwrap_or_else(|| "en".to_string()))
+        Ok(best.map(|(_, c)| c.to_string()).unwrap_or_else(|| "en".to_string()))
     }
 }

@@ -88,10 +88,7 @@ impl ModelDir {
     pub fn open(root: &Path, name: &str) -> Result<ModelDir, ModelError> {
         let dir = root.join("models").join(format!("whisper-{name}"));
         if !dir.join("manifest.json").exists() {
-            return Err(ModelError::NotInstalled {
-                name: name.to_string(),
-                dir,
-            });
+            return Err(ModelError::NotInstalled { name: name.to_string(), dir });
         }
         let config: ModelConfig = read_json(&dir.join("model.json"))?;
         let ct2: Ct2Config = read_json(&dir.join("ct2_config.json"))?;
@@ -118,14 +115,9 @@ impl ModelDir {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ModelError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ModelError::BadFile {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    serde_json::from_str(&text).map_err(|e| ModelError::BadFile {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ModelError::BadFile { path: path.to_path_buf(), reason: e.to_string() })?;
+    serde_json::from_str(&text).map_err(|e| ModelError::BadFile { path: path.to_path_buf(), reason: e.to_string() })
 }
 
 /// Cross-attention keys and values of one encoded window, one pair per decoder layer.
@@ -171,16 +163,10 @@ impl WhisperOnnx {
         let env = runtime::environment(library)?;
         let (encoder, dev_e) = runtime::session(env, &model.encoder_path(precision), rt)?;
         let (decoder, dev_d) = runtime::session(env, &model.decoder_path(precision), rt)?;
-        let device = if dev_e == DeviceUsed::Cuda && dev_d == DeviceUsed::Cuda {
-            DeviceUsed::Cuda
-        } else {
-            DeviceUsed::Cpu
-        };
+        let device = if dev_e == DeviceUsed::Cuda && dev_d == DeviceUsed::Cuda { DeviceUsed::Cuda } else { DeviceUsed::Cpu };
         let n = model.config.n_decoder_layers;
         let kv = |prefix: &str| -> Vec<String> {
-            (0..n)
-                .flat_map(|i| [format!("{prefix}_k_{i}"), format!("{prefix}_v_{i}")])
-                .collect()
+            (0..n).flat_map(|i| [format!("{prefix}_k_{i}"), format!("{prefix}_v_{i}")]).collect()
         };
         Ok(WhisperOnnx {
             encoder,
@@ -221,12 +207,7 @@ impl WhisperOnnx {
 
     /// Feeds `tokens` after what `cache` holds; returns the logits that
     /// predict the token after the last one, and extends the cache.
-    pub fn decode(
-        &mut self,
-        tokens: &[u32],
-        cache: &mut KvCache,
-        window: &EncodedWindow,
-    ) -> Result<Vec<f32>, ModelError> {
+    pub fn decode(&mut self, tokens: &[u32], cache: &mut KvCache, window: &EncodedWindow) -> Result<Vec<f32>, ModelError> {
         let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
         let tokens_t = TensorRef::from_array_view(([1usize, ids.len()], &ids[..]))?;
         let mut inputs: Vec<(std::borrow::Cow<'_, str>, SessionInputValue<'_>)> =

@@ -61,9 +61,7 @@ pub fn split_by_timestamps(
     let pos = |t: u32| (t - timestamp_begin) as usize;
     let n = tokens.len();
     let single_timestamp_ending = n >= 2 && !is_ts(tokens[n - 2]) && is_ts(tokens[n - 1]);
-    let consecutive: Vec<usize> = (1..n)
-        .filter(|&i| is_ts(tokens[i]) && is_ts(tokens[i - 1]))
-        .collect();
+    let consecutive: Vec<usize> = (1..n).filter(|&i| is_ts(tokens[i]) && is_ts(tokens[i - 1])).collect();
     let mut out = Vec::new();
     if !consecutive.is_empty() {
         let mut slices = consecutive;
@@ -94,11 +92,7 @@ pub fn split_by_timestamps(
                 duration = pos(last_ts) as f64 * TIME_PRECISION;
             }
         }
-        out.push(RawSegment {
-            start: time_offset,
-            end: time_offset + duration,
-            tokens: tokens.to_vec(),
-        });
+        out.push(RawSegment { start: time_offset, end: time_offset + duration, tokens: tokens.to_vec() });
         (out, seek + segment_size)
     }
 }
@@ -137,8 +131,7 @@ pub fn transcribe_features(
         let time_offset = seek as f64 * SECONDS_PER_FRAME;
         let segment_size = N_FRAMES.min(content_frames - seek);
         let segment_duration = segment_size as f64 * SECONDS_PER_FRAME;
-        let window_samples = &samples
-            [(seek * HOP).min(samples.len())..((seek + segment_size) * HOP).min(samples.len())];
+        let window_samples = &samples[(seek * HOP).min(samples.len())..((seek + segment_size) * HOP).min(samples.len())];
         let peak = window_samples.iter().fold(0.0f32, |m, x| m.max(x.abs()));
         if peak < loop_opts.silence_peak {
             seek += segment_size;
@@ -182,9 +175,7 @@ pub fn transcribe_features(
         );
         seek = next_seek;
         for r in raw {
-            let text = tok.decode(&r.tokens).map_err(|e| {
-                ModelError::Runtime(crate::runtime::RuntimeError::Ort(e.to_string()))
-            })?;
+            let text = tok.decode(&r.tokens).map_err(|e| ModelError::Runtime(crate::runtime::RuntimeError::Ort(e.to_string())))?;
             // as faster-whisper, plus: a segment without a single letter or
             // digit (". . ." on noise) carries no words and is dropped
             if r.start == r.end || !text.chars().any(char::is_alphanumeric) {
@@ -203,9 +194,7 @@ pub fn transcribe_features(
                 compression_ratio: result.compression_ratio,
             });
         }
-        if !loop_opts.condition_on_previous_text
-            || result.temperature > loop_opts.prompt_reset_on_temperature
-        {
+        if !loop_opts.condition_on_previous_text || result.temperature > loop_opts.prompt_reset_on_temperature {
             prompt_reset_since = all_tokens.len();
         }
     }
