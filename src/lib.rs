@@ -11,6 +11,8 @@ pub mod api;
 pub mod audio;
 pub mod config;
 pub mod diarize;
+pub mod eval;
+pub mod local;
 pub mod registry;
 pub mod runtime;
 pub mod text;

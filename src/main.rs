@@ -11,11 +11,7 @@ use colloquy::whisper::{Transcript, WhisperEngine};
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(
-    name = "colloquy",
-    version,
-    about = "Speaker-attributed transcription on ONNX Runtime"
-)]
+#[command(name = "colloquy", version, about = "Speaker-attributed transcription on ONNX Runtime")]
 struct Cli {
     /// Configuration file laid over config/default.toml (also: COLLOQUY_CONFIG).
     #[arg(long, global = true, env = "COLLOQUY_CONFIG")]
@@ -50,6 +46,33 @@ struct SpeakerArgs {
     max_speakers: Option<usize>,
 }
 
+/// Whisper settings a command line may override, shared by `transcribe` and `eval`.
+#[derive(Args, Clone)]
+struct WhisperArgs {
+    /// Whisper model (overrides whisper.model): tiny.en or base.
+    #[arg(long)]
+    model: Option<String>,
+    /// fp32 or int8 (overrides whisper.precision).
+    #[arg(long)]
+    precision: Option<String>,
+    /// Language code or "auto" (overrides whisper.language).
+    #[arg(long)]
+    language: Option<String>,
+}
+
+impl WhisperArgs {
+    /// The configuration (file, environment) with these overrides laid over it.
+    fn config(&self, file: Option<&std::path::Path>) -> anyhow::Result<Config> {
+        let mut env: Vec<(String, String)> = std::env::vars().collect();
+        for (key, v) in [("MODEL", &self.model), ("PRECISION", &self.precision), ("LANGUAGE", &self.language)] {
+            if let Some(v) = v {
+                env.push((format!("COLLOQUY__WHISPER__{key}"), format!("\"{v}\"")));
+            }
+        }
+        Ok(Config::load_with_env(file, env)?)
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve the REST API (server.bind:server.port): uploads run through the
@@ -69,21 +92,50 @@ enum Command {
         files: Vec<PathBuf>,
         #[arg(long, value_enum, default_value = "txt")]
         format: Format,
-        /// Whisper model (overrides whisper.model): tiny.en or base.
-        #[arg(long)]
-        model: Option<String>,
-        /// fp32 or int8 (overrides whisper.precision).
-        #[arg(long)]
-        precision: Option<String>,
-        /// Language code or "auto" (overrides whisper.language).
-        #[arg(long)]
-        language: Option<String>,
+        #[command(flatten)]
+        whisper: WhisperArgs,
         #[command(flatten)]
         speakers: SpeakerArgs,
         /// Whisper alone, without the pipeline and speakers (per-file Whisper
         /// timings; what the bench compares with faster-whisper).
         #[arg(long, conflicts_with_all = ["num_speakers", "min_speakers", "max_speakers"])]
         whisper_only: bool,
+    },
+    /// Run the whole pipeline over a test set and score it: WER (words
+    /// normalised: case, punctuation, numbers), DER (collar 0.25 s), speed
+    /// and peak memory per file and in total; prints a table and writes a
+    /// JSON report.
+    ///
+    /// e.g. colloquy eval --manifest ../shared/data/asr_manifest.tsv
+    ///   --rttm ../shared/data/synthetic/conv1.rttm
+    ///   --rttm ../shared/data/diarization/ami.rttm --uem ../shared/data/diarization/ami.uem
+    Eval {
+        /// Tab-separated manifest with columns id, path (relative to the
+        /// manifest) and reference (text); repeatable.
+        #[arg(long)]
+        manifest: Vec<PathBuf>,
+        /// Only the manifest rows whose `group` column is this.
+        #[arg(long)]
+        group: Option<String>,
+        /// RTTM reference turns; a file id matches a manifest row by id or by
+        /// audio file stem, or else names audio beside the RTTM (<id>.wav); repeatable.
+        #[arg(long)]
+        rttm: Vec<PathBuf>,
+        /// UEM scored regions for DER; repeatable.
+        #[arg(long)]
+        uem: Vec<PathBuf>,
+        /// Give each job the reference's number of speakers (default: auto).
+        #[arg(long)]
+        oracle_speakers: bool,
+        /// Jobs submitted at once (1: one after another, per-file wall time
+        /// is the job's own; N: throughput, total wall = first submission to last result).
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        /// Where the JSON report goes.
+        #[arg(long, default_value = "eval-report.json")]
+        report: PathBuf,
+        #[command(flatten)]
+        whisper: WhisperArgs,
     },
     /// Who spoke when: speaker turns of an audio file.
     Diarize {
@@ -102,8 +154,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("COLLOQUY_LOG")
-                .unwrap_or_else(|_| default_filter.into()),
+            tracing_subscriber::EnvFilter::try_from_env("COLLOQUY_LOG").unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -129,57 +180,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             serve(config)
         }
-        Command::Transcribe {
-            files,
-            format,
-            model,
-            precision,
-            language,
-            speakers,
-            whisper_only,
-        } => {
-            let mut env: Vec<(String, String)> = std::env::vars().collect();
-            let mut set = |key: &str, v: Option<String>| {
-                if let Some(v) = v {
-                    env.push((format!("COLLOQUY__WHISPER__{key}"), format!("\"{v}\"")));
-                }
-            };
-            set("MODEL", model);
-            set("PRECISION", precision);
-            set("LANGUAGE", language);
-            let config = Config::load_with_env(cli.config.as_deref(), env)?;
+        Command::Transcribe { files, format, whisper, speakers, whisper_only } => {
+            let config = whisper.config(cli.config.as_deref())?;
             if whisper_only {
                 transcribe(&config, &files, format)
             } else {
-                let SpeakerArgs {
-                    num_speakers,
-                    min_speakers,
-                    max_speakers,
-                } = speakers;
-                let options = colloquy::registry::JobOptions {
-                    num_speakers,
-                    min_speakers,
-                    max_speakers,
-                };
+                let SpeakerArgs { num_speakers, min_speakers, max_speakers } = speakers;
+                let options = colloquy::registry::JobOptions { num_speakers, min_speakers, max_speakers };
                 transcribe_pipeline(config, &files, format, options)
             }
         }
-        Command::Diarize {
-            file,
-            format,
-            speakers,
-        } => {
+        Command::Eval { manifest, group, rttm, uem, oracle_speakers, jobs, report, whisper } => {
+            let config = whisper.config(cli.config.as_deref())?;
+            let mut items = Vec::new();
+            for m in &manifest {
+                items.extend(colloquy::eval::read_manifest(m, group.as_deref())?);
+            }
+            for r in &rttm {
+                colloquy::eval::attach_rttm(&mut items, r)?;
+            }
+            for u in &uem {
+                colloquy::eval::attach_uem(&mut items, u)?;
+            }
+            if items.is_empty() {
+                anyhow::bail!("nothing to evaluate: give --manifest and/or --rttm (see colloquy eval --help)");
+            }
+            let dup = colloquy::eval::duplicate_ids(&items);
+            if !dup.is_empty() {
+                anyhow::bail!("ids given more than once: {}", dup.join(", "));
+            }
+            eval(config, items, oracle_speakers, jobs.max(1), &report)
+        }
+        Command::Diarize { file, format, speakers } => {
             let config = Config::load(cli.config.as_deref())?;
-            let SpeakerArgs {
-                num_speakers,
-                min_speakers,
-                max_speakers,
-            } = speakers;
-            let bounds = colloquy::diarize::SpeakerBounds {
-                num_speakers,
-                min_speakers,
-                max_speakers,
-            };
+            let SpeakerArgs { num_speakers, min_speakers, max_speakers } = speakers;
+            let bounds = colloquy::diarize::SpeakerBounds { num_speakers, min_speakers, max_speakers };
             diarize(&config, &file, format, bounds)
         }
     }
@@ -206,11 +241,8 @@ fn diarize(
 ) -> anyhow::Result<()> {
     let mut engine = colloquy::diarize::DiarizationEngine::load(config)?;
     let t0 = Instant::now();
-    let audio =
-        colloquy::audio::load_16k_mono(path).with_context(|| format!("{}", path.display()))?;
-    let d = engine
-        .diarize(&audio.samples, bounds)
-        .with_context(|| format!("{}", path.display()))?;
+    let audio = colloquy::audio::load_16k_mono(path).with_context(|| format!("{}", path.display()))?;
+    let d = engine.diarize(&audio.samples, bounds).with_context(|| format!("{}", path.display()))?;
     let wall = t0.elapsed().as_secs_f64();
     match format {
         DiarizeFormat::Rttm => {
@@ -240,92 +272,109 @@ fn diarize(
     Ok(())
 }
 
-/// A private storage folder for one CLI run, removed when dropped.
-struct ScratchStorage(PathBuf);
-
-impl Drop for ScratchStorage {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+fn eval(
+    mut config: Config,
+    items: Vec<colloquy::eval::EvalItem>,
+    oracle_speakers: bool,
+    jobs: usize,
+    report_path: &std::path::Path,
+) -> anyhow::Result<()> {
+    use colloquy::eval::{peak_rss_mb, reset_peak_rss, score, table, totals, EvalReport};
+    for item in &items {
+        if !item.audio.is_file() {
+            anyhow::bail!("{}: no such file", item.audio.display());
+        }
     }
+    config.pipeline.max_active_jobs = jobs;
+    let engines = colloquy::actors::pipeline::Engines::load(&config)?;
+    let device = engines.devices().transcriber.to_string();
+    let (whisper_model, whisper_precision) =
+        (config.whisper.model.clone(), config.whisper.precision_name().to_string());
+    let options = |item: &colloquy::eval::EvalItem| colloquy::registry::JobOptions {
+        num_speakers: if oracle_speakers { item.reference_speakers() } else { None },
+        ..Default::default()
+    };
+    let (files, wall) = actix_rt::System::new().block_on(async {
+        let runner = colloquy::local::LocalRunner::start(config, engines, items.len()).await?;
+        let mut files = Vec::new();
+        let mut wall = 0.0;
+        if jobs == 1 {
+            for item in &items {
+                reset_peak_rss();
+                let id = runner.submit(&item.audio, options(item)).await?;
+                let done = runner.wait(id).await.with_context(|| item.audio.display().to_string())?;
+                let mut r = score(item, &done.result, done.wall_seconds(), peak_rss_mb());
+                r.num_speakers_hint = options(item).num_speakers;
+                eprintln!("{}: {:.1}x", item.id, r.speed);
+                wall += r.wall_seconds;
+                files.push(r);
+            }
+        } else {
+            reset_peak_rss();
+            let mut ids = Vec::new();
+            for item in &items {
+                ids.push(runner.submit(&item.audio, options(item)).await?);
+            }
+            let (mut first, mut last) = (None, None);
+            for (item, id) in items.iter().zip(ids) {
+                let done = runner.wait(id).await.with_context(|| item.audio.display().to_string())?;
+                first = first.min(Some(done.job.created_at)).or(Some(done.job.created_at));
+                last = last.max(done.job.finished_at);
+                let mut r = score(item, &done.result, done.wall_seconds(), None);
+                r.num_speakers_hint = options(item).num_speakers;
+                files.push(r);
+            }
+            if let (Some(a), Some(b)) = (first, last) {
+                wall = (b - a).num_microseconds().unwrap_or(0) as f64 / 1e6;
+            }
+        }
+        Ok::<_, anyhow::Error>((files, wall))
+    })?;
+    let mut totals = totals(&files, wall);
+    if jobs > 1 {
+        totals.peak_rss_mb = peak_rss_mb();
+    }
+    let report = EvalReport {
+        whisper_model,
+        whisper_precision,
+        device,
+        jobs_at_once: jobs,
+        der_collar: colloquy::eval::DER_COLLAR,
+        files,
+        totals,
+    };
+    print!("{}", table(&report));
+    if let Some(dir) = report_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = report_path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&report)?)?;
+    std::fs::rename(&tmp, report_path)?;
+    eprintln!("report: {}", report_path.display());
+    Ok(())
 }
 
-/// `colloquy transcribe`: the files go through the same actor pipeline as
-/// uploads (registry on a private scratch storage, all files submitted at
-/// once so they overlap across stages); each result is printed in file order.
 fn transcribe_pipeline(
-    mut config: Config,
+    config: Config,
     files: &[PathBuf],
     format: Format,
     options: colloquy::registry::JobOptions,
 ) -> anyhow::Result<()> {
-    use colloquy::registry::{CreateJob, GetJob, JobStatus};
     for f in files {
         if !f.is_file() {
             anyhow::bail!("{}: no such file", f.display());
         }
     }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let scratch = ScratchStorage(
-        std::env::temp_dir().join(format!("colloquy-cli-{}-{nanos}", std::process::id())),
-    );
-    config.server.storage_dir = scratch.0.display().to_string();
-    // more queued jobs than files is never needed
-    config.server.max_queued_jobs = config.server.max_queued_jobs.max(files.len());
     let engines = colloquy::actors::pipeline::Engines::load(&config)?;
     let outputs: Vec<serde_json::Value> = actix_rt::System::new().block_on(async {
-        let (state, _pipeline) = colloquy::api::start_engine(&config, engines).await?;
+        let runner = colloquy::local::LocalRunner::start(config, engines, files.len()).await?;
         let mut ids = Vec::new();
         for path in files {
-            let id = uuid::Uuid::new_v4();
-            let dir = state.storage.temp_dir(id);
-            std::fs::create_dir_all(&dir)?;
-            let ext = path
-                .extension()
-                .and_then(|e| e.to_str())
-                .unwrap_or("bin")
-                .to_ascii_lowercase();
-            let audio_file = format!("audio.{ext}");
-            if std::fs::hard_link(path, dir.join(&audio_file)).is_err() {
-                std::fs::copy(path, dir.join(&audio_file))
-                    .with_context(|| format!("{}", path.display()))?;
-            }
-            let filename = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("audio")
-                .to_string();
-            state
-                .registry
-                .send(CreateJob {
-                    id,
-                    filename,
-                    audio_file,
-                    options: options.clone(),
-                })
-                .await??;
-            ids.push(id);
+            ids.push(runner.submit(path, options.clone()).await?);
         }
         let mut outputs = Vec::new();
         for (path, id) in files.iter().zip(ids) {
-            let job = loop {
-                match state.registry.send(GetJob(id)).await?? {
-                    Some(job) if job.status.is_finished() => break job,
-                    Some(_) => actix_rt::time::sleep(std::time::Duration::from_millis(20)).await,
-                    None => anyhow::bail!("{}: the job disappeared", path.display()),
-                }
-            };
-            if job.status != JobStatus::Completed {
-                anyhow::bail!(
-                    "{}: {}",
-                    path.display(),
-                    job.error
-                        .unwrap_or_else(|| "the job did not complete".into())
-                );
-            }
-            let text = std::fs::read(state.storage.result_path(id))?;
-            let mut v: serde_json::Value = serde_json::from_slice(&text)?;
+            let mut v = runner.wait(id).await.with_context(|| format!("{}", path.display()))?.result;
             v["file"] = json!(path.display().to_string());
             outputs.push(v);
         }
@@ -350,7 +399,6 @@ fn transcribe_pipeline(
             }
         }
     }
-    drop(scratch);
     Ok(())
 }
 
@@ -360,12 +408,9 @@ fn transcribe(config: &Config, files: &[PathBuf], format: Format) -> anyhow::Res
     let load_s = t_load.elapsed().as_secs_f64();
     for path in files {
         let t0 = Instant::now();
-        let audio =
-            colloquy::audio::load_16k_mono(path).with_context(|| format!("{}", path.display()))?;
+        let audio = colloquy::audio::load_16k_mono(path).with_context(|| format!("{}", path.display()))?;
         let decode_s = t0.elapsed().as_secs_f64();
-        let transcript = engine
-            .transcribe(&audio.samples)
-            .with_context(|| format!("{}", path.display()))?;
+        let transcript = engine.transcribe(&audio.samples).with_context(|| format!("{}", path.display()))?;
         let wall = t0.elapsed().as_secs_f64();
         match format {
             Format::Txt => print_txt(&transcript, files.len() > 1, path),
@@ -405,22 +450,11 @@ fn print_txt(t: &Transcript, with_name: bool, path: &std::path::Path) {
         println!("# {}", path.display());
     }
     for s in &t.segments {
-        println!(
-            "[{} --> {}] {}",
-            clock(s.start),
-            clock(s.end),
-            s.text.trim()
-        );
+        println!("[{} --> {}] {}", clock(s.start), clock(s.end), s.text.trim());
     }
 }
 
 fn clock(t: f64) -> String {
     let ms = (t * 1000.0).round() as u64;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        ms / 3_600_000,
-        ms / 60_000 % 60,
-        ms / 1000 % 60,
-        ms % 1000
-    )
+    format!("{:02}:{:02}:{:02}.{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
 }

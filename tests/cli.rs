@@ -120,3 +120,67 @@ fn transcribe_conv1_finds_two_speakers() {
     );
     assert!(errs.wer() <= 0.05, "WER {:.3}: {}", errs.wer(), v["full_text"]);
 }
+
+#[test]
+fn eval_scores_wer_der_speed_and_memory_on_the_projects_own_clips() {
+    if config().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("colloquy-eval-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let report = dir.join("report.json");
+    let out = colloquy()
+        .args(["eval", "--manifest"])
+        .arg(repo_path("tests/data/eval_manifest.tsv"))
+        .arg("--rttm")
+        .arg(repo_path("tests/data/two_voices.rttm"))
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.lines().any(|l| l.starts_with("TOTAL")), "{table}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert!(!dir.join("report.json.tmp").exists());
+    let files = r["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2, "{r}");
+    let speech = files.iter().find(|f| f["id"] == "speech_en").unwrap();
+    assert!(speech["der"].is_null(), "no RTTM for this clip: {speech}");
+    assert!(speech["wer"].as_f64().unwrap() <= 0.10, "{speech}");
+    let two = files.iter().find(|f| f["id"] == "two_voices").unwrap();
+    // measured: WER 11.9% (tiny.en on espeak voices), DER 3.0%, 2 speakers without a hint
+    assert_eq!(two["speakers_found"], 2, "{two}");
+    assert_eq!(two["speakers_reference"], 2, "{two}");
+    assert!(two["der"].as_f64().unwrap() <= 0.10, "{two}");
+    assert!(two["wer"].as_f64().unwrap() <= 0.20, "{two}");
+    for f in files {
+        assert!(f["speed"].as_f64().unwrap() > 1.0, "{f}");
+        assert!(f["peak_rss_mb"].as_f64().unwrap() > 50.0, "{f}");
+        assert!(f["stage_seconds"]["stages"]["transcription"].as_f64().is_some(), "{f}");
+    }
+    let t = &r["totals"];
+    assert!((t["audio_seconds"].as_f64().unwrap() - 40.2).abs() < 0.5, "{t}");
+    assert!(t["wer"].as_f64().unwrap() <= 0.15, "{t}");
+    assert_eq!(t["word_errors"]["reference_words"], 28 + 67, "{t}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn eval_explains_a_bad_manifest_and_a_missing_recording() {
+    let dir = std::env::temp_dir().join(format!("colloquy-eval-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("m.tsv"), "name\tfile\nx\tx.wav\n").unwrap();
+    let out = colloquy().args(["eval", "--manifest"]).arg(dir.join("m.tsv")).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("id, path and reference"), "{err}");
+    std::fs::write(dir.join("m.tsv"), "id\tpath\treference\nx\tmissing.wav\thello\n").unwrap();
+    let out = colloquy().args(["eval", "--manifest"]).arg(dir.join("m.tsv")).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing.wav: no such file"), "{err}");
+    let out = colloquy().args(["eval"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to evaluate"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,396 @@
+//! `colloquy eval`: what to score and how. Plain functions: reading the
+//! test set (a TSV manifest of recordings with reference text, RTTM files
+//! with reference turns, UEM files with scored regions), scoring one
+//! pipeline result (WER on normalised words, DER with a collar), the totals
+//! and the printed table. Running the jobs is `main.rs`'s (through
+//! [`crate::local::LocalRunner`]).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::diarize::der::{der, DerBreakdown};
+use crate::diarize::rttm::{parse_rttm, parse_uem, Turn};
+use crate::text::{word_errors, WordErrors};
+
+/// Collar (seconds) around reference turn boundaries left out of DER.
+pub const DER_COLLAR: f64 = 0.25;
+
+/// One recording to run and what to score it against.
+#[derive(Debug, Clone)]
+pub struct EvalItem {
+    pub id: String,
+    pub audio: PathBuf,
+    pub reference_text: Option<String>,
+    pub reference_turns: Option<Vec<Turn>>,
+    pub uem: Option<Vec<(f64, f64)>>,
+}
+
+impl EvalItem {
+    /// Distinct speakers of the reference turns.
+    pub fn reference_speakers(&self) -> Option<usize> {
+        self.reference_turns.as_ref().map(|t| crate::align::count_speakers(t))
+    }
+}
+
+/// Rows of a tab-separated manifest with a header naming at least `id`,
+/// `path` (relative to the manifest's folder) and `reference`; with `group`,
+/// only rows whose `group` column equals it.
+pub fn read_manifest(path: &Path, group: Option<&str>) -> anyhow::Result<Vec<EvalItem>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split('\t').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let (Some(id), Some(audio), Some(reference)) = (col("id"), col("path"), col("reference")) else {
+        bail!("{}: the header must name the columns id, path and reference (tab-separated)", path.display());
+    };
+    let group_col = col("group");
+    if group.is_some() && group_col.is_none() {
+        bail!("{}: --group given but the manifest has no group column", path.display());
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut items = Vec::new();
+    for (n, line) in lines.enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split('\t').collect();
+        let get = |i: usize| {
+            f.get(i)
+                .copied()
+                .with_context(|| format!("{} line {}: fewer columns than the header", path.display(), n + 2))
+        };
+        if let (Some(want), Some(g)) = (group, group_col) {
+            if get(g)? != want {
+                continue;
+            }
+        }
+        items.push(EvalItem {
+            id: get(id)?.to_string(),
+            audio: dir.join(get(audio)?),
+            reference_text: Some(get(reference)?.to_string()),
+            reference_turns: None,
+            uem: None,
+        });
+    }
+    Ok(items)
+}
+
+/// Adds the reference turns of an RTTM file: to the items whose id or audio
+/// file stem is the RTTM file id, and as new items (audio `<id>.wav`,
+/// `.flac`, `.mp3` or `.ogg` beside the RTTM file) for ids no item has.
+pub fn attach_rttm(items: &mut Vec<EvalItem>, rttm: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(rttm).with_context(|| format!("{}", rttm.display()))?;
+    let refs = parse_rttm(&text).with_context(|| format!("{}", rttm.display()))?;
+    let dir = rttm.parent().unwrap_or(Path::new("."));
+    for (uri, turns) in refs {
+        let mut found = false;
+        for item in items.iter_mut() {
+            let stem = item.audio.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            if item.id == uri || stem == uri {
+                item.reference_turns = Some(turns.clone());
+                found = true;
+            }
+        }
+        if found {
+            continue;
+        }
+        let audio = ["wav", "flac", "mp3", "ogg"]
+            .iter()
+            .map(|ext| dir.join(format!("{uri}.{ext}")))
+            .find(|p| p.is_file())
+            .with_context(|| format!("{}: no audio file {uri}.wav (.flac, .mp3, .ogg) beside it", rttm.display()))?;
+        items.push(EvalItem { id: uri, audio, reference_text: None, reference_turns: Some(turns), uem: None });
+    }
+    Ok(())
+}
+
+/// Scored regions from a UEM file, for the items whose id or audio stem it names.
+pub fn attach_uem(items: &mut [EvalItem], uem: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(uem).with_context(|| format!("{}", uem.display()))?;
+    let regions = parse_uem(&text).with_context(|| format!("{}", uem.display()))?;
+    for item in items.iter_mut() {
+        let stem = item.audio.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        if let Some(r) = regions.get(&item.id).or_else(|| regions.get(stem)) {
+            item.uem = Some(r.clone());
+        }
+    }
+    Ok(())
+}
+
+/// One recording's scores and costs.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    pub id: String,
+    pub file: String,
+    pub audio_seconds: f64,
+    /// Submission to stored result (model loading excluded).
+    pub wall_seconds: f64,
+    /// Audio seconds per wall second.
+    pub speed: f64,
+    /// Highest resident memory of the process while this job ran (MB).
+    pub peak_rss_mb: Option<f64>,
+    pub wer: Option<f64>,
+    pub word_errors: Option<WordErrors>,
+    pub der: Option<f64>,
+    pub der_breakdown: Option<DerBreakdown>,
+    pub speakers_found: usize,
+    pub speakers_reference: Option<usize>,
+    /// Hint given to the job (with --oracle-speakers).
+    pub num_speakers_hint: Option<usize>,
+    /// Seconds per stage, as the result's performance_metrics gives them.
+    pub stage_seconds: Value,
+    pub hypothesis: String,
+}
+
+/// Scores a job's result (the JSON of `GET /api/results/{id}`) against `item`.
+pub fn score(item: &EvalItem, result: &Value, wall_seconds: f64, peak_rss_mb: Option<f64>) -> FileReport {
+    let hypothesis = result["full_text"].as_str().unwrap_or_default().trim().to_string();
+    let audio_seconds = result["duration"].as_f64().unwrap_or(0.0);
+    let errors = item.reference_text.as_deref().map(|r| word_errors(r, &hypothesis));
+    let turns: Vec<Turn> = serde_json::from_value(result["speaker_turns"].clone()).unwrap_or_default();
+    let breakdown = item.reference_turns.as_deref().map(|r| der(r, &turns, item.uem.as_deref(), DER_COLLAR));
+    FileReport {
+        id: item.id.clone(),
+        file: item.audio.display().to_string(),
+        audio_seconds,
+        wall_seconds,
+        speed: if wall_seconds > 0.0 { audio_seconds / wall_seconds } else { 0.0 },
+        peak_rss_mb,
+        wer: errors.map(|e| e.wer()),
+        word_errors: errors,
+        der: breakdown.map(|b| b.der()),
+        der_breakdown: breakdown,
+        speakers_found: crate::align::count_speakers(&turns),
+        speakers_reference: item.reference_speakers(),
+        num_speakers_hint: None,
+        stage_seconds: result["performance_metrics"].clone(),
+        hypothesis,
+    }
+}
+
+/// Sums over all files: WER over all reference words, DER over all scored speech.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    pub files: usize,
+    pub audio_seconds: f64,
+    /// Sum of the files' wall seconds (jobs one at a time), or first
+    /// submission to last result (jobs at once).
+    pub wall_seconds: f64,
+    pub speed: f64,
+    pub wer: Option<f64>,
+    pub word_errors: Option<WordErrors>,
+    pub der: Option<f64>,
+    pub der_breakdown: Option<DerBreakdown>,
+    pub peak_rss_mb: Option<f64>,
+}
+
+pub fn totals(files: &[FileReport], wall_seconds: f64) -> Totals {
+    let mut t = Totals { files: files.len(), wall_seconds, ..Default::default() };
+    for f in files {
+        t.audio_seconds += f.audio_seconds;
+        if let Some(e) = f.word_errors {
+            t.word_errors.get_or_insert_with(WordErrors::default).add(e);
+        }
+        if let Some(b) = f.der_breakdown {
+            t.der_breakdown.get_or_insert_with(DerBreakdown::default).add(b);
+        }
+        if let Some(m) = f.peak_rss_mb {
+            t.peak_rss_mb = Some(t.peak_rss_mb.map_or(m, |p: f64| p.max(m)));
+        }
+    }
+    t.speed = if wall_seconds > 0.0 { t.audio_seconds / wall_seconds } else { 0.0 };
+    t.wer = t.word_errors.map(|e| e.wer());
+    t.der = t.der_breakdown.map(|b| b.der());
+    t
+}
+
+/// The report `colloquy eval --report` writes.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub whisper_model: String,
+    pub whisper_precision: String,
+    pub device: String,
+    /// Jobs in the pipeline at once (1: one after another).
+    pub jobs_at_once: usize,
+    pub der_collar: f64,
+    pub files: Vec<FileReport>,
+    pub totals: Totals,
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{:.1}%", 100.0 * v))
+}
+
+/// The human-readable table of a report.
+pub fn table(report: &EvalReport) -> String {
+    let mut out = String::new();
+    let w = report.files.iter().map(|f| f.id.len()).max().unwrap_or(4).max(5);
+    let _ = writeln!(
+        out,
+        "{:<w$}  {:>7}  {:>7}  {:>6}  {:>6}  {:>6}  {:>9}  {:>7}",
+        "file", "audio s", "wall s", "speed", "WER", "DER", "speakers", "peak MB"
+    );
+    let mb = |m: Option<f64>| m.map_or("-".into(), |m| format!("{m:.0}"));
+    for f in &report.files {
+        let spk = match f.speakers_reference {
+            Some(r) => format!("{} ({r})", f.speakers_found),
+            None => f.speakers_found.to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<w$}  {:>7.2}  {:>7.2}  {:>5.1}x  {:>6}  {:>6}  {:>9}  {:>7}",
+            f.id,
+            f.audio_seconds,
+            f.wall_seconds,
+            f.speed,
+            pct(f.wer),
+            pct(f.der),
+            spk,
+            mb(f.peak_rss_mb)
+        );
+    }
+    let t = &report.totals;
+    let _ = writeln!(
+        out,
+        "{:<w$}  {:>7.2}  {:>7.2}  {:>5.1}x  {:>6}  {:>6}  {:>9}  {:>7}",
+        "TOTAL",
+        t.audio_seconds,
+        t.wall_seconds,
+        t.speed,
+        pct(t.wer),
+        pct(t.der),
+        "",
+        mb(t.peak_rss_mb)
+    );
+    let _ = writeln!(
+        out,
+        "whisper {} {} on {}; {} job(s) at once; WER on normalised words (case, punctuation, numbers); DER collar {} s; speakers: found (reference)",
+        report.whisper_model, report.whisper_precision, report.device, report.jobs_at_once, report.der_collar
+    );
+    out
+}
+
+/// Resets the process's peak resident memory (Linux: /proc/self/clear_refs),
+/// so that [`peak_rss_mb`] then reports the peak from now on.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak resident memory of this process in MB (Linux: VmHWM), if known.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Items per id, to report ids given twice.
+pub fn duplicate_ids(items: &[EvalItem]) -> Vec<String> {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for i in items {
+        *seen.entry(&i.id).or_default() += 1;
+    }
+    seen.into_iter().filter(|(_, n)| *n > 1).map(|(id, _)| id.to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("colloquy-eval-test-{}-{}", std::process::id(), rand_suffix()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn rand_suffix() -> u128 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    }
+
+    #[test]
+    fn manifest_rttm_and_uem_come_together() {
+        let d = dir();
+        std::fs::write(
+            d.join("m.tsv"),
+            "id\tpath\tgroup\treference\na\tx/a.wav\tsingle\tHello there.\nb\tconv.wav\tconversation\tOne two.\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("r.rttm"), "SPEAKER conv 1 0.0 1.0 <NA> <NA> s1 <NA> <NA>\nSPEAKER other 1 0.0 2.0 <NA> <NA> s2 <NA> <NA>\nSPEAKER other 1 2.0 1.0 <NA> <NA> s3 <NA> <NA>\n").unwrap();
+        std::fs::write(d.join("other.flac"), b"").unwrap();
+        std::fs::write(d.join("u.uem"), "other NA 0.5 2.5\n").unwrap();
+        let mut items = read_manifest(&d.join("m.tsv"), None).unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].audio, d.join("x/a.wav"));
+        assert_eq!(read_manifest(&d.join("m.tsv"), Some("single")).unwrap().len(), 1);
+        attach_rttm(&mut items, &d.join("r.rttm")).unwrap();
+        attach_uem(&mut items, &d.join("u.uem")).unwrap();
+        assert_eq!(items.len(), 3);
+        // conv matched by the audio's file stem
+        assert_eq!(items[1].reference_speakers(), Some(1));
+        assert_eq!(items[2].id, "other");
+        assert_eq!(items[2].audio, d.join("other.flac"));
+        assert_eq!(items[2].reference_speakers(), Some(2));
+        assert_eq!(items[2].uem.as_deref(), Some(&[(0.5, 2.5)][..]));
+        assert!(items[2].reference_text.is_none());
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_manifest_without_the_needed_columns_is_refused() {
+        let d = dir();
+        std::fs::write(d.join("m.tsv"), "name\tfile\na\tb.wav\n").unwrap();
+        let e = read_manifest(&d.join("m.tsv"), None).unwrap_err().to_string();
+        assert!(e.contains("id, path and reference"), "{e}");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn scores_and_totals() {
+        let item = EvalItem {
+            id: "c".into(),
+            audio: "c.wav".into(),
+            reference_text: Some("Travel costs went up by ten percent.".into()),
+            reference_turns: Some(vec![
+                Turn { speaker: "a".into(), start: 0.0, end: 4.0 },
+                Turn { speaker: "b".into(), start: 4.0, end: 8.0 },
+            ]),
+            uem: None,
+        };
+        let result = serde_json::json!({
+            "full_text": " Travel costs went up by 10%.",
+            "duration": 8.0,
+            "speaker_turns": [
+                {"speaker": "SPEAKER_00", "start": 0.0, "end": 5.0},
+                {"speaker": "SPEAKER_01", "start": 5.0, "end": 8.0}
+            ],
+            "performance_metrics": {"total_seconds": 0.5}
+        });
+        let r = score(&item, &result, 0.5, Some(100.0));
+        assert_eq!(r.wer, Some(0.0));
+        assert_eq!(r.speakers_found, 2);
+        assert_eq!(r.speakers_reference, Some(2));
+        assert_eq!(r.speed, 16.0);
+        // collars take 0-0.25, 3.75-4.25 and 7.75-8 out: 7 s scored; 4.25-5 s confused
+        let b = r.der_breakdown.unwrap();
+        assert!((b.total - 7.0).abs() < 1e-9, "{b:?}");
+        assert!((b.confusion - 0.75).abs() < 1e-9, "{b:?}");
+        let t = totals(&[r.clone(), r], 2.0);
+        assert_eq!(t.files, 2);
+        assert_eq!(t.speed, 8.0);
+        assert_eq!(t.wer, Some(0.0));
+        assert!((t.der.unwrap() - 0.75 / 7.0).abs() < 1e-9);
+        assert_eq!(t.peak_rss_mb, Some(100.0));
+    }
+
+    #[test]
+    fn peak_rss_is_read() {
+        reset_peak_rss();
+        let m = peak_rss_mb().expect("VmHWM on Linux");
+        assert!(m > 1.0, "{m}");
+    }
+}

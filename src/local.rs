@@ -1,0 +1,106 @@
+//! Local files through the engine, without HTTP: what `colloquy transcribe`,
+//! `colloquy eval` and the pipeline bench use.
+//!
+//! Jobs take the same way as uploads (JobRegistry -> actor pipeline ->
+//! result file), in a scratch storage folder of their own that is removed
+//! when the runner is dropped. Must run inside an actix `System`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::actors::pipeline::{Engines, Pipeline};
+use crate::actors::stage::CountersSnapshot;
+use crate::api::{start_engine, AppState};
+use crate::config::Config;
+use crate::registry::{CreateJob, GetJob, Job, JobOptions, JobStatus};
+
+/// A finished job: its record (with `created_at` / `finished_at`) and result.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub job: Job,
+    pub result: Value,
+}
+
+impl Finished {
+    /// Seconds from submission to the stored result.
+    pub fn wall_seconds(&self) -> f64 {
+        let end = self.job.finished_at.unwrap_or(self.job.updated_at);
+        (end - self.job.created_at).num_microseconds().unwrap_or(0) as f64 / 1e6
+    }
+}
+
+pub struct LocalRunner {
+    state: AppState,
+    _pipeline: Pipeline,
+    scratch: PathBuf,
+}
+
+impl LocalRunner {
+    /// Starts a registry and a pipeline on `engines`, storing jobs in a new
+    /// scratch folder under the system's temp directory; up to `max_queued`
+    /// jobs may wait beyond `config.pipeline.max_active_jobs`.
+    pub async fn start(mut config: Config, engines: Engines, max_queued: usize) -> anyhow::Result<LocalRunner> {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let scratch = std::env::temp_dir().join(format!("colloquy-local-{}-{nanos}", std::process::id()));
+        config.server.storage_dir = scratch.display().to_string();
+        config.server.max_queued_jobs = config.server.max_queued_jobs.max(max_queued);
+        let (state, pipeline) = match start_engine(&config, engines).await {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&scratch);
+                return Err(e);
+            }
+        };
+        Ok(LocalRunner { state, _pipeline: pipeline, scratch })
+    }
+
+    /// Queues a job for `path` (hard-linked, or copied, into the job's folder).
+    pub async fn submit(&self, path: &Path, options: JobOptions) -> anyhow::Result<Uuid> {
+        if !path.is_file() {
+            anyhow::bail!("{}: no such file", path.display());
+        }
+        let id = Uuid::new_v4();
+        let dir = self.state.storage.temp_dir(id);
+        std::fs::create_dir_all(&dir)?;
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("bin").to_ascii_lowercase();
+        let audio_file = format!("audio.{ext}");
+        if std::fs::hard_link(path, dir.join(&audio_file)).is_err() {
+            std::fs::copy(path, dir.join(&audio_file)).with_context(|| format!("{}", path.display()))?;
+        }
+        let filename = path.file_name().and_then(|n| n.to_str()).unwrap_or("audio").to_string();
+        self.state.registry.send(CreateJob { id, filename, audio_file, options }).await??;
+        Ok(id)
+    }
+
+    /// Waits for job `id` to end; an error names the reason when it did not complete.
+    pub async fn wait(&self, id: Uuid) -> anyhow::Result<Finished> {
+        let job = loop {
+            match self.state.registry.send(GetJob(id)).await?? {
+                Some(job) if job.status.is_finished() => break job,
+                Some(_) => actix_rt::time::sleep(Duration::from_millis(10)).await,
+                None => anyhow::bail!("job {id} disappeared"),
+            }
+        };
+        if job.status != JobStatus::Completed {
+            anyhow::bail!("{}", job.error.clone().unwrap_or_else(|| "the job did not complete".into()));
+        }
+        let text = std::fs::read(self.state.storage.result_path(id))?;
+        let result: Value = serde_json::from_slice(&text)?;
+        Ok(Finished { job, result })
+    }
+
+    /// Every stage's counters now (cumulative since start).
+    pub fn counters(&self) -> Vec<(&'static str, CountersSnapshot)> {
+        self.state.counters.snapshot()
+    }
+}
+
+impl Drop for LocalRunner {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}
