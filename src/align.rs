@@ -149,43 +149,54 @@ pub fn speaker_runs(start: f64, end: f64, turns: &[Turn], min_piece: f64) -> Vec
 }
 
 /// Splits `text` into `weights.len()` word groups whose character counts
-/// follow `weights`; None when there are fewer words than groups.
+/// follow `weights`, each cut then moved to the nearest end of a sentence
+/// (a word ending in `.`, `?` or `!`) when one is within reach (a third of
+/// the words, at least 4): people rarely hand over mid-sentence, and the
+/// duration share alone puts a few words of one speaker on the other. None
+/// when there are fewer words than groups.
 fn share_words(text: &str, weights: &[f64]) -> Option<Vec<String>> {
     let words: Vec<&str> = text.split_whitespace().collect();
-    if words.len() < weights.len() {
+    let n = words.len();
+    let groups = weights.len();
+    if n < groups || groups == 0 {
         return None;
     }
+    // proportional cuts: cuts[k] is the index of the first word of group k + 1
     let total_w: f64 = weights.iter().sum();
-    let total_c: usize = words.iter().map(|w| w.len() + 1).sum();
-    let mut groups = Vec::with_capacity(weights.len());
-    let mut next = 0;
-    let mut acc_w = 0.0;
-    let mut acc_c = 0usize;
-    for (g, w) in weights.iter().enumerate() {
+    let chars: Vec<usize> = words.iter().map(|w| w.len() + 1).collect();
+    let total_c: usize = chars.iter().sum();
+    let mut cuts = Vec::with_capacity(groups - 1);
+    let (mut acc_w, mut acc_c, mut next) = (0.0, 0usize, 0usize);
+    for (k, w) in weights[..groups - 1].iter().enumerate() {
         acc_w += w;
-        let remaining_groups = weights.len() - g - 1;
         let target = acc_w / total_w * total_c as f64;
         let first = next;
         // at least one word, and leave one for each later group
-        loop {
-            let must_take = next == first;
-            let may_take = words.len() - next > remaining_groups;
-            if !may_take {
-                break;
-            }
-            let c = words[next].len() + 1;
-            if !must_take && g + 1 < weights.len() && (acc_c as f64 + c as f64 / 2.0) > target {
-                break;
-            }
-            acc_c += c;
+        while n - next > groups - 1 - k && (next == first || (acc_c as f64 + chars[next] as f64 / 2.0) <= target) {
+            acc_c += chars[next];
             next += 1;
-            if g + 1 == weights.len() {
-                continue;
-            }
         }
-        groups.push(words[first..next].join(" "));
+        cuts.push(next);
     }
-    Some(groups)
+    let reach = (n / 3).max(4);
+    let sentence_end = |j: usize| words[j - 1].ends_with(['.', '?', '!']);
+    let mut prev = 0;
+    for k in 0..cuts.len() {
+        let (lo, hi) = (prev + 1, n - (cuts.len() - k));
+        let want = cuts[k].clamp(lo, hi);
+        let snapped = (lo..=hi)
+            .filter(|&j| sentence_end(j) && j.abs_diff(want) <= reach)
+            .min_by_key(|&j| (j.abs_diff(want), j));
+        cuts[k] = snapped.unwrap_or(want);
+        prev = cuts[k];
+    }
+    let mut out = Vec::with_capacity(groups);
+    let mut start = 0;
+    for &c in cuts.iter().chain(std::iter::once(&n)) {
+        out.push(words[start..c].join(" "));
+        start = c;
+    }
+    Some(out)
 }
 
 /// Seconds rounded to the millisecond (split points are computed on a 10 ms grid).
@@ -322,6 +333,23 @@ mod tests {
         assert!(share_words("one", &[1.0, 1.0]).is_none());
         let g = share_words("a b c d e f g h", &[1.0, 1.0, 1.0]).unwrap();
         assert_eq!(g.iter().map(|s| s.split(' ').count()).sum::<usize>(), 8);
+    }
+
+    #[test]
+    fn cuts_move_to_the_nearest_end_of_a_sentence() {
+        // conv1's first segment: the duration share cuts after "thanks for"
+        let text = "Good morning, thanks for joining the call so early. No problem. I wanted to go over the budget before the meeting on Thursday.";
+        let g = share_words(text, &[2.6, 5.6]).unwrap();
+        assert_eq!(g[0], "Good morning, thanks for joining the call so early.");
+        assert_eq!(g[1], "No problem. I wanted to go over the budget before the meeting on Thursday.");
+        let g = share_words("Mostly because the conference moved to a different city this year. Okay, then we should ask the team.", &[2.0, 2.3]).unwrap();
+        assert_eq!(g[1], "Okay, then we should ask the team.");
+        // no sentence end within reach: the duration share stands
+        let g = share_words("a b c d e f g h i j k l m n o p. q", &[1.0, 1.0]).unwrap();
+        assert_eq!(g, vec!["a b c d e f g h i", "j k l m n o p. q"]);
+        // every group keeps a word
+        let g = share_words("One. Two. Three.", &[1.0, 1.0, 1.0]).unwrap();
+        assert_eq!(g, vec!["One.", "Two.", "Three."]);
     }
 
     #[test]
