@@ -6,8 +6,9 @@
 //!   piece lasts at least `min_piece` seconds and gets at least one word.
 //!   Whisper gives segment timing only (no word timestamps here), so the
 //!   words are shared out in proportion to each piece's duration (by
-//!   character count): an approximation, exact at the piece boundaries only
-//!   as far as the speaker turns are.
+//!   character count), each cut then moved to the nearest end of a sentence
+//!   within reach: an approximation, exact at the piece boundaries only as
+//!   far as the speaker turns are.
 //! - Speaker turns: the diarization's turns in time order, with one speaker's
 //!   consecutive turns merged across pauses shorter than `merge_gap`.
 
