@@ -41,7 +41,7 @@ THROUGHPUT := COLLOQUY__RUNTIME__INTRA_THREADS=1 COLLOQUY__PIPELINE__TRANSCRIBER
 SHARED := ../shared/data
 eval: setup build
 	./target/release/colloquy eval --manifest $(SHARED)/asr_manifest.tsv \
-	  --rttm $(SHARED)/synthetic/conv1.rttm --rttm $(SHARED)/diarization/ami.rttm \
+	  --rttm $(SHARED)/synthetic/conv1.rttm --stm $(SHARED)/synthetic/conv1.stm --rttm $(SHARED)/diarization/ami.rttm \
 	  --uem $(SHARED)/diarization/ami.uem --rttm $(SHARED)/diarization/picovoice_falcon_test.rttm \
 	  --report target/eval/report.json $(EVAL_ARGS)
 

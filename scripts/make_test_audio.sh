@@ -11,7 +11,8 @@ sox "$tmp/raw.wav" -r 16000 -c 1 -b 16 speech_en.flac
 sox "$tmp/raw.wav" -r 44100 -c 2 -b 16 speech_en_44k_stereo.flac
 
 # tests/data/two_voices.flac + two_voices.rttm: two espeak-ng voices (en-us
-# and en-us+f3) taking turns, 0.6 s apart; the RTTM holds the exact turns.
+# and en-us+f3) taking turns, 0.6 s apart; the RTTM holds the exact turns,
+# the STM who said what.
 lines=(
   "en-us|Hello, thanks for calling the clinic. How can I help you today?"
   "en-us+f3|Hi, I would like to book an appointment for next week, if possible."
@@ -23,6 +24,7 @@ lines=(
 t=0
 parts=()
 : > two_voices.rttm
+: > two_voices.stm
 sox -n -r 16000 -c 1 -b 16 "$tmp/gap.wav" trim 0 0.6
 for i in "${!lines[@]}"; do
   voice=${lines[$i]%%|*}
@@ -32,6 +34,7 @@ for i in "${!lines[@]}"; do
   d=$(soxi -D "$tmp/p$i.wav")
   speaker=$([ "$voice" = en-us ] && echo alice || echo bob)
   printf "SPEAKER two_voices 1 %.3f %.3f <NA> <NA> %s <NA> <NA>\n" "$t" "$d" "$speaker" >> two_voices.rttm
+  printf "two_voices 1 %s %.3f %.3f %s\n" "$speaker" "$t" "$(python3 -c "print($t + $d)")" "$text" >> two_voices.stm
   t=$(python3 -c "print($t + $d + 0.6)")
   parts+=("$tmp/p$i.wav" "$tmp/gap.wav")
 done

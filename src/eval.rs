@@ -28,6 +28,8 @@ pub struct EvalItem {
     pub reference_text: Option<String>,
     pub reference_turns: Option<Vec<Turn>>,
     pub uem: Option<Vec<(f64, f64)>>,
+    /// Who said what: (speaker, text) per reference turn, in time order (STM).
+    pub reference_speaker_text: Option<Vec<(String, String)>>,
 }
 
 impl EvalItem {
@@ -75,6 +77,7 @@ pub fn read_manifest(path: &Path, group: Option<&str>) -> anyhow::Result<Vec<Eva
             reference_text: Some(get(reference)?.to_string()),
             reference_turns: None,
             uem: None,
+            reference_speaker_text: None,
         });
     }
     Ok(items)
@@ -104,9 +107,88 @@ pub fn attach_rttm(items: &mut Vec<EvalItem>, rttm: &Path) -> anyhow::Result<()>
             .map(|ext| dir.join(format!("{uri}.{ext}")))
             .find(|p| p.is_file())
             .with_context(|| format!("{}: no audio file {uri}.wav (.flac, .mp3, .ogg) beside it", rttm.display()))?;
-        items.push(EvalItem { id: uri, audio, reference_text: None, reference_turns: Some(turns), uem: None });
+        items.push(EvalItem {
+            id: uri,
+            audio,
+            reference_text: None,
+            reference_turns: Some(turns),
+            uem: None,
+            reference_speaker_text: None,
+        });
     }
     Ok(())
+}
+
+/// Speaker-attributed reference text from an STM file (`<file> <channel>
+/// <speaker> <start> <end> <text...>`, `;;` comments): to the items whose id
+/// or audio file stem is the STM file id. It scores cpWER, and gives WER's
+/// reference text to items that have none.
+pub fn attach_stm(items: &mut [EvalItem], stm: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(stm).with_context(|| format!("{}", stm.display()))?;
+    let mut per_file: BTreeMap<String, Vec<(f64, String, String)>> = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with(";;") {
+            continue;
+        }
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let start = f.get(3).and_then(|v| v.parse::<f64>().ok());
+        let (Some(start), true) = (start, f.len() >= 5) else {
+            bail!("{} line {}: expected <file> <channel> <speaker> <start> <end> <text>", stm.display(), n + 1);
+        };
+        per_file.entry(f[0].to_string()).or_default().push((start, f[2].to_string(), f[5..].join(" ")));
+    }
+    for item in items.iter_mut() {
+        let stem = item.audio.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        if let Some(turns) = per_file.get(&item.id).or_else(|| per_file.get(stem)) {
+            let mut turns = turns.clone();
+            turns.sort_by(|a, b| a.0.total_cmp(&b.0));
+            if item.reference_text.is_none() {
+                item.reference_text = Some(turns.iter().map(|t| t.2.as_str()).collect::<Vec<_>>().join(" "));
+            }
+            item.reference_speaker_text = Some(turns.into_iter().map(|(_, sp, t)| (sp, t)).collect());
+        }
+    }
+    Ok(())
+}
+
+/// Concatenated minimum-permutation word errors (cpWER, as in CHiME-6):
+/// each speaker's words joined in time order on both sides, speakers paired
+/// one to one so that the total of word errors is least (a speaker without a
+/// partner is compared with nothing). Wrong speakers cost as much as wrong
+/// words: a sentence given to the other person counts as deleted on one side
+/// and inserted on the other.
+pub fn cp_word_errors(reference: &[(String, String)], hypothesis: &[(String, String)]) -> WordErrors {
+    fn by_speaker(pairs: &[(String, String)]) -> Vec<String> {
+        let mut order: Vec<&str> = Vec::new();
+        let mut text: BTreeMap<&str, String> = BTreeMap::new();
+        for (sp, t) in pairs {
+            if !text.contains_key(sp.as_str()) {
+                order.push(sp);
+            }
+            let e = text.entry(sp).or_default();
+            e.push(' ');
+            e.push_str(t);
+        }
+        order.iter().map(|sp| text[sp].clone()).collect()
+    }
+    let r = by_speaker(reference);
+    let h = by_speaker(hypothesis);
+    let n = r.len().max(h.len());
+    if n == 0 {
+        return WordErrors::default();
+    }
+    let get = |v: &[String], i: usize| v.get(i).cloned().unwrap_or_default();
+    let errors: Vec<Vec<WordErrors>> =
+        (0..n).map(|i| (0..n).map(|j| word_errors(&get(&r, i), &get(&h, j))).collect()).collect();
+    let weights: Vec<Vec<i64>> = errors.iter().map(|row| row.iter().map(|e| -(e.errors() as i64)).collect()).collect();
+    let m = pathfinding::prelude::Matrix::from_rows(weights).expect("square matrix");
+    let (_, assign) = pathfinding::prelude::kuhn_munkres(&m);
+    let mut total = WordErrors::default();
+    for (i, &j) in assign.iter().enumerate() {
+        total.add(errors[i][j]);
+    }
+    total
 }
 
 /// Scored regions from a UEM file, for the items whose id or audio stem it names.
@@ -138,6 +220,9 @@ pub struct FileReport {
     pub word_errors: Option<WordErrors>,
     pub der: Option<f64>,
     pub der_breakdown: Option<DerBreakdown>,
+    /// cpWER: words with the right speaker (needs an STM reference).
+    pub cp_wer: Option<f64>,
+    pub cp_word_errors: Option<WordErrors>,
     pub speakers_found: usize,
     pub speakers_reference: Option<usize>,
     /// Hint given to the job (with --oracle-speakers).
@@ -154,6 +239,13 @@ pub fn score(item: &EvalItem, result: &Value, wall_seconds: f64, peak_rss_mb: Op
     let errors = item.reference_text.as_deref().map(|r| word_errors(r, &hypothesis));
     let turns: Vec<Turn> = serde_json::from_value(result["speaker_turns"].clone()).unwrap_or_default();
     let breakdown = item.reference_turns.as_deref().map(|r| der(r, &turns, item.uem.as_deref(), DER_COLLAR));
+    let said: Vec<(String, String)> = result["aligned_segments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| (s["speaker"].as_str().unwrap_or_default().to_string(), s["text"].as_str().unwrap_or_default().to_string()))
+        .collect();
+    let cp = item.reference_speaker_text.as_deref().map(|r| cp_word_errors(r, &said));
     FileReport {
         id: item.id.clone(),
         file: item.audio.display().to_string(),
@@ -165,6 +257,8 @@ pub fn score(item: &EvalItem, result: &Value, wall_seconds: f64, peak_rss_mb: Op
         word_errors: errors,
         der: breakdown.map(|b| b.der()),
         der_breakdown: breakdown,
+        cp_wer: cp.map(|e| e.wer()),
+        cp_word_errors: cp,
         speakers_found: crate::align::count_speakers(&turns),
         speakers_reference: item.reference_speakers(),
         num_speakers_hint: None,
@@ -186,6 +280,8 @@ pub struct Totals {
     pub word_errors: Option<WordErrors>,
     pub der: Option<f64>,
     pub der_breakdown: Option<DerBreakdown>,
+    pub cp_wer: Option<f64>,
+    pub cp_word_errors: Option<WordErrors>,
     pub peak_rss_mb: Option<f64>,
 }
 
@@ -195,6 +291,9 @@ pub fn totals(files: &[FileReport], wall_seconds: f64) -> Totals {
         t.audio_seconds += f.audio_seconds;
         if let Some(e) = f.word_errors {
             t.word_errors.get_or_insert_with(WordErrors::default).add(e);
+        }
+        if let Some(e) = f.cp_word_errors {
+            t.cp_word_errors.get_or_insert_with(WordErrors::default).add(e);
         }
         if let Some(b) = f.der_breakdown {
             t.der_breakdown.get_or_insert_with(DerBreakdown::default).add(b);
@@ -206,6 +305,7 @@ pub fn totals(files: &[FileReport], wall_seconds: f64) -> Totals {
     t.speed = if wall_seconds > 0.0 { t.audio_seconds / wall_seconds } else { 0.0 };
     t.wer = t.word_errors.map(|e| e.wer());
     t.der = t.der_breakdown.map(|b| b.der());
+    t.cp_wer = t.cp_word_errors.map(|e| e.wer());
     t
 }
 
@@ -228,48 +328,52 @@ fn pct(v: Option<f64>) -> String {
 
 /// The human-readable table of a report.
 pub fn table(report: &EvalReport) -> String {
-    let mut out = String::new();
     let w = report.files.iter().map(|f| f.id.len()).max().unwrap_or(4).max(5);
-    let _ = writeln!(
-        out,
-        "{:<w$}  {:>7}  {:>7}  {:>6}  {:>6}  {:>6}  {:>9}  {:>7}",
-        "file", "audio s", "wall s", "speed", "WER", "DER", "speakers", "peak MB"
-    );
+    let mut out = String::new();
+    let mut row = |cells: [String; 9]| {
+        let [id, audio, wall, speed, wer, der, cp, spk, mb] = cells;
+        let _ = writeln!(out, "{id:<w$}  {audio:>7}  {wall:>7}  {speed:>6}  {wer:>6}  {der:>6}  {cp:>6}  {spk:>9}  {mb:>7}");
+    };
+    row(["file", "audio s", "wall s", "speed", "WER", "DER", "cpWER", "speakers", "peak MB"].map(String::from));
     let mb = |m: Option<f64>| m.map_or("-".into(), |m| format!("{m:.0}"));
-    for f in &report.files {
-        let spk = match f.speakers_reference {
-            Some(r) => format!("{} ({r})", f.speakers_found),
-            None => f.speakers_found.to_string(),
-        };
-        let _ = writeln!(
-            out,
-            "{:<w$}  {:>7.2}  {:>7.2}  {:>5.1}x  {:>6}  {:>6}  {:>9}  {:>7}",
-            f.id,
-            f.audio_seconds,
-            f.wall_seconds,
-            f.speed,
-            pct(f.wer),
-            pct(f.der),
-            spk,
-            mb(f.peak_rss_mb)
-        );
-    }
     let t = &report.totals;
+    let lines = report
+        .files
+        .iter()
+        .map(|f| {
+            let spk = match f.speakers_reference {
+                Some(r) => format!("{} ({r})", f.speakers_found),
+                None => f.speakers_found.to_string(),
+            };
+            (f.id.clone(), f.audio_seconds, f.wall_seconds, f.speed, f.wer, f.der, f.cp_wer, spk, f.peak_rss_mb)
+        })
+        .chain(std::iter::once((
+            "TOTAL".to_string(),
+            t.audio_seconds,
+            t.wall_seconds,
+            t.speed,
+            t.wer,
+            t.der,
+            t.cp_wer,
+            String::new(),
+            t.peak_rss_mb,
+        )));
+    for (id, audio, wall, speed, wer, der, cp, spk, peak) in lines {
+        row([
+            id,
+            format!("{audio:.2}"),
+            format!("{wall:.2}"),
+            format!("{speed:.1}x"),
+            pct(wer),
+            pct(der),
+            pct(cp),
+            spk,
+            mb(peak),
+        ]);
+    }
     let _ = writeln!(
         out,
-        "{:<w$}  {:>7.2}  {:>7.2}  {:>5.1}x  {:>6}  {:>6}  {:>9}  {:>7}",
-        "TOTAL",
-        t.audio_seconds,
-        t.wall_seconds,
-        t.speed,
-        pct(t.wer),
-        pct(t.der),
-        "",
-        mb(t.peak_rss_mb)
-    );
-    let _ = writeln!(
-        out,
-        "whisper {} {} on {}; {} job(s) at once; WER on normalised words (case, punctuation, numbers); DER collar {} s; speakers: found (reference)",
+        "whisper {} {} on {}; {} job(s) at once; WER on normalised words (case, punctuation, numbers); DER collar {} s; cpWER: words with the right speaker; speakers: found (reference)",
         report.whisper_model, report.whisper_precision, report.device, report.jobs_at_once, report.der_collar
     );
     out
@@ -360,6 +464,7 @@ mod tests {
                 Turn { speaker: "b".into(), start: 4.0, end: 8.0 },
             ]),
             uem: None,
+            reference_speaker_text: None,
         };
         let result = serde_json::json!({
             "full_text": " Travel costs went up by 10%.",
@@ -385,6 +490,47 @@ mod tests {
         assert_eq!(t.wer, Some(0.0));
         assert!((t.der.unwrap() - 0.75 / 7.0).abs() < 1e-9);
         assert_eq!(t.peak_rss_mb, Some(100.0));
+    }
+
+    #[test]
+    fn cp_wer_charges_words_given_to_the_wrong_speaker() {
+        let p = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
+        let reference = p(&[("alice", "Good morning."), ("bob", "No problem at all."), ("alice", "Thanks.")]);
+        // perfect, whatever the labels
+        let h = p(&[("S1", "Good morning."), ("S0", "No problem at all."), ("S1", "Thanks.")]);
+        let e = cp_word_errors(&reference, &h);
+        assert_eq!((e.errors(), e.reference_words), (0, 7));
+        // "Thanks." given to bob: deleted from alice's words, inserted in bob's
+        let h = p(&[("S1", "Good morning."), ("S0", "No problem at all. Thanks.")]);
+        let e = cp_word_errors(&reference, &h);
+        assert_eq!((e.deletions, e.insertions, e.substitutions), (1, 1, 0));
+        // one speaker for everything: it pairs with bob (alice's 3 words inserted there),
+        // and alice's words are missing from her side
+        let h = p(&[("S0", "Good morning. No problem at all. Thanks.")]);
+        let e = cp_word_errors(&reference, &h);
+        assert_eq!((e.deletions, e.insertions, e.substitutions), (3, 3, 0), "{e:?}");
+        assert_eq!(cp_word_errors(&[], &[]).reference_words, 0);
+    }
+
+    #[test]
+    fn stm_gives_speaker_text_and_reference_text() {
+        let d = dir();
+        std::fs::write(d.join("c.stm"), ";; comment\nconv 1 bob 3.5 8.2 No problem.\nconv 1 alice 0.0 2.9 Good morning.\n")
+            .unwrap();
+        let mut items = vec![EvalItem {
+            id: "x".into(),
+            audio: d.join("conv.wav"),
+            reference_text: None,
+            reference_turns: None,
+            uem: None,
+            reference_speaker_text: None,
+        }];
+        attach_stm(&mut items, &d.join("c.stm")).unwrap();
+        assert_eq!(items[0].reference_text.as_deref(), Some("Good morning. No problem."));
+        assert_eq!(items[0].reference_speaker_text.as_ref().unwrap()[0], ("alice".to_string(), "Good morning.".to_string()));
+        std::fs::write(d.join("bad.stm"), "conv 1 bob\n").unwrap();
+        assert!(attach_stm(&mut items, &d.join("bad.stm")).unwrap_err().to_string().contains("line 1"));
+        std::fs::remove_dir_all(d).unwrap();
     }
 
     #[test]

@@ -124,6 +124,10 @@ enum Command {
         /// UEM scored regions for DER; repeatable.
         #[arg(long)]
         uem: Vec<PathBuf>,
+        /// STM speaker-attributed reference text (who said what) for cpWER,
+        /// matched like RTTM ids; repeatable.
+        #[arg(long)]
+        stm: Vec<PathBuf>,
         /// Give each job the reference's number of speakers (default: auto).
         #[arg(long)]
         oracle_speakers: bool,
@@ -190,7 +194,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 transcribe_pipeline(config, &files, format, options)
             }
         }
-        Command::Eval { manifest, group, rttm, uem, oracle_speakers, jobs, report, whisper } => {
+        Command::Eval { manifest, group, rttm, uem, stm, oracle_speakers, jobs, report, whisper } => {
             let config = whisper.config(cli.config.as_deref())?;
             let mut items = Vec::new();
             for m in &manifest {
@@ -201,6 +205,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             for u in &uem {
                 colloquy::eval::attach_uem(&mut items, u)?;
+            }
+            for f in &stm {
+                colloquy::eval::attach_stm(&mut items, f)?;
             }
             if items.is_empty() {
                 anyhow::bail!("nothing to evaluate: give --manifest and/or --rttm (see colloquy eval --help)");

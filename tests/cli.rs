@@ -134,6 +134,8 @@ fn eval_scores_wer_der_speed_and_memory_on_the_projects_own_clips() {
         .arg(repo_path("tests/data/eval_manifest.tsv"))
         .arg("--rttm")
         .arg(repo_path("tests/data/two_voices.rttm"))
+        .arg("--stm")
+        .arg(repo_path("tests/data/two_voices.stm"))
         .arg("--report")
         .arg(&report)
         .output()
@@ -149,11 +151,15 @@ fn eval_scores_wer_der_speed_and_memory_on_the_projects_own_clips() {
     assert!(speech["der"].is_null(), "no RTTM for this clip: {speech}");
     assert!(speech["wer"].as_f64().unwrap() <= 0.10, "{speech}");
     let two = files.iter().find(|f| f["id"] == "two_voices").unwrap();
-    // measured: WER 11.9% (tiny.en on espeak voices), DER 3.0%, 2 speakers without a hint
+    // measured: WER 11.9% (tiny.en on espeak voices), DER 3.0%, cpWER 11.9% (every word with
+    // the right speaker), 2 speakers without a hint
     assert_eq!(two["speakers_found"], 2, "{two}");
     assert_eq!(two["speakers_reference"], 2, "{two}");
     assert!(two["der"].as_f64().unwrap() <= 0.10, "{two}");
     assert!(two["wer"].as_f64().unwrap() <= 0.20, "{two}");
+    let (wer, cp) = (two["wer"].as_f64().unwrap(), two["cp_wer"].as_f64().unwrap());
+    assert!(cp - wer <= 0.02, "speaker attribution cost {:.1} points of cpWER: {two}", 100.0 * (cp - wer));
+    assert!(speech["cp_wer"].is_null(), "no STM for this clip");
     for f in files {
         assert!(f["speed"].as_f64().unwrap() > 1.0, "{f}");
         assert!(f["peak_rss_mb"].as_f64().unwrap() > 50.0, "{f}");
