@@ -6,7 +6,6 @@
 //! when the runner is dropped. Must run inside an actix `System`.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::Value;
@@ -16,7 +15,7 @@ use crate::actors::pipeline::{Engines, Pipeline};
 use crate::actors::stage::CountersSnapshot;
 use crate::api::{start_engine, AppState};
 use crate::config::Config;
-use crate::registry::{CreateJob, GetJob, Job, JobOptions, JobStatus};
+use crate::registry::{CreateJob, Job, JobOptions, JobStatus, WatchJob};
 
 /// A finished job: its record (with `created_at` / `finished_at`) and result.
 #[derive(Debug, Clone)]
@@ -76,15 +75,11 @@ impl LocalRunner {
         Ok(id)
     }
 
-    /// Waits for job `id` to end; an error names the reason when it did not complete.
+    /// Waits for job `id` to end (told by the registry, no polling); an
+    /// error names the reason when it did not complete.
     pub async fn wait(&self, id: Uuid) -> anyhow::Result<Finished> {
-        let job = loop {
-            match self.state.registry.send(GetJob(id)).await?? {
-                Some(job) if job.status.is_finished() => break job,
-                Some(_) => actix_rt::time::sleep(Duration::from_millis(10)).await,
-                None => anyhow::bail!("job {id} disappeared"),
-            }
-        };
+        let told = self.state.registry.send(WatchJob(id)).await?;
+        let Some(job) = told.await.ok().flatten() else { anyhow::bail!("job {id} was deleted") };
         if job.status != JobStatus::Completed {
             anyhow::bail!("{}", job.error.clone().unwrap_or_else(|| "the job did not complete".into()));
         }

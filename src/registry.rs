@@ -141,6 +141,8 @@ pub struct JobRegistry {
     active: HashMap<Uuid, CancelToken>,
     /// Queued job ids, oldest first (mirror of the `queued` records).
     queue: VecDeque<Uuid>,
+    /// Who waits for a job to end (`WatchJob`): told once, with the final record.
+    watchers: HashMap<Uuid, Vec<tokio::sync::oneshot::Sender<Option<Job>>>>,
 }
 
 impl JobRegistry {
@@ -149,7 +151,17 @@ impl JobRegistry {
         storage.create_dirs()?;
         let db = sled::open(storage.database())?;
         let jobs = db.open_tree("jobs")?;
-        Ok(JobRegistry { db, jobs, storage, max_active, max_queued, entry: None, active: HashMap::new(), queue: VecDeque::new() })
+        Ok(JobRegistry {
+            db,
+            jobs,
+            storage,
+            max_active,
+            max_queued,
+            entry: None,
+            active: HashMap::new(),
+            queue: VecDeque::new(),
+            watchers: HashMap::new(),
+        })
     }
 
     fn load(&self, id: Uuid) -> Result<Option<Job>, RegistryError> {
@@ -186,6 +198,16 @@ impl JobRegistry {
     fn flush(&self) {
         if let Err(e) = self.db.flush() {
             tracing::error!(error = %e, "job database flush failed");
+        }
+    }
+
+    /// Tells the watchers of job `id` that it ended (with its record, None once deleted).
+    fn notify(&mut self, id: Uuid) {
+        if let Some(watchers) = self.watchers.remove(&id) {
+            let job = self.load(id).ok().flatten();
+            for w in watchers {
+                let _ = w.send(job.clone());
+            }
         }
     }
 
@@ -273,6 +295,7 @@ impl JobRegistry {
         });
         self.remove_temp(id);
         self.flush();
+        self.notify(id);
         self.active.remove(&id);
         self.admit(ctx);
     }
@@ -305,6 +328,7 @@ impl JobRegistry {
         })?;
         self.flush();
         self.remove_temp(id);
+        self.notify(id);
         tracing::info!(job_id = %id, seconds = total, "job completed");
         tracing::info!(job_id = %id, "removed temp files");
         Ok(())
@@ -435,7 +459,32 @@ impl Handler<DeleteJob> for JobRegistry {
             job.step = "Cancelled".into();
         }
         tracing::info!(job_id = %id, status = ?job.status, "job deleted");
+        self.notify(id);
         Ok(Some(job))
+    }
+}
+
+/// Waits for a job to end: the receiver gets its final record (completed,
+/// failed), or None when the job is deleted or unknown. Nothing polls.
+#[derive(Message)]
+#[rtype(result = "tokio::sync::oneshot::Receiver<Option<Job>>")]
+pub struct WatchJob(pub Uuid);
+
+impl Handler<WatchJob> for JobRegistry {
+    type Result = MessageResult<WatchJob>;
+    fn handle(&mut self, msg: WatchJob, _: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        match self.load(msg.0) {
+            Ok(Some(job)) if !job.status.is_finished() => self.watchers.entry(msg.0).or_default().push(tx),
+            Ok(job) => {
+                let _ = tx.send(job);
+            }
+            Err(e) => {
+                tracing::error!(job_id = %msg.0, error = %e, "cannot read job");
+                let _ = tx.send(None);
+            }
+        }
+        MessageResult(rx)
     }
 }
 
@@ -500,5 +549,28 @@ impl Handler<JobMsg<JobOutput>> for JobRegistry {
         self.active.remove(&id);
         self.admit(ctx);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_rt::test]
+    async fn watchers_are_told_when_a_job_ends_without_polling() {
+        let root = std::env::temp_dir().join(format!("colloquy-registry-watch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let registry = JobRegistry::open(Storage::new(root.clone()), 1, 10).unwrap().start();
+        // unknown job: told at once
+        assert!(registry.send(WatchJob(Uuid::new_v4())).await.unwrap().await.unwrap().is_none());
+        // a queued job (no pipeline attached): the watcher waits, then hears of the delete
+        let id = Uuid::new_v4();
+        let created = CreateJob { id, filename: "a.wav".into(), audio_file: "audio.wav".into(), options: JobOptions::default() };
+        registry.send(created).await.unwrap().unwrap();
+        let mut told = registry.send(WatchJob(id)).await.unwrap();
+        assert!(told.try_recv().is_err(), "nothing to tell while the job waits");
+        registry.send(DeleteJob(id)).await.unwrap().unwrap();
+        assert!(told.await.unwrap().is_none(), "a deleted job ends with no record");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }
