@@ -283,6 +283,8 @@ pub struct Totals {
     pub cp_wer: Option<f64>,
     pub cp_word_errors: Option<WordErrors>,
     pub peak_rss_mb: Option<f64>,
+    /// Seconds per pipeline stage, summed over the files.
+    pub stage_seconds: BTreeMap<String, f64>,
 }
 
 pub fn totals(files: &[FileReport], wall_seconds: f64) -> Totals {
@@ -300,6 +302,9 @@ pub fn totals(files: &[FileReport], wall_seconds: f64) -> Totals {
         }
         if let Some(m) = f.peak_rss_mb {
             t.peak_rss_mb = Some(t.peak_rss_mb.map_or(m, |p: f64| p.max(m)));
+        }
+        for (stage, v) in f.stage_seconds["stages"].as_object().into_iter().flatten() {
+            *t.stage_seconds.entry(stage.clone()).or_default() += v.as_f64().unwrap_or(0.0);
         }
     }
     t.speed = if wall_seconds > 0.0 { t.audio_seconds / wall_seconds } else { 0.0 };
@@ -370,6 +375,10 @@ pub fn table(report: &EvalReport) -> String {
             spk,
             mb(peak),
         ]);
+    }
+    if !t.stage_seconds.is_empty() {
+        let stages: Vec<String> = t.stage_seconds.iter().map(|(k, v)| format!("{k} {v:.2}")).collect();
+        let _ = writeln!(out, "seconds per stage, all files: {}", stages.join(", "));
     }
     let _ = writeln!(
         out,
@@ -473,7 +482,7 @@ mod tests {
                 {"speaker": "SPEAKER_00", "start": 0.0, "end": 5.0},
                 {"speaker": "SPEAKER_01", "start": 5.0, "end": 8.0}
             ],
-            "performance_metrics": {"total_seconds": 0.5}
+            "performance_metrics": {"total_seconds": 0.5, "stages": {"transcription": 0.3, "diarization": 0.2}}
         });
         let r = score(&item, &result, 0.5, Some(100.0));
         assert_eq!(r.wer, Some(0.0));
@@ -490,6 +499,8 @@ mod tests {
         assert_eq!(t.wer, Some(0.0));
         assert!((t.der.unwrap() - 0.75 / 7.0).abs() < 1e-9);
         assert_eq!(t.peak_rss_mb, Some(100.0));
+        assert_eq!(t.stage_seconds["transcription"], 0.6);
+        assert_eq!(t.stage_seconds["diarization"], 0.4);
     }
 
     #[test]
