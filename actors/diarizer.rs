@@ -4,7 +4,8 @@
 //! following steps:
 //! - running `DiarizationEngine::diarize` (segmentation-3.0 windows, CAM++
 //!   embeddings, clustering) on this worker's own engine, with the job's
-//!   speaker-count hints (`num_speakers`, `min_speakers`, `max_speakers`);
+//!   speaker-count hints (`num_speakers`, `min_speakers`, `max_speakers`),
+//!   stopping between batches when the job is cancelled;
 //! - dropping the audio: only the transcript and the turns go on.
 
 use super::stage::{JobError, StageWork};
@@ -40,7 +41,7 @@ impl StageWork for Diarizer {
     fn process(&mut self, ctx: &mut JobCtx, mut input: Transcribed) -> Result<Diarized, JobError> {
         let o = &ctx.options;
         let bounds = SpeakerBounds { num_speakers: o.num_speakers, min_speakers: o.min_speakers, max_speakers: o.max_speakers };
-        let diarization = self.engine.diarize(&input.audio.samples, bounds)?;
+        let diarization = self.engine.diarize_until(&input.audio.samples, bounds, Some(ctx.cancel.flag()))?;
         tracing::info!(speakers = diarization.num_speakers, turns = diarization.turns.len(), "diarized");
         input.audio.samples = Default::default();
         Ok(Diarized { transcribed: input, diarization, device: self.engine.device })

@@ -67,8 +67,9 @@ impl From<actix::MailboxError> for ActorExitStatus {
 }
 
 /// Set by DELETE; every stage checks it before starting a job and before
-/// passing it on, and drops a cancelled job (the running step itself is not
-/// interrupted: Whisper and diarization calls are not preemptible).
+/// passing it on, and drops a cancelled job; the Whisper and diarization
+/// engines also check it between their units of work (a 30 s window, a batch
+/// of windows or embeddings), so a running step stops soon after.
 #[derive(Debug, Clone, Default)]
 pub struct CancelToken(Arc<AtomicBool>);
 
@@ -78,6 +79,10 @@ impl CancelToken {
     }
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::SeqCst)
+    }
+    /// The flag itself, for an engine to check while it works.
+    pub fn flag(&self) -> crate::runtime::StopFlag {
+        self.0.clone()
     }
 }
 

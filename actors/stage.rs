@@ -259,6 +259,15 @@ fn worker_loop<W: StageWork>(
         ctx.timings.push((W::NAME, busy));
         let out = match result {
             Ok(Ok(out)) => out,
+            // an engine that stopped because the job was cancelled: dropped, not failed
+            Ok(Err(_)) if ctx.cancel.is_cancelled() => {
+                tracing::info!(stage = W::NAME, "job cancelled while running, dropped");
+                counters.add(&counters.jobs_dropped, 1);
+                if let Err(status) = report(&reporter, JobEvent::Dropped { id, stage: W::NAME }) {
+                    return status;
+                }
+                continue;
+            }
             Ok(Err(JobError(error))) => {
                 tracing::warn!(stage = W::NAME, %error, "job failed");
                 counters.add(&counters.jobs_failed, 1);
@@ -301,5 +310,75 @@ fn worker_loop<W: StageWork>(
             Ok(Err(status)) => return status,
             Err(e) => return e.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::actors::{CancelToken, JobCtx, JobEvent, JobMsg};
+    use crate::registry::JobOptions;
+
+    /// Fails every job; cancels the ones marked first, as a delete arriving
+    /// while an engine runs would.
+    struct Stopping;
+    impl StageWork for Stopping {
+        type In = bool;
+        type Out = ();
+        const NAME: &'static str = "stopping";
+        const PROGRESS: (u8, &'static str) = (25, "Working");
+        fn process(&mut self, ctx: &mut JobCtx, cancel_first: bool) -> Result<(), JobError> {
+            if cancel_first {
+                ctx.cancel.cancel();
+            }
+            Err(JobError("stopped".into()))
+        }
+    }
+
+    struct Sink;
+    impl Actor for Sink {
+        type Context = Context<Self>;
+    }
+    impl Handler<JobMsg<()>> for Sink {
+        type Result = Result<(), ActorExitStatus>;
+        fn handle(&mut self, _: JobMsg<()>, _: &mut Context<Self>) -> Self::Result {
+            Ok(())
+        }
+    }
+
+    struct Events(Arc<Mutex<Vec<String>>>);
+    impl Actor for Events {
+        type Context = Context<Self>;
+    }
+    impl Handler<JobEvent> for Events {
+        type Result = ();
+        fn handle(&mut self, e: JobEvent, _: &mut Context<Self>) {
+            match e {
+                JobEvent::Failed { .. } => self.0.lock().unwrap().push("failed".into()),
+                JobEvent::Dropped { .. } => self.0.lock().unwrap().push("dropped".into()),
+                _ => {}
+            }
+        }
+    }
+
+    #[actix::test]
+    async fn an_engine_error_after_a_cancel_drops_the_job_instead_of_failing_it() {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let stage = spawn_stage(vec![Stopping], 2, Sink.start().recipient(), Events(events.clone()).start().recipient());
+        for cancel_first in [true, false] {
+            let ctx = JobCtx::new(Uuid::new_v4(), "unused".into(), JobOptions::default(), CancelToken::default());
+            stage.addr.send(JobMsg { ctx, payload: cancel_first }).await.unwrap().unwrap();
+        }
+        let done = stage.counters.wait_until(|c| c.jobs_dropped + c.jobs_failed == 2).await;
+        assert_eq!((done.jobs_dropped, done.jobs_failed, done.jobs_out), (1, 1, 0));
+        // the reports reach the registry in order
+        while events.lock().unwrap().len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(*events.lock().unwrap(), ["dropped", "failed"]);
     }
 }

@@ -4,7 +4,8 @@
 //! Whisper. This includes the following steps:
 //! - running `WhisperEngine::transcribe` (log-mel features, encoder and
 //!   greedy decoder on ONNX Runtime, on the configured device with CPU
-//!   fallback) on this worker's own engine, loaded once at start;
+//!   fallback) on this worker's own engine, loaded once at start, stopping
+//!   between 30 s windows when the job is cancelled;
 //! - passing the audio on with the transcript (the diarizer needs it).
 
 use super::preprocessor::Audio16k;
@@ -38,8 +39,8 @@ impl StageWork for Transcriber {
     const NAME: &'static str = "transcription";
     const PROGRESS: (u8, &'static str) = (25, "Transcribing with Whisper");
 
-    fn process(&mut self, _ctx: &mut JobCtx, audio: Audio16k) -> Result<Transcribed, JobError> {
-        let transcript = self.engine.transcribe(&audio.samples)?;
+    fn process(&mut self, ctx: &mut JobCtx, audio: Audio16k) -> Result<Transcribed, JobError> {
+        let transcript = self.engine.transcribe_until(&audio.samples, Some(ctx.cancel.flag()))?;
         tracing::info!(segments = transcript.segments.len(), language = %transcript.language, "transcribed");
         Ok(Transcribed {
             audio,

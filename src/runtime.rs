@@ -47,6 +47,16 @@ pub fn environment(library: &Path) -> Result<&'static Environment, RuntimeError>
     env.as_ref().map_err(|reason| RuntimeError::LibraryLoad { path: library.to_path_buf(), reason: reason.clone() })
 }
 
+/// A flag an engine checks between its units of work (a Whisper window, a
+/// batch of diarization windows or embeddings): once set, the call returns
+/// early with a "cancelled" error. The actors set it when a job is deleted.
+pub type StopFlag = std::sync::Arc<std::sync::atomic::AtomicBool>;
+
+/// True when `stop` is given and set.
+pub fn stopped(stop: Option<&StopFlag>) -> bool {
+    stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+}
+
 /// The execution provider a session really runs on (after any fallback).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

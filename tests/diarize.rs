@@ -133,3 +133,15 @@ fn silence_has_no_speakers() {
     assert!(d.turns.is_empty(), "{:?}", d.turns);
     assert_eq!(d.num_speakers, 0);
 }
+
+#[test]
+fn a_set_stop_flag_stops_diarization() {
+    let Some(mut engine) = engine() else { return };
+    let (audio, _) = two_voices();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let err = engine.diarize_until(&audio, SpeakerBounds::default(), Some(stop.clone())).err().expect("stopped");
+    assert!(err.to_string().contains("cancelled"), "{err}");
+    stop.store(false, std::sync::atomic::Ordering::SeqCst);
+    let d = engine.diarize_until(&audio, SpeakerBounds::default(), Some(stop)).unwrap();
+    assert_eq!(d.num_speakers, 2, "the engine works on afterwards");
+}

@@ -160,3 +160,18 @@ fn tokenizer_round_trip_and_timestamps() {
     assert!(tok.is_timestamp(sp.timestamp_begin) && !tok.is_timestamp(sp.no_timestamps));
     assert_eq!(tok.token_to_id("<|endoftext|>"), Some(sp.eot));
 }
+
+#[test]
+fn a_set_stop_flag_stops_before_the_next_window() {
+    let Some(mut engine) = engine() else { return };
+    let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let err = engine.transcribe_until(&audio.samples, Some(stop.clone())).err().expect("stopped");
+    assert!(err.to_string().contains("cancelled"), "{err}");
+    // the engine is fine afterwards, and an unset flag changes nothing
+    stop.store(false, std::sync::atomic::Ordering::SeqCst);
+    let a = engine.transcribe_until(&audio.samples, Some(stop)).unwrap();
+    let b = engine.transcribe(&audio.samples).unwrap();
+    assert_eq!(a.full_text(), b.full_text());
+    assert!(a.full_text().to_lowercase().contains("meeting"), "{}", a.full_text());
+}

@@ -44,6 +44,8 @@ pub enum DiarizeError {
     BadFile { path: PathBuf, reason: String },
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error("diarization stopped: the job was cancelled")]
+    Cancelled,
 }
 
 impl From<ort::Error> for DiarizeError {
@@ -77,6 +79,8 @@ pub struct DiarizationEngine {
     fbank: Fbank,
     cfg: DiarizationConfig,
     pub device: DeviceUsed,
+    /// The running call's stop flag (`diarize_until`).
+    stop: Option<runtime::StopFlag>,
 }
 
 /// `<root>/models/diarization`.
@@ -116,6 +120,7 @@ impl DiarizationEngine {
             fbank: Fbank::new(80, 16_000.0, 20.0),
             cfg: config.diarization.clone(),
             device,
+            stop: None,
         })
     }
 
@@ -153,6 +158,9 @@ impl DiarizationEngine {
         let frames = self.info.frames_per_window;
         let mut out = Vec::with_capacity(starts.len());
         for batch in starts.chunks(self.cfg.segmentation_batch.max(1)) {
+            if runtime::stopped(self.stop.as_ref()) {
+                return Err(DiarizeError::Cancelled);
+            }
             let mut input = vec![0.0f32; batch.len() * win];
             for (b, &s) in batch.iter().enumerate() {
                 let end = (s + win).min(samples.len());
@@ -270,6 +278,9 @@ impl DiarizationEngine {
         let max_batch = self.cfg.embedding_batch.max(1);
         let mut k = 0;
         while k < order.len() {
+            if runtime::stopped(self.stop.as_ref()) {
+                return Err(DiarizeError::Cancelled);
+            }
             let len = audio[order[k]].len();
             let mut end = k + 1;
             while end < order.len() && end - k < max_batch && audio[order[end]].len() == len {
@@ -298,11 +309,25 @@ impl DiarizationEngine {
     }
 
     /// Diarizes 16 kHz mono samples.
-    pub fn diarize(
+    pub fn diarize(&mut self, samples: &[f32], bounds: SpeakerBounds) -> Result<Diarization, DiarizeError> {
+        self.diarize_until(samples, bounds, None)
+    }
+
+    /// Diarizes 16 kHz mono samples; stops early (error `Cancelled`) once
+    /// `stop` is set, checked before each batch of windows or embeddings.
+    pub fn diarize_until(
         &mut self,
         samples: &[f32],
         bounds: SpeakerBounds,
+        stop: Option<runtime::StopFlag>,
     ) -> Result<Diarization, DiarizeError> {
+        self.stop = stop;
+        let result = self.run(samples, bounds);
+        self.stop = None;
+        result
+    }
+
+    fn run(&mut self, samples: &[f32], bounds: SpeakerBounds) -> Result<Diarization, DiarizeError> {
         let mut timings = DiarizeTimings::default();
         let t0 = Instant::now();
         let starts = self.window_starts(samples.len());

@@ -14,7 +14,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::config::{Config, Task};
-use crate::runtime::DeviceUsed;
+use crate::runtime::{DeviceUsed, StopFlag};
 use decode::DecodeOptions;
 use mel::MelFrontEnd;
 use model::{ModelDir, ModelError, WhisperOnnx};
@@ -135,6 +135,12 @@ impl WhisperEngine {
 
     /// Transcribes 16 kHz mono samples.
     pub fn transcribe(&mut self, samples: &[f32]) -> Result<Transcript, WhisperError> {
+        self.transcribe_until(samples, None)
+    }
+
+    /// Transcribes 16 kHz mono samples; stops early (error `Cancelled`) once
+    /// `stop` is set, checked before each 30 s window.
+    pub fn transcribe_until(&mut self, samples: &[f32], stop: Option<StopFlag>) -> Result<Transcript, WhisperError> {
         let mut timings = Timings::default();
         let t0 = Instant::now();
         let features = self.mel.compute(samples);
@@ -158,6 +164,7 @@ impl WhisperEngine {
             prompt_reset_on_temperature: self.prompt_reset_on_temperature,
             sot_sequence,
             silence_peak: self.silence_peak,
+            stop,
         };
         let segments = transcribe_features(&mut self.model, &self.tok, samples, &features, &self.opts, &loop_opts, &mut rng, &mut timings)?;
         Ok(Transcript { language, duration, segments, timings })

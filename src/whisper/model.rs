@@ -67,6 +67,8 @@ pub enum ModelError {
     BadFile { path: PathBuf, reason: String },
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error("transcription stopped: the job was cancelled")]
+    Cancelled,
 }
 
 impl From<ort::Error> for ModelError {

@@ -107,6 +107,8 @@ pub struct LoopOptions {
     /// A window whose peak sample is below this linear level is silence:
     /// skipped without decoding (Whisper tends to hallucinate on digital silence).
     pub silence_peak: f32,
+    /// Checked before each 30 s window: once set, the loop stops with `ModelError::Cancelled`.
+    pub stop: Option<crate::runtime::StopFlag>,
 }
 
 /// Transcribes the whole of `mel`.
@@ -128,6 +130,9 @@ pub fn transcribe_features(
     let mut prompt_reset_since = 0usize;
     let mut segments = Vec::new();
     while seek < content_frames {
+        if crate::runtime::stopped(loop_opts.stop.as_ref()) {
+            return Err(ModelError::Cancelled);
+        }
         let time_offset = seek as f64 * SECONDS_PER_FRAME;
         let segment_size = N_FRAMES.min(content_frames - seek);
         let segment_duration = segment_size as f64 * SECONDS_PER_FRAME;
