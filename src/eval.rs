@@ -204,6 +204,53 @@ pub fn attach_uem(items: &mut [EvalItem], uem: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Accuracy: WER, DER and cpWER with the counts behind them (None without
+/// the matching reference). Flattened into the report's JSON.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Scores {
+    pub wer: Option<f64>,
+    pub word_errors: Option<WordErrors>,
+    pub der: Option<f64>,
+    pub der_breakdown: Option<DerBreakdown>,
+    /// cpWER: words with the right speaker (needs an STM reference).
+    pub cp_wer: Option<f64>,
+    pub cp_word_errors: Option<WordErrors>,
+}
+
+impl Scores {
+    fn new(words: Option<WordErrors>, der: Option<DerBreakdown>, cp: Option<WordErrors>) -> Scores {
+        Scores {
+            wer: words.map(|e| e.wer()),
+            word_errors: words,
+            der: der.map(|b| b.der()),
+            der_breakdown: der,
+            cp_wer: cp.map(|e| e.wer()),
+            cp_word_errors: cp,
+        }
+    }
+
+    /// The scores of `self` and `o` together (errors over all reference words / speech).
+    fn plus(&self, o: &Scores) -> Scores {
+        fn sum<T: Copy + Default>(a: Option<T>, b: Option<T>, add: impl Fn(&mut T, T)) -> Option<T> {
+            match (a, b) {
+                (None, None) => None,
+                (a, b) => {
+                    let mut t = a.unwrap_or_default();
+                    if let Some(b) = b {
+                        add(&mut t, b);
+                    }
+                    Some(t)
+                }
+            }
+        }
+        Scores::new(
+            sum(self.word_errors, o.word_errors, |t, b| t.add(b)),
+            sum(self.der_breakdown, o.der_breakdown, |t, b| t.add(b)),
+            sum(self.cp_word_errors, o.cp_word_errors, |t, b| t.add(b)),
+        )
+    }
+}
+
 /// One recording's scores and costs.
 #[derive(Debug, Clone, Serialize)]
 pub struct FileReport {
@@ -216,13 +263,8 @@ pub struct FileReport {
     pub speed: f64,
     /// Highest resident memory of the process while this job ran (MB).
     pub peak_rss_mb: Option<f64>,
-    pub wer: Option<f64>,
-    pub word_errors: Option<WordErrors>,
-    pub der: Option<f64>,
-    pub der_breakdown: Option<DerBreakdown>,
-    /// cpWER: words with the right speaker (needs an STM reference).
-    pub cp_wer: Option<f64>,
-    pub cp_word_errors: Option<WordErrors>,
+    #[serde(flatten)]
+    pub scores: Scores,
     pub speakers_found: usize,
     pub speakers_reference: Option<usize>,
     /// Hint given to the job (with --oracle-speakers).
@@ -253,12 +295,7 @@ pub fn score(item: &EvalItem, result: &Value, wall_seconds: f64, peak_rss_mb: Op
         wall_seconds,
         speed: if wall_seconds > 0.0 { audio_seconds / wall_seconds } else { 0.0 },
         peak_rss_mb,
-        wer: errors.map(|e| e.wer()),
-        word_errors: errors,
-        der: breakdown.map(|b| b.der()),
-        der_breakdown: breakdown,
-        cp_wer: cp.map(|e| e.wer()),
-        cp_word_errors: cp,
+        scores: Scores::new(errors, breakdown, cp),
         speakers_found: crate::align::count_speakers(&turns),
         speakers_reference: item.reference_speakers(),
         num_speakers_hint: None,
@@ -276,12 +313,8 @@ pub struct Totals {
     /// submission to last result (jobs at once).
     pub wall_seconds: f64,
     pub speed: f64,
-    pub wer: Option<f64>,
-    pub word_errors: Option<WordErrors>,
-    pub der: Option<f64>,
-    pub der_breakdown: Option<DerBreakdown>,
-    pub cp_wer: Option<f64>,
-    pub cp_word_errors: Option<WordErrors>,
+    #[serde(flatten)]
+    pub scores: Scores,
     pub peak_rss_mb: Option<f64>,
     /// Seconds per pipeline stage, summed over the files.
     pub stage_seconds: BTreeMap<String, f64>,
@@ -291,15 +324,7 @@ pub fn totals(files: &[FileReport], wall_seconds: f64) -> Totals {
     let mut t = Totals { files: files.len(), wall_seconds, ..Default::default() };
     for f in files {
         t.audio_seconds += f.audio_seconds;
-        if let Some(e) = f.word_errors {
-            t.word_errors.get_or_insert_with(WordErrors::default).add(e);
-        }
-        if let Some(e) = f.cp_word_errors {
-            t.cp_word_errors.get_or_insert_with(WordErrors::default).add(e);
-        }
-        if let Some(b) = f.der_breakdown {
-            t.der_breakdown.get_or_insert_with(DerBreakdown::default).add(b);
-        }
+        t.scores = t.scores.plus(&f.scores);
         if let Some(m) = f.peak_rss_mb {
             t.peak_rss_mb = Some(t.peak_rss_mb.map_or(m, |p: f64| p.max(m)));
         }
@@ -308,9 +333,6 @@ pub fn totals(files: &[FileReport], wall_seconds: f64) -> Totals {
         }
     }
     t.speed = if wall_seconds > 0.0 { t.audio_seconds / wall_seconds } else { 0.0 };
-    t.wer = t.word_errors.map(|e| e.wer());
-    t.der = t.der_breakdown.map(|b| b.der());
-    t.cp_wer = t.cp_word_errors.map(|e| e.wer());
     t
 }
 
@@ -350,28 +372,26 @@ pub fn table(report: &EvalReport) -> String {
                 Some(r) => format!("{} ({r})", f.speakers_found),
                 None => f.speakers_found.to_string(),
             };
-            (f.id.clone(), f.audio_seconds, f.wall_seconds, f.speed, f.wer, f.der, f.cp_wer, spk, f.peak_rss_mb)
+            (f.id.clone(), f.audio_seconds, f.wall_seconds, f.speed, f.scores, spk, f.peak_rss_mb)
         })
         .chain(std::iter::once((
             "TOTAL".to_string(),
             t.audio_seconds,
             t.wall_seconds,
             t.speed,
-            t.wer,
-            t.der,
-            t.cp_wer,
+            t.scores,
             String::new(),
             t.peak_rss_mb,
         )));
-    for (id, audio, wall, speed, wer, der, cp, spk, peak) in lines {
+    for (id, audio, wall, speed, sc, spk, peak) in lines {
         row([
             id,
             format!("{audio:.2}"),
             format!("{wall:.2}"),
             format!("{speed:.1}x"),
-            pct(wer),
-            pct(der),
-            pct(cp),
+            pct(sc.wer),
+            pct(sc.der),
+            pct(sc.cp_wer),
             spk,
             mb(peak),
         ]);
@@ -485,19 +505,20 @@ mod tests {
             "performance_metrics": {"total_seconds": 0.5, "stages": {"transcription": 0.3, "diarization": 0.2}}
         });
         let r = score(&item, &result, 0.5, Some(100.0));
-        assert_eq!(r.wer, Some(0.0));
+        assert_eq!(r.scores.wer, Some(0.0));
         assert_eq!(r.speakers_found, 2);
         assert_eq!(r.speakers_reference, Some(2));
         assert_eq!(r.speed, 16.0);
         // collars take 0-0.25, 3.75-4.25 and 7.75-8 out: 7 s scored; 4.25-5 s confused
-        let b = r.der_breakdown.unwrap();
+        let b = r.scores.der_breakdown.unwrap();
         assert!((b.total - 7.0).abs() < 1e-9, "{b:?}");
         assert!((b.confusion - 0.75).abs() < 1e-9, "{b:?}");
         let t = totals(&[r.clone(), r], 2.0);
         assert_eq!(t.files, 2);
         assert_eq!(t.speed, 8.0);
-        assert_eq!(t.wer, Some(0.0));
-        assert!((t.der.unwrap() - 0.75 / 7.0).abs() < 1e-9);
+        assert_eq!(t.scores.wer, Some(0.0));
+        assert!((t.scores.der.unwrap() - 0.75 / 7.0).abs() < 1e-9);
+        assert_eq!(t.scores.cp_wer, None, "no STM");
         assert_eq!(t.peak_rss_mb, Some(100.0));
         assert_eq!(t.stage_seconds["transcription"], 0.6);
         assert_eq!(t.stage_seconds["diarization"], 0.4);
