@@ -80,12 +80,6 @@ async fn one(runner: &LocalRunner, clip: &Path, options: &JobOptions) -> anyhow:
     runner.wait(id).await
 }
 
-fn span(done: &[Finished]) -> f64 {
-    let first = done.iter().map(|d| d.job.created_at).min().unwrap();
-    let last = done.iter().filter_map(|d| d.job.finished_at).max().unwrap();
-    (last - first).num_microseconds().unwrap_or(0) as f64 / 1e6
-}
-
 fn stage_json(stages: &[(&'static str, f64, f64)], wall: f64) -> Value {
     Value::Object(
         stages
@@ -153,7 +147,7 @@ fn main() -> anyhow::Result<()> {
                 par.push(runner.wait(id).await?);
             }
             let stages = deltas(&c0, &runner.counters());
-            let par_wall = span(&par);
+            let par_wall = Finished::span_seconds(&par);
             let per_min = |w: f64| 60.0 * n as f64 / w;
             let shares: Vec<String> = stages
                 .iter()

@@ -14,6 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::audio::round_ms;
 use crate::diarize::rttm::Turn;
 
 /// Label given when the diarization found no speech at all.
@@ -200,11 +201,6 @@ fn share_words(text: &str, weights: &[f64]) -> Option<Vec<String>> {
     Some(out)
 }
 
-/// Seconds rounded to the millisecond (split points are computed on a 10 ms grid).
-fn round_ms(t: f64) -> f64 {
-    (t * 1000.0).round() / 1000.0
-}
-
 /// Aligns transcript segments with speaker turns.
 pub fn align(segments: &[TextSegment], turns: &[Turn], opts: AlignOptions) -> Vec<AlignedSegment> {
     let mut out = Vec::with_capacity(segments.len());
@@ -215,6 +211,7 @@ pub fn align(segments: &[TextSegment], turns: &[Turn], opts: AlignOptions) -> Ve
             if let Some(groups) = share_words(&seg.text, &weights) {
                 let lead = if seg.text.starts_with(' ') { " " } else { "" };
                 for ((speaker, s, e), text) in runs.into_iter().zip(groups) {
+                    // split points are computed on a 10 ms grid: reported to the millisecond like every timestamp
                     out.push(AlignedSegment { start: round_ms(s), end: round_ms(e), text: format!("{lead}{text}"), speaker });
                 }
                 continue;

@@ -155,6 +155,12 @@ pub fn load_16k_mono(path: &Path) -> Result<MonoAudio, AudioError> {
     Ok(MonoAudio { samples, sample_rate: TARGET_RATE, channels: audio.channels })
 }
 
+/// Seconds rounded to the millisecond: how every timestamp is reported
+/// (Whisper segments, aligned segments).
+pub fn round_ms(t: f64) -> f64 {
+    (t * 1000.0).round() / 1000.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,8 @@
 //! `colloquy eval`: what to score and how. Plain functions: reading the
 //! test set (a TSV manifest of recordings with reference text, RTTM files
-//! with reference turns, UEM files with scored regions), scoring one
-//! pipeline result (WER on normalised words, DER with a collar), the totals
-//! and the printed table. Running the jobs is `main.rs`'s (through
+//! with reference turns, UEM files with scored regions, STM files with who
+//! said what), scoring one pipeline result (WER on normalised words, DER
+//! with a collar, cpWER), the totals and the printed table. Running the jobs is `main.rs`'s (through
 //! [`crate::local::LocalRunner`]).
 
 use std::collections::BTreeMap;
@@ -21,7 +21,7 @@ use crate::text::{word_errors, WordErrors};
 pub const DER_COLLAR: f64 = 0.25;
 
 /// One recording to run and what to score it against.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct EvalItem {
     pub id: String,
     pub audio: PathBuf,
@@ -33,6 +33,17 @@ pub struct EvalItem {
 }
 
 impl EvalItem {
+    /// The names reference files may give this recording: its id, then its
+    /// audio file's stem (conv1.rttm names `conv1`, the manifest `synthetic_conv1`).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.id.as_str()).chain(self.audio.file_stem().and_then(|s| s.to_str()))
+    }
+
+    /// The first of `by_name`'s entries under one of this item's names.
+    fn lookup<'a, T>(&self, by_name: &'a BTreeMap<String, T>) -> Option<&'a T> {
+        self.names().find_map(|n| by_name.get(n))
+    }
+
     /// Distinct speakers of the reference turns.
     pub fn reference_speakers(&self) -> Option<usize> {
         self.reference_turns.as_ref().map(|t| crate::align::count_speakers(t))
@@ -75,9 +86,7 @@ pub fn read_manifest(path: &Path, group: Option<&str>) -> anyhow::Result<Vec<Eva
             id: get(id)?.to_string(),
             audio: dir.join(get(audio)?),
             reference_text: Some(get(reference)?.to_string()),
-            reference_turns: None,
-            uem: None,
-            reference_speaker_text: None,
+            ..Default::default()
         });
     }
     Ok(items)
@@ -93,8 +102,7 @@ pub fn attach_rttm(items: &mut Vec<EvalItem>, rttm: &Path) -> anyhow::Result<()>
     for (uri, turns) in refs {
         let mut found = false;
         for item in items.iter_mut() {
-            let stem = item.audio.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-            if item.id == uri || stem == uri {
+            if item.names().any(|n| n == uri) {
                 item.reference_turns = Some(turns.clone());
                 found = true;
             }
@@ -107,14 +115,7 @@ pub fn attach_rttm(items: &mut Vec<EvalItem>, rttm: &Path) -> anyhow::Result<()>
             .map(|ext| dir.join(format!("{uri}.{ext}")))
             .find(|p| p.is_file())
             .with_context(|| format!("{}: no audio file {uri}.wav (.flac, .mp3, .ogg) beside it", rttm.display()))?;
-        items.push(EvalItem {
-            id: uri,
-            audio,
-            reference_text: None,
-            reference_turns: Some(turns),
-            uem: None,
-            reference_speaker_text: None,
-        });
+        items.push(EvalItem { id: uri, audio, reference_turns: Some(turns), ..Default::default() });
     }
     Ok(())
 }
@@ -139,8 +140,7 @@ pub fn attach_stm(items: &mut [EvalItem], stm: &Path) -> anyhow::Result<()> {
         per_file.entry(f[0].to_string()).or_default().push((start, f[2].to_string(), f[5..].join(" ")));
     }
     for item in items.iter_mut() {
-        let stem = item.audio.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-        if let Some(turns) = per_file.get(&item.id).or_else(|| per_file.get(stem)) {
+        if let Some(turns) = item.lookup(&per_file) {
             let mut turns = turns.clone();
             turns.sort_by(|a, b| a.0.total_cmp(&b.0));
             if item.reference_text.is_none() {
@@ -196,8 +196,7 @@ pub fn attach_uem(items: &mut [EvalItem], uem: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(uem).with_context(|| format!("{}", uem.display()))?;
     let regions = parse_uem(&text).with_context(|| format!("{}", uem.display()))?;
     for item in items.iter_mut() {
-        let stem = item.audio.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-        if let Some(r) = regions.get(&item.id).or_else(|| regions.get(stem)) {
+        if let Some(r) = item.lookup(&regions) {
             item.uem = Some(r.clone());
         }
     }

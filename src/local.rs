@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -25,11 +26,26 @@ pub struct Finished {
 }
 
 impl Finished {
+    fn end(&self) -> DateTime<Utc> {
+        self.job.finished_at.unwrap_or(self.job.updated_at)
+    }
+
     /// Seconds from submission to the stored result.
     pub fn wall_seconds(&self) -> f64 {
-        let end = self.job.finished_at.unwrap_or(self.job.updated_at);
-        (end - self.job.created_at).num_microseconds().unwrap_or(0) as f64 / 1e6
+        seconds(self.job.created_at, self.end())
     }
+
+    /// Seconds from the first submission to the last stored result of
+    /// jobs that ran together (0 for none).
+    pub fn span_seconds(done: &[Finished]) -> f64 {
+        let first = done.iter().map(|d| d.job.created_at).min();
+        let last = done.iter().map(Finished::end).max();
+        first.zip(last).map_or(0.0, |(a, b)| seconds(a, b))
+    }
+}
+
+fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    (to - from).num_microseconds().unwrap_or(0) as f64 / 1e6
 }
 
 pub struct LocalRunner {

@@ -279,6 +279,14 @@ fn diarize(
     Ok(())
 }
 
+/// Every input exists: checked before the models load, so a typo fails at once.
+fn require_files<'a>(paths: impl IntoIterator<Item = &'a std::path::Path>) -> anyhow::Result<()> {
+    match paths.into_iter().find(|p| !p.is_file()) {
+        Some(p) => anyhow::bail!("{}: no such file", p.display()),
+        None => Ok(()),
+    }
+}
+
 fn eval(
     mut config: Config,
     items: Vec<colloquy::eval::EvalItem>,
@@ -287,34 +295,26 @@ fn eval(
     report_path: &std::path::Path,
 ) -> anyhow::Result<()> {
     use colloquy::eval::{peak_rss_mb, reset_peak_rss, score, table, totals, EvalReport};
-    for item in &items {
-        if !item.audio.is_file() {
-            anyhow::bail!("{}: no such file", item.audio.display());
-        }
-    }
+    require_files(items.iter().map(|i| i.audio.as_path()))?;
     config.pipeline.max_active_jobs = jobs;
     let engines = colloquy::actors::pipeline::Engines::load(&config)?;
     let device = engines.devices().transcriber.to_string();
     let (whisper_model, whisper_precision) =
         (config.whisper.model.clone(), config.whisper.precision_name().to_string());
-    let options = |item: &colloquy::eval::EvalItem| colloquy::registry::JobOptions {
-        num_speakers: if oracle_speakers { item.reference_speakers() } else { None },
-        ..Default::default()
-    };
-    let (files, wall) = actix_rt::System::new().block_on(async {
+    let hint = |item: &colloquy::eval::EvalItem| if oracle_speakers { item.reference_speakers() } else { None };
+    // each job's result with the peak RSS while it ran alone (None when jobs overlap)
+    let done: Vec<(colloquy::local::Finished, Option<f64>)> = actix_rt::System::new().block_on(async {
         let runner = colloquy::local::LocalRunner::start(config, engines, items.len()).await?;
-        let mut files = Vec::new();
-        let mut wall = 0.0;
+        let options = |item| colloquy::registry::JobOptions { num_speakers: hint(item), ..Default::default() };
+        let mut done = Vec::new();
         if jobs == 1 {
             for item in &items {
                 reset_peak_rss();
                 let id = runner.submit(&item.audio, options(item)).await?;
-                let done = runner.wait(id).await.with_context(|| item.audio.display().to_string())?;
-                let mut r = score(item, &done.result, done.wall_seconds(), peak_rss_mb());
-                r.num_speakers_hint = options(item).num_speakers;
-                eprintln!("{}: {:.1}x", item.id, r.speed);
-                wall += r.wall_seconds;
-                files.push(r);
+                let d = runner.wait(id).await.with_context(|| item.audio.display().to_string())?;
+                let peak = peak_rss_mb();
+                eprintln!("{}: {:.1}x", item.id, d.result["duration"].as_f64().unwrap_or(0.0) / d.wall_seconds());
+                done.push((d, peak));
             }
         } else {
             reset_peak_rss();
@@ -322,21 +322,26 @@ fn eval(
             for item in &items {
                 ids.push(runner.submit(&item.audio, options(item)).await?);
             }
-            let (mut first, mut last) = (None, None);
             for (item, id) in items.iter().zip(ids) {
-                let done = runner.wait(id).await.with_context(|| item.audio.display().to_string())?;
-                first = first.min(Some(done.job.created_at)).or(Some(done.job.created_at));
-                last = last.max(done.job.finished_at);
-                let mut r = score(item, &done.result, done.wall_seconds(), None);
-                r.num_speakers_hint = options(item).num_speakers;
-                files.push(r);
-            }
-            if let (Some(a), Some(b)) = (first, last) {
-                wall = (b - a).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                done.push((runner.wait(id).await.with_context(|| item.audio.display().to_string())?, None));
             }
         }
-        Ok::<_, anyhow::Error>((files, wall))
+        Ok::<_, anyhow::Error>(done)
     })?;
+    let files: Vec<_> = items
+        .iter()
+        .zip(&done)
+        .map(|(item, (d, peak))| {
+            let mut r = score(item, &d.result, d.wall_seconds(), *peak);
+            r.num_speakers_hint = hint(item);
+            r
+        })
+        .collect();
+    let wall = if jobs == 1 {
+        files.iter().map(|f| f.wall_seconds).sum()
+    } else {
+        colloquy::local::Finished::span_seconds(&done.into_iter().map(|(d, _)| d).collect::<Vec<_>>())
+    };
     let mut totals = totals(&files, wall);
     if jobs > 1 {
         totals.peak_rss_mb = peak_rss_mb();
@@ -367,11 +372,7 @@ fn transcribe_pipeline(
     format: Format,
     options: colloquy::registry::JobOptions,
 ) -> anyhow::Result<()> {
-    for f in files {
-        if !f.is_file() {
-            anyhow::bail!("{}: no such file", f.display());
-        }
-    }
+    require_files(files.iter().map(PathBuf::as_path))?;
     let engines = colloquy::actors::pipeline::Engines::load(&config)?;
     let outputs: Vec<serde_json::Value> = actix_rt::System::new().block_on(async {
         let runner = colloquy::local::LocalRunner::start(config, engines, files.len()).await?;

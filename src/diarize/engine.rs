@@ -79,8 +79,6 @@ pub struct DiarizationEngine {
     fbank: Fbank,
     cfg: DiarizationConfig,
     pub device: DeviceUsed,
-    /// The running call's stop flag (`diarize_until`).
-    stop: Option<runtime::StopFlag>,
 }
 
 /// `<root>/models/diarization`.
@@ -95,24 +93,14 @@ impl DiarizationEngine {
             return Err(DiarizeError::NotInstalled(dir));
         }
         let info_path = dir.join("diarization.json");
-        let text = std::fs::read_to_string(&info_path).map_err(|e| DiarizeError::BadFile {
-            path: info_path.clone(),
-            reason: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(&info_path)
+            .map_err(|e| DiarizeError::BadFile { path: info_path.clone(), reason: e.to_string() })?;
         let info: DiarizationModelInfo =
-            serde_json::from_str(&text).map_err(|e| DiarizeError::BadFile {
-                path: info_path,
-                reason: e.to_string(),
-            })?;
+            serde_json::from_str(&text).map_err(|e| DiarizeError::BadFile { path: info_path, reason: e.to_string() })?;
         let env = runtime::environment(&config.onnxruntime_library())?;
-        let (segmentation, d1) =
-            runtime::session(env, &dir.join("segmentation.onnx"), &config.runtime)?;
+        let (segmentation, d1) = runtime::session(env, &dir.join("segmentation.onnx"), &config.runtime)?;
         let (embedding, d2) = runtime::session(env, &dir.join("embedding.onnx"), &config.runtime)?;
-        let device = if d1 == DeviceUsed::Cuda && d2 == DeviceUsed::Cuda {
-            DeviceUsed::Cuda
-        } else {
-            DeviceUsed::Cpu
-        };
+        let device = if d1 == DeviceUsed::Cuda && d2 == DeviceUsed::Cuda { DeviceUsed::Cuda } else { DeviceUsed::Cpu };
         Ok(DiarizationEngine {
             segmentation,
             embedding,
@@ -120,7 +108,6 @@ impl DiarizationEngine {
             fbank: Fbank::new(80, 16_000.0, 20.0),
             cfg: config.diarization.clone(),
             device,
-            stop: None,
         })
     }
 
@@ -137,10 +124,7 @@ impl DiarizationEngine {
     fn window_starts(&self, n: usize) -> Vec<usize> {
         let win = self.info.window_samples;
         let fstep = self.info.frame_step_samples;
-        let step = (((self.cfg.window_step * self.info.sample_rate as f64) / fstep as f64).round()
-            as usize)
-            .max(1)
-            * fstep;
+        let step = (((self.cfg.window_step * self.info.sample_rate as f64) / fstep as f64).round() as usize).max(1) * fstep;
         let mut starts = vec![0];
         while starts.last().unwrap() + win < n {
             starts.push(starts.last().unwrap() + step);
@@ -153,12 +137,13 @@ impl DiarizationEngine {
         &mut self,
         samples: &[f32],
         starts: &[usize],
+        stop: Option<&runtime::StopFlag>,
     ) -> Result<Vec<Vec<f32>>, DiarizeError> {
         let win = self.info.window_samples;
         let frames = self.info.frames_per_window;
         let mut out = Vec::with_capacity(starts.len());
         for batch in starts.chunks(self.cfg.segmentation_batch.max(1)) {
-            if runtime::stopped(self.stop.as_ref()) {
+            if runtime::stopped(stop) {
                 return Err(DiarizeError::Cancelled);
             }
             let mut input = vec![0.0f32; batch.len() * win];
@@ -198,9 +183,7 @@ impl DiarizationEngine {
         };
         let per_frame = grid.step as f64 / grid.sample_rate as f64;
         let min_frames = (self.cfg.min_embedding_duration / per_frame).ceil() as usize;
-        let piece_frames = ((self.cfg.embedding_piece / per_frame).round() as usize)
-            .max(min_frames)
-            .max(1);
+        let piece_frames = ((self.cfg.embedding_piece / per_frame).round() as usize).max(min_frames).max(1);
         let mut chosen = pick(true);
         if chosen.len() < min_frames {
             chosen = pick(false);
@@ -271,14 +254,18 @@ impl DiarizationEngine {
     /// CAM++ embeddings (L2-normalised) of the given stretches of audio, in
     /// order. Stretches of equal length go through the model together, up to
     /// `embedding_batch` at a time (results do not depend on the batching).
-    fn embed_all(&mut self, audio: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, DiarizeError> {
+    fn embed_all(
+        &mut self,
+        audio: &[Vec<f32>],
+        stop: Option<&runtime::StopFlag>,
+    ) -> Result<Vec<Vec<f32>>, DiarizeError> {
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); audio.len()];
         let mut order: Vec<usize> = (0..audio.len()).collect();
         order.sort_by_key(|&i| (audio[i].len(), i));
         let max_batch = self.cfg.embedding_batch.max(1);
         let mut k = 0;
         while k < order.len() {
-            if runtime::stopped(self.stop.as_ref()) {
+            if runtime::stopped(stop) {
                 return Err(DiarizeError::Cancelled);
             }
             let len = audio[order[k]].len();
@@ -321,25 +308,18 @@ impl DiarizationEngine {
         bounds: SpeakerBounds,
         stop: Option<runtime::StopFlag>,
     ) -> Result<Diarization, DiarizeError> {
-        self.stop = stop;
-        let result = self.run(samples, bounds);
-        self.stop = None;
-        result
-    }
-
-    fn run(&mut self, samples: &[f32], bounds: SpeakerBounds) -> Result<Diarization, DiarizeError> {
+        let stop = stop.as_ref();
         let mut timings = DiarizeTimings::default();
         let t0 = Instant::now();
         let starts = self.window_starts(samples.len());
-        let activity = self.segment(samples, &starts)?;
+        let activity = self.segment(samples, &starts, stop)?;
         timings.segmentation = t0.elapsed().as_secs_f64();
         timings.windows = starts.len();
 
         // embeddings of pieces of each (window, local speaker); each piece
         // becomes a column of its window with its own cluster
         let t1 = Instant::now();
-        let min_samples = ((self.cfg.min_embedding_duration * self.info.sample_rate as f64)
-            as usize)
+        let min_samples = ((self.cfg.min_embedding_duration * self.info.sample_rate as f64) as usize)
             .max(crate::diarize::fbank::FRAME_LENGTH * 4);
         let frames_per_window = self.info.frames_per_window;
         // audio of every piece to embed; its index is its embedding's
@@ -353,9 +333,7 @@ impl DiarizationEngine {
             let frames = act.len() / LOCAL_SPEAKERS;
             let mut cols: Vec<(Vec<usize>, Option<usize>)> = Vec::new();
             for s in 0..LOCAL_SPEAKERS {
-                let active: Vec<usize> = (0..frames)
-                    .filter(|&i| act[i * LOCAL_SPEAKERS + s] > 0.0)
-                    .collect();
+                let active: Vec<usize> = (0..frames).filter(|&i| act[i * LOCAL_SPEAKERS + s] > 0.0).collect();
                 if active.is_empty() {
                     continue;
                 }
@@ -400,11 +378,7 @@ impl DiarizationEngine {
                     let k = piece_cols
                         .iter()
                         .enumerate()
-                        .min_by(|a, b| {
-                            (a.1 .2 - i as f64)
-                                .abs()
-                                .total_cmp(&(b.1 .2 - i as f64).abs())
-                        })
+                        .min_by(|a, b| (a.1 .2 - i as f64).abs().total_cmp(&(b.1 .2 - i as f64).abs()))
                         .map(|(k, _)| k)
                         .unwrap();
                     piece_cols[k].0.push(i);
@@ -418,20 +392,15 @@ impl DiarizationEngine {
                         .min_by(|a, b| a.1.total_cmp(&b.1))
                         .map(|(e, _)| e)
                 };
-                let borrowed: Vec<Option<usize>> = piece_cols
-                    .iter()
-                    .map(|p| p.1.or_else(|| nearest(p.2)))
-                    .collect();
+                let borrowed: Vec<Option<usize>> = piece_cols.iter().map(|p| p.1.or_else(|| nearest(p.2))).collect();
                 for ((f, _, _), e) in piece_cols.into_iter().zip(borrowed) {
                     cols.push((f, e));
                 }
             }
-            debug_assert!(cols
-                .iter()
-                .all(|c| c.0.iter().all(|&i| i < frames_per_window)));
+            debug_assert!(cols.iter().all(|c| c.0.iter().all(|&i| i < frames_per_window)));
             columns.push(cols);
         }
-        let embeddings = self.embed_all(&pending)?;
+        let embeddings = self.embed_all(&pending, stop)?;
         drop(pending);
         if tracing::enabled!(tracing::Level::TRACE) {
             let t = |x: usize| x as f64 / grid.sample_rate as f64;
@@ -443,10 +412,8 @@ impl DiarizationEngine {
         timings.embedded = embeddings.len();
 
         let t2 = Instant::now();
-        let opts = ClusterOptions {
-            threshold: self.cfg.cluster_threshold,
-            min_cluster_size: self.cfg.min_cluster_size,
-        };
+        let opts =
+            ClusterOptions { threshold: self.cfg.cluster_threshold, min_cluster_size: self.cfg.min_cluster_size };
         let labels = cluster(&embeddings, &opts, bounds);
         let k = labels.iter().max().map_or(0, |m| m + 1);
         tracing::trace!(labels = ?labels, "cluster labels");
@@ -462,12 +429,7 @@ impl DiarizationEngine {
                     }
                 }
                 let clusters = cols.iter().map(|(_, e)| e.map(|e| labels[e])).collect();
-                WindowActivity {
-                    start_sample,
-                    cols: n,
-                    activity,
-                    clusters,
-                }
+                WindowActivity { start_sample, cols: n, activity, clusters }
             })
             .collect();
         let turns = reconstruct(
@@ -485,10 +447,6 @@ impl DiarizationEngine {
         names.sort();
         names.dedup();
         let num_speakers = names.len();
-        Ok(Diarization {
-            turns,
-            num_speakers,
-            timings,
-        })
+        Ok(Diarization { turns, num_speakers, timings })
     }
 }

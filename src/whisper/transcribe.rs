@@ -189,8 +189,8 @@ pub fn transcribe_features(
             all_tokens.extend_from_slice(&r.tokens);
             segments.push(Segment {
                 id: segments.len() + 1,
-                start: round_ms(r.start),
-                end: round_ms(r.end),
+                start: crate::audio::round_ms(r.start),
+                end: crate::audio::round_ms(r.end),
                 text,
                 tokens: r.tokens,
                 avg_logprob: result.avg_logprob,
@@ -204,10 +204,6 @@ pub fn transcribe_features(
         }
     }
     Ok(segments)
-}
-
-fn round_ms(t: f64) -> f64 {
-    (t * 1000.0).round() / 1000.0
 }
 
 #[cfg(test)]
