@@ -10,7 +10,9 @@ when complete, so the target directory is never half written.
 Output directory:
   encoder.onnx       mel [B,80,3000] -> cross_k_{i} [B,H,64,1500], cross_v_{i} [B,H,1500,64]
   decoder.onnx       tokens [B,T], past_k_{i}/past_v_{i} [B,H,P,64], cross_k_{i}, cross_v_{i}
-                     -> logits [B,n_vocab] (last position), present_k_{i}/present_v_{i} [B,H,P+T,64]
+                     -> logits [B,n_vocab] (last position), present_k_{i}/present_v_{i} [B,H,P+T,64],
+                        alignment_qk [B,A,T,1500]: the scaled cross-attention scores (before
+                        softmax) of the A alignment heads, for word timestamps (DTW)
   encoder.int8.onnx, decoder.int8.onnx   same interface, int8 MatMul weights
   tokenizer.json, ct2_config.json, model.json, manifest.json
 
@@ -345,6 +347,11 @@ def build_decoder(w, hp, projection):
     for i in range(L):
         g.add_output(f"present_k_{i}", TensorProto.FLOAT, ["batch", H, "total", HEAD_DIM])
         g.add_output(f"present_v_{i}", TensorProto.FLOAT, ["batch", H, "total", HEAD_DIM])
+    heads_of = {}
+    for layer, head in hp["alignment_heads"]:
+        heads_of.setdefault(layer, []).append(head)
+    g.add_output("alignment_qk", TensorProto.FLOAT, ["batch", len(hp["alignment_heads"]), "tokens", N_AUDIO_CTX])
+    alignment_parts = []
 
     emb = w.f32("decoder/embeddings/weight")
     assert emb.shape == (hp["n_vocab"], d), emb.shape
@@ -395,6 +402,9 @@ def build_decoder(w, hp, projection):
                      w.f32(f"{p}/attention/linear_0/bias") * scale, f"{n}.cross.q")
         q = g.split_heads(q, H, [0, 2, 1, 3])
         s = g.op("MatMul", [q, f"cross_k_{i}"])
+        if i in heads_of:
+            # the alignment heads' scores, in the order model.json lists them
+            alignment_parts.append(g.op("Gather", [s, g.const_i64(heads_of[i])], axis=1))
         a = g.op("Softmax", [s], axis=-1)
         o = g.merge_heads(g.op("MatMul", [a, f"cross_v_{i}"]), d)
         o = g.linear(o, w.f32(f"{p}/attention/linear_2/weight"),
@@ -406,6 +416,11 @@ def build_decoder(w, hp, projection):
         h = g.gelu(h)
         h = g.linear(h, w.f32(f"{p}/ffn/linear_1/weight"), w.f32(f"{p}/ffn/linear_1/bias"), f"{n}.ffn.fc2")
         x = g.op("Add", [x, h])
+
+    if len(alignment_parts) == 1:
+        g.op("Identity", alignment_parts, out="alignment_qk")
+    else:
+        g.op("Concat", alignment_parts, out="alignment_qk", axis=1)
 
     # Logits for the last position only.
     last = g.op("Slice", [x, g.const_i64([-1]), g.const_i64([np.iinfo(np.int64).max]), g.const_i64([1])])
@@ -481,9 +496,20 @@ def derive_model_info(name, w, config, tokenizer):
     if tokens != expected:
         raise ValueError(f"special token ids {tokens} differ from Whisper's {expected}")
 
+    # Cross-attention heads that follow the audio (word timestamps): CTranslate2
+    # writes openai-whisper's table into config.json; without it, openai-whisper's
+    # default (every head of the second half of the decoder layers).
+    n_heads_dec = w.scalar("decoder/num_heads")
+    heads = config.get("alignment_heads") or [[l, h] for l in range(n_dec // 2, n_dec) for h in range(n_heads_dec)]
+    heads = sorted((int(l), int(h)) for l, h in heads)
+    for l, h in heads:
+        if not (0 <= l < n_dec and 0 <= h < n_heads_dec):
+            raise ValueError(f"alignment head ({l}, {h}) outside {n_dec} layers x {n_heads_dec} heads")
+
     return {
         "name": name,
         "n_mels": N_MELS,
+        "alignment_heads": [list(x) for x in heads],
         "n_audio_ctx": N_AUDIO_CTX,
         "n_text_ctx": w.v["decoder/position_encodings/encodings"].shape[0],
         "d_model": d,
