@@ -2,8 +2,9 @@
 //!
 //! The role of the aligner is to put speakers on the text and assemble the
 //! job's result. This includes the following steps:
-//! - giving each transcript segment the speaker with the largest overlap,
-//!   splitting segments that span a speaker change (`crate::align`);
+//! - giving each word the speaker whose turn covers it, refining turn edges
+//!   with the words and cutting the transcript into one utterance per change
+//!   of speaker (`crate::align`);
 //! - building speaker turns;
 //! - assembling the result JSON (segments, aligned_segments, full_text,
 //!   language, duration, speaker_turns, provider, performance_metrics), with
@@ -44,22 +45,34 @@ impl StageWork for Aligner {
     fn process(&mut self, _ctx: &mut JobCtx, input: Diarized) -> Result<JobOutput, JobError> {
         let Diarized { transcribed, diarization, device: diarizer_device } = input;
         let offset = transcribed.audio.offset;
+        let shift = |t: f64| crate::audio::round_ms(t + offset);
         let segments: Vec<TextSegment> = transcribed
             .transcript
             .segments
             .iter()
-            .map(|s| TextSegment { start: s.start + offset, end: s.end + offset, text: s.text.clone() })
+            .map(|s| TextSegment {
+                start: shift(s.start),
+                end: shift(s.end),
+                text: s.text.clone(),
+                words: s
+                    .words
+                    .iter()
+                    .map(|w| crate::whisper::Word { start: shift(w.start), end: shift(w.end), ..w.clone() })
+                    .collect(),
+            })
             .collect();
         let mut turns = diarization.turns.clone();
         for t in &mut turns {
             t.start += offset;
             t.end += offset;
         }
-        let aligned = align(&segments, &turns, self.opts);
+        let mut activity = diarization.activity.clone();
+        activity.shift(offset);
+        let alignment = align(&segments, &turns, Some(&activity), self.opts);
         let speaker_turns = speaker_turns(&turns, self.opts.merge_gap);
         let result = json!({
-            "segments": segments,
-            "aligned_segments": aligned,
+            "segments": alignment.segments,
+            "aligned_segments": alignment.aligned,
             "full_text": transcribed.transcript.full_text(),
             "language": transcribed.transcript.language,
             "duration": transcribed.audio.duration,

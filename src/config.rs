@@ -123,6 +123,7 @@ pub struct WhisperConfig {
     pub suppress_blank: bool,
     pub silence_threshold_db: f32,
     pub seed: u64,
+    pub word_timestamps: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::cluster::{cluster, l2_normalise, ClusterOptions, SpeakerBounds};
 use super::fbank::{mean_normalise, Fbank};
 use super::powerset::{self, LOCAL_SPEAKERS};
-use super::reconstruct::{reconstruct, FrameGrid, ReconstructOptions, WindowActivity};
+use super::reconstruct::{reconstruct, FrameGrid, ReconstructOptions, Reconstruction, SpeakerActivity, WindowActivity};
 use super::rttm::Turn;
 use crate::config::{Config, DiarizationConfig};
 use crate::runtime::{self, DeviceUsed, RuntimeError};
@@ -60,6 +60,9 @@ pub struct Diarization {
     pub turns: Vec<Turn>,
     pub num_speakers: usize,
     pub timings: DiarizeTimings,
+    /// Frame-level speaker activity behind the turns (not serialised: large).
+    #[serde(skip)]
+    pub activity: SpeakerActivity,
 }
 
 /// Seconds spent per part.
@@ -432,7 +435,7 @@ impl DiarizationEngine {
                 WindowActivity { start_sample, cols: n, activity, clusters }
             })
             .collect();
-        let turns = reconstruct(
+        let Reconstruction { turns, activity } = reconstruct(
             &windows,
             k,
             self.grid(),
@@ -447,6 +450,6 @@ impl DiarizationEngine {
         names.sort();
         names.dedup();
         let num_speakers = names.len();
-        Ok(Diarization { turns, num_speakers, timings })
+        Ok(Diarization { turns, num_speakers, timings, activity })
     }
 }

@@ -40,6 +40,86 @@ pub struct ReconstructOptions {
     pub min_duration_off: f64,
 }
 
+/// Who is speaking, frame by frame, on the segmentation model's grid: what
+/// the turns were cut from, kept for decisions finer than turn edges (which
+/// speaker a word in overlapped speech belongs to).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpeakerActivity {
+    /// Seconds between frames.
+    pub frame_step: f64,
+    /// Centre time (seconds) of frame 0.
+    pub first_center: f64,
+    /// The label of each column, as in the turns.
+    pub speakers: Vec<String>,
+    /// `[frames × speakers]`: the share of the windows covering a frame in
+    /// which that speaker is active there (0..1).
+    pub scores: Vec<f32>,
+    /// Speakers active at each frame, as the reconstruction decided.
+    pub count: Vec<u8>,
+}
+
+impl SpeakerActivity {
+    pub fn frames(&self) -> usize {
+        self.count.len()
+    }
+
+    /// Frames whose centres fall in `[start, end)`; at least the nearest
+    /// frame when the interval is shorter than a frame. Empty without frames.
+    pub fn frame_range(&self, start: f64, end: f64) -> std::ops::Range<usize> {
+        let n = self.frames();
+        if n == 0 || self.frame_step <= 0.0 {
+            return 0..0;
+        }
+        let idx = |t: f64| ((t - self.first_center) / self.frame_step).max(0.0);
+        let a = (idx(start).ceil() as usize).min(n);
+        let b = (idx(end).ceil() as usize).min(n);
+        if b > a {
+            a..b
+        } else {
+            let c = (idx(0.5 * (start + end)).round() as usize).min(n - 1);
+            c..c + 1
+        }
+    }
+
+    /// Mean score of each speaker over `[start, end)`, in column order.
+    pub fn mean_scores(&self, start: f64, end: f64) -> Vec<f32> {
+        let k = self.speakers.len();
+        let r = self.frame_range(start, end);
+        let mut out = vec![0.0f32; k];
+        if r.is_empty() {
+            return out;
+        }
+        for g in r.clone() {
+            for (o, v) in out.iter_mut().zip(&self.scores[g * k..(g + 1) * k]) {
+                *o += v;
+            }
+        }
+        out.iter_mut().for_each(|v| *v /= r.len() as f32);
+        out
+    }
+
+    /// Share of the frames in `[start, end)` where two or more people speak.
+    pub fn overlap_share(&self, start: f64, end: f64) -> f32 {
+        let r = self.frame_range(start, end);
+        if r.is_empty() {
+            return 0.0;
+        }
+        r.clone().filter(|&g| self.count[g] >= 2).count() as f32 / r.len() as f32
+    }
+
+    /// Shifts every time by `dt` seconds.
+    pub fn shift(&mut self, dt: f64) {
+        self.first_center += dt;
+    }
+}
+
+/// The turns and the frame activity they were cut from.
+#[derive(Debug, Clone, Default)]
+pub struct Reconstruction {
+    pub turns: Vec<Turn>,
+    pub activity: SpeakerActivity,
+}
+
 /// Speaker turns labelled `SPEAKER_00`, `SPEAKER_01`, ... in order of first appearance.
 pub fn reconstruct(
     windows: &[WindowActivity],
@@ -47,9 +127,9 @@ pub fn reconstruct(
     grid: FrameGrid,
     total_samples: usize,
     opts: ReconstructOptions,
-) -> Vec<Turn> {
+) -> Reconstruction {
     if windows.is_empty() || num_clusters == 0 {
-        return vec![];
+        return Reconstruction::default();
     }
     let n_frames = total_samples.saturating_sub(grid.center_offset) / grid.step + 1;
     let mut score = vec![0.0f32; n_frames * num_clusters];
@@ -79,11 +159,13 @@ pub fn reconstruct(
     }
     // active[k][g]
     let mut active = vec![vec![false; n_frames]; num_clusters];
+    let mut counts = vec![0u8; n_frames];
     for g in 0..n_frames {
         if covered[g] == 0 {
             continue;
         }
         let count = ((count_sum[g] / covered[g] as f32).round() as usize).min(num_clusters);
+        counts[g] = count.min(u8::MAX as usize) as u8;
         if count == 0 {
             continue;
         }
@@ -126,7 +208,7 @@ pub fn reconstruct(
     }
     turns.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
     let mut names: Vec<usize> = Vec::new();
-    turns
+    let turns: Vec<Turn> = turns
         .into_iter()
         .map(|(k, start, end)| {
             let idx = names.iter().position(|&n| n == k).unwrap_or_else(|| {
@@ -135,7 +217,26 @@ pub fn reconstruct(
             });
             Turn { speaker: format!("SPEAKER_{idx:02}"), start, end }
         })
-        .collect()
+        .collect();
+    // activity columns: the speakers that have turns, in label order
+    let k_out = names.len();
+    let mut scores = vec![0.0f32; n_frames * k_out];
+    for g in 0..n_frames {
+        if covered[g] == 0 {
+            continue;
+        }
+        for (col, &k) in names.iter().enumerate() {
+            scores[g * k_out + col] = score[g * num_clusters + k] / covered[g] as f32;
+        }
+    }
+    let activity = SpeakerActivity {
+        frame_step: grid.step as f64 / grid.sample_rate as f64,
+        first_center: grid.center(0),
+        speakers: (0..k_out).map(|i| format!("SPEAKER_{i:02}")).collect(),
+        scores,
+        count: counts,
+    };
+    Reconstruction { turns, activity }
 }
 
 #[cfg(test)]
@@ -162,7 +263,7 @@ mod tests {
         // cluster 1 speaks frames 0-6, cluster 0 speaks frames 7-14
         let w1 = window(0, 10, &[(0, 0..7), (1, 7..10)], [Some(1), Some(0), None]);
         let w2 = window(500, 10, &[(2, 0..2), (0, 2..10)], [Some(0), None, Some(1)]);
-        let turns = reconstruct(&[w1, w2], 2, GRID, 1500, OPTS);
+        let turns = reconstruct(&[w1, w2], 2, GRID, 1500, OPTS).turns;
         assert_eq!(turns.len(), 2, "{turns:?}");
         assert_eq!(turns[0].speaker, "SPEAKER_00", "first to speak is SPEAKER_00");
         assert!((turns[0].start - 0.0).abs() < 1e-9 && (turns[0].end - 0.7).abs() < 1e-9, "{turns:?}");
@@ -173,17 +274,26 @@ mod tests {
     #[test]
     fn overlap_is_kept() {
         let w = window(0, 10, &[(0, 0..10), (1, 3..6)], [Some(0), Some(1), None]);
-        let turns = reconstruct(&[w], 2, GRID, 1000, OPTS);
+        let r = reconstruct(&[w], 2, GRID, 1000, OPTS);
+        let turns = &r.turns;
         assert_eq!(turns.len(), 2);
         assert!((turns[1].start - 0.3).abs() < 1e-9 && (turns[1].end - 0.6).abs() < 1e-9, "{turns:?}");
         assert!((turns[0].end - 1.0).abs() < 1e-9);
+        // the frame activity says who and how many, frame by frame
+        let a = &r.activity;
+        assert_eq!(a.speakers, vec!["SPEAKER_00", "SPEAKER_01"]);
+        assert_eq!(a.count[..10], [1, 1, 1, 2, 2, 2, 1, 1, 1, 1]);
+        assert_eq!(a.mean_scores(0.3, 0.6), vec![1.0, 1.0]);
+        assert_eq!(a.mean_scores(0.0, 0.3), vec![1.0, 0.0]);
+        assert!((a.overlap_share(0.0, 0.6) - 0.5).abs() < 1e-6);
+        assert_eq!(a.frame_range(0.31, 0.32), 3..4, "shorter than a frame: the nearest one");
     }
 
     #[test]
     fn short_gaps_filled_and_blips_dropped() {
         let w = window(0, 20, &[(0, 0..5), (0, 6..12), (1, 15..16)], [Some(0), Some(1), None]);
         let opts = ReconstructOptions { min_duration_on: 0.15, min_duration_off: 0.15 };
-        let turns = reconstruct(&[w], 2, GRID, 2000, opts);
+        let turns = reconstruct(&[w], 2, GRID, 2000, opts).turns;
         assert_eq!(turns.len(), 1, "{turns:?}");
         assert!((turns[0].end - 1.2).abs() < 1e-9);
     }

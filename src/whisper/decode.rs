@@ -31,6 +31,8 @@ pub struct DecodeOptions {
 pub struct WindowResult {
     /// Generated tokens without the prompt and without end-of-text.
     pub tokens: Vec<u32>,
+    /// Probability of each generated token when it was chosen (same length as `tokens`).
+    pub token_probs: Vec<f32>,
     pub avg_logprob: f64,
     pub no_speech_prob: f32,
     pub temperature: f32,
@@ -171,6 +173,14 @@ fn sample(logits: &[f32], temperature: f32, rng: &mut fastrand::Rng) -> usize {
     last_valid
 }
 
+/// One decoding pass over a window.
+pub struct Decoded {
+    pub tokens: Vec<u32>,
+    pub token_probs: Vec<f32>,
+    pub sum_logprob: f64,
+    pub no_speech_prob: f32,
+}
+
 /// Decodes one window at one temperature.
 ///
 /// The prompt is fed in up to its start-of-transcript token first: the
@@ -184,7 +194,7 @@ pub fn decode_once(
     temperature: f32,
     opts: &DecodeOptions,
     rng: &mut fastrand::Rng,
-) -> Result<(Vec<u32>, f64, f32), ModelError> {
+) -> Result<Decoded, ModelError> {
     let sp = &tok.special;
     let sot_pos = prompt.iter().position(|&t| t == sp.sot).unwrap_or(prompt.len() - 1);
     let mut cache = model.new_cache()?;
@@ -195,6 +205,7 @@ pub fn decode_once(
     }
     let filter = LogitFilter { opts, eot: sp.eot, no_timestamps: sp.no_timestamps, timestamp_begin: sp.timestamp_begin };
     let mut generated: Vec<u32> = Vec::new();
+    let mut token_probs: Vec<f32> = Vec::new();
     let mut sum_logprob = 0.0f64;
     // CTranslate2's cap: half the text context, and no position past its end
     // (the last token chosen is never fed back)
@@ -208,12 +219,13 @@ pub fn decode_once(
             break;
         }
         generated.push(next as u32);
+        token_probs.push(lp.exp());
         if step + 1 == max_new {
             break;
         }
         logits = model.decode(&[next as u32], &mut cache, window)?;
     }
-    Ok((generated, sum_logprob, no_speech_prob))
+    Ok(Decoded { tokens: generated, token_probs, sum_logprob, no_speech_prob })
 }
 
 /// Decodes one window with temperature fallback, as faster-whisper's
@@ -231,11 +243,12 @@ pub fn decode_with_fallback(
     let mut all: Vec<WindowResult> = Vec::new();
     let mut below_cr: Vec<usize> = Vec::new();
     for &temperature in &opts.temperatures {
-        let (tokens, sum_logprob, no_speech_prob) = decode_once(model, tok, window, prompt, temperature, opts, rng)?;
+        let Decoded { tokens, token_probs, sum_logprob, no_speech_prob } =
+            decode_once(model, tok, window, prompt, temperature, opts, rng)?;
         let avg_logprob = sum_logprob / (tokens.len() as f64 + 1.0);
         let text = tok.decode(&tokens).map(|t| t.trim().to_string()).unwrap_or_default();
         let cr = compression_ratio(&text);
-        let result = WindowResult { tokens, avg_logprob, no_speech_prob, temperature, compression_ratio: cr };
+        let result = WindowResult { tokens, token_probs, avg_logprob, no_speech_prob, temperature, compression_ratio: cr };
         let mut needs_fallback = false;
         if cr > opts.compression_ratio_threshold as f64 {
             needs_fallback = true;

@@ -6,6 +6,7 @@
 pub mod decode;
 pub mod mel;
 pub mod model;
+pub mod timing;
 pub mod tokenizer;
 pub mod transcribe;
 
@@ -20,6 +21,7 @@ use mel::MelFrontEnd;
 use model::{ModelDir, ModelError, WhisperOnnx};
 use tokenizer::WhisperTokenizer;
 use transcribe::{transcribe_features, LoopOptions};
+pub use timing::Word;
 pub use transcribe::{Segment, Timings};
 
 /// The result of transcribing one recording.
@@ -62,6 +64,15 @@ pub struct WhisperEngine {
     prompt_reset_on_temperature: f32,
     silence_peak: f32,
     seed: u64,
+    word_timestamps: bool,
+}
+
+fn model_has_no_alignment_heads(dir: &ModelDir) -> bool {
+    if dir.config.alignment_heads.is_empty() {
+        tracing::warn!(model = %dir.config.name, "model has no alignment heads (converted before word timestamps): run `make setup`; no word timestamps");
+        return true;
+    }
+    false
 }
 
 impl WhisperEngine {
@@ -121,6 +132,7 @@ impl WhisperEngine {
             prompt_reset_on_temperature: w.prompt_reset_on_temperature,
             silence_peak: 10f32.powf(w.silence_threshold_db / 20.0),
             seed: w.seed,
+            word_timestamps: w.word_timestamps && !model_has_no_alignment_heads(&dir),
         })
     }
 
@@ -165,9 +177,16 @@ impl WhisperEngine {
             sot_sequence,
             silence_peak: self.silence_peak,
             stop,
+            word_timestamps: self.word_timestamps,
+            language: language.clone(),
         };
         let segments = transcribe_features(&mut self.model, &self.tok, samples, &features, &self.opts, &loop_opts, &mut rng, &mut timings)?;
         Ok(Transcript { language, duration, segments, timings })
+    }
+
+    /// Whether words get timestamps (configured, and the model has alignment heads).
+    pub fn word_timestamps(&self) -> bool {
+        self.word_timestamps
     }
 
     fn language_token(&self, code: &str) -> Result<u32, WhisperError> {

@@ -6,7 +6,9 @@
 //! computed once per 30 s window.
 //! Decoder: `tokens [1, T]` + `past_k_i/past_v_i [1, H, P, 64]` + the cross K/V ->
 //! `logits [1, vocab]` for the last position and `present_k_i/present_v_i
-//! [1, H, P+T, 64]`, fed back as the next step's past (the self-attention cache).
+//! [1, H, P+T, 64]`, fed back as the next step's past (the self-attention cache),
+//! and `alignment_qk [1, A, T, 1500]`: the cross-attention scores of the A
+//! alignment heads for every fed position (word timestamps, `timing.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +36,10 @@ pub struct ModelConfig {
     pub tokens: SpecialTokens,
     #[serde(default)]
     pub languages: Vec<String>,
+    /// (decoder layer, head) pairs whose cross-attention follows the audio;
+    /// the decoder's `alignment_qk` output holds their scores in this order.
+    #[serde(default)]
+    pub alignment_heads: Vec<[usize; 2]>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -207,21 +213,36 @@ impl WhisperOnnx {
         Ok(KvCache { past, len: 0 })
     }
 
-    /// Feeds `tokens` after what `cache` holds; returns the logits that
-    /// predict the token after the last one, and extends the cache.
-    pub fn decode(&mut self, tokens: &[u32], cache: &mut KvCache, window: &EncodedWindow) -> Result<Vec<f32>, ModelError> {
+    /// One decoder run over `tokens` after the cached positions `past`
+    /// (a free function over the fields, so callers keep the tensor names
+    /// borrowed while the outputs are alive).
+    fn run_decoder<'s>(
+        decoder: &'s mut Session,
+        names: (&[String], &[String]),
+        tokens: &[u32],
+        past: &[DynValue],
+        window: &EncodedWindow,
+    ) -> Result<ort::session::SessionOutputs<'s>, ModelError> {
+        let (past_names, cross_names) = names;
         let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
         let tokens_t = TensorRef::from_array_view(([1usize, ids.len()], &ids[..]))?;
         let mut inputs: Vec<(std::borrow::Cow<'_, str>, SessionInputValue<'_>)> =
-            Vec::with_capacity(1 + 4 * self.config.n_decoder_layers);
+            Vec::with_capacity(1 + past_names.len() + cross_names.len());
         inputs.push(("tokens".into(), tokens_t.into()));
-        for (name, v) in self.past_names.iter().zip(&cache.past) {
+        for (name, v) in past_names.iter().zip(past) {
             inputs.push((name.as_str().into(), v.into()));
         }
-        for (name, v) in self.cross_names.iter().zip(&window.cross) {
+        for (name, v) in cross_names.iter().zip(&window.cross) {
             inputs.push((name.as_str().into(), v.into()));
         }
-        let mut out = self.decoder.run(inputs)?;
+        Ok(decoder.run(inputs)?)
+    }
+
+    /// Feeds `tokens` after what `cache` holds; returns the logits that
+    /// predict the token after the last one, and extends the cache.
+    pub fn decode(&mut self, tokens: &[u32], cache: &mut KvCache, window: &EncodedWindow) -> Result<Vec<f32>, ModelError> {
+        let names = (&self.past_names[..], &self.cross_names[..]);
+        let mut out = Self::run_decoder(&mut self.decoder, names, tokens, &cache.past, window)?;
         let logits = out["logits"].try_extract_tensor::<f32>()?.1.to_vec();
         let mut present = Vec::with_capacity(self.present_names.len());
         for name in &self.present_names {
@@ -229,8 +250,26 @@ impl WhisperOnnx {
                 ModelError::Runtime(RuntimeError::Ort(format!("decoder has no output {name}")))
             })?);
         }
+        drop(out);
         cache.past = present;
         cache.len += tokens.len();
         Ok(logits)
+    }
+
+    /// Feeds the whole of `tokens` with an empty cache and returns the
+    /// alignment heads' cross-attention scores, `[heads, tokens.len(), stride]`
+    /// row-major, with `(heads, stride)`.
+    pub fn alignment_scores(&mut self, tokens: &[u32], window: &EncodedWindow) -> Result<(Vec<f32>, usize, usize), ModelError> {
+        let empty = self.new_cache()?;
+        let names = (&self.past_names[..], &self.cross_names[..]);
+        let out = Self::run_decoder(&mut self.decoder, names, tokens, &empty.past, window)?;
+        let value = out.get("alignment_qk").ok_or_else(|| {
+            ModelError::Runtime(RuntimeError::Ort(
+                "decoder has no output alignment_qk (converted before word timestamps): run `make setup`".into(),
+            ))
+        })?;
+        let (shape, data) = value.try_extract_tensor::<f32>()?;
+        let (heads, stride) = (shape[1] as usize, shape[3] as usize);
+        Ok((data.to_vec(), heads, stride))
     }
 }

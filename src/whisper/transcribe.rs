@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::decode::{decode_with_fallback, DecodeOptions};
 use super::mel::{LogMel, HOP, N_FRAMES, SAMPLE_RATE};
 use super::model::{ModelError, WhisperOnnx};
+use super::timing::{self, Word};
 use super::tokenizer::{WhisperTokenizer, TIME_PRECISION};
 
 /// Mel frames per output position of the encoder (conv stride 2).
@@ -27,6 +28,8 @@ pub struct Segment {
     pub no_speech_prob: f32,
     pub temperature: f32,
     pub compression_ratio: f64,
+    /// The segment's words with their times (empty when word timestamps are off).
+    pub words: Vec<Word>,
 }
 
 /// Time spent in each part of transcription, in seconds.
@@ -35,6 +38,8 @@ pub struct Timings {
     pub features: f64,
     pub encoder: f64,
     pub decoder: f64,
+    /// Word timestamps: the alignment pass through the decoder and the DTW.
+    pub word_timing: f64,
     pub windows: usize,
 }
 
@@ -109,6 +114,10 @@ pub struct LoopOptions {
     pub silence_peak: f32,
     /// Checked before each 30 s window: once set, the loop stops with `ModelError::Cancelled`.
     pub stop: Option<crate::runtime::StopFlag>,
+    /// Word timestamps from the alignment heads' cross-attention (`timing.rs`).
+    pub word_timestamps: bool,
+    /// The language being transcribed (how words are split).
+    pub language: String,
 }
 
 /// Transcribes the whole of `mel`.
@@ -129,6 +138,7 @@ pub fn transcribe_features(
     let mut all_tokens: Vec<u32> = Vec::new();
     let mut prompt_reset_since = 0usize;
     let mut segments = Vec::new();
+    let mut last_speech = 0.0f64;
     while seek < content_frames {
         if crate::runtime::stopped(loop_opts.stop.as_ref()) {
             return Err(ModelError::Cancelled);
@@ -179,7 +189,12 @@ pub fn transcribe_features(
             seek,
         );
         seek = next_seek;
+        let mut kept: Vec<Segment> = Vec::new();
+        let mut kept_probs: Vec<&[f32]> = Vec::new();
+        let mut offset = 0usize;
         for r in raw {
+            let probs = &result.token_probs[offset.min(result.token_probs.len())..(offset + r.tokens.len()).min(result.token_probs.len())];
+            offset += r.tokens.len();
             let text = tok.decode(&r.tokens).map_err(|e| ModelError::Runtime(crate::runtime::RuntimeError::Ort(e.to_string())))?;
             // as faster-whisper, plus: a segment without a single letter or
             // digit (". . ." on noise) carries no words and is dropped
@@ -187,23 +202,131 @@ pub fn transcribe_features(
                 continue;
             }
             all_tokens.extend_from_slice(&r.tokens);
-            segments.push(Segment {
-                id: segments.len() + 1,
-                start: crate::audio::round_ms(r.start),
-                end: crate::audio::round_ms(r.end),
+            kept_probs.push(probs);
+            kept.push(Segment {
+                id: 0,
+                start: r.start,
+                end: r.end,
                 text,
                 tokens: r.tokens,
                 avg_logprob: result.avg_logprob,
                 no_speech_prob: result.no_speech_prob,
                 temperature: result.temperature,
                 compression_ratio: result.compression_ratio,
+                words: Vec::new(),
             });
+        }
+        if loop_opts.word_timestamps && !kept.is_empty() {
+            let t2 = Instant::now();
+            let window_end = time_offset + segment_duration;
+            add_word_timestamps(model, tok, &encoded, loop_opts, &mut kept, &kept_probs, time_offset, segment_size, &mut last_speech)?;
+            for seg in &mut kept {
+                // never outside the window, never backwards
+                for w in &mut seg.words {
+                    w.start = crate::audio::round_ms(w.start.clamp(time_offset, window_end));
+                    w.end = crate::audio::round_ms(w.end.clamp(w.start, window_end));
+                }
+                seg.start = seg.start.clamp(time_offset, window_end);
+                seg.end = seg.end.clamp(seg.start, window_end);
+            }
+            timings.word_timing += t2.elapsed().as_secs_f64();
+        }
+        for mut seg in kept {
+            seg.id = segments.len() + 1;
+            seg.start = crate::audio::round_ms(seg.start);
+            seg.end = crate::audio::round_ms(seg.end);
+            segments.push(seg);
         }
         if !loop_opts.condition_on_previous_text || result.temperature > loop_opts.prompt_reset_on_temperature {
             prompt_reset_since = all_tokens.len();
         }
     }
     Ok(segments)
+}
+
+/// Word timestamps for the segments one window kept (openai-whisper's
+/// `add_word_timestamps`): one alignment pass over all their text tokens,
+/// DTW, words shared out to the segments by token count, then each
+/// segment's bounds and first/last words made consistent.
+#[allow(clippy::too_many_arguments)]
+fn add_word_timestamps(
+    model: &mut WhisperOnnx,
+    tok: &WhisperTokenizer,
+    encoded: &super::model::EncodedWindow,
+    loop_opts: &LoopOptions,
+    segments: &mut [Segment],
+    probs: &[&[f32]],
+    time_offset: f64,
+    segment_size: usize,
+    last_speech: &mut f64,
+) -> Result<(), ModelError> {
+    let sp = &tok.special;
+    let mut text_tokens: Vec<u32> = Vec::new();
+    let mut text_probs: Vec<f32> = Vec::new();
+    let mut per_segment: Vec<usize> = Vec::with_capacity(segments.len());
+    for (seg, p) in segments.iter().zip(probs) {
+        let before = text_tokens.len();
+        for (i, &t) in seg.tokens.iter().enumerate() {
+            if tok.is_text(t) {
+                text_tokens.push(t);
+                text_probs.push(p.get(i).copied().unwrap_or(0.0));
+            }
+        }
+        per_segment.push(text_tokens.len() - before);
+    }
+    if text_tokens.is_empty() {
+        return Ok(());
+    }
+    let mut seq = loop_opts.sot_sequence.clone();
+    seq.push(sp.no_timestamps);
+    seq.extend_from_slice(&text_tokens);
+    seq.push(sp.eot);
+    // the text context bounds the sequence the decoder can take
+    if seq.len() > model.config.n_text_ctx {
+        return Ok(());
+    }
+    let (qk, heads, stride) = model.alignment_scores(&seq, encoded)?;
+    let frames = segment_size / INPUT_STRIDE;
+    let mut alignment = timing::find_alignment(
+        &qk,
+        heads,
+        stride,
+        loop_opts.sot_sequence.len(),
+        &text_tokens,
+        &text_probs,
+        frames,
+        tok,
+        &loop_opts.language,
+    );
+    let median = timing::median_duration(&alignment);
+    timing::truncate_long_words_at_sentence_ends(&mut alignment, median * 2.0);
+    timing::merge_punctuations(&mut alignment);
+    let mut word_index = 0;
+    for (seg, &n_tokens) in segments.iter_mut().zip(&per_segment) {
+        let mut saved = 0usize;
+        let mut words = Vec::new();
+        while word_index < alignment.len() && saved < n_tokens {
+            let t = &alignment[word_index];
+            if !t.word.is_empty() {
+                words.push(Word {
+                    word: t.word.clone(),
+                    start: time_offset + t.start,
+                    end: time_offset + t.end,
+                    probability: t.probability,
+                });
+            }
+            saved += t.tokens.len();
+            word_index += 1;
+        }
+        if !words.is_empty() {
+            let (start, end) = timing::fit_segment_words(&mut words, seg.start, seg.end, *last_speech, median);
+            seg.start = start;
+            seg.end = end;
+            *last_speech = end;
+        }
+        seg.words = words;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
