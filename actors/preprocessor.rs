@@ -26,6 +26,10 @@ pub struct Audio16k {
     pub duration: f64,
     /// Seconds cut from the start by trimming (added back to timestamps).
     pub offset: f64,
+    /// Speech regions (seconds into `samples`, sorted) when voice activity
+    /// detection ran: Whisper skips windows without speech and its words are
+    /// gated by them.
+    pub speech: Option<Vec<crate::whisper::gate::Span>>,
 }
 
 pub struct Preprocessor {
@@ -80,7 +84,7 @@ impl StageWork for Preprocessor {
         if self.normalise {
             normalise_peak(&mut samples);
         }
-        Ok(Audio16k { samples: Arc::new(samples), duration, offset })
+        Ok(Audio16k { samples: Arc::new(samples), duration, offset, speech: None })
     }
 }
 

@@ -166,12 +166,45 @@ fn a_set_stop_flag_stops_before_the_next_window() {
     let Some(mut engine) = engine() else { return };
     let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let err = engine.transcribe_until(&audio.samples, Some(stop.clone())).err().expect("stopped");
+    let err = engine.transcribe_until(&audio.samples, None, Some(stop.clone())).err().expect("stopped");
     assert!(err.to_string().contains("cancelled"), "{err}");
     // the engine is fine afterwards, and an unset flag changes nothing
     stop.store(false, std::sync::atomic::Ordering::SeqCst);
-    let a = engine.transcribe_until(&audio.samples, Some(stop)).unwrap();
+    let a = engine.transcribe_until(&audio.samples, None, Some(stop)).unwrap();
     let b = engine.transcribe(&audio.samples).unwrap();
     assert_eq!(a.full_text(), b.full_text());
     assert!(a.full_text().to_lowercase().contains("meeting"), "{}", a.full_text());
+}
+
+/// Word timestamps on the committed clip: every word of the text has a time,
+/// in order, inside its segment and the audio; known words where they are said.
+#[test]
+fn words_have_times_inside_their_segments() {
+    let Some(mut engine) = engine() else { return };
+    assert!(engine.word_timestamps(), "word timestamps are on by default");
+    let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
+    let t = engine.transcribe(&audio.samples).unwrap();
+    let mut last = 0.0f64;
+    let mut all = Vec::new();
+    for s in &t.segments {
+        assert!(!s.words.is_empty(), "segment without words: {s:?}");
+        let joined: String = s.words.iter().map(|w| w.word.as_str()).collect();
+        assert_eq!(normalize_words(&joined), normalize_words(&s.text), "words and text differ");
+        for w in &s.words {
+            assert!(w.start >= last - 1e-9 && w.end >= w.start, "{w:?} after {last}");
+            assert!(w.start >= s.start - 1e-9 && w.end <= s.end + 1e-9, "{w:?} outside {}..{}", s.start, s.end);
+            assert!((0.0..=1.0).contains(&w.probability), "{w:?}");
+            last = w.end;
+            all.push(w.clone());
+        }
+    }
+    assert!(last <= t.duration + 1e-6);
+    // the clip opens on "Good morning" within its first second and a half,
+    // and "trip" is the last word, in the clip's last three seconds
+    let first = &all[0];
+    assert_eq!(first.word.trim(), "Good");
+    assert!(first.start < 1.5, "{first:?}");
+    let end = all.last().unwrap();
+    assert!(end.word.contains("trip"), "{end:?}");
+    assert!(end.end > t.duration - 3.0, "{end:?} in {}", t.duration);
 }

@@ -4,6 +4,7 @@
 //! weights (greedy, temperature fallback, no-speech and repetition guards).
 
 pub mod decode;
+pub mod gate;
 pub mod mel;
 pub mod model;
 pub mod timing;
@@ -65,6 +66,7 @@ pub struct WhisperEngine {
     silence_peak: f32,
     seed: u64,
     word_timestamps: bool,
+    gate: gate::GateOptions,
 }
 
 fn model_has_no_alignment_heads(dir: &ModelDir) -> bool {
@@ -133,6 +135,7 @@ impl WhisperEngine {
             silence_peak: 10f32.powf(w.silence_threshold_db / 20.0),
             seed: w.seed,
             word_timestamps: w.word_timestamps && !model_has_no_alignment_heads(&dir),
+            gate: gate::GateOptions::default(),
         })
     }
 
@@ -147,12 +150,19 @@ impl WhisperEngine {
 
     /// Transcribes 16 kHz mono samples.
     pub fn transcribe(&mut self, samples: &[f32]) -> Result<Transcript, WhisperError> {
-        self.transcribe_until(samples, None)
+        self.transcribe_until(samples, None, None)
     }
 
     /// Transcribes 16 kHz mono samples; stops early (error `Cancelled`) once
-    /// `stop` is set, checked before each 30 s window.
-    pub fn transcribe_until(&mut self, samples: &[f32], stop: Option<StopFlag>) -> Result<Transcript, WhisperError> {
+    /// `stop` is set, checked before each 30 s window. With `speech` (regions
+    /// a voice activity detector found, sorted, in seconds), windows without
+    /// speech are skipped and the result is gated by them (`gate.rs`).
+    pub fn transcribe_until(
+        &mut self,
+        samples: &[f32],
+        speech: Option<&[gate::Span]>,
+        stop: Option<StopFlag>,
+    ) -> Result<Transcript, WhisperError> {
         let mut timings = Timings::default();
         let t0 = Instant::now();
         let features = self.mel.compute(samples);
@@ -179,8 +189,12 @@ impl WhisperEngine {
             stop,
             word_timestamps: self.word_timestamps,
             language: language.clone(),
+            speech: speech.map(<[gate::Span]>::to_vec),
         };
-        let segments = transcribe_features(&mut self.model, &self.tok, samples, &features, &self.opts, &loop_opts, &mut rng, &mut timings)?;
+        let mut segments = transcribe_features(&mut self.model, &self.tok, samples, &features, &self.opts, &loop_opts, &mut rng, &mut timings)?;
+        if let Some(sp) = speech {
+            segments = gate::gate_segments(segments, sp, self.gate);
+        }
         Ok(Transcript { language, duration, segments, timings })
     }
 

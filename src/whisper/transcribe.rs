@@ -118,6 +118,9 @@ pub struct LoopOptions {
     pub word_timestamps: bool,
     /// The language being transcribed (how words are split).
     pub language: String,
+    /// Speech regions (sorted, seconds) when a voice activity detector ran:
+    /// windows with no speech are not decoded.
+    pub speech: Option<Vec<super::gate::Span>>,
 }
 
 /// Transcribes the whole of `mel`.
@@ -148,7 +151,11 @@ pub fn transcribe_features(
         let segment_duration = segment_size as f64 * SECONDS_PER_FRAME;
         let window_samples = &samples[(seek * HOP).min(samples.len())..((seek + segment_size) * HOP).min(samples.len())];
         let peak = window_samples.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-        if peak < loop_opts.silence_peak {
+        let no_speech = loop_opts
+            .speech
+            .as_deref()
+            .is_some_and(|sp| !super::gate::any_speech(time_offset, time_offset + segment_duration, sp));
+        if peak < loop_opts.silence_peak || no_speech {
             seek += segment_size;
             continue;
         }
