@@ -36,6 +36,7 @@
     pollTimer: null,
     pollingId: null,
     activeSeg: -1,
+    activeWord: null,        // the word object highlighted now
     jobsTimer: null,
     objectUrl: null,
   };
@@ -47,6 +48,7 @@
     const h = Math.floor(sec / 3600), m = Math.floor((sec % 3600) / 60), s = sec % 60;
     return h ? `${h}:${pad(m)}:${pad(s)}` : `${m}:${pad(s)}`;
   }
+  const clockTenths = (sec) => `${clock(sec)}.${Math.floor(((sec || 0) % 1) * 10)}`;   // 1:05.3
   function stamp(sec, sep) {       // 00:01:02,345 (SRT) or 00:01:02.345 (VTT)
     const ms = Math.max(0, Math.round((sec || 0) * 1000));
     const h = Math.floor(ms / 3600000), m = Math.floor((ms % 3600000) / 60000);
@@ -283,16 +285,51 @@
     renderResult(id, filename, r.body);
   }
 
+  // Utterances from the result: aligned_segments (or segments), each with its
+  // words when the result has them (older results have only `text`); a
+  // segment whose words change speaker is cut there, so every utterance (and
+  // every cue and paragraph of the exports) is one speaker's.
+  function utterances(result) {
+    const src = result.aligned_segments && result.aligned_segments.length ? result.aligned_segments : result.segments || [];
+    const out = [];
+    for (const s of src) {
+      const speaker = s.speaker || 'SPEAKER_00';
+      const seg = { start: +s.start || 0, end: +s.end || 0, text: (s.text || '').trim(), speaker, words: [] };
+      const words = (Array.isArray(s.words) ? s.words : []).filter((w) => (w.word || '').trim()).map((w) => ({
+        text: w.word, start: +w.start || 0, end: +w.end || 0, speaker: w.speaker || speaker, overlapped: !!w.overlapped,
+        probability: w.probability == null ? 1 : +w.probability,
+      }));
+      const runs = [];
+      for (const w of words) {
+        const run = runs[runs.length - 1];
+        if (run && run[0].speaker === w.speaker) run.push(w); else runs.push([w]);
+      }
+      if (runs.length <= 1) {
+        seg.words = words;
+        if (!seg.text && words.length) seg.text = joinWords(words);
+        if (seg.text) out.push(seg);
+      } else {
+        runs.forEach((run, k) => out.push({
+          start: k ? run[0].start : seg.start, end: k < runs.length - 1 ? run[run.length - 1].end : seg.end,
+          text: joinWords(run), speaker: run[0].speaker, words: run,
+        }));
+      }
+    }
+    out.forEach((s, i) => { s.i = i; });
+    return out;
+  }
+  // Words keep Whisper's leading space (" Hello,"), so they join as they are.
+  const joinWords = (ws) => ws.map((w) => w.text).join('').replace(/\s+/g, ' ').trim();
+
   function renderResult(id, filename, result) {
-    const segs = (result.aligned_segments && result.aligned_segments.length ? result.aligned_segments : result.segments || [])
-      .filter((s) => (s.text || '').trim())
-      .map((s, i) => ({ i, start: +s.start || 0, end: +s.end || 0, text: s.text.trim(), speaker: s.speaker || 'SPEAKER_00' }));
+    const segs = utterances(result);
     const turnsSrc = result.speaker_turns && result.speaker_turns.length ? result.speaker_turns : segs;
     const turns = turnsSrc.map((t) => ({ start: +t.start || 0, end: +t.end || 0, speaker: t.speaker || 'SPEAKER_00' }));
     const speakers = [...new Set([...segs.map((s) => s.speaker), ...turns.map((t) => t.speaker)])].sort();
     const duration = +result.duration || Math.max(0, ...segs.map((s) => s.end), ...turns.map((t) => t.end));
     state.current = { id, filename: filename || 'recording', result, segs, turns, speakers, duration, names: loadNames(id) };
     state.activeSeg = -1;
+    state.activeWord = null;
 
     const pm = result.performance_metrics || {};
     const parts = [
@@ -413,6 +450,7 @@
     const cur = state.current;
     const box = $('transcript');
     box.replaceChildren();
+    $('word-legend').hidden = !cur.segs.some((s) => s.words.some((w) => w.overlapped || w.probability < 0.5));
     if (!cur.segs.length) {
       box.append(el('p', { class: 'hint', text: 'No speech was found in this recording.' }));
       return;
@@ -424,10 +462,9 @@
       const head = el('div', { class: 'turn-head' }, name, el('span', { class: 'turn-time', text: `${clock(g.start)} – ${clock(g.end)}` }));
       const body = el('p', { class: 'turn-text' });
       g.segs.forEach((s, k) => {
-        const span = el('span', {
-          class: 'seg', role: 'button', tabindex: '0', text: s.text,
-          title: `Play from ${clock(s.start)}`,
-        });
+        const span = el('span', { class: 'seg', role: 'button', tabindex: '0' });
+        if (s.words.length) s.words.forEach((w, j) => span.append(...wordNodes(w, j)));
+        else { span.textContent = s.text; span.title = `Play from ${clock(s.start)}`; }
         span.dataset.index = String(s.i);
         span.dataset.start = String(s.start);
         span.dataset.end = String(s.end);
@@ -439,6 +476,21 @@
       block.style.borderLeftColor = colourOf(g.speaker);
       box.append(block);
     }
+  }
+
+  // A word as a span with its times (and its leading space outside it, so the
+  // highlight covers the word only); overlapped and unsure words are marked.
+  function wordNodes(w, j) {
+    const unsure = w.probability < 0.5;
+    const notes = [w.overlapped ? 'overlapped speech' : null, unsure ? `unsure (${Math.round(w.probability * 100)}%)` : null].filter(Boolean);
+    const span = el('span', {
+      class: `word${w.overlapped ? ' overlapped' : ''}${unsure ? ' unsure' : ''}`, text: w.text.trim(),
+      title: [`Play from ${clockTenths(w.start)}`, ...notes].join(' · '),
+    });
+    span.dataset.start = String(w.start);
+    span.dataset.end = String(w.end);
+    w.el = span;
+    return j && /^\s/.test(w.text) ? [' ', span] : [span];
   }
 
   function seek(t, play = true) {
@@ -453,30 +505,47 @@
     updatePlayhead();
   }
 
+  // The utterance being spoken at t: one that holds t, else one starting
+  // within 50 ms (a click lands on its start).
   function segAt(t) {
     const segs = state.current ? state.current.segs : [];
-    let best = -1;
+    let best = -1, near = -1;
     for (const s of segs) {
-      if (t >= s.start - 0.05 && t < s.end) best = s.i;
-      if (s.start > t) break;
+      if (s.start - 0.05 > t) break;
+      if (t >= s.start && t < s.end) best = s.i;
+      else if (t < s.end) near = s.i;
     }
-    return best;
+    return best >= 0 ? best : near;
+  }
+
+  // The word being spoken: the last one started by t, held through short
+  // gaps between words (no flicker), none in a pause.
+  function wordAt(words, t) {
+    let best = null;
+    for (const w of words) { if (w.start <= t + 0.001) best = w; else break; }
+    return best && t < Math.max(best.end, best.start) + 0.3 ? best : null;
   }
 
   function highlightAt(t) {
     const i = segAt(t);
-    if (i === state.activeSeg) return;
-    const box = $('transcript');
-    const old = box.querySelector('.seg.active');
-    if (old) { old.classList.remove('active'); old.removeAttribute('aria-current'); }
-    state.activeSeg = i;
-    if (i < 0) return;
-    const now = box.querySelector(`.seg[data-index="${i}"]`);
-    if (now) {
-      now.classList.add('active');
-      now.setAttribute('aria-current', 'true');
-      const player = $('player');
-      if (!player.paused && !now.matches(':focus')) now.scrollIntoView({ block: 'nearest', behavior: 'smooth' });
+    if (i !== state.activeSeg) {
+      const box = $('transcript');
+      const old = box.querySelector('.seg.active');
+      if (old) { old.classList.remove('active'); old.removeAttribute('aria-current'); }
+      state.activeSeg = i;
+      const now = i < 0 ? null : box.querySelector(`.seg[data-index="${i}"]`);
+      if (now) {
+        now.classList.add('active');
+        now.setAttribute('aria-current', 'true');
+        const player = $('player');
+        if (!player.paused && !now.matches(':focus')) now.scrollIntoView({ block: 'nearest', behavior: 'smooth' });
+      }
+    }
+    const w = i < 0 ? null : wordAt(state.current.segs[i].words, t);
+    if (w !== state.activeWord) {
+      if (state.activeWord && state.activeWord.el) state.activeWord.el.classList.remove('now');
+      state.activeWord = w;
+      if (w && w.el) w.el.classList.add('now');
     }
   }
 
@@ -503,12 +572,69 @@
   function toTxt(cur) {
     return `${groupTurns(cur.segs).map((g) => `[${clock(g.start)} - ${clock(g.end)}] ${speakerName(g.speaker)}: ${g.segs.map((s) => s.text).join(' ')}`).join('\n\n')}\n`;
   }
+  // Subtitle cues: one speaker each (utterances are), at most two lines of
+  // ~42 characters (the "Name: " counted) and ~7 s, cut at word boundaries,
+  // times from the words. Results without word times share each utterance's
+  // time among its words by characters.
+  const LINE = 42, CUE_S = 7;
+  function cueWords(s) {
+    if (s.words.length) return s.words;
+    const toks = s.text.match(/\s*\S+/g) || [];
+    const total = toks.reduce((a, x) => a + x.length, 0) || 1;
+    let c = 0;
+    return toks.map((x) => {
+      const w = { text: x, start: s.start + ((s.end - s.start) * c) / total };
+      c += x.length;
+      w.end = s.start + ((s.end - s.start) * c) / total;
+      return w;
+    });
+  }
+  function cutCue(ws, room, out) {
+    const fill = (a, b) => Math.max(joinWords(ws.slice(a, b)).length / room, (ws[b - 1].end - ws[a].start) / CUE_S);
+    if (ws.length < 2 || fill(0, ws.length) <= 1) { out.push(ws); return; }
+    let best = 1, bestScore = Infinity;
+    for (let k = 1; k < ws.length; k++) {
+      let score = Math.max(fill(0, k), fill(k, ws.length));
+      const prev = ws[k - 1].text;
+      if (/[.?!]["')\]]?$/.test(prev)) score -= 0.25; else if (/[,;:]$/.test(prev)) score -= 0.1;
+      if (ws[k].start - ws[k - 1].end > 0.3) score -= 0.1;
+      if (!/^\s/.test(ws[k].text)) score += 1;        // "10" | "%."
+      if (score < bestScore) { bestScore = score; best = k; }
+    }
+    cutCue(ws.slice(0, best), room, out);
+    cutCue(ws.slice(best), room, out);
+  }
+  // "Name: text" in one line, or two balanced lines broken at a space.
+  function cueLines(lead, ws) {
+    const whole = lead + joinWords(ws);
+    if (whole.length <= LINE) return whole;
+    let best = null;
+    for (let k = 1; k < ws.length; k++) {
+      if (!/^\s/.test(ws[k].text)) continue;
+      const a = lead + joinWords(ws.slice(0, k)), b = joinWords(ws.slice(k));
+      if (!best || Math.max(a.length, b.length) < best.w) best = { w: Math.max(a.length, b.length), text: `${a}\n${b}` };
+    }
+    return best ? best.text : whole;
+  }
+  function cues(cur) {
+    const out = [];
+    for (const s of cur.segs) {
+      const name = speakerName(s.speaker);
+      const parts = [];
+      cutCue(cueWords(s), Math.max(LINE, 2 * LINE - name.length - 2), parts);
+      for (const ws of parts) {
+        const start = ws[0].start, end = Math.max(ws[ws.length - 1].end, start + 0.01);
+        out.push({ start, end, name, lines: cueLines('', ws), srt: cueLines(`${name}: `, ws) });
+      }
+    }
+    return out.sort((a, b) => a.start - b.start);
+  }
   function toSrt(cur) {
-    return cur.segs.map((s, k) => `${k + 1}\n${stamp(s.start, ',')} --> ${stamp(s.end, ',')}\n${speakerName(s.speaker)}: ${s.text}\n`).join('\n');
+    return cues(cur).map((c, k) => `${k + 1}\n${stamp(c.start, ',')} --> ${stamp(c.end, ',')}\n${c.srt}\n`).join('\n');
   }
   function toVtt(cur) {
     const esc = (t) => t.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
-    return `WEBVTT\n\n${cur.segs.map((s) => `${stamp(s.start, '.')} --> ${stamp(s.end, '.')}\n<v ${esc(speakerName(s.speaker))}>${esc(s.text)}\n`).join('\n')}`;
+    return `WEBVTT\n\n${cues(cur).map((c) => `${stamp(c.start, '.')} --> ${stamp(c.end, '.')}\n<v ${esc(c.name)}>${esc(c.lines)}\n`).join('\n')}`;
   }
 
   // ---------- job list ----------
@@ -606,7 +732,7 @@
 
     const tr = $('transcript');
     const activate = (target) => {
-      const s = target.closest('.seg');
+      const s = target.closest('.word') || target.closest('.seg');
       if (s) seek(parseFloat(s.dataset.start));
     };
     tr.addEventListener('click', (e) => activate(e.target));
@@ -618,7 +744,8 @@
     player.addEventListener('timeupdate', () => { highlightAt(player.currentTime); updatePlayhead(); });
     player.addEventListener('seeked', () => { highlightAt(player.currentTime); updatePlayhead(); });
     let raf = 0;
-    const frame = () => { updatePlayhead(); if (!player.paused) raf = requestAnimationFrame(frame); };
+    // word by word: timeupdate comes only about 4 times a second
+    const frame = () => { highlightAt(player.currentTime); updatePlayhead(); if (!player.paused) raf = requestAnimationFrame(frame); };
     player.addEventListener('play', () => { cancelAnimationFrame(raf); raf = requestAnimationFrame(frame); });
 
     $('attach-input').addEventListener('change', (e) => {

@@ -3,9 +3,11 @@
 //
 // Run by scripts/e2e.sh (make test). Uploads a two-voice clip with 2 speakers
 // through the page, waits for the transcript, checks the speakers, the words,
-// the timeline, click-to-seek on the audio element, renaming, the text
-// exports, the client-side refusal of a non-audio file and deleting a job;
-// saves screenshots under target/e2e/.
+// the timeline, click-to-seek on the audio element, the word spans (times,
+// word-by-word highlight, click on a word), renaming, the text exports (every
+// SRT/VTT cue one speaker's words, checked against the result JSON), a result
+// without words (older jobs), the client-side refusal of a non-audio file and
+// deleting a job; saves screenshots under target/e2e/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -24,6 +26,41 @@ const OUT = path.join(ROOT, 'target', 'e2e');
 const CONV1 = process.env.COLLOQUY_E2E_CONV1 || path.resolve(ROOT, '..', 'shared', 'data', 'synthetic', 'conv1.mp3');
 // Words both clips contain (conv1's script and the generated one below).
 const WORDS = ['budget', 'travel', 'conference'];
+
+// Cue limits of the page's SRT/VTT (app.js: LINE, CUE_S): two lines of ~42.
+const CUE_CHARS = 84; const CUE_SECONDS = 7;
+
+const norm = (t) => t.replace(/\s+/g, ' ').trim();
+const jobId = (page) => page.evaluate(() => /job=([0-9a-f-]{36})/i.exec(location.hash)[1]);
+const resultOf = async (page) => page.evaluate((id) => fetch(`/api/results/${id}`).then((r) => r.json()), await jobId(page));
+/// The result's words in order, each with its speaker (the word's, else its utterance's).
+const wordsOf = (result) => (result.aligned_segments || [])
+  .flatMap((s) => (s.words || []).map((w) => ({ ...w, speaker: w.speaker || s.speaker })))
+  .filter((w) => w.word.trim());
+/// SRT text -> [{ n, start, end, lines }].
+function parseSrt(srt) {
+  const sec = (h, m, s, ms) => 3600 * h + 60 * m + +s + ms / 1000;
+  return srt.trim().split(/\n\n+/).map((block) => {
+    const [n, times, ...lines] = block.split('\n');
+    const m = /^(\d\d):(\d\d):(\d\d),(\d{3}) --> (\d\d):(\d\d):(\d\d),(\d{3})$/.exec(times);
+    assert.ok(m, `bad SRT times: ${block}`);
+    return { n: +n, start: sec(+m[1], +m[2], m[3], +m[4]), end: sec(+m[5], +m[6], m[7], +m[8]), lines };
+  });
+}
+/// Each cue: at most 2 lines, "Name: " a known speaker's name, times in order.
+function checkCues(cues, names) {
+  let prev = null;
+  for (const c of cues) {
+    assert.ok(c.lines.length >= 1 && c.lines.length <= 2, `cue ${c.n}: ${c.lines.length} lines`);
+    const name = Object.values(names).find((x) => c.lines[0].startsWith(`${x}: `));
+    assert.ok(name, `cue ${c.n} has no speaker name: ${c.lines[0]}`);
+    c.name = name;
+    c.text = norm(c.lines.join(' ').slice(name.length + 2));
+    assert.ok(c.end > c.start, `cue ${c.n}: ${c.start} --> ${c.end}`);
+    if (prev) assert.ok(c.start >= prev.start, `cue ${c.n} starts before cue ${prev.n}`);
+    prev = c;
+  }
+}
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'colloquy-e2e-'));
 let server; let baseUrl; let browser;
@@ -191,6 +228,83 @@ test('upload a two-voice clip, read who said what, click through the audio', { s
     await page.waitForFunction(() => document.querySelector('#transcript .seg.active') !== null);
   });
 
+  await t.test('words: spans with times, the spoken word highlighted, a click seeks to a word', async () => {
+    const words = wordsOf(await resultOf(page));
+    assert.ok(words.length > 20, `only ${words.length} words in the result`);
+    const spans = await page.locator('#transcript .seg .word').evaluateAll((els) => els.map((e) => ({
+      text: e.textContent, start: parseFloat(e.dataset.start), end: parseFloat(e.dataset.end),
+      title: e.title, overlapped: e.classList.contains('overlapped'), unsure: e.classList.contains('unsure') })));
+    assert.equal(spans.length, words.length, 'one span per word of the result');
+    spans.forEach((s, k) => {
+      assert.equal(s.text, words[k].word.trim(), `word ${k}`);
+      assert.ok(s.start === words[k].start && s.end === words[k].end, `word ${k} "${s.text}": ${s.start}-${s.end}`);
+      // marks: overlapped speech and low probability, said in the tooltip too
+      assert.equal(s.overlapped, !!words[k].overlapped, `word ${k} "${s.text}" overlapped`);
+      assert.equal(/overlapped speech/.test(s.title), !!words[k].overlapped, `word ${k} title: ${s.title}`);
+      assert.equal(s.unsure, words[k].probability < 0.5, `word ${k} "${s.text}" p=${words[k].probability}`);
+      assert.match(s.title, /^Play from \d+:\d\d\.\d/);
+    });
+    t.diagnostic(`${words.length} words, ${words.filter((w) => w.overlapped).length} overlapped, ${words.filter((w) => w.probability < 0.5).length} under 0.5`);
+
+    // click a word (not the first of its sentence): currentTime goes to its start
+    const kc = spans.findIndex((s, k) => k > 0 && s.start > 1 && /^conference/i.test(s.text));
+    assert.ok(kc > 0, 'no "conference" word');
+    await page.evaluate(() => {
+      const p = document.getElementById('player');
+      p.pause();
+      p.addEventListener('seeking', () => { window.seekedTo = p.currentTime; }, { once: true });
+    });
+    await page.locator('#transcript .word').nth(kc).click();
+    await page.waitForFunction(() => window.seekedTo !== undefined, null, { timeout: 10000 });
+    await page.evaluate(() => document.getElementById('player').pause());
+    const to = await page.evaluate(() => window.seekedTo);
+    assert.ok(Math.abs(to - spans[kc].start) < 0.002, `clicking "${spans[kc].text}" (${spans[kc].start}) set currentTime to ${to}`);
+
+    // the middle of every word (that no other word covers) highlights exactly that word, and its sentence
+    const wrong = await page.evaluate(() => {
+      const p = document.getElementById('player');
+      const all = [...document.querySelectorAll('#transcript .seg .word')];
+      const bad = []; let checked = 0;
+      all.forEach((w, k) => {
+        const s = parseFloat(w.dataset.start), e = parseFloat(w.dataset.end), mid = (s + e) / 2;
+        if (e - s < 0.05 || all.some((o, j) => j !== k && parseFloat(o.dataset.start) <= mid && mid < parseFloat(o.dataset.end))) return;
+        checked += 1;
+        p.currentTime = mid;
+        p.dispatchEvent(new Event('timeupdate'));
+        const now = document.querySelectorAll('#transcript .word.now');
+        const seg = document.querySelector('#transcript .seg.active');
+        if (now.length !== 1 || now[0] !== w || seg !== w.closest('.seg')) {
+          bad.push(`${w.textContent}@${mid.toFixed(2)} -> ${[...now].map((x) => x.textContent).join('+') || 'none'}`);
+        }
+      });
+      return { checked, bad };
+    });
+    t.diagnostic(`highlight checked at the middle of ${wrong.checked} words`);
+    assert.ok(wrong.checked > words.length / 2, `only ${wrong.checked} words checked`);
+    assert.deepEqual(wrong.bad, []);
+
+    // a known word, through the audio element's own events: seek into "budget", no event dispatched by hand
+    const kb = spans.findIndex((s) => /^budget/i.test(s.text));
+    assert.ok(kb >= 0, 'no "budget" word');
+    const mid = (spans[kb].start + spans[kb].end) / 2;
+    await page.evaluate(() => { document.querySelector('#transcript .word.now')?.classList.remove('now'); });
+    await page.evaluate((m) => { document.getElementById('player').currentTime = m; }, mid);
+    await page.waitForFunction((k) => {
+      const now = document.querySelectorAll('#transcript .word.now');
+      return now.length === 1 && now[0] === document.querySelectorAll('#transcript .seg .word')[k];
+    }, kb, { timeout: 10000 });
+    // and while playing, the highlight moves on word by word
+    await page.evaluate(() => document.getElementById('player').play());
+    await page.waitForFunction((k) => {
+      const now = document.querySelector('#transcript .word.now');
+      return now && [...document.querySelectorAll('#transcript .seg .word')].indexOf(now) > k;
+    }, kb, { timeout: 10000 });
+    await page.evaluate((m) => { const p = document.getElementById('player'); p.pause(); p.currentTime = m; }, mid);
+    await page.waitForFunction((k) => document.querySelector('#transcript .word.now') === document.querySelectorAll('#transcript .seg .word')[k], kb);
+    await page.locator('#transcript .word.now').scrollIntoViewIfNeeded();
+    await page.locator('#transcript').screenshot({ path: path.join(OUT, 'words.png') });
+  });
+
   await t.test('renaming a speaker changes the transcript and the exports', async () => {
     await page.fill('#speakers li:first-child input', 'Alice');
     const names = await page.locator('#transcript .turn-speaker').allInnerTexts();
@@ -204,6 +318,45 @@ test('upload a two-voice clip, read who said what, click through the audio', { s
     assert.match(download.suggestedFilename(), /\.srt$/);
   });
 
+  await t.test('SRT/VTT cues: one speaker each (against the result\'s words), short, times from the words, in order', async () => {
+    const result = await resultOf(page);
+    const words = wordsOf(result);
+    const names = Object.fromEntries(await page.locator('#speakers input').evaluateAll((els) => els.map((e) => [e.dataset.speaker, e.value.trim()])));
+    assert.ok(Object.values(names).includes('Alice'), JSON.stringify(names));
+    const ex = await page.evaluate(() => window.colloquy.exports());
+    fs.writeFileSync(path.join(OUT, 'subtitles.srt'), ex.srt);
+    fs.writeFileSync(path.join(OUT, 'result.json'), JSON.stringify(result, null, 1));
+    const cues = parseSrt(ex.srt);
+    checkCues(cues, names);
+    const overlapped = words.some((w) => w.overlapped);
+    let k = 0; let prev = null; let longest = 0;
+    for (const c of cues) {
+      // the cue's text is the next words of the result, all of one speaker, the one named
+      const used = []; let acc = '';
+      while (k < words.length && norm(acc).length < c.text.length) { acc += words[k].word; used.push(words[k]); k += 1; }
+      assert.equal(norm(acc), c.text, `cue ${c.n} is not the next words of the result`);
+      const speakers = [...new Set(used.map((w) => w.speaker))];
+      assert.equal(speakers.length, 1, `cue ${c.n} mixes ${speakers.join(' and ')}: ${c.text}`);
+      assert.equal(c.name, names[speakers[0]], `cue ${c.n} is ${speakers[0]}'s words but says ${c.name}`);
+      const last = used[used.length - 1];
+      assert.ok(Math.abs(c.start - used[0].start) < 0.002, `cue ${c.n} starts at ${c.start}, its first word at ${used[0].start}`);
+      assert.ok(c.end >= last.end - 0.002 && c.end <= Math.max(last.end, c.start + 0.01) + 0.002, `cue ${c.n} ends at ${c.end}, its last word at ${last.end}`);
+      if (used.length > 1) {
+        assert.ok(c.text.length + c.name.length + 2 <= CUE_CHARS, `cue ${c.n} has ${c.text.length} characters: ${c.text}`);
+        assert.ok(c.end - c.start <= CUE_SECONDS + 0.002, `cue ${c.n} lasts ${c.end - c.start} s`);
+      }
+      if (prev && !overlapped) assert.ok(c.start >= prev.end - 0.002, `cue ${c.n} starts before cue ${prev.n} ends`);
+      longest = Math.max(longest, ...c.lines.map((l) => l.length));
+      prev = c;
+    }
+    assert.equal(k, words.length, 'the cues hold every word');
+    t.diagnostic(`${cues.length} SRT cues from ${result.aligned_segments.length} utterances; longest line ${longest} characters`);
+    // VTT: the same cues, each with its speaker's voice tag
+    const vtt = ex.vtt.replace(/^WEBVTT\n\n/, '').trim().split(/\n\n+/);
+    assert.equal(vtt.length, cues.length);
+    vtt.forEach((b, i) => assert.ok(b.split('\n')[1].startsWith(`<v ${cues[i].name}>`), b));
+  });
+
   await t.test('screenshots: desktop and phone width', async () => {
     await page.evaluate(() => window.scrollTo(0, 0));
     await page.screenshot({ path: path.join(OUT, 'results.png'), fullPage: true });
@@ -212,6 +365,28 @@ test('upload a two-voice clip, read who said what, click through the audio', { s
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
     assert.ok(overflow <= 0, `the page scrolls sideways by ${overflow}px at 390 px`);
     await page.setViewportSize({ width: 1280, height: 900 });
+  });
+
+  await t.test('a result without words (an older job) renders from its text; the exports still cut', async () => {
+    await page.route('**/api/results/*', async (route) => {
+      const res = await route.fetch();
+      const body = await res.json();
+      for (const s of [...(body.segments || []), ...(body.aligned_segments || [])]) delete s.words;
+      await route.fulfill({ response: res, json: body });
+    });
+    await page.click('#jobs-refresh');
+    await page.locator('#job-list .job').first().getByRole('button', { name: /^Open/ }).click();
+    await page.waitForFunction(() => document.querySelectorAll('#transcript .seg').length > 0
+      && document.querySelectorAll('#transcript .word').length === 0, null, { timeout: 10000 });
+    const text = (await page.locator('#transcript').innerText()).toLowerCase();
+    for (const w of WORDS) assert.ok(text.includes(w), `"${w}" not in the transcript:\n${text}`);
+    const names = Object.fromEntries(await page.locator('#speakers input').evaluateAll((els) => els.map((e) => [e.dataset.speaker, e.value.trim()])));
+    const srt = (await page.evaluate(() => window.colloquy.exports())).srt;
+    fs.writeFileSync(path.join(OUT, 'subtitles-without-words.srt'), srt);
+    const cues = parseSrt(srt);
+    checkCues(cues, names);
+    for (const c of cues) if (c.text.includes(' ')) assert.ok(c.text.length + c.name.length + 2 <= CUE_CHARS, `cue ${c.n}: ${c.text}`);
+    await page.unroute('**/api/results/*');
   });
 
   await t.test('the job list shows the job; delete removes it', async () => {
