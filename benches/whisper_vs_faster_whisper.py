@@ -28,6 +28,8 @@ from pathlib import Path
 
 from faster_whisper_env import REPO, ensure_ct2_dir, ensure_fw_venv, log
 
+# colloquy without word timestamps and speech detection (to measure what they cost).
+PLAIN_ENV = {"COLLOQUY__WHISPER__WORD_TIMESTAMPS": "false", "COLLOQUY__VAD__ENABLED": "false"}
 # colloquy's settings for many files at once on a small CPU (README: "Throughput").
 THROUGHPUT_ENV = {"COLLOQUY__RUNTIME__INTRA_THREADS": "1", "COLLOQUY__PIPELINE__TRANSCRIBER__THREADS": "2",
                   "COLLOQUY__PIPELINE__DIARIZER__THREADS": "2"}
@@ -136,6 +138,7 @@ def main():
     for precision in args.precisions.split(","):
         compute_type = {"fp32": "float32", "int8": "int8"}[precision]
         ours = {f: [] for f in files}
+        plain = {f: [] for f in files}
         theirs = {f: [] for f in files}
         pipe = {f: [] for f in files}
         at_once = []
@@ -149,6 +152,13 @@ def main():
                 v = json.loads(line)
                 ours[v["file"]].append(v["performance_metrics"]["total_seconds"])
                 texts["colloquy"][v["file"]] = v["full_text"]
+            # the same without word timestamps and speech detection: what they cost
+            lines, _, _ = peak_rss_of([args.colloquy, "transcribe", "--whisper-only", "--format", "json", "--model", args.model,
+                                       "--precision", precision, *files], env={**os.environ, **PLAIN_ENV})
+            for line in lines:
+                v = json.loads(line)
+                plain[v["file"]].append(v["performance_metrics"]["total_seconds"])
+                texts.setdefault("plain", {})[v["file"]] = v["full_text"]
             lines, peak, _ = peak_rss_of([str(fw_py), "-c", FW_SCRIPT, str(ct2), compute_type, "1", *files],
                                          env={**os.environ, "OMP_NUM_THREADS": "2"})
             rss["faster-whisper"] = max(rss["faster-whisper"], peak)
@@ -196,6 +206,13 @@ def main():
                    "colloquy_peak_rss_mb": rss["colloquy"], "faster_whisper_peak_rss_mb": rss["faster-whisper"]}
         print(f"| **total** | {tot['a']:.1f} | {tot['o']:.2f} (x{so:.1f}) | {tot['t']:.2f} (x{st:.1f}) | "
               f"{100 * summary['colloquy_wer']:.1f}% | {100 * summary['faster_whisper_wer']:.1f}% |")
+        tplain = sum(min(plain[r["abs"]]) for r in rows)
+        plain_errors = sum(edit_distance(normalize(r["reference"]), normalize(texts["plain"][r["abs"]])) for r in rows)
+        summary.update({"plain_seconds": tplain, "words_and_vad_cost": tot["o"] / tplain,
+                        "plain_wer": plain_errors / tot["n"]})
+        print(f"word timestamps + speech detection: {tot['o']:.2f} s against {tplain:.2f} s without "
+              f"({summary['words_and_vad_cost']:.3f}x the time; WER {100 * summary['colloquy_wer']:.1f}% with, "
+              f"{100 * summary['plain_wer']:.1f}% without)")
         print(f"\nspeed ratio colloquy / faster-whisper: {summary['speed_ratio']:.2f}x; "
               f"peak RSS colloquy {rss['colloquy']:.0f} MB, faster-whisper {rss['faster-whisper']:.0f} MB")
         tp = sum(min(pipe[r["abs"]]) for r in rows)
