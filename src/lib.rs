@@ -13,6 +13,7 @@ pub mod config;
 pub mod diarize;
 pub mod eval;
 pub mod local;
+pub mod models;
 pub mod registry;
 pub mod runtime;
 pub mod text;

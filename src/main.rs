@@ -49,7 +49,7 @@ struct SpeakerArgs {
 /// Whisper settings a command line may override, shared by `transcribe` and `eval`.
 #[derive(Args, Clone)]
 struct WhisperArgs {
-    /// Whisper model (overrides whisper.model): tiny.en or base.
+    /// Whisper model (overrides whisper.model): any installed one (`colloquy models list`).
     #[arg(long)]
     model: Option<String>,
     /// fp32 or int8 (overrides whisper.precision).
@@ -151,6 +151,29 @@ enum Command {
         #[command(flatten)]
         speakers: SpeakerArgs,
     },
+    /// Whisper models in the model cache (models.dir): list them, or add one.
+    Models {
+        #[command(subcommand)]
+        action: ModelsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsAction {
+    /// Convert a CTranslate2 Whisper folder (what faster-whisper loads:
+    /// model.bin, config.json, tokenizer.json), e.g. faster-whisper-large-v3,
+    /// into the model cache; then `--model NAME` or whisper.model = "NAME" uses it.
+    /// Needs the Python environment `make setup` creates.
+    Add {
+        /// The CTranslate2 model folder.
+        dir: PathBuf,
+        /// Name to install it under (default: the folder's name without its
+        /// faster-whisper prefix: faster-whisper-large-v3 -> large-v3).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// The installed Whisper models with their shapes.
+    List,
 }
 
 fn main() -> ExitCode {
@@ -219,6 +242,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("ids given more than once: {}", dup.join(", "));
             }
             eval(config, items, oracle_speakers, jobs.max(1), &report)
+        }
+        Command::Models { action } => {
+            let config = Config::load(cli.config.as_deref())?;
+            match action {
+                ModelsAction::Add { dir, name } => {
+                    let m = colloquy::models::add(&config, &dir, name.as_deref())?;
+                    println!("installed {}", colloquy::models::describe(&m));
+                    println!("use it with --model {} or whisper.model = \"{}\"", m.name, m.name);
+                }
+                ModelsAction::List => {
+                    let models = colloquy::models::list(&config);
+                    if models.is_empty() {
+                        eprintln!(
+                            "no Whisper models in {}: run `make setup` or `colloquy models add DIR`",
+                            config.models_root().join("models").display()
+                        );
+                    }
+                    for m in &models {
+                        let current = if m.name == config.whisper.model { "  (whisper.model)" } else { "" };
+                        println!("{}{current}", colloquy::models::describe(m));
+                    }
+                }
+            }
+            Ok(())
         }
         Command::Diarize { file, format, speakers } => {
             let config = Config::load(cli.config.as_deref())?;

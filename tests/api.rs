@@ -201,6 +201,8 @@ fn upload_poll_results_and_the_error_paths() {
     assert_eq!(h["models_ready"], true);
     assert_eq!(h["device"]["transcriber"], "cpu");
     assert!(h["stages"]["transcription"]["jobs_in"].is_u64(), "{h}");
+    let models = h["whisper_models"].as_array().unwrap_or_else(|| panic!("{h}"));
+    assert!(models.iter().any(|m| m["name"] == h["whisper_model"] && m["n_mels"].is_u64()), "{h}");
 
     let flac = std::fs::read(repo_path("tests/data/speech_en.flac")).unwrap();
     let (code, up) = srv.upload("?num_speakers=1", "speech_en.flac", &flac);

@@ -765,7 +765,8 @@
       if (r.status === 200 && r.body) {
         const d = r.body.device || {};
         const dev = typeof d === 'string' ? d : (d.whisper || d.transcriber || Object.values(d)[0] || '');
-        $('server-info').textContent = `Whisper ${r.body.whisper_model || ''}${dev ? ` on ${String(dev).toUpperCase()}` : ''} · ${r.body.active_jobs || 0} running, ${r.body.queued_jobs || 0} waiting`;
+        const models = (r.body.whisper_models || []).map((m) => m.name).filter((n) => n !== r.body.whisper_model);
+        $('server-info').textContent = `Whisper ${r.body.whisper_model || ''}${dev ? ` on ${String(dev).toUpperCase()}` : ''}${models.length ? ` (also installed: ${models.join(', ')})` : ''} · ${r.body.active_jobs || 0} running, ${r.body.queued_jobs || 0} waiting`;
       }
     }).catch(() => { $('server-info').textContent = 'Server unreachable'; });
 

@@ -188,9 +188,28 @@ pub async fn delete(state: web::Data<AppState>, path: web::Path<String>) -> Resu
     })))
 }
 
-/// `GET /health`.
+/// `GET /health`. `whisper_models` lists every installed Whisper model
+/// (read from the model cache on each request, so `colloquy models add`
+/// shows up without a restart; `whisper_model` is the one this server runs).
 pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let stats = state.registry.send(Stats).await?;
+    let root = state.config.models_root();
+    let installed = web::block(move || crate::whisper::model::installed_models(&root)).await.unwrap_or_default();
+    let whisper_models: Vec<serde_json::Value> = installed
+        .iter()
+        .map(|m| {
+            let c = &m.config;
+            json!({
+                "name": m.name,
+                "n_mels": c.n_mels,
+                "d_model": c.d_model,
+                "n_encoder_layers": c.n_encoder_layers,
+                "n_decoder_layers": c.n_decoder_layers,
+                "n_vocab": c.n_vocab,
+                "multilingual": c.multilingual,
+            })
+        })
+        .collect();
     let stages: serde_json::Map<String, serde_json::Value> = state
         .counters
         .snapshot()
@@ -203,6 +222,7 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         "runtime": "onnxruntime",
         "device": state.devices,
         "whisper_model": state.config.whisper.model,
+        "whisper_models": whisper_models,
         "active_jobs": stats.active_jobs,
         "queued_jobs": stats.queued_jobs,
         "max_active_jobs": stats.max_active_jobs,

@@ -128,7 +128,8 @@ pub fn gate_segments(segments: Vec<Segment>, speech: &[Span], opts: GateOptions)
                 let kept: Vec<Word> = words.into_iter().map(|(w, _)| w).collect();
                 seg.text = kept.iter().map(|w| w.word.as_str()).collect();
                 seg.start = kept[0].start;
-                seg.end = kept[kept.len() - 1].end;
+                // a segment keeps a length (one timestamp step at least)
+                seg.end = kept[kept.len() - 1].end.max(seg.start + super::tokenizer::TIME_PRECISION);
                 seg.words = kept;
             }
             seg

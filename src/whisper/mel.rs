@@ -1,4 +1,4 @@
-//! Whisper's log-mel front end: 80 mel bins, 25 ms periodic Hann window,
+//! Whisper's log-mel front end: 80 mel bins (128 for large-v3 and turbo), 25 ms periodic Hann window,
 //! 10 ms hop, at 16 kHz.
 //!
 //! It reproduces faster-whisper's `FeatureExtractor` (the reference our
@@ -273,6 +273,34 @@ mod tests {
         assert!((f[0][1] - 0.024_862_59).abs() < 1e-7, "{}", f[0][1]);
         assert_eq!(f[0][0], 0.0);
         assert_eq!(f[0][2], 0.0);
+    }
+
+    /// openai-whisper's own filter banks (`mel_filters.npz`: librosa's
+    /// `mel(sr=16000, n_fft=400, n_mels=80|128)`, float32), every weight.
+    #[test]
+    fn filters_match_openai_whispers_mel_filters_npz() {
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/data/mel_filters_openai.json")).unwrap();
+        for n_mels in [80usize, 128] {
+            let ours = mel_filters(16000.0, 400, n_mels);
+            let rows = fixture[format!("mel_{n_mels}")].as_array().unwrap();
+            assert_eq!((ours.len(), rows.len()), (n_mels, n_mels));
+            for (m, (mine, row)) in ours.iter().zip(rows).enumerate() {
+                let first = row[0].as_u64().unwrap() as usize;
+                let weights: Vec<f64> = row[1].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+                assert_eq!(mine.len(), 201);
+                for (bin, &w) in mine.iter().enumerate() {
+                    let want = if (first..first + weights.len()).contains(&bin) { weights[bin - first] } else { 0.0 };
+                    // float32 reference: a few ulps of the larger weights
+                    let tol = 1e-6 * want.abs().max(1e-3);
+                    assert!((w - want).abs() <= tol, "n_mels {n_mels} filter {m} bin {bin}: {w} vs {want}");
+                }
+            }
+        }
+        // the 128-bin front end runs and keeps its shape
+        let mel = MelFrontEnd::new(128).compute(&test_signal(16000));
+        assert_eq!((mel.n_mels, mel.n_frames, mel.data.len()), (128, 101, 128 * 101));
+        assert_eq!(mel.window(0, mel.n_frames).len(), 128 * N_FRAMES);
     }
 
     #[test]

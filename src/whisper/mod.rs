@@ -204,8 +204,9 @@ impl WhisperEngine {
     }
 
     fn language_token(&self, code: &str) -> Result<u32, WhisperError> {
-        self.tok
-            .token_to_id(&format!("<|{code}|>"))
+        self.model
+            .config
+            .language_token(code)
             .ok_or_else(|| WhisperError::Settings(format!("no language token for '{code}'")))
     }
 
@@ -216,9 +217,9 @@ impl WhisperEngine {
         let mut cache = self.model.new_cache()?;
         let logits = self.model.decode(&[self.tok.special.sot], &mut cache, &encoded)?;
         let mut best: Option<(f32, &str)> = None;
-        for code in &self.model.config.languages {
-            if let Some(id) = self.tok.token_to_id(&format!("<|{code}|>")) {
-                let l = logits[id as usize];
+        let first = self.model.config.tokens.lang_first as usize;
+        for (i, code) in self.model.config.languages.iter().enumerate() {
+            if let Some(&l) = logits.get(first + i) {
                 if best.is_none_or(|(b, _)| l > b) {
                     best = Some((l, code));
                 }

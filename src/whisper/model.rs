@@ -34,12 +34,22 @@ pub struct ModelConfig {
     pub n_vocab: usize,
     pub multilingual: bool,
     pub tokens: SpecialTokens,
+    /// Language codes in token order: `<|languages[i]|>` is `tokens.lang_first + i`.
     #[serde(default)]
     pub languages: Vec<String>,
     /// (decoder layer, head) pairs whose cross-attention follows the audio;
     /// the decoder's `alignment_qk` output holds their scores in this order.
     #[serde(default)]
     pub alignment_heads: Vec<[usize; 2]>,
+}
+
+impl ModelConfig {
+    /// The token of a language code (multilingual models), from model.json's
+    /// ids: older vocabularies spell some codes differently (`<|iw|>` for he).
+    pub fn language_token(&self, code: &str) -> Option<u32> {
+        let i = self.languages.iter().position(|l| l == code)?;
+        Some(self.tokens.lang_first + i as u32)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -67,8 +77,18 @@ pub struct Ct2Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("whisper model '{name}' not found in {dir}: run `make setup`")]
-    NotInstalled { name: String, dir: PathBuf },
+    #[error(
+        "whisper model '{name}' is not installed in {}: installed: {}; add one with `colloquy models add DIR` \
+         (a CTranslate2/faster-whisper folder) or run `make setup`",
+        .root.display(),
+        if .installed.is_empty() { "none".to_string() } else { .installed.join(", ") }
+    )]
+    NotInstalled { name: String, root: PathBuf, installed: Vec<String> },
+    #[error(
+        "'{0}' is not a model name: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, \
+         without '..'"
+    )]
+    BadName(String),
     #[error("model file {path} is unreadable: {reason}")]
     BadFile { path: PathBuf, reason: String },
     #[error(transparent)]
@@ -91,12 +111,60 @@ pub struct ModelDir {
     pub ct2: Ct2Config,
 }
 
+/// A name `whisper.model` may take: one path component of `[A-Za-z0-9._-]`,
+/// starting with a letter or digit, without `..` (so `<root>/models/whisper-<name>`
+/// stays inside `models/`). `scripts/convert_whisper.py` applies the same rule.
+pub fn valid_model_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && !name.contains("..")
+}
+
+/// The directory of model `name` under the models root.
+pub fn model_dir(root: &Path, name: &str) -> PathBuf {
+    root.join("models").join(format!("whisper-{name}"))
+}
+
+/// An installed model: its name (what `whisper.model` takes) and shapes.
+#[derive(Debug, Clone)]
+pub struct InstalledModel {
+    pub name: String,
+    pub dir: PathBuf,
+    pub config: ModelConfig,
+}
+
+/// The complete conversions under `<root>/models` (a `manifest.json` and a
+/// readable `model.json`), sorted by name. A missing root gives none.
+pub fn installed_models(root: &Path) -> Vec<InstalledModel> {
+    let Ok(entries) = std::fs::read_dir(root.join("models")) else { return Vec::new() };
+    let mut out: Vec<InstalledModel> = entries
+        .filter_map(|e| {
+            let dir = e.ok()?.path();
+            let name = dir.file_name()?.to_str()?.strip_prefix("whisper-")?.to_string();
+            if !valid_model_name(&name) || !dir.join("manifest.json").is_file() {
+                return None;
+            }
+            let config: ModelConfig = read_json(&dir.join("model.json")).ok()?;
+            Some(InstalledModel { name, dir, config })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
 impl ModelDir {
-    /// `<root>/models/whisper-<name>`; fails with a message naming `make setup`.
+    /// `<root>/models/whisper-<name>`; a model that is not there fails with a
+    /// message listing the installed ones and naming `colloquy models add` and `make setup`.
     pub fn open(root: &Path, name: &str) -> Result<ModelDir, ModelError> {
-        let dir = root.join("models").join(format!("whisper-{name}"));
+        if !valid_model_name(name) {
+            return Err(ModelError::BadName(name.to_string()));
+        }
+        let dir = model_dir(root, name);
         if !dir.join("manifest.json").exists() {
-            return Err(ModelError::NotInstalled { name: name.to_string(), dir });
+            let installed = installed_models(root).into_iter().map(|m| m.name).collect();
+            return Err(ModelError::NotInstalled { name: name.to_string(), root: root.to_path_buf(), installed });
         }
         let config: ModelConfig = read_json(&dir.join("model.json"))?;
         let ct2: Ct2Config = read_json(&dir.join("ct2_config.json"))?;

@@ -233,15 +233,25 @@ pub fn transcribe_features(
                     w.start = crate::audio::round_ms(w.start.clamp(time_offset, window_end));
                     w.end = crate::audio::round_ms(w.end.clamp(w.start, window_end));
                 }
-                seg.start = seg.start.clamp(time_offset, window_end);
-                seg.end = seg.end.clamp(seg.start, window_end);
+                // inside the window, one timestamp step long at least (a
+                // segment timed past the end of the audio ends at its end)
+                seg.end = seg.end.clamp(time_offset, window_end);
+                seg.start = seg.start.clamp(time_offset, window_end).min(seg.end - TIME_PRECISION).max(time_offset);
             }
             timings.word_timing += t2.elapsed().as_secs_f64();
         }
         for mut seg in kept {
             seg.id = segments.len() + 1;
-            seg.start = crate::audio::round_ms(seg.start);
-            seg.end = crate::audio::round_ms(seg.end);
+            // times never go backwards: a window that starts again before
+            // the end of text timed past its content (seen with weak models)
+            // starts its segments after it
+            let floor = segments.last().map_or(0.0, |p: &Segment| p.end);
+            seg.start = crate::audio::round_ms(seg.start.max(floor));
+            seg.end = crate::audio::round_ms(seg.end.max(seg.start + TIME_PRECISION));
+            for w in &mut seg.words {
+                w.start = w.start.clamp(seg.start, seg.end);
+                w.end = w.end.clamp(w.start, seg.end);
+            }
             segments.push(seg);
         }
         if !loop_opts.condition_on_previous_text || result.temperature > loop_opts.prompt_reset_on_temperature {
@@ -327,9 +337,13 @@ fn add_word_timestamps(
         }
         if !words.is_empty() {
             let (start, end) = timing::fit_segment_words(&mut words, seg.start, seg.end, *last_speech, median);
-            seg.start = start;
-            seg.end = end;
-            *last_speech = end;
+            // a segment keeps a length: when its words collapse onto one
+            // instant (the alignment found no spread), its timestamps stand
+            if end > start {
+                seg.start = start;
+                seg.end = end;
+            }
+            *last_speech = seg.end;
         }
         seg.words = words;
     }
