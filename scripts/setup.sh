@@ -4,6 +4,7 @@
 #   $CACHE/v1/models/whisper-tiny.en/                 Whisper tiny.en as ONNX (fp32 + int8)
 #   $CACHE/v1/models/whisper-base/                    Whisper base (multilingual) as ONNX
 #   $CACHE/v1/models/diarization/                     segmentation-3.0 + CAM++ as ONNX
+#   $CACHE/v1/models/vad/                             silero VAD (ONNX, as shipped)
 # CACHE is $COLLOQUY_CACHE or ~/.cache/colloquy; "v1" is the layout version
 # (bump it to force a full re-conversion). Idempotent: wheels, venvs and models
 # are reused when their inputs (wheel sha256, requirements, converter script)
@@ -219,6 +220,50 @@ PY
   mv "$tmp" "$DIAR"
   rm -rf "$ROOT/models/.diarization.old-$$"
   say "diarization: converted in $((SECONDS - start))s"
+fi
+
+# Voice activity detection: silero VAD, staged as is from the silero-vad wheel.
+VAD_SPEC="silero-vad==6.2.3"
+VAD_FILES="silero_vad.onnx silero_vad_16k_sequence.onnx"
+VAD=$ROOT/models/vad
+vad_wheel=$(fetch "$VAD_SPEC" 7b7f5436cfcb02fae583a05b512ea96467fd449fe54cb49a5e4f06c51a1e43b8)
+vad_want=$( { sha256sum "$vad_wheel" | cut -d' ' -f1; echo "$VAD_FILES"; } | sha256sum | cut -d' ' -f1)
+if [ -f "$VAD/manifest.json" ] && [ -f "$VAD/.colloquy-stamp" ] && [ "$(cat "$VAD/.colloquy-stamp")" = "$vad_want" ]; then
+  say "vad: cached ($VAD)"
+else
+  say "vad: staging silero VAD ($VAD_FILES)"
+  tmp=$ROOT/models/.vad.tmp-$$
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  "$VENV/bin/python" - "$tmp" "$vad_wheel" "$VAD_SPEC" $VAD_FILES <<'PY' || { rm -rf "$tmp"; die "cannot stage silero VAD"; }
+import datetime, hashlib, json, os, shutil, sys, zipfile
+out, wheel, spec, *files = sys.argv[1:]
+def sha(p):
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+with zipfile.ZipFile(wheel) as z:
+    for name in files:
+        with z.open("silero_vad/data/" + name) as src, open(os.path.join(out, name), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+pkg, ver = spec.split("==")
+manifest = {
+    "format": 1,
+    "model": "vad",
+    "source": {"package": pkg, "version": ver, "files": {os.path.basename(wheel): sha(wheel)}},
+    "outputs": {f: sha(os.path.join(out, f)) for f in sorted(files)},
+    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+}
+with open(os.path.join(out, "manifest.json"), "w") as f:
+    json.dump(manifest, f, indent=2)
+PY
+  echo "$vad_want" > "$tmp/.colloquy-stamp"
+  [ -d "$VAD" ] && mv "$VAD" "$ROOT/models/.vad.old-$$"
+  mv "$tmp" "$VAD"
+  rm -rf "$ROOT/models/.vad.old-$$"
+  say "vad: staged"
 fi
 
 if [ "${COLLOQUY_VERIFY:-0}" = 1 ]; then

@@ -25,6 +25,7 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     pub whisper: WhisperConfig,
     pub diarization: DiarizationConfig,
+    pub vad: VadConfig,
     pub server: ServerConfig,
     pub pipeline: PipelineConfig,
 }
@@ -142,6 +143,20 @@ pub struct DiarizationConfig {
     pub min_duration_off: f64,
 }
 
+/// `[vad]`: silero voice activity detection and the rules that turn its
+/// per-frame probabilities into speech regions (silero's `get_speech_timestamps`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VadConfig {
+    pub enabled: bool,
+    pub threshold: f32,
+    pub min_speech_ms: u32,
+    pub min_silence_ms: u32,
+    pub speech_pad_ms: u32,
+    pub max_speech_s: f64,
+    pub threads: usize,
+}
+
 impl WhisperConfig {
     pub fn precision_name(&self) -> &'static str {
         match self.precision {
@@ -206,6 +221,19 @@ impl Config {
         }
         if self.whisper.beam_size == 0 {
             return bad("whisper.beam_size must be at least 1".into());
+        }
+        let v = &self.vad;
+        if !(v.threshold > 0.0 && v.threshold < 1.0) {
+            return bad(format!("vad.threshold must be between 0 and 1 (exclusive), not {}", v.threshold));
+        }
+        if v.max_speech_s.is_nan() || v.max_speech_s < 0.0 {
+            return bad("vad.max_speech_s must be 0 (no limit) or more".into());
+        }
+        if v.max_speech_s > 0.0 && v.max_speech_s * 1000.0 <= 2.0 * v.speech_pad_ms as f64 + 32.0 {
+            return bad("vad.max_speech_s must exceed twice vad.speech_pad_ms plus one 32 ms frame".into());
+        }
+        if v.threads == 0 {
+            return bad("vad.threads must be at least 1".into());
         }
         Ok(())
     }
@@ -322,6 +350,29 @@ mod tests {
             let prev = lines[i - 1].trim();
             assert!(prev.starts_with('#'), "key without a comment: {t}");
         }
+    }
+
+    #[test]
+    fn vad_defaults_and_checks() {
+        let c = Config::load_with_env(None, no_env()).unwrap();
+        assert!(c.vad.enabled);
+        assert_eq!(c.vad.threshold, 0.5);
+        assert_eq!((c.vad.min_speech_ms, c.vad.min_silence_ms, c.vad.speech_pad_ms), (100, 300, 200));
+        assert_eq!(c.vad.max_speech_s, 0.0);
+        assert_eq!(c.vad.threads, 1);
+        for (key, value, complaint) in [
+            ("THRESHOLD", "1.5", "vad.threshold"),
+            ("THRESHOLD", "0", "vad.threshold"),
+            ("MAX_SPEECH_S", "-1.0", "vad.max_speech_s"),
+            ("MAX_SPEECH_S", "0.4", "vad.max_speech_s"),
+            ("THREADS", "0", "vad.threads"),
+        ] {
+            let env = vec![(format!("COLLOQUY__VAD__{key}"), value.to_string())];
+            let err = Config::load_with_env(None, env).unwrap_err().to_string();
+            assert!(err.contains(complaint), "{key}={value}: {err}");
+        }
+        let env = vec![("COLLOQUY__VAD__MAX_SPEECH_S".to_string(), "30.0".to_string())];
+        assert_eq!(Config::load_with_env(None, env).unwrap().vad.max_speech_s, 30.0);
     }
 
     #[test]

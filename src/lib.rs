@@ -1,6 +1,6 @@
 //! Colloquy: speaker-attributed transcription on ONNX Runtime.
 //!
-//! Engines (`audio`, `whisper`, `diarize`, `align`) are plain synchronous
+//! Engines (`audio`, `whisper`, `diarize`, `vad`, `align`) are plain synchronous
 //! code; the actor pipeline (`actors/`, one file per stage), the job
 //! registry and the HTTP API build on them (see README.md).
 
@@ -17,4 +17,5 @@ pub mod models;
 pub mod registry;
 pub mod runtime;
 pub mod text;
+pub mod vad;
 pub mod whisper;
