@@ -18,6 +18,7 @@ use crate::align::AlignOptions;
 use crate::config::Config;
 use crate::diarize::{DiarizationEngine, DiarizeError};
 use crate::runtime::DeviceUsed;
+use crate::vad::{SileroVad, VadError};
 use crate::whisper::{WhisperEngine, WhisperError};
 
 /// The models, loaded before anything starts (so that a missing model stops
@@ -25,6 +26,8 @@ use crate::whisper::{WhisperEngine, WhisperError};
 pub struct Engines {
     pub whisper: Vec<WhisperEngine>,
     pub diarization: Vec<DiarizationEngine>,
+    /// One speech detector per preprocessor worker; empty when `vad.enabled` is off.
+    pub vad: Vec<SileroVad>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +36,8 @@ pub enum EngineLoadError {
     Whisper(#[from] WhisperError),
     #[error(transparent)]
     Diarization(#[from] DiarizeError),
+    #[error(transparent)]
+    Vad(#[from] VadError),
 }
 
 impl Engines {
@@ -41,7 +46,12 @@ impl Engines {
         let whisper = (0..p.transcriber.threads).map(|_| WhisperEngine::load(config)).collect::<Result<_, _>>()?;
         let diarization =
             (0..p.diarizer.threads).map(|_| DiarizationEngine::load(config)).collect::<Result<_, _>>()?;
-        Ok(Engines { whisper, diarization })
+        let vad = if config.vad.enabled {
+            (0..p.preprocessor.threads).map(|_| SileroVad::load(config)).collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
+        Ok(Engines { whisper, diarization, vad })
     }
 
     /// The devices the models really run on (after any CUDA -> CPU fallback).
@@ -109,7 +119,18 @@ impl Pipeline {
             reporter.clone(),
         );
         let preprocessor = spawn_stage(
-            (0..p.preprocessor.threads).map(|_| Preprocessor::new(p)).collect(),
+            {
+                let mut vads = engines.vad.into_iter();
+                (0..p.preprocessor.threads)
+                    .map(|_| {
+                        let pre = Preprocessor::new(p);
+                        match vads.next() {
+                            Some(v) => pre.with_speech_detector(Box::new(v), config.vad.threshold),
+                            None => pre,
+                        }
+                    })
+                    .collect()
+            },
             p.preprocessor.mailbox,
             transcriber.recipient(),
             reporter.clone(),

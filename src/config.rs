@@ -154,6 +154,8 @@ pub struct VadConfig {
     pub min_silence_ms: u32,
     pub speech_pad_ms: u32,
     pub max_speech_s: f64,
+    pub max_snap_ms: u32,
+    pub tolerance_ms: u32,
     pub threads: usize,
 }
 

@@ -7,6 +7,8 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use colloquy::config::Config;
+use colloquy::vad::SpeechDetector;
+use colloquy::whisper::gate::SpeechMap;
 use colloquy::whisper::{Transcript, WhisperEngine};
 use serde_json::json;
 
@@ -462,12 +464,21 @@ fn transcribe_pipeline(
 fn transcribe(config: &Config, files: &[PathBuf], format: Format) -> anyhow::Result<()> {
     let t_load = Instant::now();
     let mut engine = WhisperEngine::load(config)?;
+    let mut vad = if config.vad.enabled { Some(colloquy::vad::SileroVad::load(config)?) } else { None };
     let load_s = t_load.elapsed().as_secs_f64();
     for path in files {
         let t0 = Instant::now();
         let audio = colloquy::audio::load_16k_mono(path).with_context(|| format!("{}", path.display()))?;
         let decode_s = t0.elapsed().as_secs_f64();
-        let transcript = engine.transcribe(&audio.samples).with_context(|| format!("{}", path.display()))?;
+        let t_vad = Instant::now();
+        let speech = match vad.as_mut() {
+            Some(v) => Some(SpeechMap::new(&v.speech(&audio.samples)?, &audio.samples, config.vad.threshold)),
+            None => None,
+        };
+        let vad_s = t_vad.elapsed().as_secs_f64();
+        let transcript = engine
+            .transcribe_until(&audio.samples, speech.as_ref(), None)
+            .with_context(|| format!("{}", path.display()))?;
         let wall = t0.elapsed().as_secs_f64();
         match format {
             Format::Txt => print_txt(&transcript, files.len() > 1, path),
@@ -492,6 +503,7 @@ fn transcribe(config: &Config, files: &[PathBuf], format: Format) -> anyhow::Res
                         "encoder_seconds": transcript.timings.encoder,
                         "decoder_seconds": transcript.timings.decoder,
                         "word_timing_seconds": transcript.timings.word_timing,
+                        "vad_seconds": vad_s,
                         "windows": transcript.timings.windows,
                         "total_seconds": wall,
                         "speed": transcript.duration / wall,

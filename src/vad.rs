@@ -96,6 +96,27 @@ impl Speech {
     pub fn speech_seconds(&self) -> f64 {
         self.regions.iter().map(SpeechRegion::duration).sum()
     }
+
+    /// Each region without its padding: from the start of its first frame
+    /// at or above `threshold` to the end of its last one (the region itself
+    /// when none is, as with [`FixedSpeech`]'s 0/1 frames outside regions).
+    pub fn cores(&self, threshold: f32) -> Vec<SpeechRegion> {
+        self.regions
+            .iter()
+            .map(|r| {
+                let first = ((r.start / FRAME_SECONDS).floor() as usize).min(self.probs.len());
+                let last = ((r.end / FRAME_SECONDS).ceil() as usize).min(self.probs.len());
+                let inside = &self.probs[first..last];
+                match (inside.iter().position(|&p| p >= threshold), inside.iter().rposition(|&p| p >= threshold)) {
+                    (Some(a), Some(b)) => SpeechRegion::new(
+                        ((first + a) as f64 * FRAME_SECONDS).max(r.start),
+                        ((first + b + 1) as f64 * FRAME_SECONDS).min(r.end),
+                    ),
+                    _ => *r,
+                }
+            })
+            .collect()
+    }
 }
 
 /// Finds speech in 16 kHz mono samples. [`SileroVad`] is the real one;
@@ -328,6 +349,57 @@ pub fn clamp_to_speech(start: f64, end: f64, regions: &[SpeechRegion]) -> Option
     }
     let (a, b) = (&regions[first], &regions[first + touched - 1]);
     Some((start.max(a.start), end.min(b.end)))
+}
+
+/// Where the sound of each region begins and ends: each core edge moved out
+/// (at most `reach` seconds, never into the neighbouring core) over the 10 ms
+/// frames that stay at least 10 dB above the quietest frame there (the
+/// pause's noise floor).
+/// The detector's probability rises only once speech is clearly there; a
+/// soft onset (a breath, a quiet first consonant) starts earlier. `regions`
+/// and `cores` as [`Speech::regions`] and [`Speech::cores`].
+pub fn sound_edges(samples: &[f32], regions: &[SpeechRegion], cores: &[SpeechRegion], reach: f64) -> Vec<SpeechRegion> {
+    const STEP: usize = SAMPLE_RATE as usize / 100;
+    let n = samples.len().div_ceil(STEP);
+    let db = |f: usize| -> f32 {
+        let s = &samples[(f * STEP).min(samples.len())..((f + 1) * STEP).min(samples.len())];
+        let e = s.iter().map(|v| v * v).sum::<f32>() / s.len().max(1) as f32;
+        10.0 * e.max(1e-10).log10()
+    };
+    let frame = |t: f64| ((t * 100.0).floor().max(0.0) as usize).min(n);
+    let duration = samples.len() as f64 / SAMPLE_RATE as f64;
+    regions
+        .iter()
+        .zip(cores)
+        .enumerate()
+        .map(|(i, (_, c))| {
+            let mut out = *c;
+            let prev_end = if i > 0 { cores[i - 1].end } else { 0.0 };
+            let next_start = cores.get(i + 1).map_or(duration, |n| n.start);
+            let r = SpeechRegion::new((c.start - reach).max(prev_end), (c.end + reach).min(next_start));
+            // onset: from the core's start back over the pause before it
+            let (a, b) = (frame(r.start), frame(c.start));
+            if b > a {
+                let floor = (a..b).map(db).fold(f32::INFINITY, f32::min);
+                let mut f = b;
+                while f > a && db(f - 1) >= floor + 10.0 {
+                    f -= 1;
+                }
+                out.start = (f as f64 / 100.0).max(r.start);
+            }
+            // offset: from the core's end on over the pause after it
+            let (a, b) = (frame(c.end), frame(r.end));
+            if b > a {
+                let floor = (a..b).map(db).fold(f32::INFINITY, f32::min);
+                let mut f = a;
+                while f < b && db(f) >= floor + 10.0 {
+                    f += 1;
+                }
+                out.end = (f as f64 / 100.0).min(r.end);
+            }
+            out
+        })
+        .collect()
 }
 
 /// `<root>/models/vad`.
@@ -589,6 +661,38 @@ mod tests {
 
     fn regions() -> Vec<SpeechRegion> {
         vec![SpeechRegion::new(1.0, 2.0), SpeechRegion::new(3.0, 4.0), SpeechRegion::new(4.0, 5.0)]
+    }
+
+    #[test]
+    fn sound_edges_reach_back_to_a_soft_onset() {
+        // 0.5 s of silence, 0.2 s of quiet breath (-40 dB), then loud speech from 0.7 s to 1.5 s
+        let mut x = vec![0.0f32; 32_000];
+        for (i, v) in x.iter_mut().enumerate() {
+            let t = i as f64 / 16_000.0;
+            let amp = if (0.5..0.7).contains(&t) { 0.01 } else if (0.7..1.5).contains(&t) { 0.5 } else { 0.0 };
+            *v = amp * ((i as f32) * 0.3).sin();
+        }
+        let regions = [SpeechRegion::new(0.45, 1.75)];
+        let cores = [SpeechRegion::new(0.72, 1.5)];
+        let e = sound_edges(&x, &regions, &cores, 0.3);
+        assert!((e[0].start - 0.5).abs() < 0.011, "{e:?}");
+        assert!((e[0].end - 1.5).abs() < 0.011, "{e:?}");
+        // a core that already starts at its sound is left alone
+        let e = sound_edges(&x, &regions, &[SpeechRegion::new(0.5, 1.5)], 0.3);
+        assert!((e[0].start - 0.5).abs() < 0.011, "{e:?}");
+    }
+
+    #[test]
+    fn cores_drop_the_padding() {
+        // frames 10..20 above 0.5, the region padded by 3 frames each side
+        let mut probs = vec![0.0f32; 40];
+        probs[10..20].fill(0.9);
+        let speech = Speech { regions: vec![SpeechRegion::new(7.0 * FRAME_SECONDS, 23.0 * FRAME_SECONDS)], probs };
+        let core = speech.cores(0.5);
+        assert!((core[0].start - 10.0 * FRAME_SECONDS).abs() < 1e-9 && (core[0].end - 20.0 * FRAME_SECONDS).abs() < 1e-9);
+        // nothing above the threshold: the region stands
+        let flat = Speech { regions: speech.regions.clone(), probs: vec![0.2; 40] };
+        assert_eq!(flat.cores(0.5), flat.regions);
     }
 
     #[test]

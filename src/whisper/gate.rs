@@ -9,18 +9,49 @@
 //!   into that region's edge;
 //! - a word that touches speech is clamped to it (no word spans a pause);
 //! - the first word after a pause starts where the speech starts, the last
-//!   word before a pause ends where it ends, when that moves the word edge by
-//!   at most `max_snap` seconds (the aligner's edges then sit in the pauses,
-//!   where changes of speaker happen);
+//!   word before a pause ends where it ends (the region's core: its frames
+//!   above the detector's threshold, without the padding), when that moves
+//!   the word edge by at most `max_snap` seconds (the aligner's edges then
+//!   sit in the pauses, where changes of speaker happen);
 //! - a segment left without words is dropped, its text rebuilt from the words
 //!   kept; a segment without word timestamps is kept when it overlaps speech
 //!   by at least `min_overlap` of its length.
 
 use super::transcribe::Segment;
 use super::Word;
+use crate::vad::{overlap_with_speech, SpeechRegion};
 
-/// A stretch of speech, in seconds.
-pub type Span = (f64, f64);
+/// How far (seconds) a speech edge may move out to where its sound starts or ends.
+const SOUND_REACH: f64 = 0.5;
+
+/// Where the speech is: the detector's regions (sorted, disjoint) and their
+/// cores (the same regions without padding, one per region).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpeechMap {
+    pub regions: Vec<SpeechRegion>,
+    pub cores: Vec<SpeechRegion>,
+}
+
+impl SpeechMap {
+    /// From a detector's answer on `samples`: the cores are the frames at
+    /// or above `threshold`, widened to where their sound starts and ends
+    /// (`vad::sound_edges`).
+    pub fn new(speech: &crate::vad::Speech, samples: &[f32], threshold: f32) -> SpeechMap {
+        let cores = crate::vad::sound_edges(samples, &speech.regions, &speech.cores(threshold), SOUND_REACH);
+        SpeechMap { regions: speech.regions.clone(), cores }
+    }
+
+    /// Regions that are their own cores (no padding known).
+    pub fn from_regions(regions: Vec<SpeechRegion>) -> SpeechMap {
+        SpeechMap { cores: regions.clone(), regions }
+    }
+
+    /// Shifted by `dt` seconds.
+    pub fn shifted(&self, dt: f64) -> SpeechMap {
+        let sh = |v: &[SpeechRegion]| v.iter().map(|r| SpeechRegion::new(r.start + dt, r.end + dt)).collect();
+        SpeechMap { regions: sh(&self.regions), cores: sh(&self.cores) }
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct GateOptions {
@@ -32,50 +63,54 @@ pub struct GateOptions {
     pub min_overlap: f64,
 }
 
+impl GateOptions {
+    pub fn from_config(v: &crate::config::VadConfig) -> GateOptions {
+        GateOptions {
+            tolerance: v.tolerance_ms as f64 / 1000.0,
+            max_snap: v.max_snap_ms as f64 / 1000.0,
+            ..GateOptions::default()
+        }
+    }
+}
+
 impl Default for GateOptions {
     fn default() -> Self {
         GateOptions { tolerance: 0.2, max_snap: 1.0, min_overlap: 0.2 }
     }
 }
 
-/// Seconds of `[start, end]` covered by `speech` (sorted, disjoint).
-pub fn speech_overlap(start: f64, end: f64, speech: &[Span]) -> f64 {
-    let first = speech.partition_point(|r| r.1 <= start);
-    speech[first..].iter().take_while(|r| r.0 < end).map(|r| (r.1.min(end) - r.0.max(start)).max(0.0)).sum()
-}
-
-/// Whether any speech region touches `[start, end]`.
-pub fn any_speech(start: f64, end: f64, speech: &[Span]) -> bool {
-    let first = speech.partition_point(|r| r.1 <= start);
-    speech.get(first).is_some_and(|r| r.0 < end)
+/// Whether any speech lies in `[start, end]`.
+pub fn any_speech(start: f64, end: f64, speech: &[SpeechRegion]) -> bool {
+    overlap_with_speech(start, end, speech) > 0.0
 }
 
 /// Index of the region a word belongs to after `place`, and its new times;
 /// None when no region is near.
-fn place(w: &Word, speech: &[Span], tolerance: f64) -> Option<(usize, f64, f64)> {
-    let first = speech.partition_point(|r| r.1 <= w.start);
-    let touching: Vec<usize> = (first..speech.len()).take_while(|&i| speech[i].0 < w.end.max(w.start + 1e-9)).collect();
+fn place(w: &Word, speech: &[SpeechRegion], tolerance: f64) -> Option<(usize, f64, f64)> {
+    let first = speech.partition_point(|r| r.end <= w.start);
+    let touching: Vec<usize> =
+        (first..speech.len()).take_while(|&i| speech[i].start < w.end.max(w.start + 1e-9)).collect();
     if let (Some(&a), Some(&b)) = (touching.first(), touching.last()) {
-        let (start, end) = (w.start.max(speech[a].0), w.end.min(speech[b].1));
+        let (start, end) = (w.start.max(speech[a].start), w.end.min(speech[b].end));
         // the region holding most of the word
         let home = touching
             .iter()
             .copied()
             .max_by(|&x, &y| {
-                let o = |i: usize| (speech[i].1.min(w.end) - speech[i].0.max(w.start)).max(0.0);
+                let o = |i: usize| overlap_with_speech(w.start, w.end, &speech[i..=i]);
                 o(x).total_cmp(&o(y))
             })
             .unwrap_or(a);
         return Some((home, start, end.max(start)));
     }
     // no region touches it: the nearest one, when within tolerance
-    let before = first.checked_sub(1).map(|i| (i, w.start - speech[i].1));
-    let after = speech.get(first).map(|r| (first, r.0 - w.end));
+    let before = first.checked_sub(1).map(|i| (i, w.start - speech[i].end));
+    let after = speech.get(first).map(|r| (first, r.start - w.end));
     let (i, d) = [before, after].into_iter().flatten().min_by(|a, b| a.1.total_cmp(&b.1))?;
     if d > tolerance {
         return None;
     }
-    let (r0, r1) = speech[i];
+    let SpeechRegion { start: r0, end: r1 } = speech[i];
     let dur = (w.end - w.start).min(r1 - r0);
     if w.end <= r0 {
         Some((i, r0, r0 + dur))
@@ -84,14 +119,15 @@ fn place(w: &Word, speech: &[Span], tolerance: f64) -> Option<(usize, f64, f64)>
     }
 }
 
-/// Holds the segments against the speech regions (sorted, disjoint); see the module doc.
-pub fn gate_segments(segments: Vec<Segment>, speech: &[Span], opts: GateOptions) -> Vec<Segment> {
+/// Holds the segments against the speech; see the module doc.
+pub fn gate_segments(segments: Vec<Segment>, map: &SpeechMap, opts: GateOptions) -> Vec<Segment> {
+    let speech = &map.regions[..];
     // place every word, remembering its region
     let mut placed: Vec<(Segment, Vec<(Word, usize)>)> = Vec::with_capacity(segments.len());
     for mut seg in segments {
         if seg.words.is_empty() {
             let len = (seg.end - seg.start).max(1e-9);
-            if speech_overlap(seg.start, seg.end, speech) / len >= opts.min_overlap {
+            if overlap_with_speech(seg.start, seg.end, speech) / len >= opts.min_overlap {
                 placed.push((seg, Vec::new()));
             }
             continue;
@@ -109,12 +145,12 @@ pub fn gate_segments(segments: Vec<Segment>, speech: &[Span], opts: GateOptions)
     let mut k = 0;
     for (_, words) in placed.iter_mut() {
         for (w, r) in words.iter_mut() {
-            let (r0, r1) = speech[*r];
-            if (k == 0 || regions[k - 1] != *r) && w.start - r0 <= opts.max_snap {
-                w.start = r0;
+            let core = map.cores.get(*r).copied().unwrap_or(speech[*r]);
+            if (k == 0 || regions[k - 1] != *r) && (w.start - core.start).abs() <= opts.max_snap && w.end > core.start {
+                w.start = core.start;
             }
-            if (k + 1 == regions.len() || regions[k + 1] != *r) && r1 - w.end <= opts.max_snap {
-                w.end = r1;
+            if (k + 1 == regions.len() || regions[k + 1] != *r) && (core.end - w.end).abs() <= opts.max_snap && w.start < core.end {
+                w.end = core.end;
             }
             w.start = crate::audio::round_ms(w.start);
             w.end = crate::audio::round_ms(w.end.max(w.start));
@@ -162,11 +198,13 @@ mod tests {
         }
     }
 
+    fn map(spans: &[(f64, f64)]) -> SpeechMap {
+        SpeechMap::from_regions(spans.iter().map(|&(a, b)| SpeechRegion::new(a, b)).collect())
+    }
+
     #[test]
-    fn overlap_with_sorted_regions() {
-        let speech = [(1.0, 2.0), (3.0, 5.0)];
-        assert!((speech_overlap(1.5, 3.5, &speech) - 1.0).abs() < 1e-9);
-        assert_eq!(speech_overlap(2.0, 3.0, &speech), 0.0);
+    fn any_speech_in_sorted_regions() {
+        let speech = map(&[(1.0, 2.0), (3.0, 5.0)]).regions;
         assert!(any_speech(4.9, 6.0, &speech));
         assert!(!any_speech(5.0, 6.0, &speech));
         assert!(!any_speech(0.0, 1.0, &speech));
@@ -181,12 +219,12 @@ mod tests {
             seg(vec![word(" Hello.", 4.0, 5.0)]),
             seg(vec![word(" Good", 6.8, 7.1), word(" morning.", 7.1, 7.6)]),
         ];
-        let out = gate_segments(segs, &[(6.7, 7.7)], GateOptions::default());
+        let out = gate_segments(segs, &map(&[(6.7, 7.7)]), GateOptions::default());
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].text, " Good morning.");
         assert_eq!(out[0].id, 1);
         // nothing at all without speech
-        let out = gate_segments(vec![seg(vec![word(" you", 1.0, 2.0)])], &[], GateOptions::default());
+        let out = gate_segments(vec![seg(vec![word(" you", 1.0, 2.0)])], &map(&[]), GateOptions::default());
         assert!(out.is_empty());
     }
 
@@ -200,27 +238,27 @@ mod tests {
             word(" No", 2.9, 3.1),
             word(" problem.", 3.1, 3.6),
         ])];
-        let out = gate_segments(segs, &[(0.3, 2.0), (2.6, 3.8)], GateOptions::default());
+        let out = gate_segments(segs, &map(&[(0.3, 2.0), (2.6, 3.8)]), GateOptions::default());
         let times: Vec<(f64, f64)> = out[0].words.iter().map(|w| (w.start, w.end)).collect();
         assert_eq!(times, vec![(0.3, 1.2), (1.2, 2.0), (2.6, 3.1), (3.1, 3.8)]);
         assert_eq!((out[0].start, out[0].end), (0.3, 3.8));
         // a snap larger than max_snap is not made
         let segs = vec![seg(vec![word(" late", 2.0, 2.4)])];
-        let out = gate_segments(segs, &[(0.0, 3.0)], GateOptions { max_snap: 1.0, ..Default::default() });
+        let out = gate_segments(segs, &map(&[(0.0, 3.0)]), GateOptions { max_snap: 1.0, ..Default::default() });
         assert_eq!((out[0].words[0].start, out[0].words[0].end), (2.0, 3.0));
     }
 
     #[test]
     fn a_word_just_outside_speech_is_moved_in_and_segments_without_words_need_speech() {
         let segs = vec![seg(vec![word(" yes", 0.85, 0.95)])];
-        let out = gate_segments(segs, &[(1.0, 1.5)], GateOptions { max_snap: 0.0, ..Default::default() });
+        let out = gate_segments(segs, &map(&[(1.0, 1.5)]), GateOptions { max_snap: 0.0, ..Default::default() });
         let w = &out[0].words[0];
         assert!((w.start - 1.0).abs() < 1e-9 && (w.end - 1.1).abs() < 1e-9, "{w:?}");
         let mut plain = seg(vec![]);
         plain.start = 0.0;
         plain.end = 10.0;
         plain.text = " hm".into();
-        assert!(gate_segments(vec![plain.clone()], &[(9.5, 10.0)], GateOptions::default()).is_empty());
-        assert_eq!(gate_segments(vec![plain], &[(5.0, 10.0)], GateOptions::default()).len(), 1);
+        assert!(gate_segments(vec![plain.clone()], &map(&[(9.5, 10.0)]), GateOptions::default()).is_empty());
+        assert_eq!(gate_segments(vec![plain], &map(&[(5.0, 10.0)]), GateOptions::default()).len(), 1);
     }
 }

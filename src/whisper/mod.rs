@@ -135,7 +135,7 @@ impl WhisperEngine {
             silence_peak: 10f32.powf(w.silence_threshold_db / 20.0),
             seed: w.seed,
             word_timestamps: w.word_timestamps && !model_has_no_alignment_heads(&dir),
-            gate: gate::GateOptions::default(),
+            gate: gate::GateOptions::from_config(&config.vad),
         })
     }
 
@@ -160,7 +160,7 @@ impl WhisperEngine {
     pub fn transcribe_until(
         &mut self,
         samples: &[f32],
-        speech: Option<&[gate::Span]>,
+        speech: Option<&gate::SpeechMap>,
         stop: Option<StopFlag>,
     ) -> Result<Transcript, WhisperError> {
         let mut timings = Timings::default();
@@ -189,11 +189,11 @@ impl WhisperEngine {
             stop,
             word_timestamps: self.word_timestamps,
             language: language.clone(),
-            speech: speech.map(<[gate::Span]>::to_vec),
+            speech: speech.map(|m| m.regions.clone()),
         };
         let mut segments = transcribe_features(&mut self.model, &self.tok, samples, &features, &self.opts, &loop_opts, &mut rng, &mut timings)?;
-        if let Some(sp) = speech {
-            segments = gate::gate_segments(segments, sp, self.gate);
+        if let Some(map) = speech {
+            segments = gate::gate_segments(segments, map, self.gate);
         }
         Ok(Transcript { language, duration, segments, timings })
     }

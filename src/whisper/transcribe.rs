@@ -120,7 +120,7 @@ pub struct LoopOptions {
     pub language: String,
     /// Speech regions (sorted, seconds) when a voice activity detector ran:
     /// windows with no speech are not decoded.
-    pub speech: Option<Vec<super::gate::Span>>,
+    pub speech: Option<Vec<crate::vad::SpeechRegion>>,
 }
 
 /// Transcribes the whole of `mel`.
