@@ -777,7 +777,8 @@ fn health_and_a_missing_model_list_the_installed_models() {
     let root = scratch.0.join("cache");
     std::fs::create_dir_all(root.join("models")).unwrap();
     for (link, target) in [("whisper-tiny.en", tiny.clone()), ("whisper-my.model", tiny.clone()),
-                           ("diarization", real_root.join("models/diarization"))] {
+                           ("diarization", real_root.join("models/diarization")),
+                           ("vad", real_root.join("models/vad"))] {
         std::os::unix::fs::symlink(target, root.join("models").join(link)).unwrap();
     }
 

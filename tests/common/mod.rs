@@ -50,3 +50,27 @@ pub fn config_with(overrides: &[(&str, &str)]) -> Option<Config> {
 pub fn config() -> Option<Config> {
     config_with(&[])
 }
+
+/// Pink noise (Paul Kellet's filter on seeded white noise) at `dbfs` RMS.
+pub fn pink_noise(seconds: f64, dbfs: f64, seed: u64) -> Vec<f32> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut b = [0.0f64; 7];
+    let mut x: Vec<f64> = (0..(seconds * 16_000.0) as usize)
+        .map(|_| {
+            let w = rng.f64() * 2.0 - 1.0;
+            b[0] = 0.99886 * b[0] + w * 0.0555179;
+            b[1] = 0.99332 * b[1] + w * 0.0750759;
+            b[2] = 0.96900 * b[2] + w * 0.1538520;
+            b[3] = 0.86650 * b[3] + w * 0.3104856;
+            b[4] = 0.55000 * b[4] + w * 0.5329522;
+            b[5] = -0.7616 * b[5] - w * 0.0168980;
+            let pink = b.iter().sum::<f64>() + w * 0.5362;
+            b[6] = w * 0.115926;
+            pink
+        })
+        .collect();
+    let rms = (x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64).sqrt();
+    let gain = 10f64.powf(dbfs / 20.0) / rms;
+    x.iter_mut().for_each(|v| *v *= gain);
+    x.into_iter().map(|v| v as f32).collect()
+}
