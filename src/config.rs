@@ -358,7 +358,7 @@ mod tests {
     fn vad_defaults_and_checks() {
         let c = Config::load_with_env(None, no_env()).unwrap();
         assert!(c.vad.enabled);
-        assert_eq!(c.vad.threshold, 0.5);
+        assert_eq!(c.vad.threshold, 0.25);
         assert_eq!((c.vad.min_speech_ms, c.vad.min_silence_ms, c.vad.speech_pad_ms), (100, 300, 200));
         assert_eq!(c.vad.max_speech_s, 0.0);
         assert_eq!(c.vad.threads, 1);
