@@ -19,7 +19,7 @@
 
 use super::transcribe::Segment;
 use super::Word;
-use crate::vad::{overlap_with_speech, SpeechRegion};
+use crate::vad::{clamp_to_speech, overlap_with_speech, SpeechRegion};
 
 /// How far (seconds) a speech edge may move out to where its sound starts or ends.
 const SOUND_REACH: f64 = 0.5;
@@ -88,19 +88,13 @@ pub fn any_speech(start: f64, end: f64, speech: &[SpeechRegion]) -> bool {
 /// None when no region is near.
 fn place(w: &Word, speech: &[SpeechRegion], tolerance: f64) -> Option<(usize, f64, f64)> {
     let first = speech.partition_point(|r| r.end <= w.start);
-    let touching: Vec<usize> =
-        (first..speech.len()).take_while(|&i| speech[i].start < w.end.max(w.start + 1e-9)).collect();
-    if let (Some(&a), Some(&b)) = (touching.first(), touching.last()) {
-        let (start, end) = (w.start.max(speech[a].start), w.end.min(speech[b].end));
+    if let Some((start, end)) = clamp_to_speech(w.start, w.end, speech) {
         // the region holding most of the word
-        let home = touching
-            .iter()
-            .copied()
-            .max_by(|&x, &y| {
-                let o = |i: usize| overlap_with_speech(w.start, w.end, &speech[i..=i]);
-                o(x).total_cmp(&o(y))
-            })
-            .unwrap_or(a);
+        let touching = (first..speech.len()).take_while(|&i| speech[i].start < w.end.max(w.start + 1e-9));
+        let o = |i: usize| overlap_with_speech(w.start, w.end, &speech[i..=i]);
+        // (a zero-length word on a region's end edge overlaps nothing: that region holds it)
+        let holding = speech.partition_point(|r| r.end < w.start).min(speech.len() - 1);
+        let home = touching.max_by(|&x, &y| o(x).total_cmp(&o(y))).unwrap_or(holding);
         return Some((home, start, end.max(start)));
     }
     // no region touches it: the nearest one, when within tolerance
@@ -246,6 +240,14 @@ mod tests {
         let segs = vec![seg(vec![word(" late", 2.0, 2.4)])];
         let out = gate_segments(segs, &map(&[(0.0, 3.0)]), GateOptions { max_snap: 1.0, ..Default::default() });
         assert_eq!((out[0].words[0].start, out[0].words[0].end), (2.0, 3.0));
+    }
+
+    #[test]
+    fn a_zero_length_word_on_a_region_edge_stays_in_that_region() {
+        let segs = vec![seg(vec![word(" a", 0.5, 1.0), word(" b", 1.0, 1.0)])];
+        let out = gate_segments(segs, &map(&[(0.5, 1.0), (1.5, 2.0)]), GateOptions::default());
+        let w = &out[0].words[1];
+        assert!(w.end <= 1.0 + 1e-9, "{w:?} pulled into the next region");
     }
 
     #[test]
