@@ -459,7 +459,7 @@
       const name = el('span', { class: 'turn-speaker', text: speakerName(g.speaker) });
       name.dataset.speakerName = g.speaker;
       name.style.color = colourOf(g.speaker);
-      const head = el('div', { class: 'turn-head' }, name, el('span', { class: 'turn-time', text: `${clock(g.start)} – ${clock(g.end)}` }));
+      const head = el('div', { class: 'turn-head' }, name, el('span', { class: 'turn-time', text: `${clock(g.start)} – ${clock(Math.ceil(g.end))}` }));
       const body = el('p', { class: 'turn-text' });
       g.segs.forEach((s, k) => {
         const span = el('span', { class: 'seg', role: 'button', tabindex: '0' });
