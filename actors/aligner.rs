@@ -61,12 +61,12 @@ impl StageWork for Aligner {
                     .collect(),
             })
             .collect();
-        let mut turns = diarization.turns.clone();
+        let mut turns = diarization.turns;
         for t in &mut turns {
             t.start += offset;
             t.end += offset;
         }
-        let mut activity = diarization.activity.clone();
+        let mut activity = diarization.activity;
         activity.shift(offset);
         let alignment = align(&segments, &turns, Some(&activity), self.opts);
         let speaker_turns = speaker_turns(&turns, self.opts.merge_gap);

@@ -177,7 +177,8 @@ pub fn dtw(cost: &[f32], n: usize, m: usize) -> (Vec<usize>, Vec<usize>) {
     }
     rows.reverse();
     cols.reverse();
-    // the first step out of (0, 0) records (-1, -1)-free indices only when both moved
+    // every cell of row 0 or column 0 but (0, 0) costs infinity, so the path
+    // leaves through (1, 1) and no index above wraps
     (rows, cols)
 }
 
