@@ -15,6 +15,7 @@
 use serde_json::{json, Value};
 
 use super::diarizer::Diarized;
+use super::fork::Joined;
 use super::stage::{JobError, StageWork};
 use super::JobCtx;
 use crate::align::{align, count_speakers, speaker_turns, AlignOptions, TextSegment};
@@ -37,14 +38,14 @@ pub struct JobOutput {
 }
 
 impl StageWork for Aligner {
-    type In = Diarized;
+    type In = Joined;
     type Out = JobOutput;
     const NAME: &'static str = "alignment";
     const PROGRESS: (u8, &'static str) = (75, "Aligning speakers");
 
-    fn process(&mut self, _ctx: &mut JobCtx, input: Diarized) -> Result<JobOutput, JobError> {
-        let Diarized { transcribed, diarization, device: diarizer_device } = input;
-        let offset = transcribed.audio.offset;
+    fn process(&mut self, _ctx: &mut JobCtx, input: Joined) -> Result<JobOutput, JobError> {
+        let Joined { transcribed, diarized: Diarized { diarization, device: diarizer_device } } = input;
+        let offset = transcribed.offset;
         let shift = |t: f64| crate::audio::round_ms(t + offset);
         let segments: Vec<TextSegment> = transcribed
             .transcript
@@ -75,7 +76,7 @@ impl StageWork for Aligner {
             "aligned_segments": alignment.aligned,
             "full_text": transcribed.transcript.full_text(),
             "language": transcribed.transcript.language,
-            "duration": transcribed.audio.duration,
+            "duration": transcribed.duration,
             "num_speakers": count_speakers(&turns),
             "speaker_turns": speaker_turns,
             "provider": {

@@ -1,49 +1,48 @@
-//! Diarizer: the fourth stage.
+//! Diarizer: the other branch of the fork after the preprocessor.
 //!
-//! The role of the diarizer is to find who spoke when. This includes the
-//! following steps:
-//! - running `DiarizationEngine::diarize` (segmentation-3.0 windows, CAM++
-//!   embeddings, clustering) on this worker's own engine, with the job's
-//!   speaker-count hints (`num_speakers`, `min_speakers`, `max_speakers`),
-//!   stopping between batches when the job is cancelled;
-//! - dropping the audio: only the transcript and the turns go on.
+//! The role of the diarizer is to find who spoke when, while the
+//! transcriber writes down what was said. This includes the following steps:
+//! - running the diarizer (`DiarizationEngine::diarize_until` in service:
+//!   segmentation-3.0 windows, CAM++ embeddings, clustering) on this
+//!   worker's own engine, with the job's speaker-count hints
+//!   (`num_speakers`, `min_speakers`, `max_speakers`), stopping between
+//!   batches when the job is cancelled;
+//! - passing on the turns and the frame-level activity, not the audio.
 
+use super::preprocessor::Audio16k;
 use super::stage::{JobError, StageWork};
-use super::transcriber::Transcribed;
 use super::JobCtx;
-use crate::diarize::{Diarization, DiarizationEngine, SpeakerBounds};
+use crate::diarize::{Diarization, SpeakerBounds, SpeakerDiarizer};
 use crate::runtime::DeviceUsed;
 
 pub struct Diarizer {
-    engine: DiarizationEngine,
+    engine: Box<dyn SpeakerDiarizer>,
 }
 
 impl Diarizer {
-    pub fn new(engine: DiarizationEngine) -> Diarizer {
+    pub fn new(engine: Box<dyn SpeakerDiarizer>) -> Diarizer {
         Diarizer { engine }
     }
 }
 
-/// Everything the aligner needs.
+/// Who spoke when, and where it was computed.
 #[derive(Debug, Clone)]
 pub struct Diarized {
-    pub transcribed: Transcribed,
     pub diarization: Diarization,
     pub device: DeviceUsed,
 }
 
 impl StageWork for Diarizer {
-    type In = Transcribed;
+    type In = Audio16k;
     type Out = Diarized;
     const NAME: &'static str = "diarization";
-    const PROGRESS: (u8, &'static str) = (50, "Analyzing speakers");
+    const PROGRESS: (u8, &'static str) = (25, "Analyzing speakers");
 
-    fn process(&mut self, ctx: &mut JobCtx, mut input: Transcribed) -> Result<Diarized, JobError> {
+    fn process(&mut self, ctx: &mut JobCtx, audio: Audio16k) -> Result<Diarized, JobError> {
         let o = &ctx.options;
         let bounds = SpeakerBounds { num_speakers: o.num_speakers, min_speakers: o.min_speakers, max_speakers: o.max_speakers };
-        let diarization = self.engine.diarize_until(&input.audio.samples, bounds, Some(ctx.cancel.flag()))?;
+        let diarization = self.engine.diarize_until(&audio.samples, bounds, Some(ctx.cancel.flag()))?;
         tracing::info!(speakers = diarization.num_speakers, turns = diarization.turns.len(), "diarized");
-        input.audio.samples = Default::default();
-        Ok(Diarized { transcribed: input, diarization, device: self.engine.device })
+        Ok(Diarized { diarization, device: self.engine.device() })
     }
 }

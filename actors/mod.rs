@@ -1,8 +1,13 @@
 //! The actor pipeline: one actix actor per stage, one file each.
 //!
 //! ```text
-//! JobRegistry --admit--> Decoder -> Preprocessor -> Transcriber -> Diarizer -> Aligner --result--> JobRegistry
+//!                                                        ┌─> Transcriber ─┐
+//! JobRegistry --admit--> Decoder -> Preprocessor -> Fork ┤                ├─> Join -> Aligner --result--> JobRegistry
+//!                                                        └─> Diarizer ────┘
 //! ```
+//!
+//! Transcription and diarization run side by side on the same samples
+//! ([`fork`]): one job's latency is the longer of the two, not their sum.
 //!
 //! Every stage is a [`stage::StageActor`] around a piece of synchronous work
 //! (a [`stage::StageWork`]): the actor owns a bounded mailbox and hands each
@@ -17,6 +22,7 @@
 pub mod aligner;
 pub mod decoder;
 pub mod diarizer;
+pub mod fork;
 pub mod pipeline;
 pub mod preprocessor;
 pub mod stage;
@@ -47,8 +53,6 @@ pub enum ActorExitStatus {
     Killed,
     /// The stage cannot go on (e.g. its engine failed to load).
     Failure(String),
-    /// A worker panicked while holding the stage's queue.
-    Panicked,
 }
 
 impl std::fmt::Display for ActorExitStatus {

@@ -4,30 +4,32 @@
 
 use std::sync::Arc;
 
-use actix::Recipient;
+use actix::{Actor, Addr, Recipient};
 use serde::Serialize;
 
 use super::aligner::{Aligner, JobOutput};
 use super::decoder::Decoder;
 use super::diarizer::Diarizer;
+use super::fork::{Fork, Join};
 use super::preprocessor::Preprocessor;
 use super::stage::{spawn_stage, CountersSnapshot, StageCounters, StageHandle};
 use super::transcriber::Transcriber;
 use super::{JobEvent, JobMsg};
 use crate::align::AlignOptions;
 use crate::config::Config;
-use crate::diarize::{DiarizationEngine, DiarizeError};
+use crate::diarize::{DiarizationEngine, DiarizeError, SpeakerDiarizer};
 use crate::runtime::DeviceUsed;
-use crate::vad::{SileroVad, VadError};
-use crate::whisper::{WhisperEngine, WhisperError};
+use crate::vad::{SileroVad, SpeechDetector, VadError};
+use crate::whisper::{SpeechToText, WhisperEngine, WhisperError};
 
 /// The models, loaded before anything starts (so that a missing model stops
 /// the program at once, naming `make setup`): one engine per worker thread.
+/// Behind traits, so that the pipeline's tests run on fakes.
 pub struct Engines {
-    pub whisper: Vec<WhisperEngine>,
-    pub diarization: Vec<DiarizationEngine>,
+    pub whisper: Vec<Box<dyn SpeechToText>>,
+    pub diarization: Vec<Box<dyn SpeakerDiarizer>>,
     /// One speech detector per preprocessor worker; empty when `vad.enabled` is off.
-    pub vad: Vec<SileroVad>,
+    pub vad: Vec<Box<dyn SpeechDetector + Send>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,14 +42,69 @@ pub enum EngineLoadError {
     Vad(#[from] VadError),
 }
 
+/// How the machine's cores are shared between the engines: ONNX Runtime's
+/// intra-op threads for each engine's sessions.
+///
+/// Transcription and diarization run side by side, each stage on its own
+/// worker threads, so the engines that can be busy at once are every
+/// transcriber and every diarizer worker; with `runtime.intra_threads = 0`
+/// (the default) the cores are split evenly between them (at least one
+/// thread each), so that they do not fight over cores: one upload keeps
+/// every core busy, many uploads do not oversubscribe them. A value above 0
+/// is used for every engine as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ThreadBudget {
+    pub cores: usize,
+    /// Intra-op threads of each Whisper engine.
+    pub whisper: usize,
+    /// Intra-op threads of each diarization engine.
+    pub diarization: usize,
+}
+
+impl ThreadBudget {
+    /// The budget for `config` on a machine with `cores` cores.
+    pub fn plan(config: &Config, cores: usize) -> ThreadBudget {
+        let fixed = config.runtime.intra_threads;
+        if fixed > 0 {
+            return ThreadBudget { cores, whisper: fixed, diarization: fixed };
+        }
+        let p = &config.pipeline;
+        let engines = p.transcriber.threads + p.diarizer.threads;
+        let each = (cores / engines).max(1);
+        // cores left over by the even split go to Whisper (its decoder is the longer branch)
+        let spare = cores.saturating_sub(each * engines) / p.transcriber.threads;
+        ThreadBudget { cores, whisper: each + spare, diarization: each }
+    }
+
+    /// The budget on this machine.
+    pub fn here(config: &Config) -> ThreadBudget {
+        ThreadBudget::plan(config, std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+}
+
+/// `config` with `threads` intra-op threads per session.
+fn with_intra_threads(config: &Config, threads: usize) -> Config {
+    let mut c = config.clone();
+    c.runtime.intra_threads = threads;
+    c
+}
+
 impl Engines {
     pub fn load(config: &Config) -> Result<Engines, EngineLoadError> {
         let p = &config.pipeline;
-        let whisper = (0..p.transcriber.threads).map(|_| WhisperEngine::load(config)).collect::<Result<_, _>>()?;
-        let diarization =
-            (0..p.diarizer.threads).map(|_| DiarizationEngine::load(config)).collect::<Result<_, _>>()?;
+        let budget = ThreadBudget::here(config);
+        tracing::info!(cores = budget.cores, whisper = budget.whisper, diarization = budget.diarization, "intra-op threads per engine");
+        let (wcfg, dcfg) = (with_intra_threads(config, budget.whisper), with_intra_threads(config, budget.diarization));
+        let whisper = (0..p.transcriber.threads)
+            .map(|_| WhisperEngine::load(&wcfg).map(|e| Box::new(e) as Box<dyn SpeechToText>))
+            .collect::<Result<_, _>>()?;
+        let diarization = (0..p.diarizer.threads)
+            .map(|_| DiarizationEngine::load(&dcfg).map(|e| Box::new(e) as Box<dyn SpeakerDiarizer>))
+            .collect::<Result<_, _>>()?;
         let vad = if config.vad.enabled {
-            (0..p.preprocessor.threads).map(|_| SileroVad::load(config)).collect::<Result<_, _>>()?
+            (0..p.preprocessor.threads)
+                .map(|_| SileroVad::load(config).map(|v| Box::new(v) as Box<dyn SpeechDetector + Send>))
+                .collect::<Result<_, _>>()?
         } else {
             Vec::new()
         };
@@ -58,7 +115,7 @@ impl Engines {
     pub fn devices(&self) -> Devices {
         Devices {
             transcriber: self.whisper.first().map(|e| e.device()).unwrap_or(DeviceUsed::Cpu),
-            diarizer: self.diarization.first().map(|e| e.device).unwrap_or(DeviceUsed::Cpu),
+            diarizer: self.diarization.first().map(|e| e.device()).unwrap_or(DeviceUsed::Cpu),
         }
     }
 }
@@ -73,8 +130,10 @@ pub struct Devices {
 pub struct Pipeline {
     pub decoder: StageHandle<Decoder>,
     pub preprocessor: StageHandle<Preprocessor>,
+    pub fork: Addr<Fork>,
     pub transcriber: StageHandle<Transcriber>,
     pub diarizer: StageHandle<Diarizer>,
+    pub join: Addr<Join>,
     pub aligner: StageHandle<Aligner>,
     pub devices: Devices,
 }
@@ -106,18 +165,21 @@ impl Pipeline {
             sink,
             reporter.clone(),
         );
+        // the branches report to the join, which tells the registry
+        let join = Join::new(aligner.recipient(), reporter.clone()).start();
         let diarizer = spawn_stage(
             engines.diarization.into_iter().map(Diarizer::new).collect(),
             p.diarizer.mailbox,
-            aligner.recipient(),
-            reporter.clone(),
+            join.clone().recipient(),
+            join.clone().recipient(),
         );
         let transcriber = spawn_stage(
             engines.whisper.into_iter().map(Transcriber::new).collect(),
             p.transcriber.mailbox,
-            diarizer.recipient(),
-            reporter.clone(),
+            join.clone().recipient(),
+            join.clone().recipient(),
         );
+        let fork = Fork::new(transcriber.recipient(), diarizer.recipient(), join.clone()).start();
         let preprocessor = spawn_stage(
             {
                 let mut vads = engines.vad.into_iter();
@@ -125,14 +187,14 @@ impl Pipeline {
                     .map(|_| {
                         let pre = Preprocessor::new(p);
                         match vads.next() {
-                            Some(v) => pre.with_speech_detector(Box::new(v), config.vad.threshold),
+                            Some(v) => pre.with_speech_detector(v, config.vad.threshold),
                             None => pre,
                         }
                     })
                     .collect()
             },
             p.preprocessor.mailbox,
-            transcriber.recipient(),
+            fork.clone().recipient(),
             reporter.clone(),
         );
         let decoder = spawn_stage(
@@ -141,7 +203,7 @@ impl Pipeline {
             preprocessor.recipient(),
             reporter,
         );
-        Pipeline { decoder, preprocessor, transcriber, diarizer, aligner, devices }
+        Pipeline { decoder, preprocessor, fork, transcriber, diarizer, join, aligner, devices }
     }
 
     /// Where jobs enter.
@@ -157,5 +219,36 @@ impl Pipeline {
             ("diarization", self.diarizer.counters.clone()),
             ("alignment", self.aligner.counters.clone()),
         ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(intra: usize, transcribers: usize, diarizers: usize) -> Config {
+        let mut c = Config::load_with_env(None, Vec::<(String, String)>::new()).unwrap();
+        c.runtime.intra_threads = intra;
+        c.pipeline.transcriber.threads = transcribers;
+        c.pipeline.diarizer.threads = diarizers;
+        c
+    }
+
+    #[test]
+    fn the_cores_are_split_between_the_engines_that_run_at_once() {
+        let b = |intra, t, d, cores| {
+            let p = ThreadBudget::plan(&config(intra, t, d), cores);
+            (p.whisper, p.diarization)
+        };
+        // one transcriber beside one diarizer: half the cores each
+        assert_eq!(b(0, 1, 1, 2), (1, 1));
+        assert_eq!(b(0, 1, 1, 16), (8, 8));
+        // an odd core goes to Whisper
+        assert_eq!(b(0, 1, 1, 3), (2, 1));
+        // more workers than cores: one thread each, never zero
+        assert_eq!(b(0, 2, 2, 2), (1, 1));
+        assert_eq!(b(0, 2, 1, 12), (4, 4));
+        // an explicit setting wins
+        assert_eq!(b(3, 1, 1, 2), (3, 3));
     }
 }

@@ -20,16 +20,23 @@
 //! sender) and `do_send` never waits, so actix's mailbox capacity does not
 //! bound anything by itself. The mailbox capacity is still set (from the
 //! same config value), but the channel is what holds the bound.
+//!
+//! The channel is crossbeam's bounded multi-consumer one: every worker
+//! blocks on its own clone of the receiver (no lock around a receiver, so a
+//! worker stuck in a panic cannot hold the others up). The actor never
+//! blocks its thread on it: it tries to send and, while the channel is
+//! full, awaits a notification that a worker took a job.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use actix::prelude::*;
 use serde::Serialize;
-use tokio::sync::{mpsc, Notify};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use tokio::sync::Notify;
 
 use super::{ActorExitStatus, JobCtx, JobEvent, JobMsg};
 
@@ -132,7 +139,9 @@ impl StageCounters {
 /// The actor in front of a stage's workers.
 pub struct StageActor<W: StageWork> {
     mailbox: usize,
-    queue: mpsc::Sender<JobMsg<W::In>>,
+    queue: Sender<JobMsg<W::In>>,
+    /// Notified each time a worker takes a job out of `queue` (room for one more).
+    room: Arc<Notify>,
     counters: Arc<StageCounters>,
 }
 
@@ -148,12 +157,22 @@ impl<W: StageWork> Handler<JobMsg<W::In>> for StageActor<W> {
     type Result = AtomicResponse<Self, Result<(), ActorExitStatus>>;
 
     fn handle(&mut self, msg: JobMsg<W::In>, _ctx: &mut Self::Context) -> Self::Result {
-        let queue = self.queue.clone();
-        let counters = self.counters.clone();
+        let (queue, room, counters) = (self.queue.clone(), self.room.clone(), self.counters.clone());
         AtomicResponse::new(Box::pin(
             async move {
                 // waits while the queue is full: the caller's send is pending meanwhile
-                queue.send(msg).await.map_err(|_| ActorExitStatus::Killed)?;
+                let mut msg = msg;
+                loop {
+                    match queue.try_send(msg) {
+                        Ok(()) => break,
+                        Err(TrySendError::Full(back)) => {
+                            msg = back;
+                            // a take since the last wait left a permit: no wake-up is lost
+                            room.notified().await;
+                        }
+                        Err(TrySendError::Disconnected(_)) => return Err(ActorExitStatus::Killed),
+                    }
+                }
                 counters.add(&counters.jobs_in, 1);
                 counters.gauge(&counters.queued, 1);
                 Ok(())
@@ -186,25 +205,26 @@ pub fn spawn_stage<W: StageWork>(
     reporter: Recipient<JobEvent>,
 ) -> StageHandle<W> {
     assert!(!works.is_empty() && mailbox > 0);
-    let (tx, rx) = mpsc::channel::<JobMsg<W::In>>(mailbox);
-    let rx = Arc::new(Mutex::new(rx));
+    let (tx, rx) = crossbeam_channel::bounded::<JobMsg<W::In>>(mailbox);
+    let room = Arc::new(Notify::new());
     let counters = Arc::new(StageCounters::default());
     let workers = works
         .into_iter()
         .enumerate()
         .map(|(i, work)| {
-            let (rx, next, reporter, counters) = (rx.clone(), next.clone(), reporter.clone(), counters.clone());
+            let (rx, room, next, reporter, counters) =
+                (rx.clone(), room.clone(), next.clone(), reporter.clone(), counters.clone());
             std::thread::Builder::new()
                 .name(format!("{}-{i}", W::NAME))
                 .spawn(move || {
-                    let status = worker_loop(work, rx, next, reporter, counters);
+                    let status = worker_loop(work, rx, &room, next, reporter, counters);
                     tracing::info!(stage = W::NAME, worker = i, exit = %status, "stage worker ended");
                     status
                 })
                 .expect("spawn stage worker thread")
         })
         .collect();
-    let addr = StageActor::<W> { mailbox, queue: tx, counters: counters.clone() }.start();
+    let addr = StageActor::<W> { mailbox, queue: tx, room, counters: counters.clone() }.start();
     StageHandle { addr, counters, workers }
 }
 
@@ -219,20 +239,16 @@ fn report(reporter: &Recipient<JobEvent>, event: JobEvent) -> Result<(), ActorEx
 
 fn worker_loop<W: StageWork>(
     mut work: W,
-    rx: Arc<Mutex<mpsc::Receiver<JobMsg<W::In>>>>,
+    rx: Receiver<JobMsg<W::In>>,
+    room: &Notify,
     next: Recipient<JobMsg<W::Out>>,
     reporter: Recipient<JobEvent>,
     counters: Arc<StageCounters>,
 ) -> ActorExitStatus {
     loop {
-        let msg = {
-            let mut rx = match rx.lock() {
-                Ok(rx) => rx,
-                Err(_) => return ActorExitStatus::Panicked,
-            };
-            rx.blocking_recv()
-        };
-        let Some(JobMsg { mut ctx, payload }) = msg else { return ActorExitStatus::Success };
+        // an error: every sender is gone (the actor stopped) and the queue is empty
+        let Ok(JobMsg { mut ctx, payload }) = rx.recv() else { return ActorExitStatus::Success };
+        room.notify_one();
         counters.gauge(&counters.queued, -1);
         let span = ctx.span.clone();
         let _entered = span.enter();

@@ -1,34 +1,42 @@
-//! Transcriber: the third stage.
+//! Transcriber: one branch of the fork after the preprocessor.
 //!
 //! The role of the transcriber is to turn the audio into timed text with
-//! Whisper. This includes the following steps:
-//! - running `WhisperEngine::transcribe` (log-mel features, encoder and
-//!   greedy decoder on ONNX Runtime, on the configured device with CPU
-//!   fallback) on this worker's own engine, loaded once at start, stopping
-//!   between 30 s windows when the job is cancelled;
-//! - passing the audio on with the transcript (the diarizer needs it).
+//! Whisper, while the diarizer finds the speakers in the same audio beside
+//! it. This includes the following steps:
+//! - running the speech recogniser (`WhisperEngine::transcribe_until` in
+//!   service: log-mel features, encoder and decoder on ONNX Runtime, on the
+//!   configured device with CPU fallback) on this worker's own engine,
+//!   loaded once at start, stopping between 30 s windows when the job is
+//!   cancelled;
+//! - passing on the transcript with what the aligner needs to know of the
+//!   audio (its duration and trim offset), not the samples: the diarizer
+//!   holds its own reference to them, and they are freed once both branches
+//!   are done.
 
 use super::preprocessor::Audio16k;
 use super::stage::{JobError, StageWork};
 use super::JobCtx;
 use crate::runtime::DeviceUsed;
-use crate::whisper::{Transcript, WhisperEngine};
+use crate::whisper::{SpeechToText, Transcript};
 
 pub struct Transcriber {
-    engine: WhisperEngine,
+    engine: Box<dyn SpeechToText>,
 }
 
 impl Transcriber {
-    pub fn new(engine: WhisperEngine) -> Transcriber {
+    pub fn new(engine: Box<dyn SpeechToText>) -> Transcriber {
         Transcriber { engine }
     }
 }
 
-/// The audio and its transcript.
+/// The transcript and what the aligner needs of the audio.
 #[derive(Debug, Clone)]
 pub struct Transcribed {
-    pub audio: Audio16k,
     pub transcript: Transcript,
+    /// Duration of the original recording, seconds.
+    pub duration: f64,
+    /// Seconds trimmed from the start (added back to every time).
+    pub offset: f64,
     pub model: String,
     pub device: DeviceUsed,
 }
@@ -43,8 +51,9 @@ impl StageWork for Transcriber {
         let transcript = self.engine.transcribe_until(&audio.samples, audio.speech.as_ref(), Some(ctx.cancel.flag()))?;
         tracing::info!(segments = transcript.segments.len(), language = %transcript.language, "transcribed");
         Ok(Transcribed {
-            audio,
             transcript,
+            duration: audio.duration,
+            offset: audio.offset,
             model: self.engine.model_name().to_string(),
             device: self.engine.device(),
         })

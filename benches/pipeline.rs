@@ -19,7 +19,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use colloquy::actors::pipeline::Engines;
+use colloquy::actors::pipeline::{Engines, ThreadBudget};
 use colloquy::actors::stage::CountersSnapshot;
 use colloquy::config::Config;
 use colloquy::local::{Finished, LocalRunner};
@@ -97,14 +97,15 @@ fn main() -> anyhow::Result<()> {
     config.pipeline.max_active_jobs = *args.ns.iter().max().unwrap();
     let engines = Engines::load(&config).context("loading the models (run `make setup`)")?;
     let device = engines.devices().transcriber.to_string();
+    let budget = ThreadBudget::here(&config);
     let options = JobOptions { num_speakers: args.num_speakers, ..Default::default() };
     let audio_seconds = colloquy::audio::decode_file(&args.clip)?.duration();
     println!(
-        "clip {} ({audio_seconds:.1} s), whisper {} {}, runtime.intra_threads {}, device {}",
+        "clip {} ({audio_seconds:.1} s), whisper {} {}, intra-op threads per engine {:?}, device {}",
         args.clip.display(),
         config.whisper.model,
         config.whisper.precision_name(),
-        config.runtime.intra_threads,
+        budget,
         device
     );
     let max_n = *args.ns.iter().max().unwrap();
@@ -175,7 +176,7 @@ fn main() -> anyhow::Result<()> {
             "audio_seconds": audio_seconds,
             "whisper_model": config.whisper.model,
             "whisper_precision": config.whisper.precision_name(),
-            "intra_threads": config.runtime.intra_threads,
+            "threads": budget,
             "device": device,
             "one_job": single,
             "throughput": rows,

@@ -200,9 +200,6 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |message: String| Err(ConfigError::Invalid { origin: "value".into(), message });
-        if self.runtime.intra_threads == 0 {
-            return bad("runtime.intra_threads must be at least 1".into());
-        }
         if self.whisper.temperatures.is_empty() {
             return bad("whisper.temperatures must list at least one temperature".into());
         }

@@ -75,6 +75,34 @@ pub struct DiarizeTimings {
     pub embedded: usize,
 }
 
+/// What the pipeline's diarization stage needs from a diarizer:
+/// [`DiarizationEngine`] in service, a fake in the pipeline's own tests.
+pub trait SpeakerDiarizer: Send {
+    /// Who spoke when in 16 kHz mono samples; stops (error) soon after `stop` is set.
+    fn diarize_until(
+        &mut self,
+        samples: &[f32],
+        bounds: SpeakerBounds,
+        stop: Option<runtime::StopFlag>,
+    ) -> Result<Diarization, DiarizeError>;
+    /// Where the models really run.
+    fn device(&self) -> DeviceUsed;
+}
+
+impl SpeakerDiarizer for DiarizationEngine {
+    fn diarize_until(
+        &mut self,
+        samples: &[f32],
+        bounds: SpeakerBounds,
+        stop: Option<runtime::StopFlag>,
+    ) -> Result<Diarization, DiarizeError> {
+        DiarizationEngine::diarize_until(self, samples, bounds, stop)
+    }
+    fn device(&self) -> DeviceUsed {
+        self.device
+    }
+}
+
 pub struct DiarizationEngine {
     segmentation: Session,
     embedding: Session,

@@ -11,4 +11,4 @@ pub mod reconstruct;
 pub mod rttm;
 
 pub use cluster::SpeakerBounds;
-pub use engine::{Diarization, DiarizationEngine, DiarizeError};
+pub use engine::{Diarization, DiarizationEngine, DiarizeError, SpeakerDiarizer};

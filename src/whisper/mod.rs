@@ -53,6 +53,41 @@ pub enum WhisperError {
     Settings(String),
 }
 
+/// What the pipeline's transcription stage needs from a speech recogniser:
+/// [`WhisperEngine`] in service, a fake in the pipeline's own tests (no
+/// models, no clock).
+pub trait SpeechToText: Send {
+    /// Transcribes 16 kHz mono samples, gated by `speech` when given; stops
+    /// (error) soon after `stop` is set.
+    fn transcribe_until(
+        &mut self,
+        samples: &[f32],
+        speech: Option<&gate::SpeechMap>,
+        stop: Option<StopFlag>,
+    ) -> Result<Transcript, WhisperError>;
+    /// The model's name, reported in results.
+    fn model_name(&self) -> &str;
+    /// Where the model really runs.
+    fn device(&self) -> DeviceUsed;
+}
+
+impl SpeechToText for WhisperEngine {
+    fn transcribe_until(
+        &mut self,
+        samples: &[f32],
+        speech: Option<&gate::SpeechMap>,
+        stop: Option<StopFlag>,
+    ) -> Result<Transcript, WhisperError> {
+        WhisperEngine::transcribe_until(self, samples, speech, stop)
+    }
+    fn model_name(&self) -> &str {
+        WhisperEngine::model_name(self)
+    }
+    fn device(&self) -> DeviceUsed {
+        WhisperEngine::device(self)
+    }
+}
+
 /// A loaded Whisper model with its decoding settings.
 pub struct WhisperEngine {
     model: WhisperOnnx,

@@ -1,0 +1,212 @@
+//! The actor pipeline on fake engines: no models, no clock. What it checks
+//! is the pipeline's own work: transcription and diarization run side by
+//! side on the same samples, their halves meet again, and a failure in one
+//! branch ends the job once, with the user's message, while later jobs go on.
+
+mod common;
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use colloquy::actors::pipeline::Engines;
+use colloquy::config::Config;
+use colloquy::diarize::rttm::Turn;
+use colloquy::diarize::{Diarization, DiarizeError, SpeakerBounds, SpeakerDiarizer};
+use colloquy::local::LocalRunner;
+use colloquy::registry::JobOptions;
+use colloquy::runtime::{DeviceUsed, StopFlag};
+use colloquy::whisper::gate::SpeechMap;
+use colloquy::whisper::{Segment, SpeechToText, Transcript, WhisperError, Word};
+
+/// How long a fake waits for the other branch to start before it says the
+/// branches did not run side by side (a bound on a failure, not a sleep).
+const OTHER_BRANCH: Duration = Duration::from_secs(60);
+
+/// Each fake tells the other it has started, then waits to hear the other
+/// has too: with branches one after the other, neither would ever hear.
+struct Rendezvous {
+    tell: mpsc::Sender<()>,
+    hear: mpsc::Receiver<()>,
+}
+
+impl Rendezvous {
+    fn pair() -> (Rendezvous, Rendezvous) {
+        let (a_tx, a_rx) = mpsc::channel();
+        let (b_tx, b_rx) = mpsc::channel();
+        (Rendezvous { tell: a_tx, hear: b_rx }, Rendezvous { tell: b_tx, hear: a_rx })
+    }
+
+    fn meet(&self) -> bool {
+        let _ = self.tell.send(());
+        self.hear.recv_timeout(OTHER_BRANCH).is_ok()
+    }
+}
+
+fn word(w: &str, start: f64, end: f64) -> Word {
+    Word { word: w.into(), start, end, probability: 0.9 }
+}
+
+struct FakeWhisper {
+    meet: Option<Rendezvous>,
+    samples_seen: Arc<Mutex<Vec<usize>>>,
+}
+
+impl SpeechToText for FakeWhisper {
+    fn transcribe_until(&mut self, samples: &[f32], _: Option<&SpeechMap>, _: Option<StopFlag>) -> Result<Transcript, WhisperError> {
+        self.samples_seen.lock().unwrap().push(samples.len());
+        if let Some(m) = &self.meet {
+            if !m.meet() {
+                return Err(WhisperError::Settings("diarization did not run beside transcription".into()));
+            }
+        }
+        let words = vec![word(" Hello", 0.2, 0.6), word(" there.", 0.6, 1.0), word(" Hi!", 1.4, 1.8)];
+        let segment = Segment {
+            id: 1,
+            start: 0.2,
+            end: 1.8,
+            text: " Hello there. Hi!".into(),
+            tokens: vec![],
+            avg_logprob: -0.1,
+            no_speech_prob: 0.0,
+            temperature: 0.0,
+            compression_ratio: 1.0,
+            words,
+        };
+        Ok(Transcript { language: "en".into(), duration: samples.len() as f64 / 16000.0, segments: vec![segment], timings: Default::default() })
+    }
+    fn model_name(&self) -> &str {
+        "fake"
+    }
+    fn device(&self) -> DeviceUsed {
+        DeviceUsed::Cpu
+    }
+}
+
+struct FakeDiarizer {
+    meet: Option<Rendezvous>,
+}
+
+impl SpeakerDiarizer for FakeDiarizer {
+    fn diarize_until(&mut self, _: &[f32], bounds: SpeakerBounds, _: Option<StopFlag>) -> Result<Diarization, DiarizeError> {
+        if bounds.num_speakers == Some(7) {
+            return Err(DiarizeError::BadFile { path: "fake.onnx".into(), reason: "a fake failure".into() });
+        }
+        if let Some(m) = &self.meet {
+            if !m.meet() {
+                return Err(DiarizeError::Cancelled);
+            }
+        }
+        let turn = |s: &str, start, end| Turn { speaker: s.into(), start, end };
+        Ok(Diarization {
+            turns: vec![turn("SPEAKER_00", 0.1, 1.1), turn("SPEAKER_01", 1.3, 1.9)],
+            num_speakers: 2,
+            timings: Default::default(),
+            activity: Default::default(),
+        })
+    }
+    fn device(&self) -> DeviceUsed {
+        DeviceUsed::Cpu
+    }
+}
+
+fn wav_file(dir: &std::path::Path, seconds: f64) -> std::path::PathBuf {
+    let n = (seconds * 16000.0) as usize;
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(b"RIFF");
+    bytes.extend_from_slice(&(36 + 2 * n as u32).to_le_bytes());
+    bytes.extend_from_slice(b"WAVEfmt ");
+    bytes.extend_from_slice(&16u32.to_le_bytes());
+    bytes.extend_from_slice(&1u16.to_le_bytes());
+    bytes.extend_from_slice(&1u16.to_le_bytes());
+    bytes.extend_from_slice(&16000u32.to_le_bytes());
+    bytes.extend_from_slice(&32000u32.to_le_bytes());
+    bytes.extend_from_slice(&2u16.to_le_bytes());
+    bytes.extend_from_slice(&16u16.to_le_bytes());
+    bytes.extend_from_slice(b"data");
+    bytes.extend_from_slice(&(2 * n as u32).to_le_bytes());
+    for i in 0..n {
+        let s = ((i as f64 * 0.05).sin() * 8000.0) as i16;
+        bytes.extend_from_slice(&s.to_le_bytes());
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("tone.wav");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn fake_config() -> Config {
+    let mut config = Config::load_with_env(None, Vec::<(String, String)>::new()).expect("default config");
+    config.vad.enabled = false;
+    config
+}
+
+#[actix_rt::test]
+async fn transcription_and_diarization_run_side_by_side_and_meet_in_the_result() {
+    let (a, b) = Rendezvous::pair();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let engines = Engines {
+        whisper: vec![Box::new(FakeWhisper { meet: Some(a), samples_seen: seen.clone() })],
+        diarization: vec![Box::new(FakeDiarizer { meet: Some(b) })],
+        vad: vec![],
+    };
+    let dir = std::env::temp_dir().join(format!("colloquy-fork-{}", std::process::id()));
+    let clip = wav_file(&dir, 2.0);
+    let runner = LocalRunner::start(fake_config(), engines, 4).await.unwrap();
+    let id = runner.submit(&clip, JobOptions::default()).await.unwrap();
+    let done = runner.wait(id).await.expect("the job completes");
+    let r = &done.result;
+    // the transcriber saw the whole recording
+    assert_eq!(*seen.lock().unwrap(), vec![32000]);
+    // words carry the diarizer's speakers: the join gave the aligner both halves
+    let words: Vec<(String, String)> = r["segments"][0]["words"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| (w["word"].as_str().unwrap().trim().to_string(), w["speaker"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        words,
+        [("Hello", "SPEAKER_00"), ("there.", "SPEAKER_00"), ("Hi!", "SPEAKER_01")].map(|(w, s)| (w.to_string(), s.to_string()))
+    );
+    assert_eq!(r["num_speakers"], 2);
+    assert_eq!(r["provider"]["whisper_model"], "fake");
+    // every stage's seconds are in the job's metrics, the branches' included
+    let stages: Vec<&str> = r["performance_metrics"]["stages"]
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    for stage in ["decoding", "preprocessing", "transcription", "diarization", "alignment"] {
+        assert!(stages.contains(&stage), "{stage} missing from {stages:?}");
+    }
+    let counters = runner.counters();
+    // (jobs_in: a stage counts a job out only after the next one took it, which may follow the result)
+    let taken = |name: &str| counters.iter().find(|(n, _)| *n == name).unwrap().1.jobs_in;
+    assert_eq!((taken("transcription"), taken("diarization"), taken("alignment")), (1, 1, 1));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[actix_rt::test]
+async fn a_failing_branch_fails_the_job_once_and_the_next_job_completes() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let engines = Engines {
+        whisper: vec![Box::new(FakeWhisper { meet: None, samples_seen: seen.clone() })],
+        diarization: vec![Box::new(FakeDiarizer { meet: None })],
+        vad: vec![],
+    };
+    let dir = std::env::temp_dir().join(format!("colloquy-fork-fail-{}", std::process::id()));
+    let clip = wav_file(&dir, 1.0);
+    let runner = LocalRunner::start(fake_config(), engines, 4).await.unwrap();
+    let failing = runner.submit(&clip, JobOptions { num_speakers: Some(7), ..Default::default() }).await.unwrap();
+    let fine = runner.submit(&clip, JobOptions::default()).await.unwrap();
+    let err = runner.wait(failing).await.expect_err("the diarizer's failure fails the job");
+    assert!(err.to_string().contains("a fake failure"), "the engine's own words reach the user: {err}");
+    let done = runner.wait(fine).await.expect("the next job is not held up by the failed one");
+    assert_eq!(done.result["num_speakers"], 2);
+    let counters = runner.counters();
+    let get = |name: &str| counters.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+    assert_eq!(get("diarization").jobs_failed, 1);
+    // the failed job's transcript never reached the aligner
+    assert_eq!(get("alignment").jobs_in, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
