@@ -1,11 +1,12 @@
 //! Decoder: the first stage.
 //!
-//! The role of the decoder is to turn the uploaded file into mono samples at
-//! the file's own rate. This includes the following steps:
+//! The role of the decoder is to turn the uploaded file into 16 kHz mono
+//! samples. This includes the following steps:
 //! - probing the container and codec with symphonia (wav, flac, mp3,
 //!   m4a/aac, ogg/vorbis, mkv/webm, aiff, caf: whatever symphonia reads),
 //!   reading packets from disk as it goes;
-//! - down-mixing any channel count to mono;
+//! - down-mixing any channel count to mono and resampling to 16 kHz packet
+//!   by packet (rubato), so memory follows the 16 kHz audio, not the source;
 //! - failing the job with a clear message on corrupt or non-audio input
 //!   (the registry then removes its files);
 //! - telling the registry the recording's duration.
@@ -14,7 +15,7 @@ use actix::Recipient;
 
 use super::stage::{JobError, StageWork};
 use super::{JobCtx, JobEvent};
-use crate::audio::{decode_file, MonoAudio};
+use crate::audio::{decode_16k, MonoAudio};
 
 pub struct Decoder {
     reporter: Recipient<JobEvent>,
@@ -33,7 +34,7 @@ impl StageWork for Decoder {
     const PROGRESS: (u8, &'static str) = (0, "Decoding audio");
 
     fn process(&mut self, ctx: &mut JobCtx, _: ()) -> Result<MonoAudio, JobError> {
-        let audio = decode_file(&ctx.audio_path)?;
+        let audio = decode_16k(&ctx.audio_path)?;
         if audio.samples.is_empty() || audio.sample_rate == 0 {
             return Err(JobError("the file contains no audio samples".into()));
         }

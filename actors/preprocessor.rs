@@ -2,7 +2,8 @@
 //!
 //! The role of the preprocessor is to give the models the audio they take.
 //! This includes the following steps:
-//! - resampling to 16 kHz with rubato (delay compensated);
+//! - resampling to 16 kHz with rubato, for audio not already at 16 kHz (the
+//!   decoder resamples as it decodes);
 //! - normalising the peak to -1 dBFS (`pipeline.normalise`);
 //! - optionally trimming leading and trailing silence
 //!   (`pipeline.trim_silence`, off by default), remembering the offset so
@@ -86,8 +87,12 @@ impl StageWork for Preprocessor {
 
     fn process(&mut self, _ctx: &mut JobCtx, audio: MonoAudio) -> Result<Audio16k, JobError> {
         let duration = audio.duration();
-        let mut samples = resample(&audio.samples, audio.sample_rate, TARGET_RATE)?;
-        drop(audio);
+        // the decoder resamples as it decodes; another rate is resampled here
+        let mut samples = if audio.sample_rate == TARGET_RATE {
+            audio.samples
+        } else {
+            resample(&audio.samples, audio.sample_rate, TARGET_RATE)?
+        };
         let mut offset = 0.0;
         if let Some(level) = self.trim {
             if let Some((a, b)) = trim_range(&samples, level, TARGET_RATE) {

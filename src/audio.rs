@@ -48,17 +48,64 @@ impl MonoAudio {
     }
 }
 
-/// Decodes a whole file to mono (the mean of its channels).
+/// Decodes a whole file to mono (the mean of its channels), at its own rate.
 pub fn decode_file(path: &Path) -> Result<MonoAudio, AudioError> {
+    let mut samples: Vec<f32> = Vec::new();
+    let mut sample_rate = 0;
+    let channels = decode_path(path, &mut |rate, chunk| {
+        sample_rate = rate;
+        samples.extend_from_slice(chunk);
+        Ok(())
+    })?;
+    Ok(MonoAudio { samples, sample_rate, channels })
+}
+
+/// Decodes a whole file to 16 kHz mono, resampling as it decodes: memory is
+/// the 16 kHz result and one packet, whatever the source's rate and channels
+/// (a 3-hour 44.1 kHz stereo file is never held at 44.1 kHz).
+pub fn decode_16k(path: &Path) -> Result<MonoAudio, AudioError> {
+    let mut samples: Vec<f32> = Vec::new();
+    let mut resampler: Option<StreamResampler> = None;
+    let changed = || AudioError::Corrupt("the sample rate changes within the file".into());
+    let channels = decode_path(path, &mut |rate, chunk| {
+        match &mut resampler {
+            Some(r) if r.from == rate => r.push(chunk, &mut samples),
+            Some(_) => Err(changed()),
+            None if rate == TARGET_RATE => {
+                samples.extend_from_slice(chunk);
+                Ok(())
+            }
+            None if !samples.is_empty() => Err(changed()),
+            None => {
+                let mut r = StreamResampler::new(rate, TARGET_RATE)?;
+                let pushed = r.push(chunk, &mut samples);
+                resampler = Some(r);
+                pushed
+            }
+        }
+    })?;
+    if let Some(r) = resampler {
+        r.finish(&mut samples)?;
+    }
+    Ok(MonoAudio { samples, sample_rate: TARGET_RATE, channels })
+}
+
+fn decode_path(path: &Path, sink: &mut dyn FnMut(u32, &[f32]) -> Result<(), AudioError>) -> Result<usize, AudioError> {
     let file = File::open(path).map_err(|source| AudioError::Open { path: path.display().to_string(), source })?;
     let mut hint = Hint::new();
     if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
         hint.with_extension(ext);
     }
-    decode_source(MediaSourceStream::new(Box::new(file), Default::default()), &hint)
+    decode_source(MediaSourceStream::new(Box::new(file), Default::default()), &hint, sink)
 }
 
-fn decode_source(mss: MediaSourceStream<'static>, hint: &Hint) -> Result<MonoAudio, AudioError> {
+/// Decodes packet by packet, handing each packet's mono samples (the mean of
+/// its channels) and rate to `sink`; returns the source's channel count.
+fn decode_source(
+    mss: MediaSourceStream<'static>,
+    hint: &Hint,
+    sink: &mut dyn FnMut(u32, &[f32]) -> Result<(), AudioError>,
+) -> Result<usize, AudioError> {
     let mut format = symphonia::default::get_probe()
         .probe(hint, mss, FormatOptions::default(), MetadataOptions::default())
         .map_err(|e| AudioError::Unsupported(describe(&e)))?;
@@ -75,10 +122,10 @@ fn decode_source(mss: MediaSourceStream<'static>, hint: &Hint) -> Result<MonoAud
         .make_audio_decoder(&params, &AudioDecoderOptions::default())
         .map_err(|e| AudioError::Unsupported(describe(&e)))?;
 
-    let mut sample_rate = params.sample_rate.unwrap_or(0);
     let mut channels = params.channels.as_ref().map(|c| c.count()).unwrap_or(0);
-    let mut mono: Vec<f32> = Vec::new();
     let mut interleaved: Vec<f32> = Vec::new();
+    let mut mono: Vec<f32> = Vec::new();
+    let mut decoded = 0usize;
     let mut decode_errors = 0usize;
     loop {
         let packet = match format.next_packet() {
@@ -93,29 +140,114 @@ fn decode_source(mss: MediaSourceStream<'static>, hint: &Hint) -> Result<MonoAud
         match decoder.decode(&packet) {
             Ok(buf) => {
                 let spec = buf.spec();
-                sample_rate = spec.rate();
+                let rate = spec.rate();
+                if rate == 0 {
+                    return Err(AudioError::Corrupt("unknown sample rate".into()));
+                }
                 let ch = spec.channels().count().max(1);
                 channels = ch;
                 buf.copy_to_vec_interleaved(&mut interleaved);
                 let scale = 1.0 / ch as f32;
+                mono.clear();
                 mono.extend(interleaved.chunks_exact(ch).map(|frame| frame.iter().sum::<f32>() * scale));
+                decoded += mono.len();
+                sink(rate, &mono)?;
             }
             // a damaged packet is skipped, as players do; a file of nothing but damage is corrupt
             Err(SymError::DecodeError(_)) => decode_errors += 1,
             Err(e) => return Err(AudioError::Corrupt(describe(&e))),
         }
     }
-    if mono.is_empty() {
+    if decoded == 0 {
         return Err(if decode_errors > 0 {
             AudioError::Corrupt(format!("{decode_errors} packets could not be decoded"))
         } else {
             AudioError::Empty
         });
     }
-    if sample_rate == 0 {
-        return Err(AudioError::Corrupt("unknown sample rate".into()));
+    Ok(channels)
+}
+
+/// Resamples mono audio as it arrives, chunk by chunk, exactly as
+/// [`resample`] does in one go (rubato's FFT resampler, its start-up delay
+/// trimmed, the output `ceil(ratio * input)` long).
+struct StreamResampler {
+    from: u32,
+    inner: Fft<f32>,
+    /// Input not yet processed (less than one chunk after each push).
+    pending: Vec<f32>,
+    /// One chunk's output.
+    chunk_out: Vec<f32>,
+    /// Output frames still to drop (the resampler's delay).
+    to_trim: usize,
+    input_len: usize,
+}
+
+impl StreamResampler {
+    fn new(from: u32, to: u32) -> Result<StreamResampler, AudioError> {
+        let inner = Fft::<f32>::new(from as usize, to as usize, 1024, 1, FixedSync::Input)
+            .map_err(|e| AudioError::Resample(e.to_string()))?;
+        let to_trim = inner.output_delay();
+        let chunk_out = vec![0.0f32; inner.output_frames_max()];
+        Ok(StreamResampler { from, inner, pending: Vec::new(), chunk_out, to_trim, input_len: 0 })
     }
-    Ok(MonoAudio { samples: mono, sample_rate, channels })
+
+    /// Runs one chunk: `partial` Some(n) for a last chunk of n frames (0: zeros to flush).
+    fn run(&mut self, input: &[f32], partial: Option<usize>, out: &mut Vec<f32>) -> Result<(), AudioError> {
+        let err = |e: &dyn std::fmt::Display| AudioError::Resample(e.to_string());
+        let n_in = self.inner.input_frames_next();
+        let padded;
+        let input = if input.len() < n_in {
+            padded = [input, &vec![0.0; n_in - input.len()][..]].concat();
+            &padded[..]
+        } else {
+            input
+        };
+        let adapter_in = InterleavedSlice::new(input, 1, input.len()).map_err(|e| err(&e))?;
+        let cap = self.chunk_out.len();
+        let mut adapter_out = InterleavedSlice::new_mut(&mut self.chunk_out, 1, cap).map_err(|e| err(&e))?;
+        let indexing = rubato::Indexing { input_offset: 0, output_offset: 0, active_channels_mask: None, partial_len: partial };
+        let (_, produced) =
+            self.inner.process_into_buffer(&adapter_in, &mut adapter_out, Some(&indexing)).map_err(|e| err(&e))?;
+        let skip = self.to_trim.min(produced);
+        self.to_trim -= skip;
+        out.extend_from_slice(&self.chunk_out[skip..produced]);
+        Ok(())
+    }
+
+    fn push(&mut self, samples: &[f32], out: &mut Vec<f32>) -> Result<(), AudioError> {
+        self.input_len += samples.len();
+        self.pending.extend_from_slice(samples);
+        let n_in = self.inner.input_frames_next();
+        let mut used = 0;
+        // as `process_all_into_buffer`: full chunks while more than one chunk is left
+        while self.pending.len() - used > n_in {
+            let chunk = self.pending[used..used + n_in].to_vec();
+            self.run(&chunk, None, out)?;
+            used += n_in;
+        }
+        self.pending.drain(..used);
+        Ok(())
+    }
+
+    /// Processes what is left and pumps zeros until the output (all of
+    /// `out`, which holds this stream's output only) has its full length.
+    fn finish(mut self, out: &mut Vec<f32>) -> Result<(), AudioError> {
+        let expected = (self.inner.resample_ratio() * self.input_len as f64).ceil() as usize;
+        if !self.pending.is_empty() {
+            let rest = std::mem::take(&mut self.pending);
+            self.run(&rest, Some(rest.len()), out)?;
+        }
+        while out.len() < expected {
+            let before = out.len();
+            self.run(&[], Some(0), out)?;
+            if out.len() == before && self.to_trim == 0 {
+                return Err(AudioError::Resample("the resampler stopped producing output".into()));
+            }
+        }
+        out.truncate(expected);
+        Ok(())
+    }
 }
 
 fn describe(e: &SymError) -> String {
@@ -150,9 +282,7 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioEr
 
 /// Decodes `path` and returns 16 kHz mono samples and the source's facts.
 pub fn load_16k_mono(path: &Path) -> Result<MonoAudio, AudioError> {
-    let audio = decode_file(path)?;
-    let samples = resample(&audio.samples, audio.sample_rate, TARGET_RATE)?;
-    Ok(MonoAudio { samples, sample_rate: TARGET_RATE, channels: audio.channels })
+    decode_16k(path)
 }
 
 /// Seconds rounded to the millisecond: how every timestamp is reported
@@ -221,6 +351,33 @@ mod tests {
         // delay compensated: the tone starts at the start
         let expect = (2.0 * std::f32::consts::PI * 440.0 * 100.0 / 16000.0).sin();
         assert!((out[100] - expect).abs() < 0.05, "{} vs {expect}", out[100]);
+    }
+
+    #[test]
+    fn resampling_while_decoding_equals_resampling_the_whole() {
+        // 2.3 s of a chirp at 44.1 kHz, stereo: many packets, a partial last chunk
+        let rate = 44_100u32;
+        let n = (rate as f64 * 2.3) as usize;
+        let frames: Vec<Vec<i16>> = (0..n)
+            .map(|i| {
+                let t = i as f32 / rate as f32;
+                let v = ((2.0 * std::f32::consts::PI * (200.0 + 900.0 * t) * t).sin() * 12000.0) as i16;
+                vec![v, v / 2]
+            })
+            .collect();
+        let p = temp_file("chirp.wav", &wav_bytes(rate, 2, &frames));
+        let whole = decode_file(&p).unwrap();
+        let expect = resample(&whole.samples, whole.sample_rate, TARGET_RATE).unwrap();
+        let streamed = decode_16k(&p).unwrap();
+        assert_eq!((streamed.sample_rate, streamed.channels), (TARGET_RATE, 2));
+        assert_eq!(streamed.samples.len(), expect.len());
+        let worst = streamed.samples.iter().zip(&expect).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-5, "largest difference {worst}");
+        // 16 kHz input is taken as it is
+        let same = temp_file("16k.wav", &wav_bytes(16_000, 1, &frames[..16_000].iter().map(|f| vec![f[0]]).collect::<Vec<_>>()));
+        assert_eq!(decode_16k(&same).unwrap().samples, decode_file(&same).unwrap().samples);
+        std::fs::remove_file(p).unwrap();
+        std::fs::remove_file(same).unwrap();
     }
 
     #[test]

@@ -90,6 +90,7 @@ pub struct RuntimeConfig {
     pub intra_threads: usize,
     pub inter_threads: usize,
     pub allow_spinning: bool,
+    pub cpu_arena: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -86,6 +86,10 @@ pub fn session(env: &Environment, model: &Path, cfg: &RuntimeConfig) -> Result<(
         .with_intra_threads(cfg.intra_threads)?
         .with_inter_threads(cfg.inter_threads)?
         .with_intra_op_spinning(cfg.allow_spinning)?;
+    if !cfg.cpu_arena {
+        // the arena keeps the largest buffers a session ever asked for
+        builder = builder.with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])?;
+    }
     let mut used = DeviceUsed::Cpu;
     if cfg.device == Device::Cuda {
         let cuda = ort::ep::CUDA::default().with_device_id(cfg.cuda_device_id).build().error_on_failure();

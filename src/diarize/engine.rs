@@ -265,49 +265,64 @@ impl DiarizationEngine {
     }
 
     /// Audio of the given frames of a window, contiguous frames joined.
-    fn frames_audio(&self, samples: &[f32], start: usize, frames: &[usize]) -> Vec<f32> {
+    /// The stretches of the samples behind `frames` of the window that
+    /// starts at sample `start` (touching stretches merged): a piece is kept
+    /// as these ranges, and its audio is gathered only when its batch is
+    /// embedded, so a long recording never holds a copy of every piece.
+    fn frames_ranges(&self, n_samples: usize, start: usize, frames: &[usize]) -> Vec<(usize, usize)> {
         let grid = self.grid();
         let half = grid.step / 2;
-        let mut audio = Vec::new();
+        let mut ranges: Vec<(usize, usize)> = Vec::new();
         let mut last_end = 0usize;
         for &i in frames {
             let centre = start + grid.center_offset + i * grid.step;
             let a = centre.saturating_sub(half).max(last_end);
-            let b = (centre + half).min(samples.len());
+            let b = (centre + half).min(n_samples);
             if a < b {
-                audio.extend_from_slice(&samples[a..b]);
+                match ranges.last_mut() {
+                    Some(r) if r.1 == a => r.1 = b,
+                    _ => ranges.push((a, b)),
+                }
                 last_end = b;
             }
         }
-        audio
+        ranges
     }
 
-    /// CAM++ embeddings (L2-normalised) of the given stretches of audio, in
-    /// order. Stretches of equal length go through the model together, up to
-    /// `embedding_batch` at a time (results do not depend on the batching).
+    /// CAM++ embeddings (L2-normalised) of the given pieces of `samples`
+    /// (each a list of sample ranges), in order. Pieces of equal length go
+    /// through the model together, up to `embedding_batch` at a time (results
+    /// do not depend on the batching); a batch's audio is gathered for it alone.
     fn embed_all(
         &mut self,
-        audio: &[Vec<f32>],
+        samples: &[f32],
+        pieces: &[Vec<(usize, usize)>],
         stop: Option<&runtime::StopFlag>,
     ) -> Result<Vec<Vec<f32>>, DiarizeError> {
-        let mut out: Vec<Vec<f32>> = vec![Vec::new(); audio.len()];
-        let mut order: Vec<usize> = (0..audio.len()).collect();
-        order.sort_by_key(|&i| (audio[i].len(), i));
+        let len_of = |i: usize| pieces[i].iter().map(|r| r.1 - r.0).sum::<usize>();
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); pieces.len()];
+        let mut order: Vec<usize> = (0..pieces.len()).collect();
+        order.sort_by_key(|&i| (len_of(i), i));
         let max_batch = self.cfg.embedding_batch.max(1);
         let mut k = 0;
+        let mut audio: Vec<f32> = Vec::new();
         while k < order.len() {
             if runtime::stopped(stop) {
                 return Err(DiarizeError::Cancelled);
             }
-            let len = audio[order[k]].len();
+            let len = len_of(order[k]);
             let mut end = k + 1;
-            while end < order.len() && end - k < max_batch && audio[order[end]].len() == len {
+            while end < order.len() && end - k < max_batch && len_of(order[end]) == len {
                 end += 1;
             }
             let batch = &order[k..end];
             let mut feats = Vec::new();
             for &i in batch {
-                let mut f = self.fbank.compute(&audio[i]);
+                audio.clear();
+                for &(a, b) in &pieces[i] {
+                    audio.extend_from_slice(&samples[a..b]);
+                }
+                let mut f = self.fbank.compute(&audio);
                 mean_normalise(&mut f, 80);
                 feats.extend_from_slice(&f);
             }
@@ -353,8 +368,8 @@ impl DiarizationEngine {
         let min_samples = ((self.cfg.min_embedding_duration * self.info.sample_rate as f64) as usize)
             .max(crate::diarize::fbank::FRAME_LENGTH * 4);
         let frames_per_window = self.info.frames_per_window;
-        // audio of every piece to embed; its index is its embedding's
-        let mut pending: Vec<Vec<f32>> = Vec::new();
+        // the sample ranges of every piece to embed; its index is its embedding's
+        let mut pending: Vec<Vec<(usize, usize)>> = Vec::new();
         // (start sample, end sample, embedding index) of every embedded piece
         let mut spans: Vec<(usize, usize, usize)> = Vec::new();
         let grid = self.grid();
@@ -387,10 +402,10 @@ impl DiarizationEngine {
                     let emb = if let Some(&(_, _, idx)) = known {
                         Some(idx)
                     } else {
-                        let audio = self.frames_audio(samples, start, piece);
-                        if audio.len() >= min_samples {
+                        let ranges = self.frames_ranges(samples.len(), start, piece);
+                        if ranges.iter().map(|r| r.1 - r.0).sum::<usize>() >= min_samples {
                             // embedded below, all together
-                            pending.push(audio);
+                            pending.push(ranges);
                             spans.push((span.0, span.1, pending.len() - 1));
                             Some(pending.len() - 1)
                         } else {
@@ -431,7 +446,7 @@ impl DiarizationEngine {
             debug_assert!(cols.iter().all(|c| c.0.iter().all(|&i| i < frames_per_window)));
             columns.push(cols);
         }
-        let embeddings = self.embed_all(&pending, stop)?;
+        let embeddings = self.embed_all(samples, &pending, stop)?;
         drop(pending);
         if tracing::enabled!(tracing::Level::TRACE) {
             let t = |x: usize| x as f64 / grid.sample_rate as f64;

@@ -19,26 +19,110 @@ pub const HOP: usize = 160;
 /// Frames in one 30 s encoder window.
 pub const N_FRAMES: usize = 3000;
 
-/// Log-mel features laid out mel-major: `data[m * n_frames + t]`.
-#[derive(Debug, Clone)]
-pub struct LogMel {
+/// Log-mel features of a recording, computed window by window as the
+/// transcriber asks for them: a long recording never holds its whole
+/// spectrogram (80 mels x 100 frames/s x 4 bytes: 346 MB for 3 hours), only
+/// the samples and the global maximum that Whisper's normalisation needs.
+/// Values are those of the whole-recording computation (faster-whisper's),
+/// frame for frame.
+pub struct LogMel<'a> {
     pub n_mels: usize,
+    /// Frames of the whole recording.
     pub n_frames: usize,
-    pub data: Vec<f32>,
+    front: &'a MelFrontEnd,
+    samples: &'a [f32],
+    /// log10 values below this are raised to it (the maximum over the recording - 8).
+    floor: f32,
 }
 
-impl LogMel {
+impl LogMel<'_> {
+    /// Frames `start..start + len` (clipped to the recording), mel-major:
+    /// `out[m * len + t]`.
+    pub fn frames(&self, start: usize, len: usize) -> Vec<f32> {
+        let start = start.min(self.n_frames);
+        let len = len.min(self.n_frames - start);
+        let mut out = vec![0.0f32; self.n_mels * len];
+        let mut fft = FftBuffers::new(self.front);
+        let mut frame = vec![0.0f32; N_FFT];
+        let mut energies = vec![0.0f32; self.n_mels];
+        for t in 0..len {
+            padded_frame(self.samples, start + t, &mut frame);
+            self.front.log_energies(&frame, &mut fft, &mut energies);
+            for (m, &v) in energies.iter().enumerate() {
+                out[m * len + t] = (v.max(self.floor) + 4.0) / 4.0;
+            }
+        }
+        out
+    }
+
     /// The `[n_mels, N_FRAMES]` window starting at frame `start` with `len`
     /// frames of content, zero-padded in log-mel space (faster-whisper's
     /// `pad_or_trim` on the features).
     pub fn window(&self, start: usize, len: usize) -> Vec<f32> {
         let len = len.min(N_FRAMES).min(self.n_frames.saturating_sub(start));
+        let content = self.frames(start, len);
         let mut out = vec![0.0f32; self.n_mels * N_FRAMES];
         for m in 0..self.n_mels {
-            let src = &self.data[m * self.n_frames + start..m * self.n_frames + start + len];
-            out[m * N_FRAMES..m * N_FRAMES + len].copy_from_slice(src);
+            out[m * N_FRAMES..m * N_FRAMES + len].copy_from_slice(&content[m * len..(m + 1) * len]);
         }
         out
+    }
+}
+
+/// Sample `i` of the signal the STFT frames: faster-whisper pads 160 zeros,
+/// then the STFT reflect-pads N_FFT/2 on both sides (numpy's "reflect": the
+/// edge sample is not repeated; a signal no longer than the pad is
+/// zero-extended first so the reflection exists).
+fn padded_sample(samples: &[f32], i: usize) -> f32 {
+    let pad = N_FFT / 2;
+    let n = (samples.len() + HOP).max(pad + 1);
+    let src = |j: usize| samples.get(j).copied().unwrap_or(0.0);
+    if i < pad {
+        src(pad - i)
+    } else if i < pad + n {
+        src(i - pad)
+    } else {
+        src(2 * (n - 1) + pad - i)
+    }
+}
+
+/// STFT frame `t` (N_FFT samples from `t * HOP` of the padded signal).
+fn padded_frame(samples: &[f32], t: usize, frame: &mut [f32]) {
+    let pad = N_FFT / 2;
+    let first = t * HOP;
+    if first >= pad && first - pad + N_FFT <= samples.len() {
+        frame.copy_from_slice(&samples[first - pad..first - pad + N_FFT]);
+    } else {
+        for (k, v) in frame.iter_mut().enumerate() {
+            *v = padded_sample(samples, first + k);
+        }
+    }
+}
+
+/// The padded signal's frame count, the last STFT frame dropped (as faster-whisper).
+fn frame_count(n_samples: usize) -> usize {
+    let pad = N_FFT / 2;
+    let n = (n_samples + HOP).max(pad + 1);
+    let n_stft = 1 + (n + 2 * pad - N_FFT) / HOP;
+    n_stft - 1
+}
+
+/// One thread's FFT work buffers.
+struct FftBuffers {
+    input: Vec<f32>,
+    spectrum: Vec<realfft::num_complex::Complex<f32>>,
+    scratch: Vec<realfft::num_complex::Complex<f32>>,
+    power: Vec<f32>,
+}
+
+impl FftBuffers {
+    fn new(front: &MelFrontEnd) -> FftBuffers {
+        FftBuffers {
+            input: front.fft.make_input_vec(),
+            spectrum: front.fft.make_output_vec(),
+            scratch: front.fft.make_scratch_vec(),
+            power: vec![0.0f32; N_FFT / 2 + 1],
+        }
     }
 }
 
@@ -81,62 +165,39 @@ impl MelFrontEnd {
         self.n_mels
     }
 
-    /// Log-mel features of 16 kHz mono samples.
-    pub fn compute(&self, samples: &[f32]) -> LogMel {
-        // faster-whisper pads 160 zeros, then the STFT reflect-pads N_FFT/2.
-        let mut padded_src = Vec::with_capacity(samples.len() + HOP);
-        padded_src.extend_from_slice(samples);
-        padded_src.resize(samples.len() + HOP, 0.0);
-        let signal = reflect_pad(&padded_src, N_FFT / 2);
-        let n_stft = 1 + (signal.len() - N_FFT) / HOP;
-        let n_frames = n_stft - 1; // the last STFT frame is dropped
-        let n_bins = N_FFT / 2 + 1;
+    /// log10 mel energies of one windowed frame (before the floor).
+    fn log_energies(&self, frame: &[f32], b: &mut FftBuffers, out: &mut [f32]) {
+        for ((dst, &x), &w) in b.input.iter_mut().zip(frame).zip(&self.window) {
+            *dst = x * w;
+        }
+        self.fft
+            .process_with_scratch(&mut b.input, &mut b.spectrum, &mut b.scratch)
+            .expect("fft buffers have the planned sizes");
+        for (p, c) in b.power.iter_mut().zip(&b.spectrum) {
+            *p = c.re * c.re + c.im * c.im;
+        }
+        for (o, f) in out.iter_mut().zip(&self.filters) {
+            let e: f32 = f.weights.iter().zip(&b.power[f.first_bin..]).map(|(w, p)| w * p).sum();
+            *o = e.max(1e-10).log10();
+        }
+    }
 
-        let mut data = vec![0.0f32; self.n_mels * n_frames];
-        let mut input = self.fft.make_input_vec();
-        let mut spectrum = self.fft.make_output_vec();
-        let mut scratch = self.fft.make_scratch_vec();
-        let mut power = vec![0.0f32; n_bins];
+    /// Log-mel features of 16 kHz mono samples, computed on demand by
+    /// window; this pass finds the maximum over the whole recording (the
+    /// normalisation's reference), storing nothing.
+    pub fn compute<'a>(&'a self, samples: &'a [f32]) -> LogMel<'a> {
+        let n_frames = frame_count(samples.len());
+        let mut fft = FftBuffers::new(self);
+        let mut frame = vec![0.0f32; N_FFT];
+        let mut energies = vec![0.0f32; self.n_mels];
         let mut max = f32::NEG_INFINITY;
         for t in 0..n_frames {
-            let frame = &signal[t * HOP..t * HOP + N_FFT];
-            for ((dst, &x), &w) in input.iter_mut().zip(frame).zip(&self.window) {
-                *dst = x * w;
-            }
-            self.fft
-                .process_with_scratch(&mut input, &mut spectrum, &mut scratch)
-                .expect("fft buffers have the planned sizes");
-            for (p, c) in power.iter_mut().zip(&spectrum) {
-                *p = c.re * c.re + c.im * c.im;
-            }
-            for (m, f) in self.filters.iter().enumerate() {
-                let e: f32 = f.weights.iter().zip(&power[f.first_bin..]).map(|(w, p)| w * p).sum();
-                let v = e.max(1e-10).log10();
-                max = max.max(v);
-                data[m * n_frames + t] = v;
-            }
+            padded_frame(samples, t, &mut frame);
+            self.log_energies(&frame, &mut fft, &mut energies);
+            max = energies.iter().copied().fold(max, f32::max);
         }
-        let floor = max - 8.0;
-        for v in &mut data {
-            *v = (v.max(floor) + 4.0) / 4.0;
-        }
-        LogMel { n_mels: self.n_mels, n_frames, data }
+        LogMel { n_mels: self.n_mels, n_frames, front: self, samples, floor: max - 8.0 }
     }
-}
-
-/// numpy's `np.pad(x, pad, mode="reflect")` (the edge sample is not repeated).
-/// Signals shorter than the pad are zero-extended first so the reflection exists.
-fn reflect_pad(x: &[f32], pad: usize) -> Vec<f32> {
-    let mut src = x.to_vec();
-    if src.len() <= pad {
-        src.resize(pad + 1, 0.0);
-    }
-    let n = src.len();
-    let mut out = Vec::with_capacity(n + 2 * pad);
-    out.extend((1..=pad).rev().map(|i| src[i]));
-    out.extend_from_slice(&src);
-    out.extend((n - 1 - pad..n - 1).rev().map(|i| src[i]));
-    out
 }
 
 /// Slaney-style mel filter bank (librosa `mel(htk=False, norm="slaney")`),
@@ -247,12 +308,13 @@ mod tests {
         let x = test_signal(4000);
         let fe = MelFrontEnd::new(80);
         let fast = fe.compute(&x);
+        let fast_data = fast.frames(0, fast.n_frames);
         let slow = naive_log_mel(&x, 80);
         assert_eq!(fast.n_frames, slow[0].len());
         let mut max_diff = 0.0f64;
         for m in 0..80 {
             for t in 0..fast.n_frames {
-                max_diff = max_diff.max((fast.data[m * fast.n_frames + t] as f64 - slow[m][t]).abs());
+                max_diff = max_diff.max((fast_data[m * fast.n_frames + t] as f64 - slow[m][t]).abs());
             }
         }
         assert!(max_diff < 1e-4, "max diff {max_diff}");
@@ -298,8 +360,9 @@ mod tests {
             }
         }
         // the 128-bin front end runs and keeps its shape
-        let mel = MelFrontEnd::new(128).compute(&test_signal(16000));
-        assert_eq!((mel.n_mels, mel.n_frames, mel.data.len()), (128, 101, 128 * 101));
+        let (fe, x) = (MelFrontEnd::new(128), test_signal(16000));
+        let mel = fe.compute(&x);
+        assert_eq!((mel.n_mels, mel.n_frames, mel.frames(0, 101).len()), (128, 101, 128 * 101));
         assert_eq!(mel.window(0, mel.n_frames).len(), 128 * N_FRAMES);
     }
 
@@ -309,7 +372,8 @@ mod tests {
         let fe = MelFrontEnd::new(80);
         let mel = fe.compute(&x);
         let t = 50;
-        let col: Vec<f32> = (0..80).map(|m| mel.data[m * mel.n_frames + t]).collect();
+        let data = mel.frames(0, mel.n_frames);
+        let col: Vec<f32> = (0..80).map(|m| data[m * mel.n_frames + t]).collect();
         let peak = col.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
         // 1000 Hz is mel 15; filter centres are 45.2456/81 mel apart, the
         // first one at one spacing: 15 / 0.5586 - 1 = 25.9
@@ -319,11 +383,33 @@ mod tests {
     #[test]
     fn window_pads_with_zeros() {
         let fe = MelFrontEnd::new(80);
-        let mel = fe.compute(&test_signal(16000));
+        let x = test_signal(16000);
+        let mel = fe.compute(&x);
         let w = mel.window(0, mel.n_frames);
+        let data = mel.frames(0, mel.n_frames);
         assert_eq!(w.len(), 80 * N_FRAMES);
-        assert_eq!(w[mel.n_frames - 1], mel.data[mel.n_frames - 1]);
+        assert_eq!(w[mel.n_frames - 1], data[mel.n_frames - 1]);
         assert_eq!(w[mel.n_frames], 0.0);
-        assert_eq!(w[N_FRAMES + 5], mel.data[mel.n_frames + 5]);
+        assert_eq!(w[N_FRAMES + 5], data[mel.n_frames + 5]);
+    }
+
+    #[test]
+    fn a_window_computed_alone_equals_the_same_frames_of_the_whole_recording() {
+        // 3.7 s: windows touching the reflected start, the middle and the padded end
+        let x = test_signal(59_200);
+        let fe = MelFrontEnd::new(80);
+        let mel = fe.compute(&x);
+        let all = mel.frames(0, mel.n_frames);
+        for (start, len) in [(0, 10), (1, 7), (150, 40), (mel.n_frames - 5, 5), (mel.n_frames - 3, 50)] {
+            let part = mel.frames(start, len);
+            let len = len.min(mel.n_frames - start);
+            for m in 0..80 {
+                assert_eq!(&part[m * len..(m + 1) * len], &all[m * mel.n_frames + start..m * mel.n_frames + start + len], "frames {start}+{len}, mel {m}");
+            }
+        }
+        // and both equal the direct DFT (checked above on the whole): the
+        // floor comes from the whole recording, not the window
+        let quiet = mel.frames(mel.n_frames - 1, 1);
+        assert!(quiet.iter().all(|v| v.is_finite()));
     }
 }

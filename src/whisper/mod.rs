@@ -206,7 +206,7 @@ impl WhisperEngine {
         let mut rng = fastrand::Rng::with_seed(self.seed);
         let language = match &self.language {
             Some(l) => l.clone(),
-            None => self.detect_language(&features)?,
+            None => detect_language(&mut self.model, self.tok.special.sot, &features)?,
         };
         let sp = &self.tok.special;
         let sot_sequence = if self.model.config.multilingual {
@@ -244,22 +244,22 @@ impl WhisperEngine {
             .language_token(code)
             .ok_or_else(|| WhisperError::Settings(format!("no language token for '{code}'")))
     }
+}
 
-    /// The most probable language of the first 30 s (multilingual models).
-    fn detect_language(&mut self, features: &mel::LogMel) -> Result<String, WhisperError> {
-        let window = features.window(0, mel::N_FRAMES);
-        let encoded = self.model.encode(&window)?;
-        let mut cache = self.model.new_cache()?;
-        let logits = self.model.decode(&[self.tok.special.sot], &mut cache, &encoded)?;
-        let mut best: Option<(f32, &str)> = None;
-        let first = self.model.config.tokens.lang_first as usize;
-        for (i, code) in self.model.config.languages.iter().enumerate() {
-            if let Some(&l) = logits.get(first + i) {
-                if best.is_none_or(|(b, _)| l > b) {
-                    best = Some((l, code));
-                }
+/// The most probable language of the first 30 s (multilingual models).
+fn detect_language(model: &mut WhisperOnnx, sot: u32, features: &mel::LogMel) -> Result<String, WhisperError> {
+    let window = features.window(0, mel::N_FRAMES);
+    let encoded = model.encode(&window)?;
+    let mut cache = model.new_cache()?;
+    let logits = model.decode(&[sot], &mut cache, &encoded)?;
+    let mut best: Option<(f32, &str)> = None;
+    let first = model.config.tokens.lang_first as usize;
+    for (i, code) in model.config.languages.iter().enumerate() {
+        if let Some(&l) = logits.get(first + i) {
+            if best.is_none_or(|(b, _)| l > b) {
+                best = Some((l, code));
             }
         }
-        Ok(best.map(|(_, c)| c.to_string()).unwrap_or_else(|| "en".to_string()))
     }
+    Ok(best.map(|(_, c)| c.to_string()).unwrap_or_else(|| "en".to_string()))
 }
