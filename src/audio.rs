@@ -52,9 +52,12 @@ impl MonoAudio {
 pub fn decode_file(path: &Path) -> Result<MonoAudio, AudioError> {
     let mut samples: Vec<f32> = Vec::new();
     let mut sample_rate = 0;
-    let channels = decode_path(path, &mut |rate, chunk| {
-        sample_rate = rate;
-        samples.extend_from_slice(chunk);
+    let channels = decode_path(path, &mut |chunk| {
+        if samples.capacity() == 0 {
+            reserve(&mut samples, chunk.announced);
+        }
+        sample_rate = chunk.rate;
+        samples.extend_from_slice(chunk.samples);
         Ok(())
     })?;
     Ok(MonoAudio { samples, sample_rate, channels })
@@ -67,7 +70,11 @@ pub fn decode_16k(path: &Path) -> Result<MonoAudio, AudioError> {
     let mut samples: Vec<f32> = Vec::new();
     let mut resampler: Option<StreamResampler> = None;
     let changed = || AudioError::Corrupt("the sample rate changes within the file".into());
-    let channels = decode_path(path, &mut |rate, chunk| {
+    let channels = decode_path(path, &mut |chunk| {
+        let Chunk { rate, samples: chunk, announced } = chunk;
+        if samples.capacity() == 0 {
+            reserve(&mut samples, announced.map(|n| n * TARGET_RATE as u64 / rate as u64 + 1));
+        }
         match &mut resampler {
             Some(r) if r.from == rate => r.push(chunk, &mut samples),
             Some(_) => Err(changed()),
@@ -90,7 +97,25 @@ pub fn decode_16k(path: &Path) -> Result<MonoAudio, AudioError> {
     Ok(MonoAudio { samples, sample_rate: TARGET_RATE, channels })
 }
 
-fn decode_path(path: &Path, sink: &mut dyn FnMut(u32, &[f32]) -> Result<(), AudioError>) -> Result<usize, AudioError> {
+/// Room for the `frames` samples the container announces (no doubling as
+/// the samples arrive: a Vec grown by doubling reaches up to twice the audio
+/// and copies it at each step). An announcement past 24 hours is not trusted.
+fn reserve(samples: &mut Vec<f32>, frames: Option<u64>) {
+    const DAY: u64 = 24 * 3600 * 48_000;
+    if let Some(n) = frames.filter(|&n| n <= DAY) {
+        samples.reserve_exact(n as usize);
+    }
+}
+
+/// One packet's decoded audio, down-mixed to mono.
+struct Chunk<'a> {
+    rate: u32,
+    samples: &'a [f32],
+    /// Frames (at `rate`) the container announces for the whole track, if it does.
+    announced: Option<u64>,
+}
+
+fn decode_path(path: &Path, sink: &mut dyn FnMut(Chunk) -> Result<(), AudioError>) -> Result<usize, AudioError> {
     let file = File::open(path).map_err(|source| AudioError::Open { path: path.display().to_string(), source })?;
     let mut hint = Hint::new();
     if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
@@ -100,11 +125,11 @@ fn decode_path(path: &Path, sink: &mut dyn FnMut(u32, &[f32]) -> Result<(), Audi
 }
 
 /// Decodes packet by packet, handing each packet's mono samples (the mean of
-/// its channels) and rate to `sink`; returns the source's channel count.
+/// its channels) to `sink`; returns the source's channel count.
 fn decode_source(
     mss: MediaSourceStream<'static>,
     hint: &Hint,
-    sink: &mut dyn FnMut(u32, &[f32]) -> Result<(), AudioError>,
+    sink: &mut dyn FnMut(Chunk) -> Result<(), AudioError>,
 ) -> Result<usize, AudioError> {
     let mut format = symphonia::default::get_probe()
         .probe(hint, mss, FormatOptions::default(), MetadataOptions::default())
@@ -117,6 +142,7 @@ fn decode_source(
         .ok_or(AudioError::NoAudioTrack)?
         .clone();
     let track_id = track.id;
+    let announced = track.num_frames;
     // gapless (on by default) trims encoder delay and padding, e.g. LAME's mp3 delay
     let mut decoder = symphonia::default::get_codecs()
         .make_audio_decoder(&params, &AudioDecoderOptions::default())
@@ -151,7 +177,7 @@ fn decode_source(
                 mono.clear();
                 mono.extend(interleaved.chunks_exact(ch).map(|frame| frame.iter().sum::<f32>() * scale));
                 decoded += mono.len();
-                sink(rate, &mono)?;
+                sink(Chunk { rate, samples: &mono, announced })?;
             }
             // a damaged packet is skipped, as players do; a file of nothing but damage is corrupt
             Err(SymError::DecodeError(_)) => decode_errors += 1,
