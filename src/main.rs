@@ -60,6 +60,9 @@ struct WhisperArgs {
     /// Language code or "auto" (overrides whisper.language).
     #[arg(long)]
     language: Option<String>,
+    /// Speech chunks decoded at once, 1 for the sequential loop (overrides whisper.batch_size).
+    #[arg(long)]
+    batch_size: Option<u32>,
 }
 
 impl WhisperArgs {
@@ -70,6 +73,9 @@ impl WhisperArgs {
             if let Some(v) = v {
                 env.push((format!("COLLOQUY__WHISPER__{key}"), format!("\"{v}\"")));
             }
+        }
+        if let Some(b) = self.batch_size {
+            env.push(("COLLOQUY__WHISPER__BATCH_SIZE".to_string(), b.to_string()));
         }
         Ok(Config::load_with_env(file, env)?)
     }
