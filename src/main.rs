@@ -501,7 +501,7 @@ fn transcribe(config: &Config, files: &[PathBuf], format: Format) -> anyhow::Res
                         "words": s.words,
                     })).collect::<Vec<_>>(),
                     "provider": { "runtime": "onnxruntime", "device": engine.device(), "model": engine.model_name(),
-                                  "precision": config.whisper.precision_name() },
+                                  "precision": config.whisper.precision_name(), "batch_size": engine.batch_size() },
                     "performance_metrics": {
                         "model_load_seconds": load_s,
                         "decode_audio_seconds": decode_s,

@@ -372,7 +372,17 @@ fn transcribe_batched(
                     let (offset, duration) = (seek as f64 * SECONDS_PER_FRAME, size as f64 * SECONDS_PER_FRAME);
                     split_chunk_by_timestamps(&result.tokens, sp.timestamp_begin, offset, size, duration)
                 };
-                rests.extend(untranscribed_rest(seek, size, &raw, regions));
+                let rest = untranscribed_rest(seek, size, &raw, regions);
+                if let Some((from, frames)) = rest {
+                    let at = |frame: usize| frame as f64 * SECONDS_PER_FRAME;
+                    tracing::debug!(
+                        window_start = at(seek),
+                        text_end = at(from),
+                        window_end = at(from + frames),
+                        "text ended before the speech: decoding the rest again"
+                    );
+                }
+                rests.extend(rest);
                 decoded.push(DecodedWindow { seek, size, result, raw, round: rounds.len(), row });
             }
             rounds.push(encoded);
