@@ -266,7 +266,7 @@ impl KvCache {
 /// batch (`[B, ...]`, `data.len()` a multiple of B): their data, one after
 /// another in the order of `keep`.
 pub fn select_rows(data: &[f32], batch: usize, keep: &[usize]) -> Vec<f32> {
-    let row = if batch == 0 { 0 } else { data.len() / batch };
+    let row = data.len().checked_div(batch).unwrap_or(0);
     let mut out = Vec::with_capacity(row * keep.len());
     for &r in keep {
         out.extend_from_slice(&data[r * row..(r + 1) * row]);
