@@ -126,6 +126,7 @@ pub struct WhisperConfig {
     pub silence_threshold_db: f32,
     pub seed: u64,
     pub word_timestamps: bool,
+    pub batch_size: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -221,6 +222,9 @@ impl Config {
         }
         if self.whisper.beam_size == 0 {
             return bad("whisper.beam_size must be at least 1".into());
+        }
+        if self.whisper.batch_size == 0 {
+            return bad("whisper.batch_size must be at least 1".into());
         }
         let v = &self.vad;
         if !(v.threshold > 0.0 && v.threshold < 1.0) {

@@ -60,6 +60,9 @@ struct WhisperArgs {
     /// Language code or "auto" (overrides whisper.language).
     #[arg(long)]
     language: Option<String>,
+    /// Speech chunks decoded at once, 1 for the sequential loop (overrides whisper.batch_size).
+    #[arg(long)]
+    batch_size: Option<u32>,
 }
 
 impl WhisperArgs {
@@ -70,6 +73,9 @@ impl WhisperArgs {
             if let Some(v) = v {
                 env.push((format!("COLLOQUY__WHISPER__{key}"), format!("\"{v}\"")));
             }
+        }
+        if let Some(b) = self.batch_size {
+            env.push(("COLLOQUY__WHISPER__BATCH_SIZE".to_string(), b.to_string()));
         }
         Ok(Config::load_with_env(file, env)?)
     }
@@ -495,7 +501,7 @@ fn transcribe(config: &Config, files: &[PathBuf], format: Format) -> anyhow::Res
                         "words": s.words,
                     })).collect::<Vec<_>>(),
                     "provider": { "runtime": "onnxruntime", "device": engine.device(), "model": engine.model_name(),
-                                  "precision": config.whisper.precision_name() },
+                                  "precision": config.whisper.precision_name(), "batch_size": engine.batch_size() },
                     "performance_metrics": {
                         "model_load_seconds": load_s,
                         "decode_audio_seconds": decode_s,

@@ -181,6 +181,60 @@ pub struct Decoded {
     pub no_speech_prob: f32,
 }
 
+/// The next token under `logits` (already filtered): the likeliest at
+/// temperature 0, else sampled; with its log-probability.
+fn choose(logits: &[f32], temperature: f32, rng: &mut fastrand::Rng) -> (u32, f32) {
+    let next = if temperature > 0.0 { sample(logits, temperature, rng) } else { argmax(logits) };
+    (next as u32, logits[next] - log_sum_exp(logits))
+}
+
+/// CTranslate2's cap on generated tokens: half the text context, and no
+/// position past its end (the last token chosen is never fed back).
+fn max_new_tokens(opts: &DecodeOptions, prompt_len: usize) -> usize {
+    (opts.max_length / 2).min((opts.max_length + 1).saturating_sub(prompt_len))
+}
+
+/// What one sequence generated so far; one step of it is the same whether
+/// the sequence is decoded alone or in a batch.
+#[derive(Default)]
+struct Generation {
+    tokens: Vec<u32>,
+    token_probs: Vec<f32>,
+    sum_logprob: f64,
+}
+
+impl Generation {
+    /// Filters `logits`, chooses the next token and counts its
+    /// log-probability; None at end-of-text (which is not kept).
+    fn step(
+        &mut self,
+        logits: &mut [f32],
+        filter: &LogitFilter<'_>,
+        temperature: f32,
+        rng: &mut fastrand::Rng,
+    ) -> Option<u32> {
+        filter.apply(logits, &self.tokens);
+        let (next, lp) = choose(logits, temperature, rng);
+        self.sum_logprob += lp as f64;
+        if next == filter.eot {
+            return None;
+        }
+        self.tokens.push(next);
+        self.token_probs.push(lp.exp());
+        Some(next)
+    }
+
+    fn finish(self, no_speech_prob: f32) -> Decoded {
+        Decoded { tokens: self.tokens, token_probs: self.token_probs, sum_logprob: self.sum_logprob, no_speech_prob }
+    }
+}
+
+/// The position of the start-of-transcript token in the prompt: the
+/// no-speech probability is read from the logits there.
+fn sot_position(prompt: &[u32], tok: &WhisperTokenizer) -> usize {
+    prompt.iter().position(|&t| t == tok.special.sot).unwrap_or(prompt.len() - 1)
+}
+
 /// Decodes one window at one temperature.
 ///
 /// The prompt is fed in up to its start-of-transcript token first: the
@@ -196,7 +250,7 @@ pub fn decode_once(
     rng: &mut fastrand::Rng,
 ) -> Result<Decoded, ModelError> {
     let sp = &tok.special;
-    let sot_pos = prompt.iter().position(|&t| t == sp.sot).unwrap_or(prompt.len() - 1);
+    let sot_pos = sot_position(prompt, tok);
     let mut cache = model.new_cache()?;
     let mut logits = model.decode(&prompt[..=sot_pos], &mut cache, window)?;
     let no_speech_prob = softmax_prob(&logits, sp.no_speech as usize);
@@ -204,28 +258,143 @@ pub fn decode_once(
         logits = model.decode(&prompt[sot_pos + 1..], &mut cache, window)?;
     }
     let filter = LogitFilter { opts, eot: sp.eot, no_timestamps: sp.no_timestamps, timestamp_begin: sp.timestamp_begin };
-    let mut generated: Vec<u32> = Vec::new();
-    let mut token_probs: Vec<f32> = Vec::new();
-    let mut sum_logprob = 0.0f64;
-    // CTranslate2's cap: half the text context, and no position past its end
-    // (the last token chosen is never fed back)
-    let max_new = (opts.max_length / 2).min((opts.max_length + 1).saturating_sub(prompt.len()));
+    let mut generation = Generation::default();
+    let max_new = max_new_tokens(opts, prompt.len());
     for step in 0..max_new {
-        filter.apply(&mut logits, &generated);
-        let next = if temperature > 0.0 { sample(&logits, temperature, rng) } else { argmax(&logits) };
-        let lp = logits[next] - log_sum_exp(&logits);
-        sum_logprob += lp as f64;
-        if next as u32 == sp.eot {
-            break;
-        }
-        generated.push(next as u32);
-        token_probs.push(lp.exp());
+        let Some(next) = generation.step(&mut logits, &filter, temperature, rng) else { break };
         if step + 1 == max_new {
             break;
         }
-        logits = model.decode(&[next as u32], &mut cache, window)?;
+        logits = model.decode(&[next], &mut cache, window)?;
     }
-    Ok(Decoded { tokens: generated, token_probs, sum_logprob, no_speech_prob })
+    Ok(generation.finish(no_speech_prob))
+}
+
+/// Decodes the B windows of `windows` at one temperature, all with the same
+/// `prompt`, as B runs of [`decode_once`] would, in one decoder run per step.
+///
+/// There is no attention mask, so the rows must stay the same length: they
+/// share the prompt, and a row that ends (end-of-text or the length cap)
+/// leaves the batch: its rows of the self-attention cache and of the
+/// cross-attention keys and values are dropped, and the others go on.
+/// Batching turns each step's matrix-vector products (the output projection
+/// over the vocabulary above all) into matrix products: that is the speed-up.
+pub fn decode_batch(
+    model: &mut WhisperOnnx,
+    tok: &WhisperTokenizer,
+    windows: &EncodedWindow,
+    prompt: &[u32],
+    temperature: f32,
+    opts: &DecodeOptions,
+    rng: &mut fastrand::Rng,
+) -> Result<Vec<Decoded>, ModelError> {
+    let sp = &tok.special;
+    let batch = windows.batch();
+    if batch == 0 {
+        return Ok(Vec::new());
+    }
+    let sot_pos = sot_position(prompt, tok);
+    let mut cache = model.new_batch_cache(batch)?;
+    let mut logits = model.decode_batch(&prompt[..=sot_pos].repeat(batch), &mut cache, windows)?;
+    let vocab = logits.len() / batch;
+    let no_speech: Vec<f32> = logits.chunks(vocab).map(|l| softmax_prob(l, sp.no_speech as usize)).collect();
+    if sot_pos + 1 < prompt.len() {
+        logits = model.decode_batch(&prompt[sot_pos + 1..].repeat(batch), &mut cache, windows)?;
+    }
+    let filter = LogitFilter { opts, eot: sp.eot, no_timestamps: sp.no_timestamps, timestamp_begin: sp.timestamp_begin };
+    let mut generations: Vec<Generation> = (0..batch).map(|_| Generation::default()).collect();
+    // the original row of each row still in the batch
+    let mut active: Vec<usize> = (0..batch).collect();
+    // the cross keys and values of the active rows, once some have left
+    let mut compacted: Option<EncodedWindow> = None;
+    let max_new = max_new_tokens(opts, prompt.len());
+    for step in 0..max_new {
+        let mut keep = Vec::with_capacity(active.len());
+        let mut next_tokens = Vec::with_capacity(active.len());
+        for (position, (&row, row_logits)) in active.iter().zip(logits.chunks_mut(vocab)).enumerate() {
+            if let Some(next) = generations[row].step(row_logits, &filter, temperature, rng) {
+                keep.push(position);
+                next_tokens.push(next);
+            }
+        }
+        if keep.is_empty() || step + 1 == max_new {
+            break;
+        }
+        if keep.len() < active.len() {
+            cache.retain_rows(&keep)?;
+            let remaining = compacted.as_ref().unwrap_or(windows).rows(&keep)?;
+            compacted = Some(remaining);
+            active = keep.iter().map(|&p| active[p]).collect();
+        }
+        logits = model.decode_batch(&next_tokens, &mut cache, compacted.as_ref().unwrap_or(windows))?;
+    }
+    Ok(generations.into_iter().zip(no_speech).map(|(g, ns)| g.finish(ns)).collect())
+}
+
+/// The temperature fallback's state for one window: the results of the
+/// temperatures tried so far (`opts.temperatures` in order), all of which
+/// failed the guards.
+#[derive(Default)]
+pub struct Fallback {
+    failed: Vec<WindowResult>,
+    /// Indices into `failed` of the results that were not too repetitive.
+    below_cr: Vec<usize>,
+}
+
+impl Fallback {
+    /// How many temperatures were tried (the next one is `opts.temperatures[tried()]`).
+    pub fn tried(&self) -> usize {
+        self.failed.len()
+    }
+
+    /// Judges one temperature's result as faster-whisper's
+    /// `generate_with_fallback`: returned when it passes the compression-ratio
+    /// and log-prob guards or the window looks like silence; else kept for
+    /// the final choice (None: try the next temperature).
+    pub fn judge(
+        &mut self,
+        decoded: Decoded,
+        temperature: f32,
+        tok: &WhisperTokenizer,
+        opts: &DecodeOptions,
+    ) -> Option<WindowResult> {
+        let Decoded { tokens, token_probs, sum_logprob, no_speech_prob } = decoded;
+        let avg_logprob = sum_logprob / (tokens.len() as f64 + 1.0);
+        let text = tok.decode(&tokens).map(|t| t.trim().to_string()).unwrap_or_default();
+        let cr = compression_ratio(&text);
+        let result = WindowResult { tokens, token_probs, avg_logprob, no_speech_prob, temperature, compression_ratio: cr };
+        let mut needs_fallback = false;
+        if cr > opts.compression_ratio_threshold as f64 {
+            needs_fallback = true;
+        } else {
+            self.below_cr.push(self.failed.len());
+        }
+        if avg_logprob < opts.log_prob_threshold as f64 {
+            needs_fallback = true;
+        }
+        if no_speech_prob > opts.no_speech_threshold && avg_logprob < opts.log_prob_threshold as f64 {
+            needs_fallback = false; // silence
+        }
+        if !needs_fallback {
+            return Some(result);
+        }
+        self.failed.push(result);
+        None
+    }
+
+    /// Every temperature failed: the most probable result, preferring
+    /// non-repetitive ones, labelled with the last temperature.
+    pub fn best(mut self, opts: &DecodeOptions) -> WindowResult {
+        let last_temperature = *opts.temperatures.last().unwrap();
+        let pool: Vec<usize> = if self.below_cr.is_empty() { (0..self.failed.len()).collect() } else { self.below_cr };
+        let best = pool
+            .into_iter()
+            .max_by(|&a, &b| self.failed[a].avg_logprob.total_cmp(&self.failed[b].avg_logprob))
+            .expect("at least one temperature");
+        let mut chosen = self.failed.swap_remove(best);
+        chosen.temperature = last_temperature;
+        chosen
+    }
 }
 
 /// Decodes one window with temperature fallback, as faster-whisper's
@@ -240,42 +409,28 @@ pub fn decode_with_fallback(
     opts: &DecodeOptions,
     rng: &mut fastrand::Rng,
 ) -> Result<WindowResult, ModelError> {
-    let mut all: Vec<WindowResult> = Vec::new();
-    let mut below_cr: Vec<usize> = Vec::new();
-    for &temperature in &opts.temperatures {
-        let Decoded { tokens, token_probs, sum_logprob, no_speech_prob } =
-            decode_once(model, tok, window, prompt, temperature, opts, rng)?;
-        let avg_logprob = sum_logprob / (tokens.len() as f64 + 1.0);
-        let text = tok.decode(&tokens).map(|t| t.trim().to_string()).unwrap_or_default();
-        let cr = compression_ratio(&text);
-        let result = WindowResult { tokens, token_probs, avg_logprob, no_speech_prob, temperature, compression_ratio: cr };
-        let mut needs_fallback = false;
-        if cr > opts.compression_ratio_threshold as f64 {
-            needs_fallback = true;
-        } else {
-            below_cr.push(all.len());
-        }
-        if avg_logprob < opts.log_prob_threshold as f64 {
-            needs_fallback = true;
-        }
-        if no_speech_prob > opts.no_speech_threshold && avg_logprob < opts.log_prob_threshold as f64 {
-            needs_fallback = false; // silence
-        }
-        all.push(result);
-        if !needs_fallback {
-            return Ok(all.pop().unwrap());
+    decode_with_fallback_from(model, tok, window, prompt, opts, rng, Fallback::default())
+}
+
+/// [`decode_with_fallback`] after the temperatures `tried` already judged
+/// (a window whose batched decode at the first temperature failed the
+/// guards goes on alone from the second).
+pub fn decode_with_fallback_from(
+    model: &mut WhisperOnnx,
+    tok: &WhisperTokenizer,
+    window: &EncodedWindow,
+    prompt: &[u32],
+    opts: &DecodeOptions,
+    rng: &mut fastrand::Rng,
+    mut tried: Fallback,
+) -> Result<WindowResult, ModelError> {
+    for &temperature in &opts.temperatures[tried.tried().min(opts.temperatures.len())..] {
+        let decoded = decode_once(model, tok, window, prompt, temperature, opts, rng)?;
+        if let Some(result) = tried.judge(decoded, temperature, tok, opts) {
+            return Ok(result);
         }
     }
-    // every temperature failed: the most probable result, preferring non-repetitive ones
-    let last_temperature = *opts.temperatures.last().unwrap();
-    let pool: Vec<usize> = if below_cr.is_empty() { (0..all.len()).collect() } else { below_cr };
-    let best = pool
-        .into_iter()
-        .max_by(|&a, &b| all[a].avg_logprob.total_cmp(&all[b].avg_logprob))
-        .expect("at least one temperature");
-    let mut chosen = all.swap_remove(best);
-    chosen.temperature = last_temperature;
-    Ok(chosen)
+    Ok(tried.best(opts))
 }
 
 #[cfg(test)]

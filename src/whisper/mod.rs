@@ -102,6 +102,7 @@ pub struct WhisperEngine {
     seed: u64,
     word_timestamps: bool,
     gate: gate::GateOptions,
+    batch_size: usize,
 }
 
 fn model_has_no_alignment_heads(dir: &ModelDir) -> bool {
@@ -171,6 +172,7 @@ impl WhisperEngine {
             seed: w.seed,
             word_timestamps: w.word_timestamps && !model_has_no_alignment_heads(&dir),
             gate: gate::GateOptions::from_config(&config.vad),
+            batch_size: w.batch_size as usize,
         })
     }
 
@@ -189,9 +191,11 @@ impl WhisperEngine {
     }
 
     /// Transcribes 16 kHz mono samples; stops early (error `Cancelled`) once
-    /// `stop` is set, checked before each 30 s window. With `speech` (regions
-    /// a voice activity detector found, sorted, in seconds), windows without
-    /// speech are skipped and the result is gated by them (`gate.rs`).
+    /// `stop` is set, checked before each 30 s window (or batch of them). With
+    /// `speech` (regions a voice activity detector found, sorted, in seconds),
+    /// windows without speech are skipped and the result is gated by them
+    /// (`gate.rs`); with `speech` and `whisper.batch_size` above 1, the
+    /// regions are decoded in batches of chunks (`transcribe.rs`).
     pub fn transcribe_until(
         &mut self,
         samples: &[f32],
@@ -225,12 +229,18 @@ impl WhisperEngine {
             word_timestamps: self.word_timestamps,
             language: language.clone(),
             speech: speech.map(|m| m.regions.clone()),
+            batch_size: self.batch_size,
         };
         let mut segments = transcribe_features(&mut self.model, &self.tok, samples, &features, &self.opts, &loop_opts, &mut rng, &mut timings)?;
         if let Some(map) = speech {
             segments = gate::gate_segments(segments, map, self.gate);
         }
         Ok(Transcript { language, duration, segments, timings })
+    }
+
+    /// Windows decoded at once (`whisper.batch_size`).
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
     }
 
     /// Whether words get timestamps (configured, and the model has alignment heads).

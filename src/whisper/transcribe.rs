@@ -1,12 +1,18 @@
 //! Long audio: 30 s windows placed by the last timestamp the model emitted
 //! (faster-whisper's sequential seek loop), each decoded with fallback, cut
 //! into segments at timestamp tokens.
+//!
+//! Batched (`whisper.batch_size` > 1, with speech regions from a voice
+//! activity detector): the regions merged into chunks of at most 30 s
+//! (faster-whisper's `BatchedInferencePipeline`), decoded B chunks at a time
+//! with one prompt and no previous-text conditioning; a chunk that fails the
+//! guards at the first temperature goes on alone through the fallback.
 
 use std::time::Instant;
 
 use serde::Serialize;
 
-use super::decode::{decode_with_fallback, DecodeOptions};
+use super::decode::{decode_batch, decode_with_fallback, decode_with_fallback_from, DecodeOptions, Fallback, WindowResult};
 use super::mel::{LogMel, HOP, N_FRAMES, SAMPLE_RATE};
 use super::model::{ModelError, WhisperOnnx};
 use super::timing::{self, Word};
@@ -102,6 +108,83 @@ pub fn split_by_timestamps(
     }
 }
 
+/// [`split_by_timestamps`] for a chunk of batched mode. No window follows a
+/// chunk, so an unfinished last segment (text after an opening timestamp
+/// whose closing one never came) is kept, ending at the chunk's end, where
+/// the seek loop would decode it again from its opening timestamp.
+pub fn split_chunk_by_timestamps(
+    tokens: &[u32],
+    timestamp_begin: u32,
+    time_offset: f64,
+    segment_size: usize,
+    segment_duration: f64,
+) -> Vec<RawSegment> {
+    let (mut raw, _) = split_by_timestamps(tokens, timestamp_begin, time_offset, segment_size, segment_duration, 0);
+    let consumed: usize = raw.iter().map(|r| r.tokens.len()).sum();
+    let rest = &tokens[consumed.min(tokens.len())..];
+    if rest.iter().any(|&t| t < timestamp_begin) {
+        let start = match rest[0] {
+            t if t >= timestamp_begin => time_offset + (t - timestamp_begin) as f64 * TIME_PRECISION,
+            _ => raw.last().map_or(time_offset, |r| r.end),
+        };
+        let end = time_offset + segment_duration;
+        raw.push(RawSegment { start: start.min(end), end, tokens: rest.to_vec() });
+    }
+    raw
+}
+
+/// A stretch of audio decoded as one window in batched mode, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Chunk {
+    pub start: f64,
+    pub end: f64,
+}
+
+/// Speech regions (sorted, disjoint) merged into chunks of at most
+/// `max_len` seconds, as faster-whisper's batched pipeline groups them: a
+/// chunk takes the following regions while it stays within `max_len` from
+/// its first region's start to its last region's end (the pauses between
+/// them included); a region longer than `max_len` is cut into pieces of
+/// `max_len` (the last one shorter), each of which may take more regions.
+pub fn speech_chunks(regions: &[crate::vad::SpeechRegion], max_len: f64) -> Vec<Chunk> {
+    // float sums of region times must not split a chunk of exactly max_len
+    const SLACK: f64 = 1e-9;
+    let mut chunks: Vec<Chunk> = Vec::new();
+    for r in regions {
+        let mut start = r.start;
+        while start < r.end {
+            let end = (start + max_len).min(r.end);
+            match chunks.last_mut() {
+                Some(c) if end - c.start <= max_len + SLACK => c.end = end,
+                _ => chunks.push(Chunk { start, end }),
+            }
+            start = end;
+        }
+    }
+    chunks
+}
+
+/// A chunk as a window of mel frames: (first frame, frames of content),
+/// inside the `content_frames` and at most 30 s; None when nothing is left.
+fn chunk_frames(chunk: &Chunk, content_frames: usize) -> Option<(usize, usize)> {
+    let first = ((chunk.start.max(0.0) / SECONDS_PER_FRAME).floor() as usize).min(content_frames);
+    let last = ((chunk.end / SECONDS_PER_FRAME).ceil() as usize).min(content_frames);
+    let size = last.saturating_sub(first).min(N_FRAMES);
+    (size > 0).then_some((first, size))
+}
+
+/// The loudest sample of the window of `size` mel frames at frame `seek`.
+fn window_peak(samples: &[f32], seek: usize, size: usize) -> f32 {
+    let window = &samples[(seek * HOP).min(samples.len())..((seek + size) * HOP).min(samples.len())];
+    window.iter().fold(0.0f32, |m, x| m.max(x.abs()))
+}
+
+/// The no-speech rule: a window the model thinks silent, and whose text is
+/// improbable, gives no text.
+fn is_silent(result: &WindowResult, opts: &DecodeOptions) -> bool {
+    result.no_speech_prob > opts.no_speech_threshold && result.avg_logprob <= opts.log_prob_threshold as f64
+}
+
 /// Settings of the seek loop itself.
 #[derive(Debug, Clone)]
 pub struct LoopOptions {
@@ -121,10 +204,36 @@ pub struct LoopOptions {
     /// Speech regions (sorted, seconds) when a voice activity detector ran:
     /// windows with no speech are not decoded.
     pub speech: Option<Vec<crate::vad::SpeechRegion>>,
+    /// Windows decoded at once. 1: the sequential seek loop (faster-whisper's
+    /// `transcribe`); more, with `speech`: batched chunks of speech.
+    pub batch_size: usize,
 }
 
-/// Transcribes the whole of `mel`.
+/// Transcribes the whole of `mel`: batched over the speech regions when
+/// `loop_opts` has them and a batch size above 1, else the seek loop.
+#[allow(clippy::too_many_arguments)]
 pub fn transcribe_features(
+    model: &mut WhisperOnnx,
+    tok: &WhisperTokenizer,
+    samples: &[f32],
+    mel: &LogMel,
+    opts: &DecodeOptions,
+    loop_opts: &LoopOptions,
+    rng: &mut fastrand::Rng,
+    timings: &mut Timings,
+) -> Result<Vec<Segment>, ModelError> {
+    match loop_opts.speech.as_deref() {
+        Some(regions) if loop_opts.batch_size > 1 => {
+            transcribe_batched(model, tok, samples, mel, opts, loop_opts, regions, rng, timings)
+        }
+        _ => transcribe_sequential(model, tok, samples, mel, opts, loop_opts, rng, timings),
+    }
+}
+
+/// faster-whisper's sequential seek loop: each window starts where the
+/// previous one's last complete segment ended, prompted with the text before.
+#[allow(clippy::too_many_arguments)]
+fn transcribe_sequential(
     model: &mut WhisperOnnx,
     tok: &WhisperTokenizer,
     samples: &[f32],
@@ -149,8 +258,7 @@ pub fn transcribe_features(
         let time_offset = seek as f64 * SECONDS_PER_FRAME;
         let segment_size = N_FRAMES.min(content_frames - seek);
         let segment_duration = segment_size as f64 * SECONDS_PER_FRAME;
-        let window_samples = &samples[(seek * HOP).min(samples.len())..((seek + segment_size) * HOP).min(samples.len())];
-        let peak = window_samples.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        let peak = window_peak(samples, seek, segment_size);
         let no_speech = loop_opts
             .speech
             .as_deref()
@@ -181,9 +289,7 @@ pub fn transcribe_features(
         let result = decode_with_fallback(model, tok, &encoded, &prompt, opts, rng)?;
         timings.decoder += t1.elapsed().as_secs_f64();
 
-        let silent = result.no_speech_prob > opts.no_speech_threshold
-            && result.avg_logprob <= opts.log_prob_threshold as f64;
-        if silent {
+        if is_silent(&result, opts) {
             seek += segment_size;
             continue;
         }
@@ -196,69 +302,271 @@ pub fn transcribe_features(
             seek,
         );
         seek = next_seek;
-        let mut kept: Vec<Segment> = Vec::new();
-        let mut kept_probs: Vec<&[f32]> = Vec::new();
-        let mut offset = 0usize;
-        for r in raw {
-            let probs = &result.token_probs[offset.min(result.token_probs.len())..(offset + r.tokens.len()).min(result.token_probs.len())];
-            offset += r.tokens.len();
-            let text = tok.decode(&r.tokens).map_err(|e| ModelError::Runtime(crate::runtime::RuntimeError::Ort(e.to_string())))?;
-            // as faster-whisper, plus: a segment without a single letter or
-            // digit (". . ." on noise) carries no words and is dropped
-            if r.start == r.end || !text.chars().any(char::is_alphanumeric) {
-                continue;
-            }
-            all_tokens.extend_from_slice(&r.tokens);
-            kept_probs.push(probs);
-            kept.push(Segment {
-                id: 0,
-                start: r.start,
-                end: r.end,
-                text,
-                tokens: r.tokens,
-                avg_logprob: result.avg_logprob,
-                no_speech_prob: result.no_speech_prob,
-                temperature: result.temperature,
-                compression_ratio: result.compression_ratio,
-                words: Vec::new(),
-            });
+        let (mut kept, kept_probs) = keep_segments(tok, raw, &result)?;
+        for seg in &kept {
+            all_tokens.extend_from_slice(&seg.tokens);
         }
         if loop_opts.word_timestamps && !kept.is_empty() {
             let t2 = Instant::now();
-            let window_end = time_offset + segment_duration;
-            add_word_timestamps(model, tok, &encoded, loop_opts, &mut kept, &kept_probs, time_offset, segment_size, &mut last_speech)?;
-            for seg in &mut kept {
-                // never outside the window, never backwards
-                for w in &mut seg.words {
-                    w.start = crate::audio::round_ms(w.start.clamp(time_offset, window_end));
-                    w.end = crate::audio::round_ms(w.end.clamp(w.start, window_end));
-                }
-                // inside the window, one timestamp step long at least (a
-                // segment timed past the end of the audio ends at its end)
-                seg.end = seg.end.clamp(time_offset, window_end);
-                seg.start = seg.start.clamp(time_offset, window_end).min(seg.end - TIME_PRECISION).max(time_offset);
-            }
+            time_words(model, tok, &encoded, loop_opts, &mut kept, &kept_probs, time_offset, segment_size, &mut last_speech)?;
             timings.word_timing += t2.elapsed().as_secs_f64();
         }
-        for mut seg in kept {
-            seg.id = segments.len() + 1;
-            // times never go backwards: a window that starts again before
-            // the end of text timed past its content (seen with weak models)
-            // starts its segments after it
-            let floor = segments.last().map_or(0.0, |p: &Segment| p.end);
-            seg.start = crate::audio::round_ms(seg.start.max(floor));
-            seg.end = crate::audio::round_ms(seg.end.max(seg.start + TIME_PRECISION));
-            for w in &mut seg.words {
-                w.start = w.start.clamp(seg.start, seg.end);
-                w.end = w.end.clamp(w.start, seg.end);
-            }
-            segments.push(seg);
-        }
+        append_segments(&mut segments, kept);
         if !loop_opts.condition_on_previous_text || result.temperature > loop_opts.prompt_reset_on_temperature {
             prompt_reset_since = all_tokens.len();
         }
     }
     Ok(segments)
+}
+
+/// Speech chunks (`speech_chunks` of `regions`) decoded `batch_size` at a
+/// time, as faster-whisper's `BatchedInferencePipeline`: one encoder run
+/// per batch, the greedy pass at the first temperature for the whole batch
+/// (`decode_batch`), every chunk prompted with the start-of-transcript
+/// sequence alone (no previous text: the chunks are decoded together).
+/// The guards stay per chunk: a chunk that fails them goes on alone through
+/// the fallback from the next temperature. A chunk whose text ends before
+/// its speech does is decoded again from there (`untranscribed_rest`), with
+/// the other chunks' rests, until none is left. Segments, word timestamps
+/// and their post-processing are the seek loop's.
+#[allow(clippy::too_many_arguments)]
+fn transcribe_batched(
+    model: &mut WhisperOnnx,
+    tok: &WhisperTokenizer,
+    samples: &[f32],
+    mel: &LogMel,
+    opts: &DecodeOptions,
+    loop_opts: &LoopOptions,
+    regions: &[crate::vad::SpeechRegion],
+    rng: &mut fastrand::Rng,
+    timings: &mut Timings,
+) -> Result<Vec<Segment>, ModelError> {
+    let sp = &tok.special;
+    let content_frames = mel.n_frames.saturating_sub(1);
+    let windows: Vec<(usize, usize)> = speech_chunks(regions, N_FRAMES as f64 * SECONDS_PER_FRAME)
+        .iter()
+        .filter_map(|c| chunk_frames(c, content_frames))
+        .filter(|&(seek, size)| window_peak(samples, seek, size) >= loop_opts.silence_peak)
+        .collect();
+    let mut prompt = loop_opts.sot_sequence.clone();
+    if opts.without_timestamps {
+        prompt.push(sp.no_timestamps);
+    }
+    let mut segments = Vec::new();
+    let mut last_speech = 0.0f64;
+    for batch in windows.chunks(loop_opts.batch_size.max(1)) {
+        if crate::runtime::stopped(loop_opts.stop.as_ref()) {
+            return Err(ModelError::Cancelled);
+        }
+        // each round decodes the windows left: the batch, then the rests
+        let mut rounds: Vec<super::model::EncodedWindow> = Vec::new();
+        let mut decoded: Vec<DecodedWindow> = Vec::new();
+        let mut pending: Vec<(usize, usize)> = batch.to_vec();
+        while !pending.is_empty() {
+            let (encoded, results) = decode_round(model, tok, mel, &pending, &prompt, opts, rng, timings)?;
+            let mut rests = Vec::new();
+            for (row, (&(seek, size), result)) in pending.iter().zip(results).enumerate() {
+                let raw = if is_silent(&result, opts) {
+                    Vec::new()
+                } else {
+                    let (offset, duration) = (seek as f64 * SECONDS_PER_FRAME, size as f64 * SECONDS_PER_FRAME);
+                    split_chunk_by_timestamps(&result.tokens, sp.timestamp_begin, offset, size, duration)
+                };
+                let rest = untranscribed_rest(seek, size, &raw, regions);
+                if let Some((from, frames)) = rest {
+                    let at = |frame: usize| frame as f64 * SECONDS_PER_FRAME;
+                    tracing::debug!(
+                        window_start = at(seek),
+                        text_end = at(from),
+                        window_end = at(from + frames),
+                        "text ended before the speech: decoding the rest again"
+                    );
+                }
+                rests.extend(rest);
+                decoded.push(DecodedWindow { seek, size, result, raw, round: rounds.len(), row });
+            }
+            rounds.push(encoded);
+            pending = rests;
+        }
+        decoded.sort_by_key(|w| w.seek);
+        for w in decoded {
+            let (mut kept, kept_probs) = keep_segments(tok, w.raw, &w.result)?;
+            if loop_opts.word_timestamps && !kept.is_empty() {
+                let t2 = Instant::now();
+                let alone = rounds[w.round].rows(&[w.row])?;
+                let offset = w.seek as f64 * SECONDS_PER_FRAME;
+                time_words(model, tok, &alone, loop_opts, &mut kept, &kept_probs, offset, w.size, &mut last_speech)?;
+                timings.word_timing += t2.elapsed().as_secs_f64();
+            }
+            append_segments(&mut segments, kept);
+        }
+    }
+    Ok(segments)
+}
+
+/// A window of batched mode once decoded: where it is (mel frames), what
+/// the decoder gave, its segments (none when silent), and where its
+/// encoding is (row `row` of round `round`) for the word timestamps.
+struct DecodedWindow {
+    seek: usize,
+    size: usize,
+    result: WindowResult,
+    raw: Vec<RawSegment>,
+    round: usize,
+    row: usize,
+}
+
+/// One encoder run over `windows` (first frame, frames) and the batched
+/// greedy pass; a window whose result fails the guards is decoded again
+/// alone through the rest of the temperature fallback.
+#[allow(clippy::too_many_arguments)]
+fn decode_round(
+    model: &mut WhisperOnnx,
+    tok: &WhisperTokenizer,
+    mel: &LogMel,
+    windows: &[(usize, usize)],
+    prompt: &[u32],
+    opts: &DecodeOptions,
+    rng: &mut fastrand::Rng,
+    timings: &mut Timings,
+) -> Result<(super::model::EncodedWindow, Vec<WindowResult>), ModelError> {
+    let mels: Vec<Vec<f32>> = windows.iter().map(|&(seek, size)| mel.window(seek, size)).collect();
+    let t0 = Instant::now();
+    let encoded = model.encode_batch(&mels)?;
+    timings.encoder += t0.elapsed().as_secs_f64();
+    timings.windows += windows.len();
+
+    let t1 = Instant::now();
+    let first_temperature = opts.temperatures[0];
+    let first = decode_batch(model, tok, &encoded, prompt, first_temperature, opts, rng)?;
+    let mut results = Vec::with_capacity(windows.len());
+    for (row, decoded) in first.into_iter().enumerate() {
+        let mut fallback = Fallback::default();
+        let result = match fallback.judge(decoded, first_temperature, tok, opts) {
+            Some(result) => result,
+            None => {
+                let alone = encoded.rows(&[row])?;
+                decode_with_fallback_from(model, tok, &alone, prompt, opts, rng, fallback)?
+            }
+        };
+        results.push(result);
+    }
+    timings.decoder += t1.elapsed().as_secs_f64();
+    Ok((encoded, results))
+}
+
+/// Seconds of speech after a window's text, above which the rest is decoded again.
+const MIN_REST_SPEECH: f64 = 0.5;
+
+/// The part of a window after the end of its text, as a window of its own
+/// (first frame, frames), when speech regions lie there for
+/// `MIN_REST_SPEECH` seconds or more: Whisper often ends its text early when
+/// speech goes on near the end of a 30 s window, which the seek loop makes up
+/// for by starting the next window at the last timestamp, and batched mode
+/// by decoding that rest again. None when nothing was written (silence, or
+/// no segment) or the text reaches the end.
+fn untranscribed_rest(
+    seek: usize,
+    size: usize,
+    raw: &[RawSegment],
+    regions: &[crate::vad::SpeechRegion],
+) -> Option<(usize, usize)> {
+    let covered = raw.last()?.end;
+    let end = seek + size;
+    // a rest starts after its window's start: every rest is shorter
+    let from = ((covered / SECONDS_PER_FRAME).round().max(0.0) as usize).max(seek + 1);
+    if from >= end {
+        return None;
+    }
+    let (t0, t1) = (from as f64 * SECONDS_PER_FRAME, end as f64 * SECONDS_PER_FRAME);
+    let speech: f64 = regions.iter().map(|r| (r.end.min(t1) - r.start.max(t0)).max(0.0)).sum();
+    (speech >= MIN_REST_SPEECH).then_some((from, end - from))
+}
+
+/// The segments of one window worth keeping, with each one's token
+/// probabilities (a slice of `result.token_probs`): as faster-whisper, a
+/// segment of no length is dropped; and a segment without a single letter
+/// or digit (". . ." on noise) carries no words and is dropped too.
+fn keep_segments<'r>(
+    tok: &WhisperTokenizer,
+    raw: Vec<RawSegment>,
+    result: &'r WindowResult,
+) -> Result<(Vec<Segment>, Vec<&'r [f32]>), ModelError> {
+    let mut kept: Vec<Segment> = Vec::new();
+    let mut kept_probs: Vec<&[f32]> = Vec::new();
+    let n_probs = result.token_probs.len();
+    let mut offset = 0usize;
+    for r in raw {
+        let probs = &result.token_probs[offset.min(n_probs)..(offset + r.tokens.len()).min(n_probs)];
+        offset += r.tokens.len();
+        let text = tok.decode(&r.tokens).map_err(|e| ModelError::Runtime(crate::runtime::RuntimeError::Ort(e.to_string())))?;
+        if r.start == r.end || !text.chars().any(char::is_alphanumeric) {
+            continue;
+        }
+        kept_probs.push(probs);
+        kept.push(Segment {
+            id: 0,
+            start: r.start,
+            end: r.end,
+            text,
+            tokens: r.tokens,
+            avg_logprob: result.avg_logprob,
+            no_speech_prob: result.no_speech_prob,
+            temperature: result.temperature,
+            compression_ratio: result.compression_ratio,
+            words: Vec::new(),
+        });
+    }
+    Ok((kept, kept_probs))
+}
+
+/// Word timestamps for the segments one window kept (`add_word_timestamps`),
+/// then words and segments held inside the window (`time_offset` and
+/// `segment_size` frames after it).
+#[allow(clippy::too_many_arguments)]
+fn time_words(
+    model: &mut WhisperOnnx,
+    tok: &WhisperTokenizer,
+    encoded: &super::model::EncodedWindow,
+    loop_opts: &LoopOptions,
+    kept: &mut [Segment],
+    kept_probs: &[&[f32]],
+    time_offset: f64,
+    segment_size: usize,
+    last_speech: &mut f64,
+) -> Result<(), ModelError> {
+    let window_end = time_offset + segment_size as f64 * SECONDS_PER_FRAME;
+    add_word_timestamps(model, tok, encoded, loop_opts, kept, kept_probs, time_offset, segment_size, last_speech)?;
+    for seg in kept {
+        // never outside the window, never backwards
+        for w in &mut seg.words {
+            w.start = crate::audio::round_ms(w.start.clamp(time_offset, window_end));
+            w.end = crate::audio::round_ms(w.end.clamp(w.start, window_end));
+        }
+        // inside the window, one timestamp step long at least (a
+        // segment timed past the end of the audio ends at its end)
+        seg.end = seg.end.clamp(time_offset, window_end);
+        seg.start = seg.start.clamp(time_offset, window_end).min(seg.end - TIME_PRECISION).max(time_offset);
+    }
+    Ok(())
+}
+
+/// Appends one window's segments to the transcript: numbered, and times
+/// never going backwards (a window that starts again before the end of
+/// text timed past its content, seen with weak models, starts its segments
+/// after it).
+fn append_segments(segments: &mut Vec<Segment>, kept: Vec<Segment>) {
+    for mut seg in kept {
+        seg.id = segments.len() + 1;
+        let floor = segments.last().map_or(0.0, |p: &Segment| p.end);
+        seg.start = crate::audio::round_ms(seg.start.max(floor));
+        seg.end = crate::audio::round_ms(seg.end.max(seg.start + TIME_PRECISION));
+        for w in &mut seg.words {
+            w.start = w.start.clamp(seg.start, seg.end);
+            w.end = w.end.clamp(w.start, seg.end);
+        }
+        segments.push(seg);
+    }
 }
 
 /// Word timestamps for the segments one window kept (openai-whisper's
@@ -381,6 +689,85 @@ mod tests {
         assert_eq!(segs[1].tokens, vec![ts(3.0), 2, ts(6.5)]);
         assert!((segs[1].end - 6.5).abs() < 1e-9);
         assert_eq!(seek, 2500);
+    }
+
+    #[test]
+    fn a_chunk_keeps_its_unfinished_last_segment_up_to_its_end() {
+        // <0.00> a b <2.00><2.40> c <5.00><5.20> d   (then end-of-text)
+        let toks = vec![ts(0.0), 1, 2, ts(2.0), ts(2.4), 3, ts(5.0), ts(5.2), 4];
+        let segs = split_chunk_by_timestamps(&toks, TB, 10.0, 1200, 12.0);
+        assert_eq!(segs.len(), 3);
+        assert_eq!(segs[2].tokens, vec![ts(5.2), 4]);
+        assert!((segs[2].start - 15.2).abs() < 1e-9 && (segs[2].end - 22.0).abs() < 1e-9, "{:?}", segs[2]);
+        // every token is in a segment: no word is lost
+        assert_eq!(segs.iter().map(|s| s.tokens.len()).sum::<usize>(), toks.len());
+        // a closing pair at the end leaves no text behind: nothing is added
+        let closed = vec![ts(0.0), 1, ts(2.0), ts(2.0)];
+        let segs = split_chunk_by_timestamps(&closed, TB, 0.0, 3000, 30.0);
+        assert_eq!(segs.len(), 1);
+        assert_eq!(segs[0].tokens, vec![ts(0.0), 1, ts(2.0)]);
+        // complete segments are the seek loop's
+        let done = vec![ts(0.0), 1, ts(3.0), ts(3.0), 2, ts(6.5)];
+        assert_eq!(split_chunk_by_timestamps(&done, TB, 0.0, 2500, 25.0), split_by_timestamps(&done, TB, 0.0, 2500, 25.0, 0).0);
+    }
+
+    fn region(start: f64, end: f64) -> crate::vad::SpeechRegion {
+        crate::vad::SpeechRegion::new(start, end)
+    }
+
+    #[test]
+    fn speech_regions_merge_into_chunks_of_at_most_30_s() {
+        let regions = [region(1.0, 5.0), region(6.0, 20.0), region(22.0, 31.0), region(31.5, 40.0), region(70.0, 71.0)];
+        let chunks = speech_chunks(&regions, 30.0);
+        // 1..31 is exactly 30 s: the pauses between the regions are inside the chunk
+        assert_eq!(chunks, vec![Chunk { start: 1.0, end: 31.0 }, Chunk { start: 31.5, end: 40.0 }, Chunk { start: 70.0, end: 71.0 }]);
+        for c in &chunks {
+            assert!(c.end - c.start <= 30.0 + 1e-9 && c.end > c.start, "{c:?}");
+        }
+        assert!(speech_chunks(&[], 30.0).is_empty());
+    }
+
+    #[test]
+    fn a_region_longer_than_30_s_is_cut_and_its_rest_takes_the_next_regions() {
+        let regions = [region(0.0, 2.0), region(10.0, 75.0), region(76.0, 80.0), region(95.0, 96.0)];
+        let chunks = speech_chunks(&regions, 30.0);
+        assert_eq!(
+            chunks,
+            vec![
+                Chunk { start: 0.0, end: 2.0 },
+                Chunk { start: 10.0, end: 40.0 },
+                Chunk { start: 40.0, end: 70.0 },
+                // the region's last 5 s, the next region and the one after (26 s in all)
+                Chunk { start: 70.0, end: 96.0 },
+            ]
+        );
+        // every second of speech is in exactly one chunk
+        let covered: f64 = chunks.iter().map(|c| c.end - c.start).sum();
+        assert!((covered - (2.0 + 30.0 + 30.0 + 26.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn speech_after_the_end_of_a_windows_text_is_decoded_again() {
+        let raw = |end: f64| vec![RawSegment { start: 10.0, end, tokens: vec![1] }];
+        // window 10..40 s; speech 10..25 and 33..36: text ending at 24 s left 3 s of speech out
+        let regions = [region(10.0, 25.0), region(33.0, 36.0)];
+        assert_eq!(untranscribed_rest(1000, 3000, &raw(24.0), &regions), Some((2400, 1600)));
+        // text up to 35.8 s: 0.2 s of speech (the region's padding) is no rest
+        assert_eq!(untranscribed_rest(1000, 3000, &raw(35.8), &regions), None);
+        // text to the end, or nothing written (silence): nothing to decode again
+        assert_eq!(untranscribed_rest(1000, 3000, &raw(40.0), &regions), None);
+        assert_eq!(untranscribed_rest(1000, 3000, &[], &regions), None);
+        // a rest always starts after its window's start (no endless loop)
+        assert_eq!(untranscribed_rest(1000, 3000, &raw(10.0), &regions), Some((1001, 2999)));
+    }
+
+    #[test]
+    fn chunks_become_frame_windows_inside_the_audio() {
+        // 0.01 s per frame; 10 s of audio = 1000 content frames
+        assert_eq!(chunk_frames(&Chunk { start: 1.005, end: 2.0 }, 1000), Some((100, 100)));
+        assert_eq!(chunk_frames(&Chunk { start: 9.5, end: 12.0 }, 1000), Some((950, 50)));
+        assert_eq!(chunk_frames(&Chunk { start: 0.0, end: 30.004 }, 5000), Some((0, N_FRAMES)));
+        assert_eq!(chunk_frames(&Chunk { start: 10.0, end: 11.0 }, 1000), None);
     }
 
     #[test]
