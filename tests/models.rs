@@ -513,7 +513,8 @@ fn decode_raw_windows(cfg: &Config, samples: &[f32]) {
     let mc = dir.config.clone();
     let mut model = WhisperOnnx::load(&cfg.onnxruntime_library(), &dir, cfg.whisper.precision, &cfg.runtime).unwrap();
     let tok = WhisperTokenizer::from_file(&dir.tokenizer_path(), mc.tokens.clone()).unwrap();
-    let mel = MelFrontEnd::new(mc.n_mels).compute(samples);
+    let front = MelFrontEnd::new(mc.n_mels);
+    let mel = front.compute(samples);
     let window = model.encode(&mel.window(0, N_FRAMES)).unwrap();
     let opts = DecodeOptions {
         temperatures: vec![0.0],

@@ -95,6 +95,8 @@ fn place(w: &Word, speech: &[SpeechRegion], tolerance: f64) -> Option<(usize, f6
         // (a zero-length word on a region's end edge overlaps nothing: that region holds it)
         let holding = speech.partition_point(|r| r.end < w.start).min(speech.len() - 1);
         let home = touching.max_by(|&x, &y| o(x).total_cmp(&o(y))).unwrap_or(holding);
+        // a word never spans a pause: it is held to the region with most of it
+        let (start, end) = (start.max(speech[home].start), end.min(speech[home].end));
         return Some((home, start, end.max(start)));
     }
     // no region touches it: the nearest one, when within tolerance
@@ -240,6 +242,16 @@ mod tests {
         let segs = vec![seg(vec![word(" late", 2.0, 2.4)])];
         let out = gate_segments(segs, &map(&[(0.0, 3.0)]), GateOptions { max_snap: 1.0, ..Default::default() });
         assert_eq!((out[0].words[0].start, out[0].words[0].end), (2.0, 3.0));
+    }
+
+    #[test]
+    fn a_word_across_a_pause_is_held_to_the_region_with_most_of_it() {
+        // "ask" timed from the end of one region across the pause into the next
+        let m = map(&[(8.0, 10.5), (11.06, 12.65)]);
+        let out = gate_segments(vec![seg(vec![word(" Americans", 9.7, 10.27), word(" ask", 10.23, 11.87)])], &m, GateOptions { max_snap: 0.0, ..Default::default() });
+        let w = &out[0].words;
+        assert_eq!((w[1].start, w[1].end), (11.06, 11.87));
+        assert_eq!((w[0].start, w[0].end), (9.7, 10.27));
     }
 
     #[test]
