@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use colloquy::config::Config;
-use colloquy::whisper::decode::{decode_once, DecodeOptions};
+use colloquy::whisper::decode::decode_once;
 use colloquy::whisper::mel::{MelFrontEnd, N_FRAMES};
 use colloquy::whisper::model::{ModelDir, SpecialTokens, WhisperOnnx};
 use colloquy::whisper::tokenizer::WhisperTokenizer;
@@ -516,18 +516,7 @@ fn decode_raw_windows(cfg: &Config, samples: &[f32]) {
     let front = MelFrontEnd::new(mc.n_mels);
     let mel = front.compute(samples);
     let window = model.encode(&mel.window(0, N_FRAMES)).unwrap();
-    let opts = DecodeOptions {
-        temperatures: vec![0.0],
-        compression_ratio_threshold: 2.4,
-        log_prob_threshold: -1.0,
-        no_speech_threshold: 0.6,
-        without_timestamps: false,
-        max_initial_timestamp_index: Some(50),
-        suppress_blank: true,
-        suppress_tokens: dir.ct2.suppress_ids.clone(),
-        suppress_tokens_begin: dir.ct2.suppress_ids_begin.clone(),
-        max_length: mc.n_text_ctx,
-    };
+    let opts = common::greedy_options(&dir);
     let sp = &mc.tokens;
     let prompt = [sp.sot, mc.language_token("en").unwrap(), sp.transcribe];
     let mut rng = fastrand::Rng::with_seed(5);

@@ -313,7 +313,7 @@ fn batched_long_audio_keeps_every_word() {
 /// (compaction), gives each window's text as decoding it alone does.
 #[test]
 fn batched_decoder_matches_decode_once() {
-    use colloquy::whisper::decode::{decode_batch, decode_once, DecodeOptions};
+    use colloquy::whisper::decode::{decode_batch, decode_once};
     use colloquy::whisper::mel::{MelFrontEnd, N_FRAMES};
     use colloquy::whisper::model::{ModelDir, WhisperOnnx};
     use colloquy::whisper::tokenizer::WhisperTokenizer;
@@ -322,18 +322,7 @@ fn batched_decoder_matches_decode_once() {
     let tok = WhisperTokenizer::from_file(&dir.tokenizer_path(), dir.config.tokens.clone()).unwrap();
     let mut model =
         WhisperOnnx::load(&config.onnxruntime_library(), &dir, config.whisper.precision, &config.runtime).unwrap();
-    let opts = DecodeOptions {
-        temperatures: vec![0.0],
-        compression_ratio_threshold: 2.4,
-        log_prob_threshold: -1.0,
-        no_speech_threshold: 0.6,
-        without_timestamps: false,
-        max_initial_timestamp_index: Some(50),
-        suppress_blank: true,
-        suppress_tokens: dir.ct2.suppress_ids.clone(),
-        suppress_tokens_begin: dir.ct2.suppress_ids_begin.clone(),
-        max_length: dir.config.n_text_ctx,
-    };
+    let opts = common::greedy_options(&dir);
     let front = MelFrontEnd::new(dir.config.n_mels);
     let clip = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap().samples;
     // three windows of different lengths: the first 4 s, the whole clip, its second half

@@ -400,22 +400,11 @@ impl Fallback {
 /// Decodes one window with temperature fallback, as faster-whisper's
 /// `generate_with_fallback`: a result that is too repetitive (compression
 /// ratio) or too improbable (average log-prob) is decoded again at the next
-/// temperature, unless the window looks like silence.
+/// temperature, unless the window looks like silence. Starts after the
+/// temperatures `tried` already judged (`Fallback::default()`: none; a
+/// window whose batched decode at the first temperature failed the guards
+/// goes on alone from the second).
 pub fn decode_with_fallback(
-    model: &mut WhisperOnnx,
-    tok: &WhisperTokenizer,
-    window: &EncodedWindow,
-    prompt: &[u32],
-    opts: &DecodeOptions,
-    rng: &mut fastrand::Rng,
-) -> Result<WindowResult, ModelError> {
-    decode_with_fallback_from(model, tok, window, prompt, opts, rng, Fallback::default())
-}
-
-/// [`decode_with_fallback`] after the temperatures `tried` already judged
-/// (a window whose batched decode at the first temperature failed the
-/// guards goes on alone from the second).
-pub fn decode_with_fallback_from(
     model: &mut WhisperOnnx,
     tok: &WhisperTokenizer,
     window: &EncodedWindow,

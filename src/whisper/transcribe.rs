@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::decode::{decode_batch, decode_with_fallback, decode_with_fallback_from, DecodeOptions, Fallback, WindowResult};
+use super::decode::{decode_batch, decode_with_fallback, DecodeOptions, Fallback, WindowResult};
 use super::mel::{LogMel, HOP, N_FRAMES, SAMPLE_RATE};
 use super::model::{ModelError, WhisperOnnx};
 use super::timing::{self, Word};
@@ -286,7 +286,7 @@ fn transcribe_sequential(
         }
 
         let t1 = Instant::now();
-        let result = decode_with_fallback(model, tok, &encoded, &prompt, opts, rng)?;
+        let result = decode_with_fallback(model, tok, &encoded, &prompt, opts, rng, Fallback::default())?;
         timings.decoder += t1.elapsed().as_secs_f64();
 
         if is_silent(&result, opts) {
@@ -308,7 +308,8 @@ fn transcribe_sequential(
         }
         if loop_opts.word_timestamps && !kept.is_empty() {
             let t2 = Instant::now();
-            time_words(model, tok, &encoded, loop_opts, &mut kept, &kept_probs, time_offset, segment_size, &mut last_speech)?;
+            add_word_timestamps(model, tok, &encoded, loop_opts, &mut kept, &kept_probs, time_offset, segment_size, &mut last_speech)?;
+            hold_in_window(&mut kept, time_offset, segment_size);
             timings.word_timing += t2.elapsed().as_secs_f64();
         }
         append_segments(&mut segments, kept);
@@ -395,7 +396,8 @@ fn transcribe_batched(
                 let t2 = Instant::now();
                 let alone = rounds[w.round].rows(&[w.row])?;
                 let offset = w.seek as f64 * SECONDS_PER_FRAME;
-                time_words(model, tok, &alone, loop_opts, &mut kept, &kept_probs, offset, w.size, &mut last_speech)?;
+                add_word_timestamps(model, tok, &alone, loop_opts, &mut kept, &kept_probs, offset, w.size, &mut last_speech)?;
+                hold_in_window(&mut kept, offset, w.size);
                 timings.word_timing += t2.elapsed().as_secs_f64();
             }
             append_segments(&mut segments, kept);
@@ -446,7 +448,7 @@ fn decode_round(
             Some(result) => result,
             None => {
                 let alone = encoded.rows(&[row])?;
-                decode_with_fallback_from(model, tok, &alone, prompt, opts, rng, fallback)?
+                decode_with_fallback(model, tok, &alone, prompt, opts, rng, fallback)?
             }
         };
         results.push(result);
@@ -520,23 +522,10 @@ fn keep_segments<'r>(
     Ok((kept, kept_probs))
 }
 
-/// Word timestamps for the segments one window kept (`add_word_timestamps`),
-/// then words and segments held inside the window (`time_offset` and
-/// `segment_size` frames after it).
-#[allow(clippy::too_many_arguments)]
-fn time_words(
-    model: &mut WhisperOnnx,
-    tok: &WhisperTokenizer,
-    encoded: &super::model::EncodedWindow,
-    loop_opts: &LoopOptions,
-    kept: &mut [Segment],
-    kept_probs: &[&[f32]],
-    time_offset: f64,
-    segment_size: usize,
-    last_speech: &mut f64,
-) -> Result<(), ModelError> {
+/// Words and segments held inside the window that starts at `time_offset`
+/// and is `segment_size` frames long, after `add_word_timestamps`.
+fn hold_in_window(kept: &mut [Segment], time_offset: f64, segment_size: usize) {
     let window_end = time_offset + segment_size as f64 * SECONDS_PER_FRAME;
-    add_word_timestamps(model, tok, encoded, loop_opts, kept, kept_probs, time_offset, segment_size, last_speech)?;
     for seg in kept {
         // never outside the window, never backwards
         for w in &mut seg.words {
@@ -548,7 +537,6 @@ fn time_words(
         seg.end = seg.end.clamp(time_offset, window_end);
         seg.start = seg.start.clamp(time_offset, window_end).min(seg.end - TIME_PRECISION).max(time_offset);
     }
-    Ok(())
 }
 
 /// Appends one window's segments to the transcript: numbered, and times
