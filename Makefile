@@ -50,7 +50,7 @@ word-timing: setup build
 	python3 benches/word_timing.py
 
 ## colloquy's settings for many files at once on a small CPU (README: Throughput)
-THROUGHPUT := COLLOQUY__RUNTIME__INTRA_THREADS=1 COLLOQUY__PIPELINE__TRANSCRIBER__THREADS=2 COLLOQUY__PIPELINE__DIARIZER__THREADS=2
+THROUGHPUT := COLLOQUY__PIPELINE__TRANSCRIBER__THREADS=2
 
 ## WER, DER, speed and memory of the whole pipeline on the shared data set.
 SHARED := ../shared/data

@@ -31,8 +31,7 @@ from faster_whisper_env import REPO, ensure_ct2_dir, ensure_fw_venv, log
 # colloquy without word timestamps and speech detection (to measure what they cost).
 PLAIN_ENV = {"COLLOQUY__WHISPER__WORD_TIMESTAMPS": "false", "COLLOQUY__VAD__ENABLED": "false"}
 # colloquy's settings for many files at once on a small CPU (README: "Throughput").
-THROUGHPUT_ENV = {"COLLOQUY__RUNTIME__INTRA_THREADS": "1", "COLLOQUY__PIPELINE__TRANSCRIBER__THREADS": "2",
-                  "COLLOQUY__PIPELINE__DIARIZER__THREADS": "2"}
+THROUGHPUT_ENV = {"COLLOQUY__PIPELINE__TRANSCRIBER__THREADS": "2"}
 
 FW_SCRIPT = r"""
 import json, sys, time
