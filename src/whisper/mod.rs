@@ -21,7 +21,7 @@ use decode::DecodeOptions;
 use mel::MelFrontEnd;
 use model::{ModelDir, ModelError, WhisperOnnx};
 use tokenizer::WhisperTokenizer;
-use transcribe::{transcribe_features, LoopOptions};
+use transcribe::{transcribe_features, Job, LoopOptions};
 pub use timing::Word;
 pub use transcribe::{Segment, Timings};
 
@@ -231,7 +231,16 @@ impl WhisperEngine {
             speech: speech.map(|m| m.regions.clone()),
             batch_size: self.batch_size,
         };
-        let mut segments = transcribe_features(&mut self.model, &self.tok, samples, &features, &self.opts, &loop_opts, &mut rng, &mut timings)?;
+        let mut segments = transcribe_features(Job {
+            model: &mut self.model,
+            tok: &self.tok,
+            samples,
+            mel: &features,
+            opts: &self.opts,
+            loop_opts: &loop_opts,
+            rng: &mut rng,
+            timings: &mut timings,
+        })?;
         if let Some(map) = speech {
             segments = gate::gate_segments(segments, map, self.gate);
         }

@@ -209,40 +209,33 @@ pub struct LoopOptions {
     pub batch_size: usize,
 }
 
+/// One recording's transcription: the model's parts, the audio and its
+/// features, the settings, and where its randomness and timings go.
+pub struct Job<'j, 'm> {
+    pub model: &'j mut WhisperOnnx,
+    pub tok: &'j WhisperTokenizer,
+    pub samples: &'j [f32],
+    pub mel: &'j LogMel<'m>,
+    pub opts: &'j DecodeOptions,
+    pub loop_opts: &'j LoopOptions,
+    pub rng: &'j mut fastrand::Rng,
+    pub timings: &'j mut Timings,
+}
+
 /// Transcribes the whole of `mel`: batched over the speech regions when
 /// `loop_opts` has them and a batch size above 1, else the seek loop.
-#[allow(clippy::too_many_arguments)]
-pub fn transcribe_features(
-    model: &mut WhisperOnnx,
-    tok: &WhisperTokenizer,
-    samples: &[f32],
-    mel: &LogMel,
-    opts: &DecodeOptions,
-    loop_opts: &LoopOptions,
-    rng: &mut fastrand::Rng,
-    timings: &mut Timings,
-) -> Result<Vec<Segment>, ModelError> {
+pub fn transcribe_features(job: Job) -> Result<Vec<Segment>, ModelError> {
+    let loop_opts = job.loop_opts;
     match loop_opts.speech.as_deref() {
-        Some(regions) if loop_opts.batch_size > 1 => {
-            transcribe_batched(model, tok, samples, mel, opts, loop_opts, regions, rng, timings)
-        }
-        _ => transcribe_sequential(model, tok, samples, mel, opts, loop_opts, rng, timings),
+        Some(regions) if loop_opts.batch_size > 1 => transcribe_batched(job, regions),
+        _ => transcribe_sequential(job),
     }
 }
 
 /// faster-whisper's sequential seek loop: each window starts where the
 /// previous one's last complete segment ended, prompted with the text before.
-#[allow(clippy::too_many_arguments)]
-fn transcribe_sequential(
-    model: &mut WhisperOnnx,
-    tok: &WhisperTokenizer,
-    samples: &[f32],
-    mel: &LogMel,
-    opts: &DecodeOptions,
-    loop_opts: &LoopOptions,
-    rng: &mut fastrand::Rng,
-    timings: &mut Timings,
-) -> Result<Vec<Segment>, ModelError> {
+fn transcribe_sequential(job: Job) -> Result<Vec<Segment>, ModelError> {
+    let Job { model, tok, samples, mel, opts, loop_opts, rng, timings } = job;
     let sp = &tok.special;
     let content_frames = mel.n_frames.saturating_sub(1);
     let max_prompt = opts.max_length / 2 - 1;
@@ -330,18 +323,8 @@ fn transcribe_sequential(
 /// its speech does is decoded again from there (`untranscribed_rest`), with
 /// the other chunks' rests, until none is left. Segments, word timestamps
 /// and their post-processing are the seek loop's.
-#[allow(clippy::too_many_arguments)]
-fn transcribe_batched(
-    model: &mut WhisperOnnx,
-    tok: &WhisperTokenizer,
-    samples: &[f32],
-    mel: &LogMel,
-    opts: &DecodeOptions,
-    loop_opts: &LoopOptions,
-    regions: &[crate::vad::SpeechRegion],
-    rng: &mut fastrand::Rng,
-    timings: &mut Timings,
-) -> Result<Vec<Segment>, ModelError> {
+fn transcribe_batched(job: Job, regions: &[crate::vad::SpeechRegion]) -> Result<Vec<Segment>, ModelError> {
+    let Job { model, tok, samples, mel, opts, loop_opts, rng, timings } = job;
     let sp = &tok.special;
     let content_frames = mel.n_frames.saturating_sub(1);
     let windows: Vec<(usize, usize)> = speech_chunks(regions, N_FRAMES as f64 * SECONDS_PER_FRAME)
