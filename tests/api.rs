@@ -151,28 +151,6 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     out
 }
 
-/// 16-bit PCM WAV bytes.
-fn wav(samples: &[f32], rate: u32) -> Vec<u8> {
-    let data_len = (samples.len() * 2) as u32;
-    let mut w = Vec::with_capacity(44 + data_len as usize);
-    w.extend_from_slice(b"RIFF");
-    w.extend_from_slice(&(36 + data_len).to_le_bytes());
-    w.extend_from_slice(b"WAVEfmt ");
-    w.extend_from_slice(&16u32.to_le_bytes());
-    w.extend_from_slice(&1u16.to_le_bytes());
-    w.extend_from_slice(&1u16.to_le_bytes());
-    w.extend_from_slice(&rate.to_le_bytes());
-    w.extend_from_slice(&(rate * 2).to_le_bytes());
-    w.extend_from_slice(&2u16.to_le_bytes());
-    w.extend_from_slice(&16u16.to_le_bytes());
-    w.extend_from_slice(b"data");
-    w.extend_from_slice(&data_len.to_le_bytes());
-    for s in samples {
-        w.extend_from_slice(&((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes());
-    }
-    w
-}
-
 /// speech_en.flac three times over (about 30 s): long enough to catch a job
 /// while it is processing.
 fn long_clip() -> Vec<u8> {
@@ -181,7 +159,7 @@ fn long_clip() -> Vec<u8> {
     for _ in 0..3 {
         s.extend_from_slice(&a.samples);
     }
-    wav(&s, 16_000)
+    common::wav_bytes(&s, 16_000)
 }
 
 fn id_of(v: &Value) -> String {

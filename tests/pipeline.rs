@@ -111,27 +111,10 @@ impl SpeakerDiarizer for FakeDiarizer {
 }
 
 fn wav_file(dir: &std::path::Path, seconds: f64) -> std::path::PathBuf {
-    let n = (seconds * 16000.0) as usize;
-    let mut bytes = Vec::new();
-    bytes.extend_from_slice(b"RIFF");
-    bytes.extend_from_slice(&(36 + 2 * n as u32).to_le_bytes());
-    bytes.extend_from_slice(b"WAVEfmt ");
-    bytes.extend_from_slice(&16u32.to_le_bytes());
-    bytes.extend_from_slice(&1u16.to_le_bytes());
-    bytes.extend_from_slice(&1u16.to_le_bytes());
-    bytes.extend_from_slice(&16000u32.to_le_bytes());
-    bytes.extend_from_slice(&32000u32.to_le_bytes());
-    bytes.extend_from_slice(&2u16.to_le_bytes());
-    bytes.extend_from_slice(&16u16.to_le_bytes());
-    bytes.extend_from_slice(b"data");
-    bytes.extend_from_slice(&(2 * n as u32).to_le_bytes());
-    for i in 0..n {
-        let s = ((i as f64 * 0.05).sin() * 8000.0) as i16;
-        bytes.extend_from_slice(&s.to_le_bytes());
-    }
+    let tone: Vec<f32> = (0..(seconds * 16000.0) as usize).map(|i| (i as f32 * 0.05).sin() * 0.25).collect();
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join("tone.wav");
-    std::fs::write(&path, bytes).unwrap();
+    std::fs::write(&path, common::wav_bytes(&tone, 16000)).unwrap();
     path
 }
 
