@@ -15,7 +15,7 @@ use actix::Recipient;
 
 use super::stage::{JobError, StageWork};
 use super::{JobCtx, JobEvent};
-use crate::audio::{decode_16k, MonoAudio};
+use crate::audio::{load_16k_mono, MonoAudio};
 
 pub struct Decoder {
     reporter: Recipient<JobEvent>,
@@ -34,7 +34,7 @@ impl StageWork for Decoder {
     const PROGRESS: (u8, &'static str) = (0, "Decoding audio");
 
     fn process(&mut self, ctx: &mut JobCtx, _: ()) -> Result<MonoAudio, JobError> {
-        let audio = decode_16k(&ctx.audio_path)?;
+        let audio = load_16k_mono(&ctx.audio_path)?;
         if audio.samples.is_empty() || audio.sample_rate == 0 {
             return Err(JobError("the file contains no audio samples".into()));
         }

@@ -63,10 +63,11 @@ pub fn decode_file(path: &Path) -> Result<MonoAudio, AudioError> {
     Ok(MonoAudio { samples, sample_rate, channels })
 }
 
-/// Decodes a whole file to 16 kHz mono, resampling as it decodes: memory is
-/// the 16 kHz result and one packet, whatever the source's rate and channels
-/// (a 3-hour 44.1 kHz stereo file is never held at 44.1 kHz).
-pub fn decode_16k(path: &Path) -> Result<MonoAudio, AudioError> {
+/// Decodes `path` to 16 kHz mono (and the source's channel count),
+/// resampling as it decodes: memory is the 16 kHz result and one packet,
+/// whatever the source's rate and channels (a 3-hour 44.1 kHz stereo file is
+/// never held at 44.1 kHz).
+pub fn load_16k_mono(path: &Path) -> Result<MonoAudio, AudioError> {
     let mut samples: Vec<f32> = Vec::new();
     let mut resampler: Option<StreamResampler> = None;
     let changed = || AudioError::Corrupt("the sample rate changes within the file".into());
@@ -245,14 +246,16 @@ impl StreamResampler {
         self.input_len += samples.len();
         self.pending.extend_from_slice(samples);
         let n_in = self.inner.input_frames_next();
+        // taken out while `run` borrows the resampler (no copy per chunk)
+        let mut pending = std::mem::take(&mut self.pending);
         let mut used = 0;
         // as `process_all_into_buffer`: full chunks while more than one chunk is left
-        while self.pending.len() - used > n_in {
-            let chunk = self.pending[used..used + n_in].to_vec();
-            self.run(&chunk, None, out)?;
+        while pending.len() - used > n_in {
+            self.run(&pending[used..used + n_in], None, out)?;
             used += n_in;
         }
-        self.pending.drain(..used);
+        pending.drain(..used);
+        self.pending = pending;
         Ok(())
     }
 
@@ -304,11 +307,6 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioEr
     };
     out.truncate(produced);
     Ok(out)
-}
-
-/// Decodes `path` and returns 16 kHz mono samples and the source's facts.
-pub fn load_16k_mono(path: &Path) -> Result<MonoAudio, AudioError> {
-    decode_16k(path)
 }
 
 /// Seconds rounded to the millisecond: how every timestamp is reported
@@ -394,14 +392,14 @@ mod tests {
         let p = temp_file("chirp.wav", &wav_bytes(rate, 2, &frames));
         let whole = decode_file(&p).unwrap();
         let expect = resample(&whole.samples, whole.sample_rate, TARGET_RATE).unwrap();
-        let streamed = decode_16k(&p).unwrap();
+        let streamed = load_16k_mono(&p).unwrap();
         assert_eq!((streamed.sample_rate, streamed.channels), (TARGET_RATE, 2));
         assert_eq!(streamed.samples.len(), expect.len());
         let worst = streamed.samples.iter().zip(&expect).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(worst < 1e-5, "largest difference {worst}");
         // 16 kHz input is taken as it is
         let same = temp_file("16k.wav", &wav_bytes(16_000, 1, &frames[..16_000].iter().map(|f| vec![f[0]]).collect::<Vec<_>>()));
-        assert_eq!(decode_16k(&same).unwrap().samples, decode_file(&same).unwrap().samples);
+        assert_eq!(load_16k_mono(&same).unwrap().samples, decode_file(&same).unwrap().samples);
         std::fs::remove_file(p).unwrap();
         std::fs::remove_file(same).unwrap();
     }

@@ -356,9 +356,9 @@ pub fn clamp_to_speech(start: f64, end: f64, regions: &[SpeechRegion]) -> Option
 /// frames that stay at least 10 dB above the quietest frame there (the
 /// pause's noise floor).
 /// The detector's probability rises only once speech is clearly there; a
-/// soft onset (a breath, a quiet first consonant) starts earlier. `regions`
-/// and `cores` as [`Speech::regions`] and [`Speech::cores`].
-pub fn sound_edges(samples: &[f32], regions: &[SpeechRegion], cores: &[SpeechRegion], reach: f64) -> Vec<SpeechRegion> {
+/// soft onset (a breath, a quiet first consonant) starts earlier. `cores`
+/// as [`Speech::cores`].
+pub fn sound_edges(samples: &[f32], cores: &[SpeechRegion], reach: f64) -> Vec<SpeechRegion> {
     const STEP: usize = SAMPLE_RATE as usize / 100;
     let n = samples.len().div_ceil(STEP);
     let db = |f: usize| -> f32 {
@@ -368,11 +368,10 @@ pub fn sound_edges(samples: &[f32], regions: &[SpeechRegion], cores: &[SpeechReg
     };
     let frame = |t: f64| ((t * 100.0).floor().max(0.0) as usize).min(n);
     let duration = samples.len() as f64 / SAMPLE_RATE as f64;
-    regions
+    cores
         .iter()
-        .zip(cores)
         .enumerate()
-        .map(|(i, (_, c))| {
+        .map(|(i, c)| {
             let mut out = *c;
             let prev_end = if i > 0 { cores[i - 1].end } else { 0.0 };
             let next_start = cores.get(i + 1).map_or(duration, |n| n.start);
@@ -672,13 +671,12 @@ mod tests {
             let amp = if (0.5..0.7).contains(&t) { 0.01 } else if (0.7..1.5).contains(&t) { 0.5 } else { 0.0 };
             *v = amp * ((i as f32) * 0.3).sin();
         }
-        let regions = [SpeechRegion::new(0.45, 1.75)];
         let cores = [SpeechRegion::new(0.72, 1.5)];
-        let e = sound_edges(&x, &regions, &cores, 0.3);
+        let e = sound_edges(&x, &cores, 0.3);
         assert!((e[0].start - 0.5).abs() < 0.011, "{e:?}");
         assert!((e[0].end - 1.5).abs() < 0.011, "{e:?}");
         // a core that already starts at its sound is left alone
-        let e = sound_edges(&x, &regions, &[SpeechRegion::new(0.5, 1.5)], 0.3);
+        let e = sound_edges(&x, &[SpeechRegion::new(0.5, 1.5)], 0.3);
         assert!((e[0].start - 0.5).abs() < 0.011, "{e:?}");
     }
 

@@ -103,6 +103,11 @@ impl SpeakerDiarizer for DiarizationEngine {
     }
 }
 
+/// How many samples a piece's ranges hold.
+fn samples_in(ranges: &[(usize, usize)]) -> usize {
+    ranges.iter().map(|r| r.1 - r.0).sum()
+}
+
 pub struct DiarizationEngine {
     segmentation: Session,
     embedding: Session,
@@ -264,7 +269,6 @@ impl DiarizationEngine {
         pieces
     }
 
-    /// Audio of the given frames of a window, contiguous frames joined.
     /// The stretches of the samples behind `frames` of the window that
     /// starts at sample `start` (touching stretches merged): a piece is kept
     /// as these ranges, and its audio is gathered only when its batch is
@@ -299,7 +303,7 @@ impl DiarizationEngine {
         pieces: &[Vec<(usize, usize)>],
         stop: Option<&runtime::StopFlag>,
     ) -> Result<Vec<Vec<f32>>, DiarizeError> {
-        let len_of = |i: usize| pieces[i].iter().map(|r| r.1 - r.0).sum::<usize>();
+        let len_of = |i: usize| samples_in(&pieces[i]);
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); pieces.len()];
         let mut order: Vec<usize> = (0..pieces.len()).collect();
         order.sort_by_key(|&i| (len_of(i), i));
@@ -403,7 +407,7 @@ impl DiarizationEngine {
                         Some(idx)
                     } else {
                         let ranges = self.frames_ranges(samples.len(), start, piece);
-                        if ranges.iter().map(|r| r.1 - r.0).sum::<usize>() >= min_samples {
+                        if samples_in(&ranges) >= min_samples {
                             // embedded below, all together
                             pending.push(ranges);
                             spans.push((span.0, span.1, pending.len() - 1));

@@ -295,11 +295,11 @@ pub fn decode_batch(
     }
     let sot_pos = sot_position(prompt, tok);
     let mut cache = model.new_batch_cache(batch)?;
-    let mut logits = model.decode_batch(&prompt[..=sot_pos].repeat(batch), &mut cache, windows)?;
+    let mut logits = model.decode(&prompt[..=sot_pos].repeat(batch), &mut cache, windows)?;
     let vocab = logits.len() / batch;
     let no_speech: Vec<f32> = logits.chunks(vocab).map(|l| softmax_prob(l, sp.no_speech as usize)).collect();
     if sot_pos + 1 < prompt.len() {
-        logits = model.decode_batch(&prompt[sot_pos + 1..].repeat(batch), &mut cache, windows)?;
+        logits = model.decode(&prompt[sot_pos + 1..].repeat(batch), &mut cache, windows)?;
     }
     let filter = LogitFilter { opts, eot: sp.eot, no_timestamps: sp.no_timestamps, timestamp_begin: sp.timestamp_begin };
     let mut generations: Vec<Generation> = (0..batch).map(|_| Generation::default()).collect();
@@ -326,7 +326,7 @@ pub fn decode_batch(
             compacted = Some(remaining);
             active = keep.iter().map(|&p| active[p]).collect();
         }
-        logits = model.decode_batch(&next_tokens, &mut cache, compacted.as_ref().unwrap_or(windows))?;
+        logits = model.decode(&next_tokens, &mut cache, compacted.as_ref().unwrap_or(windows))?;
     }
     Ok(generations.into_iter().zip(no_speech).map(|(g, ns)| g.finish(ns)).collect())
 }

@@ -37,7 +37,7 @@ impl SpeechMap {
     /// or above `threshold`, widened to where their sound starts and ends
     /// (`vad::sound_edges`).
     pub fn new(speech: &crate::vad::Speech, samples: &[f32], threshold: f32) -> SpeechMap {
-        let cores = crate::vad::sound_edges(samples, &speech.regions, &speech.cores(threshold), SOUND_REACH);
+        let cores = crate::vad::sound_edges(samples, &speech.cores(threshold), SOUND_REACH);
         SpeechMap { regions: speech.regions.clone(), cores }
     }
 

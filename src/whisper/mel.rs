@@ -42,16 +42,11 @@ impl LogMel<'_> {
         let start = start.min(self.n_frames);
         let len = len.min(self.n_frames - start);
         let mut out = vec![0.0f32; self.n_mels * len];
-        let mut fft = FftBuffers::new(self.front);
-        let mut frame = vec![0.0f32; N_FFT];
-        let mut energies = vec![0.0f32; self.n_mels];
-        for t in 0..len {
-            padded_frame(self.samples, start + t, &mut frame);
-            self.front.log_energies(&frame, &mut fft, &mut energies);
+        self.front.each_frame(self.samples, start..start + len, |t, energies| {
             for (m, &v) in energies.iter().enumerate() {
-                out[m * len + t] = (v.max(self.floor) + 4.0) / 4.0;
+                out[m * len + t - start] = (v.max(self.floor) + 4.0) / 4.0;
             }
-        }
+        });
         out
     }
 
@@ -187,16 +182,22 @@ impl MelFrontEnd {
     /// normalisation's reference), storing nothing.
     pub fn compute<'a>(&'a self, samples: &'a [f32]) -> LogMel<'a> {
         let n_frames = frame_count(samples.len());
+        let mut max = f32::NEG_INFINITY;
+        self.each_frame(samples, 0..n_frames, |_, energies| max = energies.iter().copied().fold(max, f32::max));
+        LogMel { n_mels: self.n_mels, n_frames, front: self, samples, floor: max - 8.0 }
+    }
+
+    /// The log10 mel energies (before the floor) of STFT frames `frames`
+    /// of `samples`, handed to `f` with each frame's index.
+    fn each_frame(&self, samples: &[f32], frames: std::ops::Range<usize>, mut f: impl FnMut(usize, &[f32])) {
         let mut fft = FftBuffers::new(self);
         let mut frame = vec![0.0f32; N_FFT];
         let mut energies = vec![0.0f32; self.n_mels];
-        let mut max = f32::NEG_INFINITY;
-        for t in 0..n_frames {
+        for t in frames {
             padded_frame(samples, t, &mut frame);
             self.log_energies(&frame, &mut fft, &mut energies);
-            max = energies.iter().copied().fold(max, f32::max);
+            f(t, &energies);
         }
-        LogMel { n_mels: self.n_mels, n_frames, front: self, samples, floor: max - 8.0 }
     }
 }
 

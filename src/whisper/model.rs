@@ -415,20 +415,11 @@ impl WhisperOnnx {
     }
 
     /// Feeds `tokens` after what `cache` holds; returns the logits that
-    /// predict the token after the last one, and extends the cache.
+    /// predict the token after the last one, and extends the cache. For a
+    /// batch, `tokens` is `[B, T]` row-major (every row the same length),
+    /// `cache` and `window` hold B rows, and the logits are `[B, vocab]`
+    /// row-major.
     pub fn decode(&mut self, tokens: &[u32], cache: &mut KvCache, window: &EncodedWindow) -> Result<Vec<f32>, ModelError> {
-        self.decode_batch(tokens, cache, window)
-    }
-
-    /// [`WhisperOnnx::decode`] for a batch: `tokens` is `[B, T]` row-major
-    /// (every row the same length), `cache` and `window` hold B rows;
-    /// returns the logits `[B, vocab]` row-major.
-    pub fn decode_batch(
-        &mut self,
-        tokens: &[u32],
-        cache: &mut KvCache,
-        window: &EncodedWindow,
-    ) -> Result<Vec<f32>, ModelError> {
         let batch = window.batch;
         if cache.batch != batch || tokens.len() % batch != 0 {
             return Err(ModelError::Runtime(RuntimeError::Ort(format!(
