@@ -44,7 +44,14 @@ impl StageWork for Aligner {
     const PROGRESS: (u8, &'static str) = (75, "Aligning speakers");
 
     fn process(&mut self, _ctx: &mut JobCtx, input: Joined) -> Result<JobOutput, JobError> {
-        let Joined { transcribed, diarized: Diarized { diarization, device: diarizer_device } } = input;
+        let Joined {
+            transcribed,
+            diarized:
+                Diarized {
+                    diarization,
+                    device: diarizer_device,
+                },
+        } = input;
         let offset = transcribed.offset;
         let shift = |t: f64| crate::audio::round_ms(t + offset);
         let segments: Vec<TextSegment> = transcribed
@@ -58,7 +65,11 @@ impl StageWork for Aligner {
                 words: s
                     .words
                     .iter()
-                    .map(|w| crate::whisper::Word { start: shift(w.start), end: shift(w.end), ..w.clone() })
+                    .map(|w| crate::whisper::Word {
+                        start: shift(w.start),
+                        end: shift(w.end),
+                        ..w.clone()
+                    })
                     .collect(),
             })
             .collect();

@@ -39,9 +39,17 @@ impl StageWork for Decoder {
             return Err(JobError("the file contains no audio samples".into()));
         }
         let seconds = audio.duration();
-        tracing::info!(seconds, rate = audio.sample_rate, channels = audio.channels, "decoded");
+        tracing::info!(
+            seconds,
+            rate = audio.sample_rate,
+            channels = audio.channels,
+            "decoded"
+        );
         // a small message; the registry answers at once
-        let _ = futures::executor::block_on(self.reporter.send(JobEvent::Duration { id: ctx.id, seconds }));
+        let _ = futures::executor::block_on(self.reporter.send(JobEvent::Duration {
+            id: ctx.id,
+            seconds,
+        }));
         Ok(audio)
     }
 }

@@ -40,9 +40,22 @@ impl StageWork for Diarizer {
 
     fn process(&mut self, ctx: &mut JobCtx, audio: Audio16k) -> Result<Diarized, JobError> {
         let o = &ctx.options;
-        let bounds = SpeakerBounds { num_speakers: o.num_speakers, min_speakers: o.min_speakers, max_speakers: o.max_speakers };
-        let diarization = self.engine.diarize_until(&audio.samples, bounds, Some(ctx.cancel.flag()))?;
-        tracing::info!(speakers = diarization.num_speakers, turns = diarization.turns.len(), "diarized");
-        Ok(Diarized { diarization, device: self.engine.device() })
+        let bounds = SpeakerBounds {
+            num_speakers: o.num_speakers,
+            min_speakers: o.min_speakers,
+            max_speakers: o.max_speakers,
+        };
+        let diarization =
+            self.engine
+                .diarize_until(&audio.samples, bounds, Some(ctx.cancel.flag()))?;
+        tracing::info!(
+            speakers = diarization.num_speakers,
+            turns = diarization.turns.len(),
+            "diarized"
+        );
+        Ok(Diarized {
+            diarization,
+            device: self.engine.device(),
+        })
     }
 }

@@ -54,8 +54,16 @@ pub struct Fork {
 }
 
 impl Fork {
-    pub fn new(transcriber: Recipient<JobMsg<Audio16k>>, diarizer: Recipient<JobMsg<Audio16k>>, join: Addr<Join>) -> Fork {
-        Fork { transcriber, diarizer, join }
+    pub fn new(
+        transcriber: Recipient<JobMsg<Audio16k>>,
+        diarizer: Recipient<JobMsg<Audio16k>>,
+        join: Addr<Join>,
+    ) -> Fork {
+        Fork {
+            transcriber,
+            diarizer,
+            join,
+        }
     }
 }
 
@@ -67,11 +75,21 @@ impl Handler<JobMsg<Audio16k>> for Fork {
     type Result = AtomicResponse<Self, Result<(), ActorExitStatus>>;
 
     fn handle(&mut self, msg: JobMsg<Audio16k>, _: &mut Context<Self>) -> Self::Result {
-        self.join.do_send(Forked { id: msg.ctx.id, cancel: msg.ctx.cancel.clone() });
+        self.join.do_send(Forked {
+            id: msg.ctx.id,
+            cancel: msg.ctx.cancel.clone(),
+        });
         let JobMsg { ctx, payload } = msg;
         // the diarizer needs the samples only; the speech regions are Whisper's
-        let for_diarizer = Audio16k { samples: payload.samples.clone(), speech: None, ..payload };
-        let to_diarizer = self.diarizer.send(JobMsg { ctx: ctx.clone(), payload: for_diarizer });
+        let for_diarizer = Audio16k {
+            samples: payload.samples.clone(),
+            speech: None,
+            ..payload
+        };
+        let to_diarizer = self.diarizer.send(JobMsg {
+            ctx: ctx.clone(),
+            payload: for_diarizer,
+        });
         let to_transcriber = self.transcriber.send(JobMsg { ctx, payload });
         AtomicResponse::new(Box::pin(
             async move {
@@ -107,7 +125,11 @@ pub struct Join {
 
 impl Join {
     pub fn new(next: Recipient<JobMsg<Joined>>, reporter: Recipient<JobEvent>) -> Join {
-        Join { next, reporter, pending: HashMap::new() }
+        Join {
+            next,
+            reporter,
+            pending: HashMap::new(),
+        }
     }
 
     /// Jobs between the fork and the join now (tests check that none is left behind).
@@ -129,7 +151,12 @@ impl Join {
     }
 
     /// Takes in a half (`put` stores it); both halves: the joined job.
-    fn half(&mut self, id: Uuid, put: impl FnOnce(&mut Pending), waiting_for: &'static str) -> Option<JobMsg<Joined>> {
+    fn half(
+        &mut self,
+        id: Uuid,
+        put: impl FnOnce(&mut Pending),
+        waiting_for: &'static str,
+    ) -> Option<JobMsg<Joined>> {
         let p = self.settle(id);
         if p.ended {
             // the job failed or was cancelled in the other branch: dropped
@@ -138,19 +165,37 @@ impl Join {
         }
         put(p);
         if p.transcribed.is_none() || p.diarized.is_none() {
-            self.reporter.do_send(JobEvent::Progress { id, progress: 50, step: waiting_for });
+            self.reporter.do_send(JobEvent::Progress {
+                id,
+                progress: 50,
+                step: waiting_for,
+            });
             return None;
         }
         let (t, d) = (p.transcribed.take().unwrap(), p.diarized.take().unwrap());
         self.pending.remove(&id);
         let mut ctx = t.ctx;
         // both carry the timings from before the fork; the diarizer's own follow
-        let shared = ctx.timings.iter().zip(&d.ctx.timings).take_while(|(a, b)| a.0 == b.0).count();
+        let shared = ctx
+            .timings
+            .iter()
+            .zip(&d.ctx.timings)
+            .take_while(|(a, b)| a.0 == b.0)
+            .count();
         ctx.timings.extend(d.ctx.timings.into_iter().skip(shared));
-        Some(JobMsg { ctx, payload: Joined { transcribed: t.payload, diarized: d.payload } })
+        Some(JobMsg {
+            ctx,
+            payload: Joined {
+                transcribed: t.payload,
+                diarized: d.payload,
+            },
+        })
     }
 
-    fn pass_on(&mut self, joined: Option<JobMsg<Joined>>) -> AtomicResponse<Self, Result<(), ActorExitStatus>> {
+    fn pass_on(
+        &mut self,
+        joined: Option<JobMsg<Joined>>,
+    ) -> AtomicResponse<Self, Result<(), ActorExitStatus>> {
         let next = self.next.clone();
         AtomicResponse::new(Box::pin(
             async move {
@@ -178,7 +223,11 @@ impl Handler<Forked> for Join {
 impl Handler<JobMsg<Transcribed>> for Join {
     type Result = AtomicResponse<Self, Result<(), ActorExitStatus>>;
     fn handle(&mut self, msg: JobMsg<Transcribed>, _: &mut Context<Self>) -> Self::Result {
-        let joined = self.half(msg.ctx.id, |p| p.transcribed = Some(msg), "Transcribed; analyzing speakers");
+        let joined = self.half(
+            msg.ctx.id,
+            |p| p.transcribed = Some(msg),
+            "Transcribed; analyzing speakers",
+        );
         self.pass_on(joined)
     }
 }
@@ -186,7 +235,11 @@ impl Handler<JobMsg<Transcribed>> for Join {
 impl Handler<JobMsg<Diarized>> for Join {
     type Result = AtomicResponse<Self, Result<(), ActorExitStatus>>;
     fn handle(&mut self, msg: JobMsg<Diarized>, _: &mut Context<Self>) -> Self::Result {
-        let joined = self.half(msg.ctx.id, |p| p.diarized = Some(msg), "Speakers found; transcribing");
+        let joined = self.half(
+            msg.ctx.id,
+            |p| p.diarized = Some(msg),
+            "Speakers found; transcribing",
+        );
         self.pass_on(joined)
     }
 }
@@ -199,7 +252,11 @@ impl Handler<JobEvent> for Join {
                 let p = self.pending.entry(id).or_default();
                 if !p.started && !p.ended {
                     p.started = true;
-                    self.reporter.do_send(JobEvent::Progress { id, progress: 25, step: "Transcribing and analyzing speakers" });
+                    self.reporter.do_send(JobEvent::Progress {
+                        id,
+                        progress: 25,
+                        step: "Transcribing and analyzing speakers",
+                    });
                 }
             }
             JobEvent::Failed { id, .. } | JobEvent::Dropped { id, .. } => {
@@ -254,7 +311,11 @@ mod tests {
         type Result = Result<(), ActorExitStatus>;
         fn handle(&mut self, m: JobMsg<Joined>, _: &mut Context<Self>) -> Self::Result {
             let names: Vec<&str> = m.ctx.timings.iter().map(|t| t.0).collect();
-            self.0 .0.lock().unwrap().push(format!("joined {}", names.join(",")));
+            self.0
+                 .0
+                .lock()
+                .unwrap()
+                .push(format!("joined {}", names.join(",")));
             Ok(())
         }
     }
@@ -272,20 +333,50 @@ mod tests {
     }
 
     fn ctx(cancel: &CancelToken, branch: &'static str) -> JobCtx {
-        let mut c = JobCtx::new(Uuid::nil(), "unused".into(), JobOptions::default(), cancel.clone());
+        let mut c = JobCtx::new(
+            Uuid::nil(),
+            "unused".into(),
+            JobOptions::default(),
+            cancel.clone(),
+        );
         c.timings = vec![("decoding", 0.1), ("preprocessing", 0.2), (branch, 1.0)];
         c
     }
 
     fn transcribed(cancel: &CancelToken) -> JobMsg<Transcribed> {
-        let transcript = Transcript { language: "en".into(), duration: 1.0, segments: vec![], timings: Default::default() };
-        let payload = Transcribed { transcript, duration: 1.0, offset: 0.0, model: "fake".into(), device: DeviceUsed::Cpu };
-        JobMsg { ctx: ctx(cancel, "transcription"), payload }
+        let transcript = Transcript {
+            language: "en".into(),
+            duration: 1.0,
+            segments: vec![],
+            timings: Default::default(),
+        };
+        let payload = Transcribed {
+            transcript,
+            duration: 1.0,
+            offset: 0.0,
+            model: "fake".into(),
+            device: DeviceUsed::Cpu,
+        };
+        JobMsg {
+            ctx: ctx(cancel, "transcription"),
+            payload,
+        }
     }
 
     fn diarized(cancel: &CancelToken) -> JobMsg<Diarized> {
-        let diarization = Diarization { turns: vec![], num_speakers: 0, timings: Default::default(), activity: Default::default() };
-        JobMsg { ctx: ctx(cancel, "diarization"), payload: Diarized { diarization, device: DeviceUsed::Cpu } }
+        let diarization = Diarization {
+            turns: vec![],
+            num_speakers: 0,
+            timings: Default::default(),
+            activity: Default::default(),
+        };
+        JobMsg {
+            ctx: ctx(cancel, "diarization"),
+            payload: Diarized {
+                diarization,
+                device: DeviceUsed::Cpu,
+            },
+        }
     }
 
     async fn start() -> (Addr<Join>, Seen, CancelToken) {
@@ -293,7 +384,12 @@ mod tests {
         let rec = Recorder(seen.clone()).start();
         let join = Join::new(rec.clone().recipient(), rec.recipient()).start();
         let cancel = CancelToken::default();
-        join.send(Forked { id: Uuid::nil(), cancel: cancel.clone() }).await.unwrap();
+        join.send(Forked {
+            id: Uuid::nil(),
+            cancel: cancel.clone(),
+        })
+        .await
+        .unwrap();
         (join, seen, cancel)
     }
 
@@ -308,10 +404,28 @@ mod tests {
     #[actix::test]
     async fn both_halves_go_on_as_one_job_with_both_branches_timings() {
         let (join, seen, _) = start().await;
-        join.send(JobEvent::Progress { id: Uuid::nil(), progress: 25, step: "Analyzing speakers" }).await.unwrap();
-        join.send(JobEvent::Progress { id: Uuid::nil(), progress: 25, step: "Transcribing with Whisper" }).await.unwrap();
-        join.send(diarized(&CancelToken::default())).await.unwrap().unwrap();
-        join.send(transcribed(&CancelToken::default())).await.unwrap().unwrap();
+        join.send(JobEvent::Progress {
+            id: Uuid::nil(),
+            progress: 25,
+            step: "Analyzing speakers",
+        })
+        .await
+        .unwrap();
+        join.send(JobEvent::Progress {
+            id: Uuid::nil(),
+            progress: 25,
+            step: "Transcribing with Whisper",
+        })
+        .await
+        .unwrap();
+        join.send(diarized(&CancelToken::default()))
+            .await
+            .unwrap()
+            .unwrap();
+        join.send(transcribed(&CancelToken::default()))
+            .await
+            .unwrap()
+            .unwrap();
         let lines = settle(&join, &seen, 3).await;
         assert_eq!(
             lines,
@@ -326,11 +440,21 @@ mod tests {
     #[actix::test]
     async fn a_failed_branch_stops_the_other_and_its_late_half_is_dropped() {
         let (join, seen, cancel) = start().await;
-        join.send(JobEvent::Failed { id: Uuid::nil(), stage: "diarization", error: "bad".into() }).await.unwrap();
+        join.send(JobEvent::Failed {
+            id: Uuid::nil(),
+            stage: "diarization",
+            error: "bad".into(),
+        })
+        .await
+        .unwrap();
         assert!(cancel.is_cancelled(), "the transcriber is told to stop");
         join.send(transcribed(&cancel)).await.unwrap().unwrap();
         let lines = settle(&join, &seen, 1).await;
-        assert_eq!(lines, ["failed diarization"], "the registry hears once; nothing reaches the aligner");
+        assert_eq!(
+            lines,
+            ["failed diarization"],
+            "the registry hears once; nothing reaches the aligner"
+        );
     }
 
     #[actix::test]
@@ -338,8 +462,19 @@ mod tests {
         let (join, seen, cancel) = start().await;
         join.send(transcribed(&cancel)).await.unwrap().unwrap();
         cancel.cancel();
-        join.send(JobEvent::Dropped { id: Uuid::nil(), stage: "diarization" }).await.unwrap();
+        join.send(JobEvent::Dropped {
+            id: Uuid::nil(),
+            stage: "diarization",
+        })
+        .await
+        .unwrap();
         let lines = settle(&join, &seen, 2).await;
-        assert_eq!(lines, ["progress 50 Transcribed; analyzing speakers", "dropped diarization"]);
+        assert_eq!(
+            lines,
+            [
+                "progress 50 Transcribed; analyzing speakers",
+                "dropped diarization"
+            ]
+        );
     }
 }

@@ -59,7 +59,14 @@ impl std::fmt::Display for ActorExitStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ActorExitStatus::Failure(m) => write!(f, "failure: {m}"),
-            other => write!(f, "{}", serde_json::to_value(other).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
+            other => write!(
+                f,
+                "{}",
+                serde_json::to_value(other)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            ),
         }
     }
 }
@@ -139,11 +146,19 @@ impl<T: Send + 'static> Message for JobMsg<T> {
 #[rtype(result = "()")]
 pub enum JobEvent {
     /// A stage started the job.
-    Progress { id: Uuid, progress: u8, step: &'static str },
+    Progress {
+        id: Uuid,
+        progress: u8,
+        step: &'static str,
+    },
     /// The audio's length is known (decoder).
     Duration { id: Uuid, seconds: f64 },
     /// A stage failed the job; the pipeline drops it.
-    Failed { id: Uuid, stage: &'static str, error: String },
+    Failed {
+        id: Uuid,
+        stage: &'static str,
+        error: String,
+    },
     /// A stage dropped the job because it was cancelled.
     Dropped { id: Uuid, stage: &'static str },
 }

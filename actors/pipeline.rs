@@ -66,19 +66,30 @@ impl ThreadBudget {
     pub fn plan(config: &Config, cores: usize) -> ThreadBudget {
         let fixed = config.runtime.intra_threads;
         if fixed > 0 {
-            return ThreadBudget { cores, whisper: fixed, diarization: fixed };
+            return ThreadBudget {
+                cores,
+                whisper: fixed,
+                diarization: fixed,
+            };
         }
         let p = &config.pipeline;
         let engines = p.transcriber.threads + p.diarizer.threads;
         let each = (cores / engines).max(1);
         // cores left over by the even split go to Whisper (its decoder is the longer branch)
         let spare = cores.saturating_sub(each * engines) / p.transcriber.threads;
-        ThreadBudget { cores, whisper: each + spare, diarization: each }
+        ThreadBudget {
+            cores,
+            whisper: each + spare,
+            diarization: each,
+        }
     }
 
     /// The budget on this machine.
     pub fn here(config: &Config) -> ThreadBudget {
-        ThreadBudget::plan(config, std::thread::available_parallelism().map_or(1, |n| n.get()))
+        ThreadBudget::plan(
+            config,
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+        )
     }
 }
 
@@ -93,29 +104,53 @@ impl Engines {
     pub fn load(config: &Config) -> Result<Engines, EngineLoadError> {
         let p = &config.pipeline;
         let budget = ThreadBudget::here(config);
-        tracing::info!(cores = budget.cores, whisper = budget.whisper, diarization = budget.diarization, "intra-op threads per engine");
-        let (wcfg, dcfg) = (with_intra_threads(config, budget.whisper), with_intra_threads(config, budget.diarization));
+        tracing::info!(
+            cores = budget.cores,
+            whisper = budget.whisper,
+            diarization = budget.diarization,
+            "intra-op threads per engine"
+        );
+        let (wcfg, dcfg) = (
+            with_intra_threads(config, budget.whisper),
+            with_intra_threads(config, budget.diarization),
+        );
         let whisper = (0..p.transcriber.threads)
             .map(|_| WhisperEngine::load(&wcfg).map(|e| Box::new(e) as Box<dyn SpeechToText>))
             .collect::<Result<_, _>>()?;
         let diarization = (0..p.diarizer.threads)
-            .map(|_| DiarizationEngine::load(&dcfg).map(|e| Box::new(e) as Box<dyn SpeakerDiarizer>))
+            .map(|_| {
+                DiarizationEngine::load(&dcfg).map(|e| Box::new(e) as Box<dyn SpeakerDiarizer>)
+            })
             .collect::<Result<_, _>>()?;
         let vad = if config.vad.enabled {
             (0..p.preprocessor.threads)
-                .map(|_| SileroVad::load(config).map(|v| Box::new(v) as Box<dyn SpeechDetector + Send>))
+                .map(|_| {
+                    SileroVad::load(config).map(|v| Box::new(v) as Box<dyn SpeechDetector + Send>)
+                })
                 .collect::<Result<_, _>>()?
         } else {
             Vec::new()
         };
-        Ok(Engines { whisper, diarization, vad })
+        Ok(Engines {
+            whisper,
+            diarization,
+            vad,
+        })
     }
 
     /// The devices the models really run on (after any CUDA -> CPU fallback).
     pub fn devices(&self) -> Devices {
         Devices {
-            transcriber: self.whisper.first().map(|e| e.device()).unwrap_or(DeviceUsed::Cpu),
-            diarizer: self.diarization.first().map(|e| e.device()).unwrap_or(DeviceUsed::Cpu),
+            transcriber: self
+                .whisper
+                .first()
+                .map(|e| e.device())
+                .unwrap_or(DeviceUsed::Cpu),
+            diarizer: self
+                .diarization
+                .first()
+                .map(|e| e.device())
+                .unwrap_or(DeviceUsed::Cpu),
         }
     }
 }
@@ -160,7 +195,9 @@ impl Pipeline {
         let p = &config.pipeline;
         let devices = engines.devices();
         let aligner = spawn_stage(
-            (0..p.aligner.threads).map(|_| Aligner::new(AlignOptions::default())).collect(),
+            (0..p.aligner.threads)
+                .map(|_| Aligner::new(AlignOptions::default()))
+                .collect(),
             p.aligner.mailbox,
             sink,
             reporter.clone(),
@@ -198,12 +235,23 @@ impl Pipeline {
             reporter.clone(),
         );
         let decoder = spawn_stage(
-            (0..p.decoder.threads).map(|_| Decoder::new(reporter.clone())).collect(),
+            (0..p.decoder.threads)
+                .map(|_| Decoder::new(reporter.clone()))
+                .collect(),
             p.decoder.mailbox,
             preprocessor.recipient(),
             reporter,
         );
-        Pipeline { decoder, preprocessor, fork, transcriber, diarizer, join, aligner, devices }
+        Pipeline {
+            decoder,
+            preprocessor,
+            fork,
+            transcriber,
+            diarizer,
+            join,
+            aligner,
+            devices,
+        }
     }
 
     /// Where jobs enter.

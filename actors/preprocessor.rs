@@ -49,13 +49,19 @@ impl Preprocessor {
     pub fn new(cfg: &PipelineConfig) -> Preprocessor {
         Preprocessor {
             normalise: cfg.normalise,
-            trim: cfg.trim_silence.then(|| 10f32.powf(cfg.trim_threshold_db / 20.0)),
+            trim: cfg
+                .trim_silence
+                .then(|| 10f32.powf(cfg.trim_threshold_db / 20.0)),
             vad: None,
         }
     }
 
     /// Finds the speech of every job with `detector` (`threshold`: its speech probability threshold).
-    pub fn with_speech_detector(mut self, detector: Box<dyn SpeechDetector + Send>, threshold: f32) -> Preprocessor {
+    pub fn with_speech_detector(
+        mut self,
+        detector: Box<dyn SpeechDetector + Send>,
+        threshold: f32,
+    ) -> Preprocessor {
         self.vad = Some((detector, threshold));
         self
     }
@@ -76,7 +82,10 @@ pub fn trim_range(samples: &[f32], level: f32, rate: u32) -> Option<(usize, usiz
     let first = samples.iter().position(|s| s.abs() > level)?;
     let last = samples.iter().rposition(|s| s.abs() > level)?;
     let pad = (rate as usize) / 5;
-    Some((first.saturating_sub(pad), (last + 1 + pad).min(samples.len())))
+    Some((
+        first.saturating_sub(pad),
+        (last + 1 + pad).min(samples.len()),
+    ))
 }
 
 impl StageWork for Preprocessor {
@@ -106,12 +115,21 @@ impl StageWork for Preprocessor {
         let speech = match &mut self.vad {
             Some((detector, threshold)) => {
                 let speech = detector.speech(&samples)?;
-                tracing::info!(regions = speech.regions.len(), seconds = speech.speech_seconds(), "speech found");
+                tracing::info!(
+                    regions = speech.regions.len(),
+                    seconds = speech.speech_seconds(),
+                    "speech found"
+                );
                 Some(SpeechMap::new(&speech, &samples, *threshold))
             }
             None => None,
         };
-        Ok(Audio16k { samples: Arc::new(samples), duration, offset, speech })
+        Ok(Audio16k {
+            samples: Arc::new(samples),
+            duration,
+            offset,
+            speech,
+        })
     }
 }
 
@@ -142,11 +160,18 @@ mod tests {
     impl Handler<JobMsg<Audio16k>> for Gate {
         type Result = AtomicResponse<Self, Result<(), crate::actors::ActorExitStatus>>;
         fn handle(&mut self, msg: JobMsg<Audio16k>, _: &mut Context<Self>) -> Self::Result {
-            let (permits, received, notify) = (self.permits.clone(), self.received.clone(), self.notify.clone());
+            let (permits, received, notify) = (
+                self.permits.clone(),
+                self.received.clone(),
+                self.notify.clone(),
+            );
             AtomicResponse::new(Box::pin(
                 async move {
                     permits.acquire().await.unwrap().forget();
-                    assert!((1595..=1605).contains(&msg.payload.samples.len()), "0.1 s at 16 kHz");
+                    assert!(
+                        (1595..=1605).contains(&msg.payload.samples.len()),
+                        "0.1 s at 16 kHz"
+                    );
                     received.lock().unwrap().push(msg.ctx.id);
                     notify.notify_waiters();
                     Ok(())
@@ -167,9 +192,23 @@ mod tests {
     }
 
     fn job(rate: u32) -> JobMsg<MonoAudio> {
-        let ctx = JobCtx::new(Uuid::new_v4(), "unused".into(), JobOptions::default(), CancelToken::default());
-        let samples = (0..rate / 10).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
-        JobMsg { ctx, payload: MonoAudio { samples, sample_rate: rate, channels: 1 } }
+        let ctx = JobCtx::new(
+            Uuid::new_v4(),
+            "unused".into(),
+            JobOptions::default(),
+            CancelToken::default(),
+        );
+        let samples = (0..rate / 10)
+            .map(|i| (i as f32 * 0.05).sin() * 0.3)
+            .collect();
+        JobMsg {
+            ctx,
+            payload: MonoAudio {
+                samples,
+                sample_rate: rate,
+                channels: 1,
+            },
+        }
     }
 
     #[actix::test]
@@ -179,12 +218,26 @@ mod tests {
         let permits = Arc::new(Semaphore::new(0));
         let received = Arc::new(Mutex::new(Vec::new()));
         let notify = Arc::new(tokio::sync::Notify::new());
-        let gate = Gate { permits: permits.clone(), received: received.clone(), notify: notify.clone() }.start();
-        let cfg = crate::config::Config::load_with_env(None, Vec::new()).unwrap().pipeline;
-        let stage = spawn_stage(vec![Preprocessor::new(&cfg)], MAILBOX, gate.recipient(), Reporter.start().recipient());
+        let gate = Gate {
+            permits: permits.clone(),
+            received: received.clone(),
+            notify: notify.clone(),
+        }
+        .start();
+        let cfg = crate::config::Config::load_with_env(None, Vec::new())
+            .unwrap()
+            .pipeline;
+        let stage = spawn_stage(
+            vec![Preprocessor::new(&cfg)],
+            MAILBOX,
+            gate.recipient(),
+            Reporter.start().recipient(),
+        );
 
         // the upstream: sends every job in turn, awaiting each send
-        let jobs: Vec<JobMsg<MonoAudio>> = (0..JOBS).map(|i| job(if i % 2 == 0 { 48_000 } else { 44_100 })).collect();
+        let jobs: Vec<JobMsg<MonoAudio>> = (0..JOBS)
+            .map(|i| job(if i % 2 == 0 { 48_000 } else { 44_100 }))
+            .collect();
         let ids: Vec<Uuid> = jobs.iter().map(|j| j.ctx.id).collect();
         let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let upstream = {
@@ -199,21 +252,38 @@ mod tests {
 
         // process what can be processed: the worker finishes job 1 and
         // blocks on the closed gate, the queue fills with MAILBOX jobs
-        let snap = stage.counters.wait_until(|c| c.waiting_on_next == 1 && c.queued == MAILBOX as i64).await;
+        let snap = stage
+            .counters
+            .wait_until(|c| c.waiting_on_next == 1 && c.queued == MAILBOX as i64)
+            .await;
         for _ in 0..100 {
             tokio::task::yield_now().await;
         }
         let snap_after = stage.counters.snapshot();
-        assert_eq!(snap, snap_after, "nothing moves while the next stage is full");
-        assert_eq!(snap.jobs_in, 1 + MAILBOX as u64, "one in hand, MAILBOX queued");
+        assert_eq!(
+            snap, snap_after,
+            "nothing moves while the next stage is full"
+        );
+        assert_eq!(
+            snap.jobs_in,
+            1 + MAILBOX as u64,
+            "one in hand, MAILBOX queued"
+        );
         assert_eq!(snap.jobs_out, 0);
-        assert_eq!(sent.load(std::sync::atomic::Ordering::SeqCst), 1 + MAILBOX, "upstream waits on the next send");
+        assert_eq!(
+            sent.load(std::sync::atomic::Ordering::SeqCst),
+            1 + MAILBOX,
+            "upstream waits on the next send"
+        );
         assert!(received.lock().unwrap().is_empty());
 
         // open the gate: every job arrives, in order, none dropped
         permits.add_permits(JOBS);
         upstream.await.unwrap();
-        let done = stage.counters.wait_until(|c| c.jobs_out == JOBS as u64).await;
+        let done = stage
+            .counters
+            .wait_until(|c| c.jobs_out == JOBS as u64)
+            .await;
         assert_eq!(done.jobs_in, JOBS as u64);
         assert_eq!(done.jobs_failed + done.jobs_dropped, 0);
         assert_eq!(done.queued + done.working + done.waiting_on_next, 0);

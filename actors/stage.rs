@@ -34,8 +34,8 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use actix::prelude::*;
-use serde::Serialize;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::{ActorExitStatus, JobCtx, JobEvent, JobMsg};
@@ -124,7 +124,10 @@ impl StageCounters {
     }
 
     /// Waits (without a clock) until `cond` holds on a snapshot.
-    pub async fn wait_until(&self, mut cond: impl FnMut(&CountersSnapshot) -> bool) -> CountersSnapshot {
+    pub async fn wait_until(
+        &self,
+        mut cond: impl FnMut(&CountersSnapshot) -> bool,
+    ) -> CountersSnapshot {
         loop {
             let notified = self.changed.notified();
             let snap = self.snapshot();
@@ -157,7 +160,8 @@ impl<W: StageWork> Handler<JobMsg<W::In>> for StageActor<W> {
     type Result = AtomicResponse<Self, Result<(), ActorExitStatus>>;
 
     fn handle(&mut self, msg: JobMsg<W::In>, _ctx: &mut Self::Context) -> Self::Result {
-        let (queue, room, counters) = (self.queue.clone(), self.room.clone(), self.counters.clone());
+        let (queue, room, counters) =
+            (self.queue.clone(), self.room.clone(), self.counters.clone());
         AtomicResponse::new(Box::pin(
             async move {
                 // waits while the queue is full: the caller's send is pending meanwhile
@@ -224,8 +228,18 @@ pub fn spawn_stage<W: StageWork>(
                 .expect("spawn stage worker thread")
         })
         .collect();
-    let addr = StageActor::<W> { mailbox, queue: tx, room, counters: counters.clone() }.start();
-    StageHandle { addr, counters, workers }
+    let addr = StageActor::<W> {
+        mailbox,
+        queue: tx,
+        room,
+        counters: counters.clone(),
+    }
+    .start();
+    StageHandle {
+        addr,
+        counters,
+        workers,
+    }
 }
 
 fn micros(t: Instant) -> u64 {
@@ -247,7 +261,9 @@ fn worker_loop<W: StageWork>(
 ) -> ActorExitStatus {
     loop {
         // an error: every sender is gone (the actor stopped) and the queue is empty
-        let Ok(JobMsg { mut ctx, payload }) = rx.recv() else { return ActorExitStatus::Success };
+        let Ok(JobMsg { mut ctx, payload }) = rx.recv() else {
+            return ActorExitStatus::Success;
+        };
         room.notify_one();
         counters.gauge(&counters.queued, -1);
         let span = ctx.span.clone();
@@ -287,7 +303,14 @@ fn worker_loop<W: StageWork>(
             Ok(Err(JobError(error))) => {
                 tracing::warn!(stage = W::NAME, %error, "job failed");
                 counters.add(&counters.jobs_failed, 1);
-                if let Err(status) = report(&reporter, JobEvent::Failed { id, stage: W::NAME, error }) {
+                if let Err(status) = report(
+                    &reporter,
+                    JobEvent::Failed {
+                        id,
+                        stage: W::NAME,
+                        error,
+                    },
+                ) {
                     return status;
                 }
                 continue;
@@ -302,7 +325,14 @@ fn worker_loop<W: StageWork>(
                 counters.add(&counters.jobs_failed, 1);
                 let error = format!("internal error in {}: {what}", W::NAME);
                 // the engines keep no state across calls: the worker goes on
-                if let Err(status) = report(&reporter, JobEvent::Failed { id, stage: W::NAME, error }) {
+                if let Err(status) = report(
+                    &reporter,
+                    JobEvent::Failed {
+                        id,
+                        stage: W::NAME,
+                        error,
+                    },
+                ) {
                     return status;
                 }
                 continue;
@@ -319,7 +349,9 @@ fn worker_loop<W: StageWork>(
         counters.gauge(&counters.waiting_on_next, 1);
         let t1 = Instant::now();
         let sent = futures::executor::block_on(next.send(JobMsg { ctx, payload: out }));
-        counters.blocked_micros.fetch_add(micros(t1), Ordering::SeqCst);
+        counters
+            .blocked_micros
+            .fetch_add(micros(t1), Ordering::SeqCst);
         counters.gauge(&counters.waiting_on_next, -1);
         match sent {
             Ok(Ok(())) => counters.add(&counters.jobs_out, 1),
@@ -384,13 +416,37 @@ mod tests {
     #[actix::test]
     async fn an_engine_error_after_a_cancel_drops_the_job_instead_of_failing_it() {
         let events = Arc::new(Mutex::new(Vec::new()));
-        let stage = spawn_stage(vec![Stopping], 2, Sink.start().recipient(), Events(events.clone()).start().recipient());
+        let stage = spawn_stage(
+            vec![Stopping],
+            2,
+            Sink.start().recipient(),
+            Events(events.clone()).start().recipient(),
+        );
         for cancel_first in [true, false] {
-            let ctx = JobCtx::new(Uuid::new_v4(), "unused".into(), JobOptions::default(), CancelToken::default());
-            stage.addr.send(JobMsg { ctx, payload: cancel_first }).await.unwrap().unwrap();
+            let ctx = JobCtx::new(
+                Uuid::new_v4(),
+                "unused".into(),
+                JobOptions::default(),
+                CancelToken::default(),
+            );
+            stage
+                .addr
+                .send(JobMsg {
+                    ctx,
+                    payload: cancel_first,
+                })
+                .await
+                .unwrap()
+                .unwrap();
         }
-        let done = stage.counters.wait_until(|c| c.jobs_dropped + c.jobs_failed == 2).await;
-        assert_eq!((done.jobs_dropped, done.jobs_failed, done.jobs_out), (1, 1, 0));
+        let done = stage
+            .counters
+            .wait_until(|c| c.jobs_dropped + c.jobs_failed == 2)
+            .await;
+        assert_eq!(
+            (done.jobs_dropped, done.jobs_failed, done.jobs_out),
+            (1, 1, 0)
+        );
         // the reports reach the registry in order
         while events.lock().unwrap().len() < 2 {
             tokio::task::yield_now().await;

@@ -48,7 +48,11 @@ impl StageWork for Transcriber {
     const PROGRESS: (u8, &'static str) = (25, "Transcribing with Whisper");
 
     fn process(&mut self, ctx: &mut JobCtx, audio: Audio16k) -> Result<Transcribed, JobError> {
-        let transcript = self.engine.transcribe_until(&audio.samples, audio.speech.as_ref(), Some(ctx.cancel.flag()))?;
+        let transcript = self.engine.transcribe_until(
+            &audio.samples,
+            audio.speech.as_ref(),
+            Some(ctx.cancel.flag()),
+        )?;
         tracing::info!(segments = transcript.segments.len(), language = %transcript.language, "transcribed");
         Ok(Transcribed {
             transcript,

@@ -37,7 +37,11 @@ fn args() -> anyhow::Result<Args> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let shared = root.join("../shared/data/synthetic/conv1.wav");
     let mut a = Args {
-        clip: if shared.exists() { shared } else { root.join("tests/data/two_voices.flac") },
+        clip: if shared.exists() {
+            shared
+        } else {
+            root.join("tests/data/two_voices.flac")
+        },
         ns: vec![1, 2, 4, 8],
         num_speakers: Some(2),
         json: root.join("target/bench/pipeline.json"),
@@ -48,7 +52,10 @@ fn args() -> anyhow::Result<Args> {
         match arg.as_str() {
             "--clip" => a.clip = PathBuf::from(value()?),
             "--ns" => {
-                a.ns = value()?.split(',').map(|n| n.trim().parse()).collect::<Result<_, _>>()?;
+                a.ns = value()?
+                    .split(',')
+                    .map(|n| n.trim().parse())
+                    .collect::<Result<_, _>>()?;
             }
             "--num-speakers" => {
                 let v = value()?;
@@ -59,7 +66,10 @@ fn args() -> anyhow::Result<Args> {
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
-    anyhow::ensure!(!a.ns.is_empty() && a.ns.iter().all(|&n| n > 0), "--ns: positive numbers");
+    anyhow::ensure!(
+        !a.ns.is_empty() && a.ns.iter().all(|&n| n > 0),
+        "--ns: positive numbers"
+    );
     Ok(a)
 }
 
@@ -70,7 +80,13 @@ fn deltas(
 ) -> Vec<(&'static str, f64, f64)> {
     a.iter()
         .zip(b)
-        .map(|((name, x), (_, y))| (*name, y.busy_seconds - x.busy_seconds, y.blocked_seconds - x.blocked_seconds))
+        .map(|((name, x), (_, y))| {
+            (
+                *name,
+                y.busy_seconds - x.busy_seconds,
+                y.blocked_seconds - x.blocked_seconds,
+            )
+        })
         .collect()
 }
 
@@ -93,12 +109,19 @@ fn stage_json(stages: &[(&'static str, f64, f64)], wall: f64) -> Value {
 
 fn main() -> anyhow::Result<()> {
     let args = args()?;
-    let mut config = Config::load(std::env::var_os("COLLOQUY_CONFIG").as_deref().map(Path::new))?;
+    let mut config = Config::load(
+        std::env::var_os("COLLOQUY_CONFIG")
+            .as_deref()
+            .map(Path::new),
+    )?;
     config.pipeline.max_active_jobs = *args.ns.iter().max().unwrap();
     let engines = Engines::load(&config).context("loading the models (run `make setup`)")?;
     let device = engines.devices().transcriber.to_string();
     let budget = ThreadBudget::here(&config);
-    let options = JobOptions { num_speakers: args.num_speakers, ..Default::default() };
+    let options = JobOptions {
+        num_speakers: args.num_speakers,
+        ..Default::default()
+    };
     let audio_seconds = colloquy::audio::decode_file(&args.clip)?.duration();
     println!(
         "clip {} ({audio_seconds:.1} s), whisper {} {}, intra-op threads per engine {:?}, device {}",

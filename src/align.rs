@@ -99,7 +99,14 @@ pub struct AlignOptions {
 
 impl Default for AlignOptions {
     fn default() -> Self {
-        AlignOptions { merge_gap: 0.5, sentence_reach: 2.0, clause_penalty: 0.5, min_pause: 0.2, min_run: 0.5, overlap_share: 0.5 }
+        AlignOptions {
+            merge_gap: 0.5,
+            sentence_reach: 2.0,
+            clause_penalty: 0.5,
+            min_pause: 0.2,
+            min_run: 0.5,
+            overlap_share: 0.5,
+        }
     }
 }
 
@@ -137,7 +144,13 @@ pub fn speaker_for(start: f64, end: f64, turns: &[Turn]) -> Option<String> {
     if let Some((s, _)) = best {
         return Some(s.to_string());
     }
-    let gap = |t: &Turn| if t.end < start { start - t.end } else { (t.start - end).max(0.0) };
+    let gap = |t: &Turn| {
+        if t.end < start {
+            start - t.end
+        } else {
+            (t.start - end).max(0.0)
+        }
+    };
     turns
         .iter()
         .min_by(|a, b| gap(a).total_cmp(&gap(b)))
@@ -155,23 +168,48 @@ struct Unit {
 
 impl Unit {
     fn ends_sentence(&self) -> bool {
-        self.text.trim_end().ends_with(['.', '?', '!', '。', '？', '！'])
+        self.text
+            .trim_end()
+            .ends_with(['.', '?', '!', '。', '？', '！'])
     }
 }
 
 /// Speaker and overlap flag of one unit, `previous` being the speaker of the unit before.
-fn attribute(u: &Unit, turns: &[Turn], activity: Option<&SpeakerActivity>, previous: Option<&str>, opts: &AlignOptions) -> (String, bool) {
+fn attribute(
+    u: &Unit,
+    turns: &[Turn],
+    activity: Option<&SpeakerActivity>,
+    previous: Option<&str>,
+    opts: &AlignOptions,
+) -> (String, bool) {
     let cover = coverage(u.start, u.end, turns);
     if let Some(a) = activity.filter(|a| a.frames() > 0 && !a.speakers.is_empty()) {
         if cover.len() >= 2 && a.overlap_share(u.start, u.end) >= opts.overlap_share {
             // overlapped speech: the speaker most active over the word's frames
             let scores = a.mean_scores(u.start, u.end);
-            let score_of = |s: &str| a.speakers.iter().position(|x| x == s).map(|i| scores[i]).unwrap_or(0.0);
-            let best = cover.iter().map(|(s, _)| score_of(s)).fold(f32::NEG_INFINITY, f32::max);
-            let near_best: Vec<&str> = cover.iter().map(|(s, _)| *s).filter(|s| score_of(s) >= best - 0.1).collect();
+            let score_of = |s: &str| {
+                a.speakers
+                    .iter()
+                    .position(|x| x == s)
+                    .map(|i| scores[i])
+                    .unwrap_or(0.0)
+            };
+            let best = cover
+                .iter()
+                .map(|(s, _)| score_of(s))
+                .fold(f32::NEG_INFINITY, f32::max);
+            let near_best: Vec<&str> = cover
+                .iter()
+                .map(|(s, _)| *s)
+                .filter(|s| score_of(s) >= best - 0.1)
+                .collect();
             let chosen = match previous {
                 Some(p) if near_best.contains(&p) => p,
-                _ => near_best.iter().copied().max_by(|a, b| score_of(a).total_cmp(&score_of(b))).unwrap_or(near_best[0]),
+                _ => near_best
+                    .iter()
+                    .copied()
+                    .max_by(|a, b| score_of(a).total_cmp(&score_of(b)))
+                    .unwrap_or(near_best[0]),
             };
             return (chosen.to_string(), true);
         }
@@ -199,7 +237,10 @@ fn refine(units: &[Unit], speakers: &mut [String], opts: &AlignOptions) {
         let before = &units[k - 1];
         if before.ends_sentence() {
             0.0
-        } else if before.text.trim_end().ends_with([',', ';', ':', '-', '—', '，', '、'])
+        } else if before
+            .text
+            .trim_end()
+            .ends_with([',', ';', ':', '-', '—', '，', '、'])
             || units[k].start - before.end >= opts.min_pause
         {
             opts.clause_penalty
@@ -213,8 +254,14 @@ fn refine(units: &[Unit], speakers: &mut [String], opts: &AlignOptions) {
             continue;
         }
         // stay between the neighbouring changes of speaker
-        let lo = (1..b).rev().find(|&k| speakers[k] != speakers[k - 1]).unwrap_or(0) + 1;
-        let hi = (b + 1..n).find(|&k| speakers[k] != speakers[k - 1]).unwrap_or(n);
+        let lo = (1..b)
+            .rev()
+            .find(|&k| speakers[k] != speakers[k - 1])
+            .unwrap_or(0)
+            + 1;
+        let hi = (b + 1..n)
+            .find(|&k| speakers[k] != speakers[k - 1])
+            .unwrap_or(n);
         let (mut best, mut best_cost) = (b, penalty(b));
         let mut moved = 0.0;
         for k in (b + 1)..hi {
@@ -241,7 +288,9 @@ fn refine(units: &[Unit], speakers: &mut [String], opts: &AlignOptions) {
             speakers[b..best].iter_mut().for_each(|s| *s = left.clone());
         } else if best < b {
             let right = speakers[b].clone();
-            speakers[best..b].iter_mut().for_each(|s| *s = right.clone());
+            speakers[best..b]
+                .iter_mut()
+                .for_each(|s| *s = right.clone());
         }
     }
     // short runs inside one sentence of another speaker
@@ -251,7 +300,11 @@ fn refine(units: &[Unit], speakers: &mut [String], opts: &AlignOptions) {
         while j + 1 < n && speakers[j + 1] == speakers[i] {
             j += 1;
         }
-        let inside = i > 0 && j + 1 < n && speakers[i - 1] == speakers[j + 1] && !units[i - 1].ends_sentence() && !units[j].ends_sentence();
+        let inside = i > 0
+            && j + 1 < n
+            && speakers[i - 1] == speakers[j + 1]
+            && !units[i - 1].ends_sentence()
+            && !units[j].ends_sentence();
         if inside && units[j].end - units[i].start < opts.min_run {
             let s = speakers[i - 1].clone();
             speakers[i..=j].iter_mut().for_each(|x| *x = s.clone());
@@ -262,20 +315,43 @@ fn refine(units: &[Unit], speakers: &mut [String], opts: &AlignOptions) {
 
 /// Aligns transcript segments (with their words) with speaker turns and the
 /// frame activity behind them.
-pub fn align(segments: &[TextSegment], turns: &[Turn], activity: Option<&SpeakerActivity>, opts: AlignOptions) -> Alignment {
+pub fn align(
+    segments: &[TextSegment],
+    turns: &[Turn],
+    activity: Option<&SpeakerActivity>,
+    opts: AlignOptions,
+) -> Alignment {
     let mut units: Vec<Unit> = Vec::new();
     for (i, seg) in segments.iter().enumerate() {
         if seg.words.is_empty() {
-            units.push(Unit { start: seg.start, end: seg.end, text: seg.text.clone(), segment: i, word: None });
+            units.push(Unit {
+                start: seg.start,
+                end: seg.end,
+                text: seg.text.clone(),
+                segment: i,
+                word: None,
+            });
         }
         for w in &seg.words {
-            units.push(Unit { start: w.start, end: w.end, text: w.word.clone(), segment: i, word: Some(w.clone()) });
+            units.push(Unit {
+                start: w.start,
+                end: w.end,
+                text: w.word.clone(),
+                segment: i,
+                word: Some(w.clone()),
+            });
         }
     }
     let mut speakers: Vec<String> = Vec::with_capacity(units.len());
     let mut overlapped: Vec<bool> = Vec::with_capacity(units.len());
     for u in &units {
-        let (s, o) = attribute(u, turns, activity, speakers.last().map(String::as_str), &opts);
+        let (s, o) = attribute(
+            u,
+            turns,
+            activity,
+            speakers.last().map(String::as_str),
+            &opts,
+        );
         speakers.push(s);
         overlapped.push(o);
     }
@@ -289,7 +365,11 @@ pub fn align(segments: &[TextSegment], turns: &[Turn], activity: Option<&Speaker
         while k < units.len() && units[k].segment == i {
             let u = &units[k];
             let speaker = &speakers[k];
-            let sw = u.word.clone().map(|w| SpeakerWord { word: w, speaker: speaker.clone(), overlapped: overlapped[k] });
+            let sw = u.word.clone().map(|w| SpeakerWord {
+                word: w,
+                speaker: speaker.clone(),
+                overlapped: overlapped[k],
+            });
             match utterances.last_mut() {
                 Some(last) if &last.speaker == speaker => {
                     last.end = u.end;
@@ -307,7 +387,12 @@ pub fn align(segments: &[TextSegment], turns: &[Turn], activity: Option<&Speaker
             words.extend(sw);
             k += 1;
         }
-        out.segments.push(WordSegment { start: seg.start, end: seg.end, text: seg.text.clone(), words });
+        out.segments.push(WordSegment {
+            start: seg.start,
+            end: seg.end,
+            text: seg.text.clone(),
+            words,
+        });
         out.aligned.extend(utterances);
     }
     out
@@ -321,7 +406,9 @@ pub fn speaker_turns(turns: &[Turn], merge_gap: f64) -> Vec<Turn> {
     let mut out: Vec<Turn> = Vec::with_capacity(sorted.len());
     for t in sorted {
         match out.last_mut() {
-            Some(last) if last.speaker == t.speaker && t.start - last.end < merge_gap => last.end = last.end.max(t.end),
+            Some(last) if last.speaker == t.speaker && t.start - last.end < merge_gap => {
+                last.end = last.end.max(t.end)
+            }
             _ => out.push(t),
         }
     }
@@ -341,11 +428,20 @@ mod tests {
     use super::*;
 
     fn turn(s: &str, a: f64, b: f64) -> Turn {
-        Turn { speaker: s.into(), start: a, end: b }
+        Turn {
+            speaker: s.into(),
+            start: a,
+            end: b,
+        }
     }
 
     fn w(text: &str, a: f64, b: f64) -> Word {
-        Word { word: text.into(), start: a, end: b, probability: 0.9 }
+        Word {
+            word: text.into(),
+            start: a,
+            end: b,
+            probability: 0.9,
+        }
     }
 
     /// A segment of words laid end to end from `start`, `dur` seconds each,
@@ -357,11 +453,19 @@ mod tests {
             words.push(w(&format!(" {x}"), t, t + dur));
             t += dur + pauses.iter().find(|p| p.0 == i).map(|p| p.1).unwrap_or(0.0);
         }
-        TextSegment { start, end: t, text: format!(" {text}"), words }
+        TextSegment {
+            start,
+            end: t,
+            text: format!(" {text}"),
+            words,
+        }
     }
 
     fn speakers_of(a: &Alignment) -> Vec<(String, String)> {
-        a.aligned.iter().map(|s| (s.speaker.clone(), s.text.trim().to_string())).collect()
+        a.aligned
+            .iter()
+            .map(|s| (s.speaker.clone(), s.text.trim().to_string()))
+            .collect()
     }
 
     #[test]
@@ -373,7 +477,11 @@ mod tests {
 
     #[test]
     fn largest_overlap_wins_summed_per_speaker() {
-        let turns = [turn("A", 0.0, 1.0), turn("B", 1.0, 2.5), turn("A", 2.5, 3.2)];
+        let turns = [
+            turn("A", 0.0, 1.0),
+            turn("B", 1.0, 2.5),
+            turn("A", 2.5, 3.2),
+        ];
         // A: 1.0 + 0.7 = 1.7 > B: 1.5
         assert_eq!(speaker_for(0.0, 3.2, &turns).as_deref(), Some("A"));
         assert_eq!(speaker_for(1.1, 2.4, &turns).as_deref(), Some("B"));
@@ -385,10 +493,18 @@ mod tests {
         assert_eq!(speaker_for(4.0, 4.5, &turns).as_deref(), Some("B"));
         assert_eq!(speaker_for(1.2, 1.5, &turns).as_deref(), Some("A"));
         assert_eq!(speaker_for(1.0, 2.0, &[]), None);
-        let seg = TextSegment { start: 0.0, end: 1.0, text: " hi".into(), words: vec![] };
+        let seg = TextSegment {
+            start: 0.0,
+            end: 1.0,
+            text: " hi".into(),
+            words: vec![],
+        };
         let out = align(&[seg], &[], None, AlignOptions::default());
         assert_eq!(out.aligned[0].speaker, DEFAULT_SPEAKER);
-        assert!(out.segments[0].words.is_empty(), "a segment without word times has no words");
+        assert!(
+            out.segments[0].words.is_empty(),
+            "a segment without word times has no words"
+        );
     }
 
     #[test]
@@ -399,26 +515,41 @@ mod tests {
         let out = align(&[seg], &turns, None, AlignOptions::default());
         assert_eq!(
             speakers_of(&out),
-            vec![("A".into(), "Are you there?".into()), ("B".into(), "Yes I am.".into())]
+            vec![
+                ("A".into(), "Are you there?".into()),
+                ("B".into(), "Yes I am.".into())
+            ]
         );
         for u in &out.aligned {
             assert!(u.words.iter().all(|x| x.speaker == u.speaker), "{u:?}");
         }
         assert_eq!((out.aligned[1].start, out.aligned[1].end), (1.9, 3.4));
-        let per_word: Vec<&str> = out.segments[0].words.iter().map(|x| x.speaker.as_str()).collect();
+        let per_word: Vec<&str> = out.segments[0]
+            .words
+            .iter()
+            .map(|x| x.speaker.as_str())
+            .collect();
         assert_eq!(per_word, vec!["A", "A", "A", "B", "B", "B"]);
     }
 
     #[test]
     fn a_change_inside_a_sentence_moves_to_the_sentence_end() {
         // conv1's first lines: the diarization starts B at 1.8 s, in the middle of A's sentence
-        let seg = seg_of("Good morning, thanks for joining the call so early. No problem.", 0.0, 0.35, &[(8, 0.5)]);
+        let seg = seg_of(
+            "Good morning, thanks for joining the call so early. No problem.",
+            0.0,
+            0.35,
+            &[(8, 0.5)],
+        );
         let turns = [turn("A", 0.0, 1.8), turn("B", 1.8, 5.0)];
         let out = align(&[seg], &turns, None, AlignOptions::default());
         assert_eq!(
             speakers_of(&out),
             vec![
-                ("A".into(), "Good morning, thanks for joining the call so early.".into()),
+                (
+                    "A".into(),
+                    "Good morning, thanks for joining the call so early.".into()
+                ),
                 ("B".into(), "No problem.".into())
             ]
         );
@@ -426,32 +557,70 @@ mod tests {
         let seg = seg_of("Right. So we agreed on the plan", 0.0, 0.4, &[(0, 0.3)]);
         let turns = [turn("A", 0.0, 1.2), turn("B", 1.2, 4.0)];
         let out = align(&[seg], &turns, None, AlignOptions::default());
-        assert_eq!(speakers_of(&out), vec![("A".into(), "Right.".into()), ("B".into(), "So we agreed on the plan".into())]);
+        assert_eq!(
+            speakers_of(&out),
+            vec![
+                ("A".into(), "Right.".into()),
+                ("B".into(), "So we agreed on the plan".into())
+            ]
+        );
     }
 
     #[test]
     fn a_change_at_a_clause_mark_stays_when_the_sentence_end_is_far() {
         // realmix1: one reader ends "... thereunder. In this regard," and the next begins
         // "unless ..."; Whisper joined them in one sentence, the diarization is right
-        let seg = seg_of("under. In this regard, unless to be rather cold", 0.0, 0.4, &[]);
+        let seg = seg_of(
+            "under. In this regard, unless to be rather cold",
+            0.0,
+            0.4,
+            &[],
+        );
         let turns = [turn("A", 0.0, 1.6), turn("B", 1.6, 4.0)];
         let out = align(&[seg], &turns, None, AlignOptions::default());
         assert_eq!(
             speakers_of(&out),
-            vec![("A".into(), "under. In this regard,".into()), ("B".into(), "unless to be rather cold".into())]
+            vec![
+                ("A".into(), "under. In this regard,".into()),
+                ("B".into(), "unless to be rather cold".into())
+            ]
         );
     }
 
     #[test]
     fn without_a_sentence_end_the_change_moves_to_the_longest_pause() {
         // words 0-3 by A, a 0.6 s pause, then B; the diarization changes 0.5 s late
-        let seg = seg_of("one two three four five six seven eight", 0.0, 0.3, &[(3, 0.6)]);
+        let seg = seg_of(
+            "one two three four five six seven eight",
+            0.0,
+            0.3,
+            &[(3, 0.6)],
+        );
         let turns = [turn("A", 0.0, 2.3), turn("B", 2.3, 5.0)];
         let out = align(&[seg], &turns, None, AlignOptions::default());
-        assert_eq!(speakers_of(&out), vec![("A".into(), "one two three four".into()), ("B".into(), "five six seven eight".into())]);
+        assert_eq!(
+            speakers_of(&out),
+            vec![
+                ("A".into(), "one two three four".into()),
+                ("B".into(), "five six seven eight".into())
+            ]
+        );
         // beyond reach, the diarization's change stands
-        let opts = AlignOptions { sentence_reach: 0.2, ..Default::default() };
-        let out = align(&[seg_of("one two three four five six seven eight", 0.0, 0.3, &[(3, 0.6)])], &turns, None, opts);
+        let opts = AlignOptions {
+            sentence_reach: 0.2,
+            ..Default::default()
+        };
+        let out = align(
+            &[seg_of(
+                "one two three four five six seven eight",
+                0.0,
+                0.3,
+                &[(3, 0.6)],
+            )],
+            &turns,
+            None,
+            opts,
+        );
         assert_eq!(out.aligned[0].text.trim(), "one two three four five six");
     }
 
@@ -459,16 +628,37 @@ mod tests {
     fn a_short_run_inside_a_sentence_goes_back_to_its_speaker() {
         let seg = seg_of("we should ask the team about it", 0.0, 0.3, &[]);
         // B covers only "the" (0.9-1.2 s): a diarization blip, not a turn
-        let turns = [turn("A", 0.0, 0.9), turn("B", 0.9, 1.2), turn("A", 1.2, 3.0)];
-        let opts = AlignOptions { sentence_reach: 0.0, ..Default::default() };
+        let turns = [
+            turn("A", 0.0, 0.9),
+            turn("B", 0.9, 1.2),
+            turn("A", 1.2, 3.0),
+        ];
+        let opts = AlignOptions {
+            sentence_reach: 0.0,
+            ..Default::default()
+        };
         let out = align(&[seg], &turns, None, opts);
         assert_eq!(out.aligned.len(), 1, "{out:?}");
         assert_eq!(out.aligned[0].speaker, "A");
         // a reply that is its own sentence stays
-        let segs = [seg_of("So we agree.", 0.0, 0.3, &[]), seg_of("Yes.", 1.0, 0.3, &[]), seg_of("Good then.", 1.5, 0.3, &[])];
-        let turns = [turn("A", 0.0, 0.95), turn("B", 0.95, 1.35), turn("A", 1.35, 2.5)];
+        let segs = [
+            seg_of("So we agree.", 0.0, 0.3, &[]),
+            seg_of("Yes.", 1.0, 0.3, &[]),
+            seg_of("Good then.", 1.5, 0.3, &[]),
+        ];
+        let turns = [
+            turn("A", 0.0, 0.95),
+            turn("B", 0.95, 1.35),
+            turn("A", 1.35, 2.5),
+        ];
         let out = align(&segs, &turns, None, AlignOptions::default());
-        assert_eq!(out.aligned.iter().map(|u| u.speaker.as_str()).collect::<Vec<_>>(), vec!["A", "B", "A"]);
+        assert_eq!(
+            out.aligned
+                .iter()
+                .map(|u| u.speaker.as_str())
+                .collect::<Vec<_>>(),
+            vec!["A", "B", "A"]
+        );
     }
 
     #[test]
@@ -479,38 +669,91 @@ mod tests {
         let mut count = vec![0u8; frames];
         for g in 0..frames {
             let t = 0.05 + g as f64 * 0.1;
-            let a = if t < 2.0 { if (1.0..1.5).contains(&t) { 1.0 } else { 0.95 } } else { 0.0 };
-            let b = if t >= 1.0 { if (1.0..1.5).contains(&t) { 0.5 } else { 1.0 } } else { 0.0 };
+            let a = if t < 2.0 {
+                if (1.0..1.5).contains(&t) {
+                    1.0
+                } else {
+                    0.95
+                }
+            } else {
+                0.0
+            };
+            let b = if t >= 1.0 {
+                if (1.0..1.5).contains(&t) {
+                    0.5
+                } else {
+                    1.0
+                }
+            } else {
+                0.0
+            };
             scores[g * 2] = a;
             scores[g * 2 + 1] = b;
             count[g] = (a > 0.0) as u8 + (b > 0.0) as u8;
         }
-        let act = SpeakerActivity { frame_step: 0.1, first_center: 0.05, speakers: vec!["A".into(), "B".into()], scores, count };
+        let act = SpeakerActivity {
+            frame_step: 0.1,
+            first_center: 0.05,
+            speakers: vec!["A".into(), "B".into()],
+            scores,
+            count,
+        };
         let turns = [turn("A", 0.0, 2.0), turn("B", 1.0, 3.0)];
         let seg = TextSegment {
             start: 0.0,
             end: 3.0,
             text: " one two three four".into(),
-            words: vec![w(" one", 0.2, 0.8), w(" two", 1.0, 1.5), w(" three", 1.6, 1.9), w(" four", 2.2, 2.8)],
+            words: vec![
+                w(" one", 0.2, 0.8),
+                w(" two", 1.0, 1.5),
+                w(" three", 1.6, 1.9),
+                w(" four", 2.2, 2.8),
+            ],
         };
         let out = align(&[seg], &turns, Some(&act), AlignOptions::default());
-        let got: Vec<(&str, bool)> = out.segments[0].words.iter().map(|x| (x.speaker.as_str(), x.overlapped)).collect();
+        let got: Vec<(&str, bool)> = out.segments[0]
+            .words
+            .iter()
+            .map(|x| (x.speaker.as_str(), x.overlapped))
+            .collect();
         // "two": A more active; "three": both near-equal -> A, who was speaking
-        assert_eq!(got, vec![("A", false), ("A", true), ("A", true), ("B", false)]);
+        assert_eq!(
+            got,
+            vec![("A", false), ("A", true), ("A", true), ("B", false)]
+        );
     }
 
     #[test]
     fn speaker_turns_merge_short_pauses_and_sort() {
-        let turns = [turn("B", 5.0, 6.0), turn("A", 0.0, 1.0), turn("A", 1.2, 2.0), turn("A", 3.0, 4.0)];
+        let turns = [
+            turn("B", 5.0, 6.0),
+            turn("A", 0.0, 1.0),
+            turn("A", 1.2, 2.0),
+            turn("A", 3.0, 4.0),
+        ];
         let st = speaker_turns(&turns, 0.5);
-        assert_eq!(st, vec![turn("A", 0.0, 2.0), turn("A", 3.0, 4.0), turn("B", 5.0, 6.0)]);
+        assert_eq!(
+            st,
+            vec![
+                turn("A", 0.0, 2.0),
+                turn("A", 3.0, 4.0),
+                turn("B", 5.0, 6.0)
+            ]
+        );
         assert_eq!(count_speakers(&turns), 2);
     }
 
     #[test]
     fn words_serialise_flat_with_their_speaker() {
-        let sw = SpeakerWord { word: w(" hi", 1.0, 1.25), speaker: "SPEAKER_01".into(), overlapped: false };
+        let sw = SpeakerWord {
+            word: w(" hi", 1.0, 1.25),
+            speaker: "SPEAKER_01".into(),
+            overlapped: false,
+        };
         let v = serde_json::to_value(&sw).unwrap();
-        assert_eq!(v, serde_json::json!({"word": " hi", "start": 1.0, "end": 1.25, "probability": 0.9f32, "speaker": "SPEAKER_01", "overlapped": false}));
+        assert_eq!(
+            v,
+            serde_json::json!({"word": " hi", "start": 1.0, "end": 1.25, "probability": 0.9f32, "speaker": "SPEAKER_01", "overlapped": false})
+        );
     }
 }

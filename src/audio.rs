@@ -20,7 +20,10 @@ pub const TARGET_RATE: u32 = 16_000;
 #[derive(Debug, thiserror::Error)]
 pub enum AudioError {
     #[error("cannot open {path}: {source}")]
-    Open { path: String, source: std::io::Error },
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("not a supported audio file: {0}")]
     Unsupported(String),
     #[error("the file has no audio track")]
@@ -60,7 +63,11 @@ pub fn decode_file(path: &Path) -> Result<MonoAudio, AudioError> {
         samples.extend_from_slice(chunk.samples);
         Ok(())
     })?;
-    Ok(MonoAudio { samples, sample_rate, channels })
+    Ok(MonoAudio {
+        samples,
+        sample_rate,
+        channels,
+    })
 }
 
 /// Decodes `path` to 16 kHz mono (and the source's channel count),
@@ -72,9 +79,16 @@ pub fn load_16k_mono(path: &Path) -> Result<MonoAudio, AudioError> {
     let mut resampler: Option<StreamResampler> = None;
     let changed = || AudioError::Corrupt("the sample rate changes within the file".into());
     let channels = decode_path(path, &mut |chunk| {
-        let Chunk { rate, samples: chunk, announced } = chunk;
+        let Chunk {
+            rate,
+            samples: chunk,
+            announced,
+        } = chunk;
         if samples.capacity() == 0 {
-            reserve(&mut samples, announced.map(|n| n * TARGET_RATE as u64 / rate as u64 + 1));
+            reserve(
+                &mut samples,
+                announced.map(|n| n * TARGET_RATE as u64 / rate as u64 + 1),
+            );
         }
         match &mut resampler {
             Some(r) if r.from == rate => r.push(chunk, &mut samples),
@@ -95,7 +109,11 @@ pub fn load_16k_mono(path: &Path) -> Result<MonoAudio, AudioError> {
     if let Some(r) = resampler {
         r.finish(&mut samples)?;
     }
-    Ok(MonoAudio { samples, sample_rate: TARGET_RATE, channels })
+    Ok(MonoAudio {
+        samples,
+        sample_rate: TARGET_RATE,
+        channels,
+    })
 }
 
 /// Room for the `frames` samples the container announces (no doubling as
@@ -116,13 +134,23 @@ struct Chunk<'a> {
     announced: Option<u64>,
 }
 
-fn decode_path(path: &Path, sink: &mut dyn FnMut(Chunk) -> Result<(), AudioError>) -> Result<usize, AudioError> {
-    let file = File::open(path).map_err(|source| AudioError::Open { path: path.display().to_string(), source })?;
+fn decode_path(
+    path: &Path,
+    sink: &mut dyn FnMut(Chunk) -> Result<(), AudioError>,
+) -> Result<usize, AudioError> {
+    let file = File::open(path).map_err(|source| AudioError::Open {
+        path: path.display().to_string(),
+        source,
+    })?;
     let mut hint = Hint::new();
     if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
         hint.with_extension(ext);
     }
-    decode_source(MediaSourceStream::new(Box::new(file), Default::default()), &hint, sink)
+    decode_source(
+        MediaSourceStream::new(Box::new(file), Default::default()),
+        &hint,
+        sink,
+    )
 }
 
 /// Decodes packet by packet, handing each packet's mono samples (the mean of
@@ -133,9 +161,16 @@ fn decode_source(
     sink: &mut dyn FnMut(Chunk) -> Result<(), AudioError>,
 ) -> Result<usize, AudioError> {
     let mut format = symphonia::default::get_probe()
-        .probe(hint, mss, FormatOptions::default(), MetadataOptions::default())
+        .probe(
+            hint,
+            mss,
+            FormatOptions::default(),
+            MetadataOptions::default(),
+        )
         .map_err(|e| AudioError::Unsupported(describe(&e)))?;
-    let track = format.default_track(TrackType::Audio).ok_or(AudioError::NoAudioTrack)?;
+    let track = format
+        .default_track(TrackType::Audio)
+        .ok_or(AudioError::NoAudioTrack)?;
     let params = track
         .codec_params
         .as_ref()
@@ -176,9 +211,17 @@ fn decode_source(
                 buf.copy_to_vec_interleaved(&mut interleaved);
                 let scale = 1.0 / ch as f32;
                 mono.clear();
-                mono.extend(interleaved.chunks_exact(ch).map(|frame| frame.iter().sum::<f32>() * scale));
+                mono.extend(
+                    interleaved
+                        .chunks_exact(ch)
+                        .map(|frame| frame.iter().sum::<f32>() * scale),
+                );
                 decoded += mono.len();
-                sink(Chunk { rate, samples: &mono, announced })?;
+                sink(Chunk {
+                    rate,
+                    samples: &mono,
+                    announced,
+                })?;
             }
             // a damaged packet is skipped, as players do; a file of nothing but damage is corrupt
             Err(SymError::DecodeError(_)) => decode_errors += 1,
@@ -216,11 +259,23 @@ impl StreamResampler {
             .map_err(|e| AudioError::Resample(e.to_string()))?;
         let to_trim = inner.output_delay();
         let chunk_out = vec![0.0f32; inner.output_frames_max()];
-        Ok(StreamResampler { from, inner, pending: Vec::new(), chunk_out, to_trim, input_len: 0 })
+        Ok(StreamResampler {
+            from,
+            inner,
+            pending: Vec::new(),
+            chunk_out,
+            to_trim,
+            input_len: 0,
+        })
     }
 
     /// Runs one chunk: `partial` Some(n) for a last chunk of n frames (0: zeros to flush).
-    fn run(&mut self, input: &[f32], partial: Option<usize>, out: &mut Vec<f32>) -> Result<(), AudioError> {
+    fn run(
+        &mut self,
+        input: &[f32],
+        partial: Option<usize>,
+        out: &mut Vec<f32>,
+    ) -> Result<(), AudioError> {
         let err = |e: &dyn std::fmt::Display| AudioError::Resample(e.to_string());
         let n_in = self.inner.input_frames_next();
         let padded;
@@ -232,10 +287,18 @@ impl StreamResampler {
         };
         let adapter_in = InterleavedSlice::new(input, 1, input.len()).map_err(|e| err(&e))?;
         let cap = self.chunk_out.len();
-        let mut adapter_out = InterleavedSlice::new_mut(&mut self.chunk_out, 1, cap).map_err(|e| err(&e))?;
-        let indexing = rubato::Indexing { input_offset: 0, output_offset: 0, active_channels_mask: None, partial_len: partial };
-        let (_, produced) =
-            self.inner.process_into_buffer(&adapter_in, &mut adapter_out, Some(&indexing)).map_err(|e| err(&e))?;
+        let mut adapter_out =
+            InterleavedSlice::new_mut(&mut self.chunk_out, 1, cap).map_err(|e| err(&e))?;
+        let indexing = rubato::Indexing {
+            input_offset: 0,
+            output_offset: 0,
+            active_channels_mask: None,
+            partial_len: partial,
+        };
+        let (_, produced) = self
+            .inner
+            .process_into_buffer(&adapter_in, &mut adapter_out, Some(&indexing))
+            .map_err(|e| err(&e))?;
         let skip = self.to_trim.min(produced);
         self.to_trim -= skip;
         out.extend_from_slice(&self.chunk_out[skip..produced]);
@@ -271,7 +334,9 @@ impl StreamResampler {
             let before = out.len();
             self.run(&[], Some(0), out)?;
             if out.len() == before && self.to_trim == 0 {
-                return Err(AudioError::Resample("the resampler stopped producing output".into()));
+                return Err(AudioError::Resample(
+                    "the resampler stopped producing output".into(),
+                ));
             }
         }
         out.truncate(expected);
@@ -295,12 +360,13 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioEr
     }
     let mut resampler = Fft::<f32>::new(from as usize, to as usize, 1024, 1, FixedSync::Input)
         .map_err(|e| AudioError::Resample(e.to_string()))?;
-    let input = InterleavedSlice::new(samples, 1, samples.len()).map_err(|e| AudioError::Resample(e.to_string()))?;
+    let input = InterleavedSlice::new(samples, 1, samples.len())
+        .map_err(|e| AudioError::Resample(e.to_string()))?;
     let capacity = resampler.process_all_needed_output_len(samples.len());
     let mut out = vec![0.0f32; capacity];
     let (_, produced) = {
-        let mut output =
-            InterleavedSlice::new_mut(&mut out, 1, capacity).map_err(|e| AudioError::Resample(e.to_string()))?;
+        let mut output = InterleavedSlice::new_mut(&mut out, 1, capacity)
+            .map_err(|e| AudioError::Resample(e.to_string()))?;
         resampler
             .process_all_into_buffer(&input, &mut output, samples.len(), None)
             .map_err(|e| AudioError::Resample(e.to_string()))?
@@ -353,24 +419,35 @@ mod tests {
 
     #[test]
     fn stereo_is_mixed_down_to_the_channel_mean() {
-        let frames: Vec<Vec<i16>> = (0..800).map(|i| vec![(i % 100) as i16 * 100, 1000]).collect();
+        let frames: Vec<Vec<i16>> = (0..800)
+            .map(|i| vec![(i % 100) as i16 * 100, 1000])
+            .collect();
         let p = temp_file("stereo.wav", &wav_bytes(8000, 2, &frames));
         let a = decode_file(&p).unwrap();
         assert_eq!((a.sample_rate, a.channels, a.samples.len()), (8000, 2, 800));
         let expect = ((5 * 100) as f32 / 32768.0 + 1000.0 / 32768.0) / 2.0;
-        assert!((a.samples[5] - expect).abs() < 1e-6, "{} vs {expect}", a.samples[5]);
+        assert!(
+            (a.samples[5] - expect).abs() < 1e-6,
+            "{} vs {expect}",
+            a.samples[5]
+        );
         std::fs::remove_file(p).unwrap();
     }
 
     #[test]
     fn resampling_keeps_duration_and_pitch() {
         let rate = 44_100u32;
-        let tone: Vec<f32> = (0..rate as usize).map(|i| (2.0 * std::f32::consts::PI * 440.0 * i as f32 / rate as f32).sin()).collect();
+        let tone: Vec<f32> = (0..rate as usize)
+            .map(|i| (2.0 * std::f32::consts::PI * 440.0 * i as f32 / rate as f32).sin())
+            .collect();
         let out = resample(&tone, rate, 16_000).unwrap();
         assert!((out.len() as i64 - 16_000).abs() <= 2, "{}", out.len());
         // zero crossings of a 440 Hz tone over the middle 0.5 s: about 440
         let mid = &out[4000..12000];
-        let crossings = mid.windows(2).filter(|w| (w[0] < 0.0) != (w[1] < 0.0)).count();
+        let crossings = mid
+            .windows(2)
+            .filter(|w| (w[0] < 0.0) != (w[1] < 0.0))
+            .count();
         assert!((430..=450).contains(&crossings), "{crossings}");
         // delay compensated: the tone starts at the start
         let expect = (2.0 * std::f32::consts::PI * 440.0 * 100.0 / 16000.0).sin();
@@ -385,7 +462,8 @@ mod tests {
         let frames: Vec<Vec<i16>> = (0..n)
             .map(|i| {
                 let t = i as f32 / rate as f32;
-                let v = ((2.0 * std::f32::consts::PI * (200.0 + 900.0 * t) * t).sin() * 12000.0) as i16;
+                let v =
+                    ((2.0 * std::f32::consts::PI * (200.0 + 900.0 * t) * t).sin() * 12000.0) as i16;
                 vec![v, v / 2]
             })
             .collect();
@@ -395,18 +473,39 @@ mod tests {
         let streamed = load_16k_mono(&p).unwrap();
         assert_eq!((streamed.sample_rate, streamed.channels), (TARGET_RATE, 2));
         assert_eq!(streamed.samples.len(), expect.len());
-        let worst = streamed.samples.iter().zip(&expect).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let worst = streamed
+            .samples
+            .iter()
+            .zip(&expect)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
         assert!(worst < 1e-5, "largest difference {worst}");
         // 16 kHz input is taken as it is
-        let same = temp_file("16k.wav", &wav_bytes(16_000, 1, &frames[..16_000].iter().map(|f| vec![f[0]]).collect::<Vec<_>>()));
-        assert_eq!(load_16k_mono(&same).unwrap().samples, decode_file(&same).unwrap().samples);
+        let same = temp_file(
+            "16k.wav",
+            &wav_bytes(
+                16_000,
+                1,
+                &frames[..16_000]
+                    .iter()
+                    .map(|f| vec![f[0]])
+                    .collect::<Vec<_>>(),
+            ),
+        );
+        assert_eq!(
+            load_16k_mono(&same).unwrap().samples,
+            decode_file(&same).unwrap().samples
+        );
         std::fs::remove_file(p).unwrap();
         std::fs::remove_file(same).unwrap();
     }
 
     #[test]
     fn garbage_is_rejected_with_a_clear_error() {
-        let p = temp_file("notes.wav", b"this is a text file, not audio at all........");
+        let p = temp_file(
+            "notes.wav",
+            b"this is a text file, not audio at all........",
+        );
         let err = decode_file(&p).unwrap_err();
         assert!(matches!(err, AudioError::Unsupported(_)), "{err}");
         std::fs::remove_file(p).unwrap();
@@ -418,7 +517,10 @@ mod tests {
     fn a_header_without_samples_is_empty() {
         let p = temp_file("empty.wav", &wav_bytes(16000, 1, &[]));
         let err = decode_file(&p).unwrap_err();
-        assert!(matches!(err, AudioError::Empty | AudioError::Corrupt(_)), "{err}");
+        assert!(
+            matches!(err, AudioError::Empty | AudioError::Corrupt(_)),
+            "{err}"
+        );
         std::fs::remove_file(p).unwrap();
     }
 }

@@ -13,7 +13,10 @@ pub const ENV_PREFIX: &str = "COLLOQUY__";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config {origin}: {message}")]
     Invalid { origin: String, message: String },
 }
@@ -183,25 +186,42 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut table = parse(DEFAULT_TOML, "config/default.toml")?;
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
             merge(&mut table, parse(&text, &path.display().to_string())?);
         }
         for (key, value) in env {
-            let Some(rest) = key.strip_prefix(ENV_PREFIX) else { continue };
+            let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
             let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
-            set_path(&mut table, &path, parse_env_value(&value))
-                .map_err(|message| ConfigError::Invalid { origin: format!("from {key}"), message })?;
+            set_path(&mut table, &path, parse_env_value(&value)).map_err(|message| {
+                ConfigError::Invalid {
+                    origin: format!("from {key}"),
+                    message,
+                }
+            })?;
         }
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid { origin: "after merging".into(), message: e.message().to_string() })?;
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                    origin: "after merging".into(),
+                    message: e.message().to_string(),
+                })?;
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |message: String| Err(ConfigError::Invalid { origin: "value".into(), message });
+        let bad = |message: String| {
+            Err(ConfigError::Invalid {
+                origin: "value".into(),
+                message,
+            })
+        };
         if self.whisper.temperatures.is_empty() {
             return bad("whisper.temperatures must list at least one temperature".into());
         }
@@ -214,7 +234,9 @@ impl Config {
             ("aligner", p.aligner),
         ] {
             if st.mailbox == 0 || st.threads == 0 {
-                return bad(format!("pipeline.{name}.mailbox and .threads must be at least 1"));
+                return bad(format!(
+                    "pipeline.{name}.mailbox and .threads must be at least 1"
+                ));
             }
         }
         if p.max_active_jobs == 0 {
@@ -228,13 +250,18 @@ impl Config {
         }
         let v = &self.vad;
         if !(v.threshold > 0.0 && v.threshold < 1.0) {
-            return bad(format!("vad.threshold must be between 0 and 1 (exclusive), not {}", v.threshold));
+            return bad(format!(
+                "vad.threshold must be between 0 and 1 (exclusive), not {}",
+                v.threshold
+            ));
         }
         if v.max_speech_s.is_nan() || v.max_speech_s < 0.0 {
             return bad("vad.max_speech_s must be 0 (no limit) or more".into());
         }
         if v.max_speech_s > 0.0 && v.max_speech_s * 1000.0 <= 2.0 * v.speech_pad_ms as f64 + 32.0 {
-            return bad("vad.max_speech_s must exceed twice vad.speech_pad_ms plus one 32 ms frame".into());
+            return bad(
+                "vad.max_speech_s must exceed twice vad.speech_pad_ms plus one 32 ms frame".into(),
+            );
         }
         if v.threads == 0 {
             return bad("vad.threads must be at least 1".into());
@@ -260,7 +287,9 @@ impl Config {
         if !self.models.onnxruntime.is_empty() {
             return expand_home(&self.models.onnxruntime);
         }
-        self.models_root().join("onnxruntime").join("libonnxruntime.so")
+        self.models_root()
+            .join("onnxruntime")
+            .join("libonnxruntime.so")
     }
 }
 
@@ -274,7 +303,9 @@ pub fn default_cache_root() -> PathBuf {
 }
 
 fn home_dir() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."))
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn expand_home(p: &str) -> PathBuf {
@@ -286,7 +317,10 @@ fn expand_home(p: &str) -> PathBuf {
 
 fn parse(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
     text.parse::<toml::Table>()
-        .map_err(|e| ConfigError::Invalid { origin: origin.to_string(), message: e.message().to_string() })
+        .map_err(|e| ConfigError::Invalid {
+            origin: origin.to_string(),
+            message: e.message().to_string(),
+        })
 }
 
 /// Lays `over` onto `base`, recursing into tables.
@@ -308,7 +342,10 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
             table.insert(key.clone(), value);
             Ok(())
         }
-        [section, rest @ ..] => match table.entry(section.clone()).or_insert_with(|| toml::Value::Table(Default::default())) {
+        [section, rest @ ..] => match table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+        {
             toml::Value::Table(t) => set_path(t, rest, value),
             _ => Err(format!("{section} is not a section")),
         },
@@ -361,7 +398,14 @@ mod tests {
         let c = Config::load_with_env(None, no_env()).unwrap();
         assert!(c.vad.enabled);
         assert_eq!(c.vad.threshold, 0.25);
-        assert_eq!((c.vad.min_speech_ms, c.vad.min_silence_ms, c.vad.speech_pad_ms), (100, 300, 200));
+        assert_eq!(
+            (
+                c.vad.min_speech_ms,
+                c.vad.min_silence_ms,
+                c.vad.speech_pad_ms
+            ),
+            (100, 300, 200)
+        );
         assert_eq!(c.vad.max_speech_s, 0.0);
         assert_eq!(c.vad.threads, 1);
         for (key, value, complaint) in [
@@ -375,16 +419,28 @@ mod tests {
             let err = Config::load_with_env(None, env).unwrap_err().to_string();
             assert!(err.contains(complaint), "{key}={value}: {err}");
         }
-        let env = vec![("COLLOQUY__VAD__MAX_SPEECH_S".to_string(), "30.0".to_string())];
-        assert_eq!(Config::load_with_env(None, env).unwrap().vad.max_speech_s, 30.0);
+        let env = vec![(
+            "COLLOQUY__VAD__MAX_SPEECH_S".to_string(),
+            "30.0".to_string(),
+        )];
+        assert_eq!(
+            Config::load_with_env(None, env).unwrap().vad.max_speech_s,
+            30.0
+        );
     }
 
     #[test]
     fn env_overrides_and_types() {
         let env = vec![
             ("COLLOQUY__WHISPER__MODEL".to_string(), "base".to_string()),
-            ("COLLOQUY__RUNTIME__INTRA_THREADS".to_string(), "4".to_string()),
-            ("COLLOQUY__WHISPER__TEMPERATURES".to_string(), "[0.0]".to_string()),
+            (
+                "COLLOQUY__RUNTIME__INTRA_THREADS".to_string(),
+                "4".to_string(),
+            ),
+            (
+                "COLLOQUY__WHISPER__TEMPERATURES".to_string(),
+                "[0.0]".to_string(),
+            ),
             ("UNRELATED".to_string(), "x".to_string()),
         ];
         let c = Config::load_with_env(None, env).unwrap();
@@ -403,12 +459,17 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("c.toml");
         std::fs::write(&file, "[whisper]\nprecision = \"int8\"\n[nosuch]\nx = 1\n").unwrap();
-        let err = Config::load_with_env(Some(&file), no_env()).unwrap_err().to_string();
+        let err = Config::load_with_env(Some(&file), no_env())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("nosuch"), "{err}");
         std::fs::write(&file, "[whisper]\nprecision = \"int8\"\n").unwrap();
         let c = Config::load_with_env(Some(&file), no_env()).unwrap();
         assert_eq!(c.whisper.precision, Precision::Int8);
-        assert_eq!(c.whisper.model, "tiny.en", "keys the file leaves out keep their defaults");
+        assert_eq!(
+            c.whisper.model, "tiny.en",
+            "keys the file leaves out keep their defaults"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -58,7 +58,9 @@ impl EvalItem {
 
     /// Distinct speakers of the reference turns.
     pub fn reference_speakers(&self) -> Option<usize> {
-        self.reference_turns.as_ref().map(|t| crate::align::count_speakers(t))
+        self.reference_turns
+            .as_ref()
+            .map(|t| crate::align::count_speakers(t))
     }
 }
 
@@ -70,12 +72,19 @@ pub fn read_manifest(path: &Path, group: Option<&str>) -> anyhow::Result<Vec<Eva
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap_or_default().split('\t').collect();
     let col = |name: &str| header.iter().position(|h| *h == name);
-    let (Some(id), Some(audio), Some(reference)) = (col("id"), col("path"), col("reference")) else {
-        bail!("{}: the header must name the columns id, path and reference (tab-separated)", path.display());
+    let (Some(id), Some(audio), Some(reference)) = (col("id"), col("path"), col("reference"))
+    else {
+        bail!(
+            "{}: the header must name the columns id, path and reference (tab-separated)",
+            path.display()
+        );
     };
     let group_col = col("group");
     if group.is_some() && group_col.is_none() {
-        bail!("{}: --group given but the manifest has no group column", path.display());
+        bail!(
+            "{}: --group given but the manifest has no group column",
+            path.display()
+        );
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut items = Vec::new();
@@ -85,9 +94,13 @@ pub fn read_manifest(path: &Path, group: Option<&str>) -> anyhow::Result<Vec<Eva
         }
         let f: Vec<&str> = line.split('\t').collect();
         let get = |i: usize| {
-            f.get(i)
-                .copied()
-                .with_context(|| format!("{} line {}: fewer columns than the header", path.display(), n + 2))
+            f.get(i).copied().with_context(|| {
+                format!(
+                    "{} line {}: fewer columns than the header",
+                    path.display(),
+                    n + 2
+                )
+            })
         };
         if let (Some(want), Some(g)) = (group, group_col) {
             if get(g)? != want {
@@ -126,8 +139,18 @@ pub fn attach_rttm(items: &mut Vec<EvalItem>, rttm: &Path) -> anyhow::Result<()>
             .iter()
             .map(|ext| dir.join(format!("{uri}.{ext}")))
             .find(|p| p.is_file())
-            .with_context(|| format!("{}: no audio file {uri}.wav (.flac, .mp3, .ogg) beside it", rttm.display()))?;
-        items.push(EvalItem { id: uri, audio, reference_turns: Some(turns), ..Default::default() });
+            .with_context(|| {
+                format!(
+                    "{}: no audio file {uri}.wav (.flac, .mp3, .ogg) beside it",
+                    rttm.display()
+                )
+            })?;
+        items.push(EvalItem {
+            id: uri,
+            audio,
+            reference_turns: Some(turns),
+            ..Default::default()
+        });
     }
     Ok(())
 }
@@ -148,19 +171,35 @@ pub fn attach_stm(items: &mut [EvalItem], stm: &Path) -> anyhow::Result<()> {
         let f: Vec<&str> = line.split_whitespace().collect();
         let time = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
         let (Some(start), Some(end)) = (time(3), time(4)) else {
-            bail!("{} line {}: expected <file> <channel> <speaker> <start> <end> <text>", stm.display(), n + 1);
+            bail!(
+                "{} line {}: expected <file> <channel> <speaker> <start> <end> <text>",
+                stm.display(),
+                n + 1
+            );
         };
-        per_file.entry(f[0].to_string()).or_default().push((start, end, f[2].to_string(), f[5..].join(" ")));
+        per_file.entry(f[0].to_string()).or_default().push((
+            start,
+            end,
+            f[2].to_string(),
+            f[5..].join(" "),
+        ));
     }
     for item in items.iter_mut() {
         if let Some(turns) = item.lookup(&per_file) {
             let mut turns = turns.clone();
             turns.sort_by(|a, b| a.0.total_cmp(&b.0));
             if item.reference_text.is_none() {
-                item.reference_text = Some(turns.iter().map(|t| t.3.as_str()).collect::<Vec<_>>().join(" "));
+                item.reference_text = Some(
+                    turns
+                        .iter()
+                        .map(|t| t.3.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                );
             }
             item.reference_stm_times = Some(turns.iter().map(|t| (t.0, t.1)).collect());
-            item.reference_speaker_text = Some(turns.into_iter().map(|(_, _, sp, t)| (sp, t)).collect());
+            item.reference_speaker_text =
+                Some(turns.into_iter().map(|(_, _, sp, t)| (sp, t)).collect());
         }
     }
     Ok(())
@@ -172,7 +211,10 @@ pub fn attach_stm(items: &mut [EvalItem], stm: &Path) -> anyhow::Result<()> {
 /// partner is compared with nothing). Wrong speakers cost as much as wrong
 /// words: a sentence given to the other person counts as deleted on one side
 /// and inserted on the other.
-pub fn cp_word_errors(reference: &[(String, String)], hypothesis: &[(String, String)]) -> WordErrors {
+pub fn cp_word_errors(
+    reference: &[(String, String)],
+    hypothesis: &[(String, String)],
+) -> WordErrors {
     fn by_speaker(pairs: &[(String, String)]) -> Vec<String> {
         let mut order: Vec<&str> = Vec::new();
         let mut text: BTreeMap<&str, String> = BTreeMap::new();
@@ -193,9 +235,17 @@ pub fn cp_word_errors(reference: &[(String, String)], hypothesis: &[(String, Str
         return WordErrors::default();
     }
     let get = |v: &[String], i: usize| v.get(i).cloned().unwrap_or_default();
-    let errors: Vec<Vec<WordErrors>> =
-        (0..n).map(|i| (0..n).map(|j| word_errors(&get(&r, i), &get(&h, j))).collect()).collect();
-    let weights: Vec<Vec<i64>> = errors.iter().map(|row| row.iter().map(|e| -(e.errors() as i64)).collect()).collect();
+    let errors: Vec<Vec<WordErrors>> = (0..n)
+        .map(|i| {
+            (0..n)
+                .map(|j| word_errors(&get(&r, i), &get(&h, j)))
+                .collect()
+        })
+        .collect();
+    let weights: Vec<Vec<i64>> = errors
+        .iter()
+        .map(|row| row.iter().map(|e| -(e.errors() as i64)).collect())
+        .collect();
     let m = pathfinding::prelude::Matrix::from_rows(weights).expect("square matrix");
     let (_, assign) = pathfinding::prelude::kuhn_munkres(&m);
     let mut total = WordErrors::default();
@@ -246,8 +296,12 @@ impl EdgeDistances {
         if words.is_empty() || turns.is_empty() {
             return None;
         }
-        let nearest =
-            |t: f64, at: fn(&(f64, f64)) -> f64| words.iter().map(|w| (at(w) - t).abs()).fold(f64::INFINITY, f64::min);
+        let nearest = |t: f64, at: fn(&(f64, f64)) -> f64| {
+            words
+                .iter()
+                .map(|w| (at(w) - t).abs())
+                .fold(f64::INFINITY, f64::min)
+        };
         Some(EdgeDistances {
             start_seconds: turns.iter().map(|t| nearest(t.0, |w| w.0)).collect(),
             end_seconds: turns.iter().map(|t| nearest(t.1, |w| w.1)).collect(),
@@ -318,7 +372,11 @@ impl Scores {
 
     /// The scores of `self` and `o` together (errors over all reference words / speech).
     fn plus(&self, o: &Scores) -> Scores {
-        fn sum<T: Copy + Default>(a: Option<T>, b: Option<T>, add: impl Fn(&mut T, T)) -> Option<T> {
+        fn sum<T: Copy + Default>(
+            a: Option<T>,
+            b: Option<T>,
+            add: impl Fn(&mut T, T),
+        ) -> Option<T> {
             match (a, b) {
                 (None, None) => None,
                 (a, b) => {
@@ -367,26 +425,56 @@ pub struct FileReport {
 }
 
 /// Scores a job's result (the JSON of `GET /api/results/{id}`) against `item`.
-pub fn score(item: &EvalItem, result: &Value, wall_seconds: f64, peak_rss_mb: Option<f64>) -> FileReport {
-    let hypothesis = result["full_text"].as_str().unwrap_or_default().trim().to_string();
+pub fn score(
+    item: &EvalItem,
+    result: &Value,
+    wall_seconds: f64,
+    peak_rss_mb: Option<f64>,
+) -> FileReport {
+    let hypothesis = result["full_text"]
+        .as_str()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let audio_seconds = result["duration"].as_f64().unwrap_or(0.0);
-    let errors = item.reference_text.as_deref().map(|r| word_errors(r, &hypothesis));
-    let turns: Vec<Turn> = serde_json::from_value(result["speaker_turns"].clone()).unwrap_or_default();
-    let breakdown = item.reference_turns.as_deref().map(|r| der(r, &turns, item.uem.as_deref(), DER_COLLAR));
+    let errors = item
+        .reference_text
+        .as_deref()
+        .map(|r| word_errors(r, &hypothesis));
+    let turns: Vec<Turn> =
+        serde_json::from_value(result["speaker_turns"].clone()).unwrap_or_default();
+    let breakdown = item
+        .reference_turns
+        .as_deref()
+        .map(|r| der(r, &turns, item.uem.as_deref(), DER_COLLAR));
     let said: Vec<(String, String)> = result["aligned_segments"]
         .as_array()
         .into_iter()
         .flatten()
-        .map(|s| (s["speaker"].as_str().unwrap_or_default().to_string(), s["text"].as_str().unwrap_or_default().to_string()))
+        .map(|s| {
+            (
+                s["speaker"].as_str().unwrap_or_default().to_string(),
+                s["text"].as_str().unwrap_or_default().to_string(),
+            )
+        })
         .collect();
-    let cp = item.reference_speaker_text.as_deref().map(|r| cp_word_errors(r, &said));
-    let distances = item.timing_reference().and_then(|r| EdgeDistances::measure(&r, &result_words(result)));
+    let cp = item
+        .reference_speaker_text
+        .as_deref()
+        .map(|r| cp_word_errors(r, &said));
+    let distances = item
+        .timing_reference()
+        .and_then(|r| EdgeDistances::measure(&r, &result_words(result)));
     FileReport {
         id: item.id.clone(),
         file: item.audio.display().to_string(),
         audio_seconds,
         wall_seconds,
-        speed: if wall_seconds > 0.0 { audio_seconds / wall_seconds } else { 0.0 },
+        speed: if wall_seconds > 0.0 {
+            audio_seconds / wall_seconds
+        } else {
+            0.0
+        },
         peak_rss_mb,
         scores: Scores::new(errors, breakdown, cp),
         word_timing: WordTiming::of(&distances),
@@ -418,7 +506,11 @@ pub struct Totals {
 }
 
 pub fn totals(files: &[FileReport], wall_seconds: f64) -> Totals {
-    let mut t = Totals { files: files.len(), wall_seconds, ..Default::default() };
+    let mut t = Totals {
+        files: files.len(),
+        wall_seconds,
+        ..Default::default()
+    };
     for f in files {
         t.audio_seconds += f.audio_seconds;
         t.scores = t.scores.plus(&f.scores);
@@ -429,8 +521,16 @@ pub fn totals(files: &[FileReport], wall_seconds: f64) -> Totals {
             *t.stage_seconds.entry(stage.clone()).or_default() += v.as_f64().unwrap_or(0.0);
         }
     }
-    t.word_timing = WordTiming::of(files.iter().filter_map(|f| f.word_timing_distances.as_ref()));
-    t.speed = if wall_seconds > 0.0 { t.audio_seconds / wall_seconds } else { 0.0 };
+    t.word_timing = WordTiming::of(
+        files
+            .iter()
+            .filter_map(|f| f.word_timing_distances.as_ref()),
+    );
+    t.speed = if wall_seconds > 0.0 {
+        t.audio_seconds / wall_seconds
+    } else {
+        0.0
+    };
     t
 }
 
@@ -453,7 +553,13 @@ fn pct(v: Option<f64>) -> String {
 
 /// The human-readable table of a report.
 pub fn table(report: &EvalReport) -> String {
-    let w = report.files.iter().map(|f| f.id.len()).max().unwrap_or(4).max(5);
+    let w = report
+        .files
+        .iter()
+        .map(|f| f.id.len())
+        .max()
+        .unwrap_or(4)
+        .max(5);
     let mut out = String::new();
     let mut row = |cells: [String; 12]| {
         let [id, audio, wall, speed, wer, der, cp, start, end, turns, spk, mb] = cells;
@@ -463,14 +569,17 @@ pub fn table(report: &EvalReport) -> String {
         );
     };
     row([
-        "file", "audio s", "wall s", "speed", "WER", "DER", "cpWER", "start s", "end s", "turns", "speakers", "peak MB",
+        "file", "audio s", "wall s", "speed", "WER", "DER", "cpWER", "start s", "end s", "turns",
+        "speakers", "peak MB",
     ]
     .map(String::from));
     let mb = |m: Option<f64>| m.map_or("-".into(), |m| format!("{m:.0}"));
     let timing = |t: Option<WordTiming>| match t {
-        Some(t) => {
-            [format!("{:.2}", t.median_start_seconds), format!("{:.2}", t.median_end_seconds), t.turns.to_string()]
-        }
+        Some(t) => [
+            format!("{:.2}", t.median_start_seconds),
+            format!("{:.2}", t.median_end_seconds),
+            t.turns.to_string(),
+        ],
         None => ["-".into(), "-".into(), "-".into()],
     };
     let t = &report.totals;
@@ -482,7 +591,16 @@ pub fn table(report: &EvalReport) -> String {
                 Some(r) => format!("{} ({r})", f.speakers_found),
                 None => f.speakers_found.to_string(),
             };
-            (f.id.clone(), f.audio_seconds, f.wall_seconds, f.speed, f.scores, f.word_timing, spk, f.peak_rss_mb)
+            (
+                f.id.clone(),
+                f.audio_seconds,
+                f.wall_seconds,
+                f.speed,
+                f.scores,
+                f.word_timing,
+                spk,
+                f.peak_rss_mb,
+            )
         })
         .chain(std::iter::once((
             "TOTAL".to_string(),
@@ -512,7 +630,11 @@ pub fn table(report: &EvalReport) -> String {
         ]);
     }
     if !t.stage_seconds.is_empty() {
-        let stages: Vec<String> = t.stage_seconds.iter().map(|(k, v)| format!("{k} {v:.2}")).collect();
+        let stages: Vec<String> = t
+            .stage_seconds
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.2}"))
+            .collect();
         let _ = writeln!(out, "seconds per stage, all files: {}", stages.join(", "));
     }
     let _ = writeln!(
@@ -548,7 +670,10 @@ pub fn duplicate_ids(items: &[EvalItem]) -> Vec<String> {
     for i in items {
         *seen.entry(&i.id).or_default() += 1;
     }
-    seen.into_iter().filter(|(_, n)| *n > 1).map(|(id, _)| id.to_string()).collect()
+    seen.into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(id, _)| id.to_string())
+        .collect()
 }
 
 #[cfg(test)]
@@ -556,13 +681,20 @@ mod tests {
     use super::*;
 
     fn dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("colloquy-eval-test-{}-{}", std::process::id(), rand_suffix()));
+        let d = std::env::temp_dir().join(format!(
+            "colloquy-eval-test-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
         std::fs::create_dir_all(&d).unwrap();
         d
     }
 
     fn rand_suffix() -> u128 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
     }
 
     #[test]
@@ -579,7 +711,12 @@ mod tests {
         let mut items = read_manifest(&d.join("m.tsv"), None).unwrap();
         assert_eq!(items.len(), 2);
         assert_eq!(items[0].audio, d.join("x/a.wav"));
-        assert_eq!(read_manifest(&d.join("m.tsv"), Some("single")).unwrap().len(), 1);
+        assert_eq!(
+            read_manifest(&d.join("m.tsv"), Some("single"))
+                .unwrap()
+                .len(),
+            1
+        );
         attach_rttm(&mut items, &d.join("r.rttm")).unwrap();
         attach_uem(&mut items, &d.join("u.uem")).unwrap();
         assert_eq!(items.len(), 3);
@@ -597,7 +734,9 @@ mod tests {
     fn a_manifest_without_the_needed_columns_is_refused() {
         let d = dir();
         std::fs::write(d.join("m.tsv"), "name\tfile\na\tb.wav\n").unwrap();
-        let e = read_manifest(&d.join("m.tsv"), None).unwrap_err().to_string();
+        let e = read_manifest(&d.join("m.tsv"), None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("id, path and reference"), "{e}");
         std::fs::remove_dir_all(d).unwrap();
     }
@@ -609,8 +748,16 @@ mod tests {
             audio: "c.wav".into(),
             reference_text: Some("Travel costs went up by ten percent.".into()),
             reference_turns: Some(vec![
-                Turn { speaker: "a".into(), start: 0.0, end: 4.0 },
-                Turn { speaker: "b".into(), start: 4.0, end: 8.0 },
+                Turn {
+                    speaker: "a".into(),
+                    start: 0.0,
+                    end: 4.0,
+                },
+                Turn {
+                    speaker: "b".into(),
+                    start: 4.0,
+                    end: 8.0,
+                },
             ]),
             uem: None,
             reference_speaker_text: None,
@@ -647,29 +794,51 @@ mod tests {
 
     #[test]
     fn cp_wer_charges_words_given_to_the_wrong_speaker() {
-        let p = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
-        let reference = p(&[("alice", "Good morning."), ("bob", "No problem at all."), ("alice", "Thanks.")]);
+        let p = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let reference = p(&[
+            ("alice", "Good morning."),
+            ("bob", "No problem at all."),
+            ("alice", "Thanks."),
+        ]);
         // perfect, whatever the labels
-        let h = p(&[("S1", "Good morning."), ("S0", "No problem at all."), ("S1", "Thanks.")]);
+        let h = p(&[
+            ("S1", "Good morning."),
+            ("S0", "No problem at all."),
+            ("S1", "Thanks."),
+        ]);
         let e = cp_word_errors(&reference, &h);
         assert_eq!((e.errors(), e.reference_words), (0, 7));
         // "Thanks." given to bob: deleted from alice's words, inserted in bob's
-        let h = p(&[("S1", "Good morning."), ("S0", "No problem at all. Thanks.")]);
+        let h = p(&[
+            ("S1", "Good morning."),
+            ("S0", "No problem at all. Thanks."),
+        ]);
         let e = cp_word_errors(&reference, &h);
         assert_eq!((e.deletions, e.insertions, e.substitutions), (1, 1, 0));
         // one speaker for everything: it pairs with bob (alice's 3 words inserted there),
         // and alice's words are missing from her side
         let h = p(&[("S0", "Good morning. No problem at all. Thanks.")]);
         let e = cp_word_errors(&reference, &h);
-        assert_eq!((e.deletions, e.insertions, e.substitutions), (3, 3, 0), "{e:?}");
+        assert_eq!(
+            (e.deletions, e.insertions, e.substitutions),
+            (3, 3, 0),
+            "{e:?}"
+        );
         assert_eq!(cp_word_errors(&[], &[]).reference_words, 0);
     }
 
     #[test]
     fn stm_gives_speaker_text_and_reference_text() {
         let d = dir();
-        std::fs::write(d.join("c.stm"), ";; comment\nconv 1 bob 3.5 8.2 No problem.\nconv 1 alice 0.0 2.9 Good morning.\n")
-            .unwrap();
+        std::fs::write(
+            d.join("c.stm"),
+            ";; comment\nconv 1 bob 3.5 8.2 No problem.\nconv 1 alice 0.0 2.9 Good morning.\n",
+        )
+        .unwrap();
         let mut items = vec![EvalItem {
             id: "x".into(),
             audio: d.join("conv.wav"),
@@ -680,10 +849,19 @@ mod tests {
             reference_stm_times: None,
         }];
         attach_stm(&mut items, &d.join("c.stm")).unwrap();
-        assert_eq!(items[0].reference_text.as_deref(), Some("Good morning. No problem."));
-        assert_eq!(items[0].reference_speaker_text.as_ref().unwrap()[0], ("alice".to_string(), "Good morning.".to_string()));
+        assert_eq!(
+            items[0].reference_text.as_deref(),
+            Some("Good morning. No problem.")
+        );
+        assert_eq!(
+            items[0].reference_speaker_text.as_ref().unwrap()[0],
+            ("alice".to_string(), "Good morning.".to_string())
+        );
         std::fs::write(d.join("bad.stm"), "conv 1 bob\n").unwrap();
-        assert!(attach_stm(&mut items, &d.join("bad.stm")).unwrap_err().to_string().contains("line 1"));
+        assert!(attach_stm(&mut items, &d.join("bad.stm"))
+            .unwrap_err()
+            .to_string()
+            .contains("line 1"));
         std::fs::remove_dir_all(d).unwrap();
     }
 
@@ -707,10 +885,18 @@ mod tests {
 
     #[test]
     fn word_timing_at_turn_edges() {
-        let turn = |speaker: &str, start, end| Turn { speaker: speaker.into(), start, end };
+        let turn = |speaker: &str, start, end| Turn {
+            speaker: speaker.into(),
+            start,
+            end,
+        };
         let rttm = EvalItem {
             id: "r".into(),
-            reference_turns: Some(vec![turn("a", 0.0, 2.0), turn("b", 2.5, 5.0), turn("a", 6.0, 8.0)]),
+            reference_turns: Some(vec![
+                turn("a", 0.0, 2.0),
+                turn("b", 2.5, 5.0),
+                turn("a", 6.0, 8.0),
+            ]),
             ..Default::default()
         };
         let result = result_with_words(&[
@@ -724,36 +910,71 @@ mod tests {
         let d = r.word_timing_distances.clone().unwrap();
         assert_eq!(d.start_seconds, vec![0.25, 0.5, 0.0]);
         assert_eq!(d.end_seconds, vec![0.25, 0.5, 0.5]);
-        assert_eq!(r.word_timing, Some(WordTiming { turns: 3, median_start_seconds: 0.25, median_end_seconds: 0.5 }));
+        assert_eq!(
+            r.word_timing,
+            Some(WordTiming {
+                turns: 3,
+                median_start_seconds: 0.25,
+                median_end_seconds: 0.5
+            })
+        );
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(
             json["word_timing"],
             serde_json::json!({"turns": 3, "median_start_seconds": 0.25, "median_end_seconds": 0.5})
         );
-        assert_eq!(json["word_timing_distances"]["end_seconds"], serde_json::json!([0.25, 0.5, 0.5]));
+        assert_eq!(
+            json["word_timing_distances"]["end_seconds"],
+            serde_json::json!([0.25, 0.5, 0.5])
+        );
 
         // STM times when there is no RTTM; a word without an end is left out
-        let stm = EvalItem { id: "s".into(), reference_stm_times: Some(vec![(1.0, 2.0)]), ..Default::default() };
+        let stm = EvalItem {
+            id: "s".into(),
+            reference_stm_times: Some(vec![(1.0, 2.0)]),
+            ..Default::default()
+        };
         let mut result = result_with_words(&[&[(" Yes.", 1.5, 2.0), (" No.", 0.0, 0.5)]]);
         result["segments"][0]["words"][1]["end"] = Value::Null;
         assert_eq!(result_words(&result), vec![(1.5, 2.0)]);
         let s = score(&stm, &result, 1.0, None);
-        assert_eq!(s.word_timing, Some(WordTiming { turns: 1, median_start_seconds: 0.5, median_end_seconds: 0.0 }));
+        assert_eq!(
+            s.word_timing,
+            Some(WordTiming {
+                turns: 1,
+                median_start_seconds: 0.5,
+                median_end_seconds: 0.0
+            })
+        );
 
         // no words in the result (segments without `words`, or none at all): no timing score
         let no_words = serde_json::json!({"segments": [{"start": 0.0, "end": 2.0, "text": " Hello there."}], "full_text": "Hello there."});
         let n = score(&rttm, &no_words, 1.0, None);
-        assert_eq!((n.word_timing, n.word_timing_distances.is_none()), (None, true));
-        assert_eq!(score(&rttm, &serde_json::json!({}), 1.0, None).word_timing, None);
+        assert_eq!(
+            (n.word_timing, n.word_timing_distances.is_none()),
+            (None, true)
+        );
+        assert_eq!(
+            score(&rttm, &serde_json::json!({}), 1.0, None).word_timing,
+            None
+        );
         // no reference times: no timing score either
-        let text_only = EvalItem { id: "t".into(), reference_text: Some("Hello there.".into()), ..Default::default() };
+        let text_only = EvalItem {
+            id: "t".into(),
+            reference_text: Some("Hello there.".into()),
+            ..Default::default()
+        };
         assert_eq!(score(&text_only, &result, 1.0, None).word_timing, None);
 
         // totals: the median over all turns pooled (starts 0, 0.25, 0.5, 0.5; ends 0, 0.25, 0.5, 0.5)
         let t = totals(&[r.clone(), s, n], 3.0);
         assert_eq!(
             t.word_timing,
-            Some(WordTiming { turns: 4, median_start_seconds: 0.375, median_end_seconds: 0.375 })
+            Some(WordTiming {
+                turns: 4,
+                median_start_seconds: 0.375,
+                median_end_seconds: 0.375
+            })
         );
         assert_eq!(totals(&[], 1.0).word_timing, None);
         let report = EvalReport {
@@ -769,9 +990,19 @@ mod tests {
         let line = table.lines().find(|l| l.starts_with("r ")).unwrap();
         let cells: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(&cells[7..10], &["0.25", "0.50", "3"], "{table}");
-        assert!(table.lines().any(|l| l.starts_with("TOTAL") && l.contains(" 4 ")), "{table}");
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("TOTAL") && l.contains(" 4 ")),
+            "{table}"
+        );
         let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
-        assert!(header.windows(5).any(|w| w == ["start", "s", "end", "s", "turns"]), "{table}");
+        assert!(
+            header
+                .windows(5)
+                .any(|w| w == ["start", "s", "end", "s", "turns"]),
+            "{table}"
+        );
     }
 
     #[test]
@@ -792,19 +1023,35 @@ mod tests {
             "realmix1 1 jfk 7.348 18.275 And so\nrealmix1 1 reader 0.000 7.048 and mister\n",
         )
         .unwrap();
-        let mut items = vec![EvalItem { id: "other".into(), audio: d.join("other.wav"), ..Default::default() }];
+        let mut items = vec![EvalItem {
+            id: "other".into(),
+            audio: d.join("other.wav"),
+            ..Default::default()
+        }];
         attach_rttm(&mut items, &d.join("realmix1.rttm")).unwrap();
         attach_stm(&mut items, &d.join("realmix1.stm")).unwrap();
         assert_eq!(items.len(), 2);
-        assert_eq!((items[1].id.as_str(), &items[1].audio), ("realmix1", &d.join("realmix1.wav")));
-        assert_eq!(items[1].reference_text.as_deref(), Some("and mister And so"));
-        assert_eq!(items[1].reference_stm_times, Some(vec![(0.0, 7.048), (7.348, 18.275)]));
+        assert_eq!(
+            (items[1].id.as_str(), &items[1].audio),
+            ("realmix1", &d.join("realmix1.wav"))
+        );
+        assert_eq!(
+            items[1].reference_text.as_deref(),
+            Some("and mister And so")
+        );
+        assert_eq!(
+            items[1].reference_stm_times,
+            Some(vec![(0.0, 7.048), (7.348, 18.275)])
+        );
         let rttm_times = items[1].timing_reference().unwrap();
         assert_eq!(rttm_times.len(), 2);
         assert!((rttm_times[1].1 - 18.275).abs() < 1e-9, "{rttm_times:?}");
         // without the RTTM turns, the STM's
         items[1].reference_turns = None;
-        assert_eq!(items[1].timing_reference(), Some(vec![(0.0, 7.048), (7.348, 18.275)]));
+        assert_eq!(
+            items[1].timing_reference(),
+            Some(vec![(0.0, 7.048), (7.348, 18.275)])
+        );
         std::fs::remove_dir_all(d).unwrap();
     }
 
@@ -812,7 +1059,10 @@ mod tests {
     fn shared_realmix1_is_found_beside_its_rttm() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mix");
         if !dir.join("realmix1.rttm").is_file() {
-            eprintln!("skipped: {} not present (shared speech data)", dir.display());
+            eprintln!(
+                "skipped: {} not present (shared speech data)",
+                dir.display()
+            );
             return;
         }
         let mut items = Vec::new();
@@ -821,10 +1071,16 @@ mod tests {
         assert_eq!(items.len(), 1);
         assert_eq!(items[0].audio, dir.join("realmix1.wav"));
         assert_eq!(items[0].reference_speakers(), Some(6));
-        let (rttm, stm) = (items[0].timing_reference().unwrap(), items[0].reference_stm_times.clone().unwrap());
+        let (rttm, stm) = (
+            items[0].timing_reference().unwrap(),
+            items[0].reference_stm_times.clone().unwrap(),
+        );
         assert_eq!(rttm.len(), 10);
         for (a, b) in rttm.iter().zip(&stm) {
-            assert!((a.0 - b.0).abs() < 1e-6 && (a.1 - b.1).abs() < 2e-3, "RTTM {a:?} against STM {b:?}");
+            assert!(
+                (a.0 - b.0).abs() < 1e-6 && (a.1 - b.1).abs() < 2e-3,
+                "RTTM {a:?} against STM {b:?}"
+            );
         }
     }
 

@@ -58,9 +58,16 @@ impl LocalRunner {
     /// Starts a registry and a pipeline on `engines`, storing jobs in a new
     /// scratch folder under the system's temp directory; up to `max_queued`
     /// jobs may wait beyond `config.pipeline.max_active_jobs`.
-    pub async fn start(mut config: Config, engines: Engines, max_queued: usize) -> anyhow::Result<LocalRunner> {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let scratch = std::env::temp_dir().join(format!("colloquy-local-{}-{nanos}", std::process::id()));
+    pub async fn start(
+        mut config: Config,
+        engines: Engines,
+        max_queued: usize,
+    ) -> anyhow::Result<LocalRunner> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let scratch =
+            std::env::temp_dir().join(format!("colloquy-local-{}-{nanos}", std::process::id()));
         config.server.storage_dir = scratch.display().to_string();
         config.server.max_queued_jobs = config.server.max_queued_jobs.max(max_queued);
         let (state, pipeline) = match start_engine(&config, engines).await {
@@ -70,7 +77,11 @@ impl LocalRunner {
                 return Err(e);
             }
         };
-        Ok(LocalRunner { state, _pipeline: pipeline, scratch })
+        Ok(LocalRunner {
+            state,
+            _pipeline: pipeline,
+            scratch,
+        })
     }
 
     /// Queues a job for `path` (hard-linked, or copied, into the job's folder).
@@ -81,13 +92,30 @@ impl LocalRunner {
         let id = Uuid::new_v4();
         let dir = self.state.storage.temp_dir(id);
         std::fs::create_dir_all(&dir)?;
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("bin").to_ascii_lowercase();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("bin")
+            .to_ascii_lowercase();
         let audio_file = format!("audio.{ext}");
         if std::fs::hard_link(path, dir.join(&audio_file)).is_err() {
-            std::fs::copy(path, dir.join(&audio_file)).with_context(|| format!("{}", path.display()))?;
+            std::fs::copy(path, dir.join(&audio_file))
+                .with_context(|| format!("{}", path.display()))?;
         }
-        let filename = path.file_name().and_then(|n| n.to_str()).unwrap_or("audio").to_string();
-        self.state.registry.send(CreateJob { id, filename, audio_file, options }).await??;
+        let filename = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("audio")
+            .to_string();
+        self.state
+            .registry
+            .send(CreateJob {
+                id,
+                filename,
+                audio_file,
+                options,
+            })
+            .await??;
         Ok(id)
     }
 
@@ -95,9 +123,16 @@ impl LocalRunner {
     /// error names the reason when it did not complete.
     pub async fn wait(&self, id: Uuid) -> anyhow::Result<Finished> {
         let told = self.state.registry.send(WatchJob(id)).await?;
-        let Some(job) = told.await.ok().flatten() else { anyhow::bail!("job {id} was deleted") };
+        let Some(job) = told.await.ok().flatten() else {
+            anyhow::bail!("job {id} was deleted")
+        };
         if job.status != JobStatus::Completed {
-            anyhow::bail!("{}", job.error.clone().unwrap_or_else(|| "the job did not complete".into()));
+            anyhow::bail!(
+                "{}",
+                job.error
+                    .clone()
+                    .unwrap_or_else(|| "the job did not complete".into())
+            );
         }
         let text = std::fs::read(self.state.storage.result_path(id))?;
         let result: Value = serde_json::from_slice(&text)?;

@@ -13,7 +13,11 @@ use colloquy::whisper::{Transcript, WhisperEngine};
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "colloquy", version, about = "Speaker-attributed transcription on ONNX Runtime")]
+#[command(
+    name = "colloquy",
+    version,
+    about = "Speaker-attributed transcription on ONNX Runtime"
+)]
 struct Cli {
     /// Configuration file laid over config/default.toml (also: COLLOQUY_CONFIG).
     #[arg(long, global = true, env = "COLLOQUY_CONFIG")]
@@ -69,7 +73,11 @@ impl WhisperArgs {
     /// The configuration (file, environment) with these overrides laid over it.
     fn config(&self, file: Option<&std::path::Path>) -> anyhow::Result<Config> {
         let mut env: Vec<(String, String)> = std::env::vars().collect();
-        for (key, v) in [("MODEL", &self.model), ("PRECISION", &self.precision), ("LANGUAGE", &self.language)] {
+        for (key, v) in [
+            ("MODEL", &self.model),
+            ("PRECISION", &self.precision),
+            ("LANGUAGE", &self.language),
+        ] {
             if let Some(v) = v {
                 env.push((format!("COLLOQUY__WHISPER__{key}"), format!("\"{v}\"")));
             }
@@ -191,7 +199,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("COLLOQUY_LOG").unwrap_or_else(|_| default_filter.into()),
+            tracing_subscriber::EnvFilter::try_from_env("COLLOQUY_LOG")
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -217,17 +226,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             serve(config)
         }
-        Command::Transcribe { files, format, whisper, speakers, whisper_only } => {
+        Command::Transcribe {
+            files,
+            format,
+            whisper,
+            speakers,
+            whisper_only,
+        } => {
             let config = whisper.config(cli.config.as_deref())?;
             if whisper_only {
                 transcribe(&config, &files, format)
             } else {
-                let SpeakerArgs { num_speakers, min_speakers, max_speakers } = speakers;
-                let options = colloquy::registry::JobOptions { num_speakers, min_speakers, max_speakers };
+                let SpeakerArgs {
+                    num_speakers,
+                    min_speakers,
+                    max_speakers,
+                } = speakers;
+                let options = colloquy::registry::JobOptions {
+                    num_speakers,
+                    min_speakers,
+                    max_speakers,
+                };
                 transcribe_pipeline(config, &files, format, options)
             }
         }
-        Command::Eval { manifest, group, rttm, uem, stm, oracle_speakers, jobs, report, whisper } => {
+        Command::Eval {
+            manifest,
+            group,
+            rttm,
+            uem,
+            stm,
+            oracle_speakers,
+            jobs,
+            report,
+            whisper,
+        } => {
             let config = whisper.config(cli.config.as_deref())?;
             let mut items = Vec::new();
             for m in &manifest {
@@ -243,7 +276,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 colloquy::eval::attach_stm(&mut items, f)?;
             }
             if items.is_empty() {
-                anyhow::bail!("nothing to evaluate: give --manifest and/or --rttm (see colloquy eval --help)");
+                anyhow::bail!(
+                    "nothing to evaluate: give --manifest and/or --rttm (see colloquy eval --help)"
+                );
             }
             let dup = colloquy::eval::duplicate_ids(&items);
             if !dup.is_empty() {
@@ -257,7 +292,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ModelsAction::Add { dir, name } => {
                     let m = colloquy::models::add(&config, &dir, name.as_deref())?;
                     println!("installed {}", colloquy::models::describe(&m));
-                    println!("use it with --model {} or whisper.model = \"{}\"", m.name, m.name);
+                    println!(
+                        "use it with --model {} or whisper.model = \"{}\"",
+                        m.name, m.name
+                    );
                 }
                 ModelsAction::List => {
                     let models = colloquy::models::list(&config);
@@ -268,17 +306,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         );
                     }
                     for m in &models {
-                        let current = if m.name == config.whisper.model { "  (whisper.model)" } else { "" };
+                        let current = if m.name == config.whisper.model {
+                            "  (whisper.model)"
+                        } else {
+                            ""
+                        };
                         println!("{}{current}", colloquy::models::describe(m));
                     }
                 }
             }
             Ok(())
         }
-        Command::Diarize { file, format, speakers } => {
+        Command::Diarize {
+            file,
+            format,
+            speakers,
+        } => {
             let config = Config::load(cli.config.as_deref())?;
-            let SpeakerArgs { num_speakers, min_speakers, max_speakers } = speakers;
-            let bounds = colloquy::diarize::SpeakerBounds { num_speakers, min_speakers, max_speakers };
+            let SpeakerArgs {
+                num_speakers,
+                min_speakers,
+                max_speakers,
+            } = speakers;
+            let bounds = colloquy::diarize::SpeakerBounds {
+                num_speakers,
+                min_speakers,
+                max_speakers,
+            };
             diarize(&config, &file, format, bounds)
         }
     }
@@ -305,8 +359,11 @@ fn diarize(
 ) -> anyhow::Result<()> {
     let mut engine = colloquy::diarize::DiarizationEngine::load(config)?;
     let t0 = Instant::now();
-    let audio = colloquy::audio::load_16k_mono(path).with_context(|| format!("{}", path.display()))?;
-    let d = engine.diarize(&audio.samples, bounds).with_context(|| format!("{}", path.display()))?;
+    let audio =
+        colloquy::audio::load_16k_mono(path).with_context(|| format!("{}", path.display()))?;
+    let d = engine
+        .diarize(&audio.samples, bounds)
+        .with_context(|| format!("{}", path.display()))?;
     let wall = t0.elapsed().as_secs_f64();
     match format {
         DiarizeFormat::Rttm => {
@@ -356,35 +413,60 @@ fn eval(
     config.pipeline.max_active_jobs = jobs;
     let engines = colloquy::actors::pipeline::Engines::load(&config)?;
     let device = engines.devices().transcriber.to_string();
-    let (whisper_model, whisper_precision) =
-        (config.whisper.model.clone(), config.whisper.precision_name().to_string());
-    let hint = |item: &colloquy::eval::EvalItem| if oracle_speakers { item.reference_speakers() } else { None };
-    // each job's result with the peak RSS while it ran alone (None when jobs overlap)
-    let done: Vec<(colloquy::local::Finished, Option<f64>)> = actix_rt::System::new().block_on(async {
-        let runner = colloquy::local::LocalRunner::start(config, engines, items.len()).await?;
-        let options = |item| colloquy::registry::JobOptions { num_speakers: hint(item), ..Default::default() };
-        let mut done = Vec::new();
-        if jobs == 1 {
-            for item in &items {
-                reset_peak_rss();
-                let id = runner.submit(&item.audio, options(item)).await?;
-                let d = runner.wait(id).await.with_context(|| item.audio.display().to_string())?;
-                let peak = peak_rss_mb();
-                eprintln!("{}: {:.1}x", item.id, d.result["duration"].as_f64().unwrap_or(0.0) / d.wall_seconds());
-                done.push((d, peak));
-            }
+    let (whisper_model, whisper_precision) = (
+        config.whisper.model.clone(),
+        config.whisper.precision_name().to_string(),
+    );
+    let hint = |item: &colloquy::eval::EvalItem| {
+        if oracle_speakers {
+            item.reference_speakers()
         } else {
-            reset_peak_rss();
-            let mut ids = Vec::new();
-            for item in &items {
-                ids.push(runner.submit(&item.audio, options(item)).await?);
-            }
-            for (item, id) in items.iter().zip(ids) {
-                done.push((runner.wait(id).await.with_context(|| item.audio.display().to_string())?, None));
-            }
+            None
         }
-        Ok::<_, anyhow::Error>(done)
-    })?;
+    };
+    // each job's result with the peak RSS while it ran alone (None when jobs overlap)
+    let done: Vec<(colloquy::local::Finished, Option<f64>)> =
+        actix_rt::System::new().block_on(async {
+            let runner = colloquy::local::LocalRunner::start(config, engines, items.len()).await?;
+            let options = |item| colloquy::registry::JobOptions {
+                num_speakers: hint(item),
+                ..Default::default()
+            };
+            let mut done = Vec::new();
+            if jobs == 1 {
+                for item in &items {
+                    reset_peak_rss();
+                    let id = runner.submit(&item.audio, options(item)).await?;
+                    let d = runner
+                        .wait(id)
+                        .await
+                        .with_context(|| item.audio.display().to_string())?;
+                    let peak = peak_rss_mb();
+                    eprintln!(
+                        "{}: {:.1}x",
+                        item.id,
+                        d.result["duration"].as_f64().unwrap_or(0.0) / d.wall_seconds()
+                    );
+                    done.push((d, peak));
+                }
+            } else {
+                reset_peak_rss();
+                let mut ids = Vec::new();
+                for item in &items {
+                    ids.push(runner.submit(&item.audio, options(item)).await?);
+                }
+                for (item, id) in items.iter().zip(ids) {
+                    done.push((
+                        runner
+                            .wait(id)
+                            .await
+                            .with_context(|| item.audio.display().to_string())?,
+                        None,
+                    ));
+                }
+            }
+            Ok::<_, anyhow::Error>(done)
+        })?;
     let files: Vec<_> = items
         .iter()
         .zip(&done)
@@ -397,7 +479,9 @@ fn eval(
     let wall = if jobs == 1 {
         files.iter().map(|f| f.wall_seconds).sum()
     } else {
-        colloquy::local::Finished::span_seconds(&done.into_iter().map(|(d, _)| d).collect::<Vec<_>>())
+        colloquy::local::Finished::span_seconds(
+            &done.into_iter().map(|(d, _)| d).collect::<Vec<_>>(),
+        )
     };
     let mut totals = totals(&files, wall);
     if jobs > 1 {
@@ -439,7 +523,11 @@ fn transcribe_pipeline(
         }
         let mut outputs = Vec::new();
         for (path, id) in files.iter().zip(ids) {
-            let mut v = runner.wait(id).await.with_context(|| format!("{}", path.display()))?.result;
+            let mut v = runner
+                .wait(id)
+                .await
+                .with_context(|| format!("{}", path.display()))?
+                .result;
             v["file"] = json!(path.display().to_string());
             outputs.push(v);
         }
@@ -470,15 +558,24 @@ fn transcribe_pipeline(
 fn transcribe(config: &Config, files: &[PathBuf], format: Format) -> anyhow::Result<()> {
     let t_load = Instant::now();
     let mut engine = WhisperEngine::load(config)?;
-    let mut vad = if config.vad.enabled { Some(colloquy::vad::SileroVad::load(config)?) } else { None };
+    let mut vad = if config.vad.enabled {
+        Some(colloquy::vad::SileroVad::load(config)?)
+    } else {
+        None
+    };
     let load_s = t_load.elapsed().as_secs_f64();
     for path in files {
         let t0 = Instant::now();
-        let audio = colloquy::audio::load_16k_mono(path).with_context(|| format!("{}", path.display()))?;
+        let audio =
+            colloquy::audio::load_16k_mono(path).with_context(|| format!("{}", path.display()))?;
         let decode_s = t0.elapsed().as_secs_f64();
         let t_vad = Instant::now();
         let speech = match vad.as_mut() {
-            Some(v) => Some(SpeechMap::new(&v.speech(&audio.samples)?, &audio.samples, config.vad.threshold)),
+            Some(v) => Some(SpeechMap::new(
+                &v.speech(&audio.samples)?,
+                &audio.samples,
+                config.vad.threshold,
+            )),
             None => None,
         };
         let vad_s = t_vad.elapsed().as_secs_f64();
@@ -527,11 +624,22 @@ fn print_txt(t: &Transcript, with_name: bool, path: &std::path::Path) {
         println!("# {}", path.display());
     }
     for s in &t.segments {
-        println!("[{} --> {}] {}", clock(s.start), clock(s.end), s.text.trim());
+        println!(
+            "[{} --> {}] {}",
+            clock(s.start),
+            clock(s.end),
+            s.text.trim()
+        );
     }
 }
 
 fn clock(t: f64) -> String {
     let ms = (t * 1000.0).round() as u64;
-    format!("{:02}:{:02}:{:02}.{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
 }

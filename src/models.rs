@@ -20,7 +20,9 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context};
 
 use crate::config::{default_cache_root, Config};
-use crate::whisper::model::{installed_models, valid_model_name, InstalledModel, ModelConfig, ModelDir};
+use crate::whisper::model::{
+    installed_models, valid_model_name, InstalledModel, ModelConfig, ModelDir,
+};
 
 /// `scripts/convert_whisper.py`, compiled in.
 pub const CONVERTER: &str = include_str!("../scripts/convert_whisper.py");
@@ -38,10 +40,12 @@ pub fn converter_python(config: &Config) -> anyhow::Result<PathBuf> {
     }
     match candidates.iter().find(|p| p.is_file()) {
         Some(p) => Ok(p.clone()),
-        None => bail!(
+        None => {
+            bail!(
             "the converter's Python environment is missing (looked for {}): run `make setup` first",
             candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-        ),
+        )
+        }
     }
 }
 
@@ -52,9 +56,17 @@ pub fn add(config: &Config, src: &Path, name: Option<&str>) -> anyhow::Result<In
     if !src.is_dir() {
         bail!("{}: not a directory", src.display());
     }
-    let missing: Vec<&str> = REQUIRED.iter().copied().filter(|f| !src.join(f).is_file()).collect();
+    let missing: Vec<&str> = REQUIRED
+        .iter()
+        .copied()
+        .filter(|f| !src.join(f).is_file())
+        .collect();
     if !missing.is_empty() {
-        bail!("{} is not a CTranslate2 Whisper folder: no {}", src.display(), missing.join(", "));
+        bail!(
+            "{} is not a CTranslate2 Whisper folder: no {}",
+            src.display(),
+            missing.join(", ")
+        );
     }
     if let Some(n) = name {
         if !valid_model_name(n) {
@@ -66,10 +78,16 @@ pub fn add(config: &Config, src: &Path, name: Option<&str>) -> anyhow::Result<In
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let scratch = Scratch::new()?;
     let script = scratch.0.join("convert_whisper.py");
-    std::fs::write(&script, CONVERTER).with_context(|| format!("cannot write {}", script.display()))?;
+    std::fs::write(&script, CONVERTER)
+        .with_context(|| format!("cannot write {}", script.display()))?;
 
     let mut cmd = Command::new(&python);
-    cmd.arg(&script).arg("--ct2-dir").arg(src).arg("--models-root").arg(&root).arg("--lock");
+    cmd.arg(&script)
+        .arg("--ct2-dir")
+        .arg(src)
+        .arg("--models-root")
+        .arg(&root)
+        .arg("--lock");
     if let Some(n) = name {
         cmd.arg("--model").arg(n);
     }
@@ -89,13 +107,20 @@ pub fn add(config: &Config, src: &Path, name: Option<&str>) -> anyhow::Result<In
     }
     let status = child.wait()?;
     if !status.success() {
-        bail!("converting {} failed ({status}): see the converter's message above", src.display());
+        bail!(
+            "converting {} failed ({status}): see the converter's message above",
+            src.display()
+        );
     }
     let Some(installed) = installed else {
         bail!("the converter finished without naming the model it installed");
     };
     let dir = ModelDir::open(&root, &installed)?;
-    Ok(InstalledModel { name: installed, dir: dir.dir, config: dir.config })
+    Ok(InstalledModel {
+        name: installed,
+        dir: dir.dir,
+        config: dir.config,
+    })
 }
 
 /// One line per model: name, then its shapes.
@@ -105,8 +130,11 @@ pub fn describe(m: &InstalledModel) -> String {
 
 /// `128 mels, d_model 1280, 32+4 layers, vocab 51866, multilingual (100 languages)`.
 pub fn shapes(c: &ModelConfig) -> String {
-    let langs =
-        if c.multilingual { format!("multilingual ({} languages)", c.languages.len()) } else { "English-only".into() };
+    let langs = if c.multilingual {
+        format!("multilingual ({} languages)", c.languages.len())
+    } else {
+        "English-only".into()
+    };
     format!(
         "{} mels, d_model {}, {}+{} layers, {} heads, vocab {}, {langs}",
         c.n_mels, c.d_model, c.n_encoder_layers, c.n_decoder_layers, c.n_heads, c.n_vocab
@@ -123,10 +151,14 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new() -> anyhow::Result<Scratch> {
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!("colloquy-convert-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir =
+            std::env::temp_dir().join(format!("colloquy-convert-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         Ok(Scratch(dir))
     }
 }
@@ -143,8 +175,11 @@ mod tests {
 
     #[test]
     fn the_embedded_converter_is_the_script() {
-        let on_disk =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/convert_whisper.py")).unwrap();
+        let on_disk = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/convert_whisper.py"
+        ))
+        .unwrap();
         assert_eq!(CONVERTER, on_disk);
         assert!(CONVERTER.contains("--ct2-dir"));
     }
@@ -154,7 +189,19 @@ mod tests {
         for ok in ["large-v3", "tiny.en", "distil-large-v3", "my_model.2", "X"] {
             assert!(valid_model_name(ok), "{ok}");
         }
-        for bad in ["", "..", "../x", "a/b", "a\\b", ".hidden", "-x", "a..b", "a b", "é", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "..",
+            "../x",
+            "a/b",
+            "a\\b",
+            ".hidden",
+            "-x",
+            "a..b",
+            "a b",
+            "é",
+            &"x".repeat(65),
+        ] {
             assert!(!valid_model_name(bad), "{bad}");
         }
     }

@@ -47,7 +47,10 @@ pub enum JobStatus {
 
 impl JobStatus {
     pub fn is_finished(self) -> bool {
-        matches!(self, JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled)
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
+        )
     }
 }
 
@@ -147,7 +150,11 @@ pub struct JobRegistry {
 
 impl JobRegistry {
     /// Opens (or creates) the database under `storage`.
-    pub fn open(storage: Storage, max_active: usize, max_queued: usize) -> Result<JobRegistry, RegistryError> {
+    pub fn open(
+        storage: Storage,
+        max_active: usize,
+        max_queued: usize,
+    ) -> Result<JobRegistry, RegistryError> {
         storage.create_dirs()?;
         let db = sled::open(storage.database())?;
         let jobs = db.open_tree("jobs")?;
@@ -172,7 +179,8 @@ impl JobRegistry {
     }
 
     fn store(&self, job: &Job) -> Result<(), RegistryError> {
-        self.jobs.insert(job.job_id.as_bytes(), serde_json::to_vec(job)?)?;
+        self.jobs
+            .insert(job.job_id.as_bytes(), serde_json::to_vec(job)?)?;
         Ok(())
     }
 
@@ -182,13 +190,19 @@ impl JobRegistry {
             let (_, v) = kv?;
             jobs.push(serde_json::from_slice::<Job>(&v)?);
         }
-        jobs.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.job_id.cmp(&b.job_id)));
+        jobs.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then(a.job_id.cmp(&b.job_id))
+        });
         Ok(jobs)
     }
 
     /// Applies `f` to a stored job (if it still exists) and stores it.
     fn update(&self, id: Uuid, f: impl FnOnce(&mut Job)) -> Result<Option<Job>, RegistryError> {
-        let Some(mut job) = self.load(id)? else { return Ok(None) };
+        let Some(mut job) = self.load(id)? else {
+            return Ok(None);
+        };
         f(&mut job);
         job.updated_at = Utc::now();
         self.store(&job)?;
@@ -251,9 +265,13 @@ impl JobRegistry {
 
     /// Admits queued jobs while there is room in the pipeline.
     fn admit(&mut self, ctx: &mut Context<Self>) {
-        let Some(entry) = self.entry.clone() else { return };
+        let Some(entry) = self.entry.clone() else {
+            return;
+        };
         while self.active.len() < self.max_active {
-            let Some(id) = self.queue.pop_front() else { break };
+            let Some(id) = self.queue.pop_front() else {
+                break;
+            };
             let job = match self.update(id, |j| {
                 j.status = JobStatus::Processing;
                 j.progress = 0;
@@ -274,15 +292,23 @@ impl JobRegistry {
             let jctx = JobCtx::new(id, audio, job.options.clone(), cancel);
             tracing::info!(job_id = %id, attempt = job.attempts, active = self.active.len(), "job admitted");
             // at most max_active sends are ever outstanding here
-            ctx.spawn(entry.send(JobMsg { ctx: jctx, payload: () }).into_actor(self).map(move |res, act, ctx| {
-                let status = match res {
-                    Ok(Ok(())) => return,
-                    Ok(Err(status)) => status,
-                    Err(e) => ActorExitStatus::from(e),
-                };
-                tracing::error!(job_id = %id, %status, "pipeline refused the job");
-                act.end_failed(id, format!("the pipeline is not running ({status})"), ctx);
-            }));
+            ctx.spawn(
+                entry
+                    .send(JobMsg {
+                        ctx: jctx,
+                        payload: (),
+                    })
+                    .into_actor(self)
+                    .map(move |res, act, ctx| {
+                        let status = match res {
+                            Ok(Ok(())) => return,
+                            Ok(Err(status)) => status,
+                            Err(e) => ActorExitStatus::from(e),
+                        };
+                        tracing::error!(job_id = %id, %status, "pipeline refused the job");
+                        act.end_failed(id, format!("the pipeline is not running ({status})"), ctx);
+                    }),
+            );
         }
     }
 
@@ -302,13 +328,20 @@ impl JobRegistry {
 
     fn finish(&mut self, ctx: JobCtx, output: JobOutput) -> Result<(), RegistryError> {
         let id = ctx.id;
-        let Some(job) = self.load(id)? else { return Ok(()) };
+        let Some(job) = self.load(id)? else {
+            return Ok(());
+        };
         let total: f64 = ctx.admitted_at.elapsed().as_secs_f64();
-        let stages: serde_json::Map<String, serde_json::Value> =
-            ctx.timings.iter().map(|(name, s)| (name.to_string(), json!(s))).collect();
+        let stages: serde_json::Map<String, serde_json::Value> = ctx
+            .timings
+            .iter()
+            .map(|(name, s)| (name.to_string(), json!(s)))
+            .collect();
         let mut result = output.result;
         let duration = result["duration"].as_f64().unwrap_or(0.0);
-        let queued = job.started_at.map(|s| (s - job.created_at).num_milliseconds() as f64 / 1000.0);
+        let queued = job
+            .started_at
+            .map(|s| (s - job.created_at).num_milliseconds() as f64 / 1000.0);
         result["performance_metrics"] = json!({
             "total_duration": total,
             "stages": stages,
@@ -381,7 +414,9 @@ impl Handler<CreateJob> for JobRegistry {
     type Result = Result<Job, RegistryError>;
     fn handle(&mut self, msg: CreateJob, ctx: &mut Context<Self>) -> Self::Result {
         if self.queue.len() >= self.max_queued {
-            return Err(RegistryError::QueueFull { waiting: self.queue.len() });
+            return Err(RegistryError::QueueFull {
+                waiting: self.queue.len(),
+            });
         }
         let now = Utc::now();
         let job = Job {
@@ -441,7 +476,9 @@ impl Handler<DeleteJob> for JobRegistry {
     type Result = Result<Option<Job>, RegistryError>;
     fn handle(&mut self, msg: DeleteJob, _: &mut Context<Self>) -> Self::Result {
         let id = msg.0;
-        let Some(mut job) = self.load(id)? else { return Ok(None) };
+        let Some(mut job) = self.load(id)? else {
+            return Ok(None);
+        };
         if let Some(cancel) = self.active.get(&id) {
             cancel.cancel();
         }
@@ -475,7 +512,9 @@ impl Handler<WatchJob> for JobRegistry {
     fn handle(&mut self, msg: WatchJob, _: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = tokio::sync::oneshot::channel();
         match self.load(msg.0) {
-            Ok(Some(job)) if !job.status.is_finished() => self.watchers.entry(msg.0).or_default().push(tx),
+            Ok(Some(job)) if !job.status.is_finished() => {
+                self.watchers.entry(msg.0).or_default().push(tx)
+            }
             Ok(job) => {
                 let _ = tx.send(job);
             }
@@ -558,19 +597,39 @@ mod tests {
 
     #[actix_rt::test]
     async fn watchers_are_told_when_a_job_ends_without_polling() {
-        let root = std::env::temp_dir().join(format!("colloquy-registry-watch-{}", std::process::id()));
+        let root =
+            std::env::temp_dir().join(format!("colloquy-registry-watch-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        let registry = JobRegistry::open(Storage::new(root.clone()), 1, 10).unwrap().start();
+        let registry = JobRegistry::open(Storage::new(root.clone()), 1, 10)
+            .unwrap()
+            .start();
         // unknown job: told at once
-        assert!(registry.send(WatchJob(Uuid::new_v4())).await.unwrap().await.unwrap().is_none());
+        assert!(registry
+            .send(WatchJob(Uuid::new_v4()))
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+            .is_none());
         // a queued job (no pipeline attached): the watcher waits, then hears of the delete
         let id = Uuid::new_v4();
-        let created = CreateJob { id, filename: "a.wav".into(), audio_file: "audio.wav".into(), options: JobOptions::default() };
+        let created = CreateJob {
+            id,
+            filename: "a.wav".into(),
+            audio_file: "audio.wav".into(),
+            options: JobOptions::default(),
+        };
         registry.send(created).await.unwrap().unwrap();
         let mut told = registry.send(WatchJob(id)).await.unwrap();
-        assert!(told.try_recv().is_err(), "nothing to tell while the job waits");
+        assert!(
+            told.try_recv().is_err(),
+            "nothing to tell while the job waits"
+        );
         registry.send(DeleteJob(id)).await.unwrap().unwrap();
-        assert!(told.await.unwrap().is_none(), "a deleted job ends with no record");
+        assert!(
+            told.await.unwrap().is_none(),
+            "a deleted job ends with no record"
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -42,9 +42,15 @@ pub fn environment(library: &Path) -> Result<&'static Environment, RuntimeError>
     }
     let env = ENVIRONMENT.get_or_init(|| {
         let builder = ort::init_from(library).map_err(|e| e.to_string())?;
-        builder.with_name("colloquy").build().map_err(|e| e.to_string())
+        builder
+            .with_name("colloquy")
+            .build()
+            .map_err(|e| e.to_string())
     });
-    env.as_ref().map_err(|reason| RuntimeError::LibraryLoad { path: library.to_path_buf(), reason: reason.clone() })
+    env.as_ref().map_err(|reason| RuntimeError::LibraryLoad {
+        path: library.to_path_buf(),
+        reason: reason.clone(),
+    })
 }
 
 /// A flag an engine checks between its units of work (a Whisper window, a
@@ -77,7 +83,11 @@ impl std::fmt::Display for DeviceUsed {
 /// Builds a session for `model` with the configured threads and device.
 /// `device = "cuda"` registers the CUDA execution provider and falls back to
 /// the CPU, with a warning, when it cannot be loaded.
-pub fn session(env: &Environment, model: &Path, cfg: &RuntimeConfig) -> Result<(Session, DeviceUsed), RuntimeError> {
+pub fn session(
+    env: &Environment,
+    model: &Path,
+    cfg: &RuntimeConfig,
+) -> Result<(Session, DeviceUsed), RuntimeError> {
     if !model.exists() {
         return Err(RuntimeError::ModelMissing(model.to_path_buf()));
     }
@@ -88,11 +98,16 @@ pub fn session(env: &Environment, model: &Path, cfg: &RuntimeConfig) -> Result<(
         .with_intra_op_spinning(cfg.allow_spinning)?;
     if !cfg.cpu_arena {
         // the arena keeps the largest buffers a session ever asked for
-        builder = builder.with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])?;
+        builder = builder.with_execution_providers([ort::ep::CPU::default()
+            .with_arena_allocator(false)
+            .build()])?;
     }
     let mut used = DeviceUsed::Cpu;
     if cfg.device == Device::Cuda {
-        let cuda = ort::ep::CUDA::default().with_device_id(cfg.cuda_device_id).build().error_on_failure();
+        let cuda = ort::ep::CUDA::default()
+            .with_device_id(cfg.cuda_device_id)
+            .build()
+            .error_on_failure();
         builder = match builder.with_execution_providers([cuda]) {
             Ok(b) => {
                 used = DeviceUsed::Cuda;

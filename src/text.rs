@@ -17,7 +17,10 @@ pub fn normalize_words(text: &str) -> Vec<String> {
     }
     let mut words = Vec::new();
     for raw in spaced.split_whitespace() {
-        let w: String = raw.chars().filter(|c| c.is_alphanumeric() || *c == '\'').collect();
+        let w: String = raw
+            .chars()
+            .filter(|c| c.is_alphanumeric() || *c == '\'')
+            .collect();
         let w = w.trim_matches('\'').to_string();
         if w.is_empty() {
             continue;
@@ -43,10 +46,30 @@ pub fn normalize_words(text: &str) -> Vec<String> {
 
 fn number_words(n: u64) -> Vec<String> {
     const ONES: [&str; 20] = [
-        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-        "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
     ];
-    const TENS: [&str; 10] = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"];
+    const TENS: [&str; 10] = [
+        "", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+    ];
     fn below_thousand(n: u64, out: &mut Vec<String>) {
         if n >= 100 {
             out.push(ONES[(n / 100) as usize].into());
@@ -115,15 +138,29 @@ pub fn word_errors(reference: &str, hypothesis: &str) -> WordErrors {
         let mut cur = vec![(i, 0, i, 0); h.len() + 1];
         for j in 1..=h.len() {
             let diag = prev[j - 1];
-            let sub = if r[i - 1] == h[j - 1] { diag } else { (diag.0 + 1, diag.1 + 1, diag.2, diag.3) };
+            let sub = if r[i - 1] == h[j - 1] {
+                diag
+            } else {
+                (diag.0 + 1, diag.1 + 1, diag.2, diag.3)
+            };
             let del = (prev[j].0 + 1, prev[j].1, prev[j].2 + 1, prev[j].3);
-            let ins = (cur[j - 1].0 + 1, cur[j - 1].1, cur[j - 1].2, cur[j - 1].3 + 1);
+            let ins = (
+                cur[j - 1].0 + 1,
+                cur[j - 1].1,
+                cur[j - 1].2,
+                cur[j - 1].3 + 1,
+            );
             cur[j] = [sub, del, ins].into_iter().min_by_key(|c| c.0).unwrap();
         }
         prev = cur;
     }
     let (_, s, d, ins) = prev[h.len()];
-    WordErrors { substitutions: s, deletions: d, insertions: ins, reference_words: r.len() }
+    WordErrors {
+        substitutions: s,
+        deletions: d,
+        insertions: ins,
+        reference_words: r.len(),
+    }
 }
 
 #[cfg(test)]
@@ -133,17 +170,37 @@ mod tests {
     #[test]
     fn normalisation() {
         assert_eq!(normalize_words("Hello, World!"), vec!["hello", "world"]);
-        assert_eq!(normalize_words("about 10%."), vec!["about", "ten", "percent"]);
-        assert_eq!(normalize_words("about ten percent"), vec!["about", "ten", "percent"]);
-        assert_eq!(normalize_words("You'll see speech-to-text"), vec!["you'll", "see", "speech", "to", "text"]);
-        assert_eq!(normalize_words("It’s 2,024"), vec!["it's", "two", "thousand", "twenty", "four"]);
+        assert_eq!(
+            normalize_words("about 10%."),
+            vec!["about", "ten", "percent"]
+        );
+        assert_eq!(
+            normalize_words("about ten percent"),
+            vec!["about", "ten", "percent"]
+        );
+        assert_eq!(
+            normalize_words("You'll see speech-to-text"),
+            vec!["you'll", "see", "speech", "to", "text"]
+        );
+        assert_eq!(
+            normalize_words("It’s 2,024"),
+            vec!["it's", "two", "thousand", "twenty", "four"]
+        );
         assert_eq!(normalize_words("Mr. Quilter"), vec!["mister", "quilter"]);
     }
 
     #[test]
     fn wer_counts_edits() {
         let e = word_errors("the cat sat on the mat", "the cat sat on mat");
-        assert_eq!((e.deletions, e.substitutions, e.insertions, e.reference_words), (1, 0, 0, 6));
+        assert_eq!(
+            (
+                e.deletions,
+                e.substitutions,
+                e.insertions,
+                e.reference_words
+            ),
+            (1, 0, 0, 6)
+        );
         let e = word_errors("a b c", "a x c d");
         assert_eq!((e.substitutions, e.insertions, e.deletions), (1, 1, 0));
         assert!((e.wer() - 2.0 / 3.0).abs() < 1e-12);

@@ -107,7 +107,10 @@ impl Speech {
                 let first = ((r.start / FRAME_SECONDS).floor() as usize).min(self.probs.len());
                 let last = ((r.end / FRAME_SECONDS).ceil() as usize).min(self.probs.len());
                 let inside = &self.probs[first..last];
-                match (inside.iter().position(|&p| p >= threshold), inside.iter().rposition(|&p| p >= threshold)) {
+                match (
+                    inside.iter().position(|&p| p >= threshold),
+                    inside.iter().rposition(|&p| p >= threshold),
+                ) {
                     (Some(a), Some(b)) => SpeechRegion::new(
                         ((first + a) as f64 * FRAME_SECONDS).max(r.start),
                         ((first + b + 1) as f64 * FRAME_SECONDS).min(r.end),
@@ -255,7 +258,10 @@ fn speech_spans(probs: &[f32], num_samples: usize, rules: &RegionRules) -> Vec<(
         let Some(s) = start else { continue };
         if (now - s) as f64 > max_speech {
             // the longest pause (the first of equals), else a hard cut here
-            let longest = pauses.iter().copied().reduce(|a, b| if b.1 > a.1 { b } else { a });
+            let longest = pauses
+                .iter()
+                .copied()
+                .reduce(|a, b| if b.1 > a.1 { b } else { a });
             pause = None;
             pauses.clear();
             match longest {
@@ -311,7 +317,9 @@ fn speech_spans(probs: &[f32], num_samples: usize, rules: &RegionRules) -> Vec<(
             out[i].1 = (out[i].1 + pad).min(n);
         }
     }
-    out.into_iter().map(|(s, e)| (s as usize, e as usize)).collect()
+    out.into_iter()
+        .map(|(s, e)| (s as usize, e as usize))
+        .collect()
 }
 
 /// Seconds of `[start, end]` that lie in speech. `regions` sorted and
@@ -340,10 +348,16 @@ pub fn overlap_with_speech(start: f64, end: f64, regions: &[SpeechRegion]) -> f6
 pub fn clamp_to_speech(start: f64, end: f64, regions: &[SpeechRegion]) -> Option<(f64, f64)> {
     if end <= start {
         let i = regions.partition_point(|r| r.end < start);
-        return regions.get(i).filter(|r| r.start <= start).map(|_| (start, start));
+        return regions
+            .get(i)
+            .filter(|r| r.start <= start)
+            .map(|_| (start, start));
     }
     let first = regions.partition_point(|r| r.end <= start);
-    let touched = regions[first..].iter().take_while(|r| r.start < end).count();
+    let touched = regions[first..]
+        .iter()
+        .take_while(|r| r.start < end)
+        .count();
     if touched == 0 {
         return None;
     }
@@ -375,7 +389,10 @@ pub fn sound_edges(samples: &[f32], cores: &[SpeechRegion], reach: f64) -> Vec<S
             let mut out = *c;
             let prev_end = if i > 0 { cores[i - 1].end } else { 0.0 };
             let next_start = cores.get(i + 1).map_or(duration, |n| n.start);
-            let r = SpeechRegion::new((c.start - reach).max(prev_end), (c.end + reach).min(next_start));
+            let r = SpeechRegion::new(
+                (c.start - reach).max(prev_end),
+                (c.end + reach).min(next_start),
+            );
             // onset: from the core's start back over the pause before it
             let (a, b) = (frame(r.start), frame(c.start));
             if b > a {
@@ -443,7 +460,10 @@ impl SileroVad {
             ..config.runtime.clone()
         };
         let (session, _) = runtime::session(env, &dir.join(MODEL_FILE), &rt)?;
-        Ok(SileroVad { session, rules: RegionRules::from_config(&config.vad) })
+        Ok(SileroVad {
+            session,
+            rules: RegionRules::from_config(&config.vad),
+        })
     }
 
     /// The rules [`SpeechDetector::speech`] applies.
@@ -467,7 +487,9 @@ impl SileroVad {
             let x = TensorRef::from_array_view(([count, INPUT_SIZE], &*rows))?;
             let hi = TensorRef::from_array_view(([1usize, 1, STATE_SIZE], &h[..]))?;
             let ci = TensorRef::from_array_view(([1usize, 1, STATE_SIZE], &c[..]))?;
-            let out = self.session.run(ort::inputs!["input" => x, "h" => hi, "c" => ci])?;
+            let out = self
+                .session
+                .run(ort::inputs!["input" => x, "h" => hi, "c" => ci])?;
             let (_, p) = out["speech_probs"].try_extract_tensor::<f32>()?;
             let (_, hn) = out["hn"].try_extract_tensor::<f32>()?;
             let (_, cn) = out["cn"].try_extract_tensor::<f32>()?;
@@ -511,7 +533,12 @@ mod tests {
     }
 
     fn rules(min_speech_ms: u32, min_silence_ms: u32, speech_pad_ms: u32) -> RegionRules {
-        RegionRules { min_speech_ms, min_silence_ms, speech_pad_ms, ..RegionRules::default() }
+        RegionRules {
+            min_speech_ms,
+            min_silence_ms,
+            speech_pad_ms,
+            ..RegionRules::default()
+        }
     }
 
     /// Regions in samples.
@@ -540,7 +567,10 @@ mod tests {
     fn threshold_is_inclusive_and_pauses_need_the_negative_threshold() {
         let r0 = rules(0, 0, 0);
         // exactly the threshold starts speech
-        assert_eq!(spans(&probs(20, &[(5, 10, 0.5)]), &r0), vec![(5 * F, 10 * F)]);
+        assert_eq!(
+            spans(&probs(20, &[(5, 10, 0.5)]), &r0),
+            vec![(5 * F, 10 * F)]
+        );
         // between neg_threshold (0.35) and threshold: speech goes on once started
         let p = probs(30, &[(5, 10, 0.9), (10, 20, 0.4)]);
         assert_eq!(spans(&p, &r0), vec![(5 * F, 20 * F)]);
@@ -566,11 +596,20 @@ mod tests {
         // 250 ms = 4000 samples: 7 frames (3584) dropped, 8 frames (4096) kept
         let r = rules(250, 100, 0);
         assert!(spans(&probs(100, &[(10, 17, 0.9)]), &r).is_empty());
-        assert_eq!(spans(&probs(100, &[(10, 18, 0.9)]), &r), vec![(10 * F, 18 * F)]);
+        assert_eq!(
+            spans(&probs(100, &[(10, 18, 0.9)]), &r),
+            vec![(10 * F, 18 * F)]
+        );
         // speech running to the end counts up to the end of the audio
         let p = probs(20, &[(12, 20, 0.9)]);
-        assert_eq!(speech_spans(&p, 20 * F - 50, &r), vec![(12 * F, 20 * F - 50)]);
-        assert!(speech_spans(&p, 20 * F - 200, &r).is_empty(), "8 frames less 200 samples is too short");
+        assert_eq!(
+            speech_spans(&p, 20 * F - 50, &r),
+            vec![(12 * F, 20 * F - 50)]
+        );
+        assert!(
+            speech_spans(&p, 20 * F - 200, &r).is_empty(),
+            "8 frames less 200 samples is too short"
+        );
     }
 
     #[test]
@@ -599,7 +638,10 @@ mod tests {
     fn long_regions_are_cut_at_their_longest_pause() {
         // max 1 s: 16000 - 512 samples with no padding; pauses of 4 and 6
         // frames (> 98 ms each) shorter than min_silence (0.5 s)
-        let r = RegionRules { max_speech_s: 1.0, ..rules(0, 500, 0) };
+        let r = RegionRules {
+            max_speech_s: 1.0,
+            ..rules(0, 500, 0)
+        };
         let p = probs(200, &[(0, 10, 0.9), (14, 20, 0.9), (26, 60, 0.9)]);
         let s = spans(&p, &r);
         // cut at the longest pause (frames 20..26), the next region starting where it ends
@@ -633,8 +675,12 @@ mod tests {
         struct Fixture {
             cases: Vec<Case>,
         }
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/vad_rules_fixture.json");
-        let fixture: Fixture = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/vad_rules_fixture.json"
+        );
+        let fixture: Fixture =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         assert!(fixture.cases.len() >= 40);
         let mut regions = 0;
         for (i, c) in fixture.cases.iter().enumerate() {
@@ -646,10 +692,17 @@ mod tests {
                 speech_pad_ms: c.speech_pad_ms,
                 max_speech_s: c.max_speech_s,
             };
-            assert_eq!(speech_spans(&c.probs, c.num_samples, &rules), c.spans, "case {i}: {rules:?}");
+            assert_eq!(
+                speech_spans(&c.probs, c.num_samples, &rules),
+                c.spans,
+                "case {i}: {rules:?}"
+            );
             regions += c.spans.len();
         }
-        assert!(regions > 100, "the fixture exercises many regions ({regions})");
+        assert!(
+            regions > 100,
+            "the fixture exercises many regions ({regions})"
+        );
     }
 
     #[test]
@@ -659,7 +712,11 @@ mod tests {
     }
 
     fn regions() -> Vec<SpeechRegion> {
-        vec![SpeechRegion::new(1.0, 2.0), SpeechRegion::new(3.0, 4.0), SpeechRegion::new(4.0, 5.0)]
+        vec![
+            SpeechRegion::new(1.0, 2.0),
+            SpeechRegion::new(3.0, 4.0),
+            SpeechRegion::new(4.0, 5.0),
+        ]
     }
 
     #[test]
@@ -668,7 +725,13 @@ mod tests {
         let mut x = vec![0.0f32; 32_000];
         for (i, v) in x.iter_mut().enumerate() {
             let t = i as f64 / 16_000.0;
-            let amp = if (0.5..0.7).contains(&t) { 0.01 } else if (0.7..1.5).contains(&t) { 0.5 } else { 0.0 };
+            let amp = if (0.5..0.7).contains(&t) {
+                0.01
+            } else if (0.7..1.5).contains(&t) {
+                0.5
+            } else {
+                0.0
+            };
             *v = amp * ((i as f32) * 0.3).sin();
         }
         let cores = [SpeechRegion::new(0.72, 1.5)];
@@ -685,11 +748,20 @@ mod tests {
         // frames 10..20 above 0.5, the region padded by 3 frames each side
         let mut probs = vec![0.0f32; 40];
         probs[10..20].fill(0.9);
-        let speech = Speech { regions: vec![SpeechRegion::new(7.0 * FRAME_SECONDS, 23.0 * FRAME_SECONDS)], probs };
+        let speech = Speech {
+            regions: vec![SpeechRegion::new(7.0 * FRAME_SECONDS, 23.0 * FRAME_SECONDS)],
+            probs,
+        };
         let core = speech.cores(0.5);
-        assert!((core[0].start - 10.0 * FRAME_SECONDS).abs() < 1e-9 && (core[0].end - 20.0 * FRAME_SECONDS).abs() < 1e-9);
+        assert!(
+            (core[0].start - 10.0 * FRAME_SECONDS).abs() < 1e-9
+                && (core[0].end - 20.0 * FRAME_SECONDS).abs() < 1e-9
+        );
         // nothing above the threshold: the region stands
-        let flat = Speech { regions: speech.regions.clone(), probs: vec![0.2; 40] };
+        let flat = Speech {
+            regions: speech.regions.clone(),
+            probs: vec![0.2; 40],
+        };
         assert_eq!(flat.cores(0.5), flat.regions);
     }
 
@@ -697,7 +769,11 @@ mod tests {
     fn overlap_sums_the_speech_inside() {
         let r = regions();
         assert_eq!(overlap_with_speech(0.0, 0.5, &r), 0.0);
-        assert_eq!(overlap_with_speech(2.0, 3.0, &r), 0.0, "edges are no overlap");
+        assert_eq!(
+            overlap_with_speech(2.0, 3.0, &r),
+            0.0,
+            "edges are no overlap"
+        );
         assert!((overlap_with_speech(1.5, 1.75, &r) - 0.25).abs() < 1e-12);
         assert!((overlap_with_speech(0.5, 1.5, &r) - 0.5).abs() < 1e-12);
         assert!((overlap_with_speech(1.5, 3.5, &r) - 1.0).abs() < 1e-12);
@@ -735,10 +811,16 @@ mod tests {
 
     #[test]
     fn fixed_speech_answers_its_regions() {
-        let mut fake = FixedSpeech(vec![SpeechRegion::new(0.5, 1.0), SpeechRegion::new(1.5, 9.0)]);
+        let mut fake = FixedSpeech(vec![
+            SpeechRegion::new(0.5, 1.0),
+            SpeechRegion::new(1.5, 9.0),
+        ]);
         let samples = vec![0.0; 32_000]; // 2 s
         let s = fake.speech(&samples).unwrap();
-        assert_eq!(s.regions, vec![SpeechRegion::new(0.5, 1.0), SpeechRegion::new(1.5, 2.0)]);
+        assert_eq!(
+            s.regions,
+            vec![SpeechRegion::new(0.5, 1.0), SpeechRegion::new(1.5, 2.0)]
+        );
         assert_eq!(s.probs.len(), 63);
         assert_eq!(s.probs[15], 0.0, "frame 15 centred at 0.496 s");
         assert_eq!(s.probs[16], 1.0);
@@ -749,9 +831,14 @@ mod tests {
     #[test]
     fn a_missing_model_names_make_setup() {
         let dir = std::env::temp_dir().join(format!("colloquy-vad-missing-{}", std::process::id()));
-        let env = vec![("COLLOQUY__MODELS__DIR".to_string(), dir.display().to_string())];
+        let env = vec![(
+            "COLLOQUY__MODELS__DIR".to_string(),
+            dir.display().to_string(),
+        )];
         let config = Config::load_with_env(None, env).unwrap();
-        let Err(err) = SileroVad::load(&config) else { panic!("loaded a model from an empty directory") };
+        let Err(err) = SileroVad::load(&config) else {
+            panic!("loaded a model from an empty directory")
+        };
         assert!(matches!(err, VadError::NotInstalled(_)));
         assert!(err.to_string().contains("make setup"), "{err}");
     }

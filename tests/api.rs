@@ -25,23 +25,35 @@ struct Server {
 impl Server {
     fn start(storage: &Path, env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_colloquy"));
-        cmd.args(["serve", "--port", "0", "--storage", storage.to_str().unwrap()])
-            .env("COLLOQUY__SERVER__BIND", "127.0.0.1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.args([
+            "serve",
+            "--port",
+            "0",
+            "--storage",
+            storage.to_str().unwrap(),
+        ])
+        .env("COLLOQUY__SERVER__BIND", "127.0.0.1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start colloquy serve");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let addr = line
             .trim()
             .strip_prefix("colloquy listening on http://")
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .parse()
             .unwrap();
-        Server { child, addr, storage: storage.to_path_buf() }
+        Server {
+            child,
+            addr,
+            storage: storage.to_path_buf(),
+        }
     }
 
     fn kill9(mut self) {
@@ -55,7 +67,13 @@ impl Server {
 
     fn upload(&self, query: &str, name: &str, data: &[u8]) -> (u16, Value) {
         let (ct, body) = multipart(name, data);
-        request(self.addr, "POST", &format!("/api/upload{query}"), &[("Content-Type", &ct)], &body)
+        request(
+            self.addr,
+            "POST",
+            &format!("/api/upload{query}"),
+            &[("Content-Type", &ct)],
+            &body,
+        )
     }
 
     /// Polls the job's status until `done` holds (bounded).
@@ -77,7 +95,9 @@ impl Server {
     }
 
     fn temp_entries(&self) -> usize {
-        std::fs::read_dir(self.storage.join("temp")).map(|d| d.count()).unwrap_or(0)
+        std::fs::read_dir(self.storage.join("temp"))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 }
 
@@ -106,15 +126,34 @@ fn multipart(filename: &str, data: &[u8]) -> (String, Vec<u8>) {
 }
 
 /// A minimal HTTP/1.1 client (one request per connection).
-fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Value) {
     let (code, _, body) = raw_request(addr, method, path, headers, body);
-    let v = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap_or(Value::Null) };
+    let v = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).unwrap_or(Value::Null)
+    };
     (code, v)
 }
 
-fn raw_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String, Vec<u8>) {
+fn raw_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
     let mut s = TcpStream::connect(addr).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -127,11 +166,17 @@ fn raw_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &st
 fn read_response(s: &mut TcpStream) -> (u16, String, Vec<u8>) {
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
-    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("http response head");
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("http response head");
     let head = String::from_utf8_lossy(&buf[..split]).to_string();
     let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     let mut body = buf[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body = dechunk(&body);
     }
     (code, head, body)
@@ -140,8 +185,11 @@ fn read_response(s: &mut TcpStream) -> (u16, String, Vec<u8>) {
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { break };
-        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap_or(0);
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            break;
+        };
+        let n =
+            usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap_or(0);
         if n == 0 {
             break;
         }
@@ -163,7 +211,10 @@ fn long_clip() -> Vec<u8> {
 }
 
 fn id_of(v: &Value) -> String {
-    v["job_id"].as_str().unwrap_or_else(|| panic!("no job_id in {v}")).to_string()
+    v["job_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no job_id in {v}"))
+        .to_string()
 }
 
 #[test]
@@ -179,8 +230,15 @@ fn upload_poll_results_and_the_error_paths() {
     assert_eq!(h["models_ready"], true);
     assert_eq!(h["device"]["transcriber"], "cpu");
     assert!(h["stages"]["transcription"]["jobs_in"].is_u64(), "{h}");
-    let models = h["whisper_models"].as_array().unwrap_or_else(|| panic!("{h}"));
-    assert!(models.iter().any(|m| m["name"] == h["whisper_model"] && m["n_mels"].is_u64()), "{h}");
+    let models = h["whisper_models"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{h}"));
+    assert!(
+        models
+            .iter()
+            .any(|m| m["name"] == h["whisper_model"] && m["n_mels"].is_u64()),
+        "{h}"
+    );
 
     let flac = std::fs::read(repo_path("tests/data/speech_en.flac")).unwrap();
     let (code, up) = srv.upload("?num_speakers=1", "speech_en.flac", &flac);
@@ -188,24 +246,39 @@ fn upload_poll_results_and_the_error_paths() {
     assert_eq!(up["status"], "queued");
     let id = id_of(&up);
     let st = srv.wait_completed(&id);
-    assert_eq!((st["progress"].as_u64(), st["step"].as_str()), (Some(100), Some("Complete")));
+    assert_eq!(
+        (st["progress"].as_u64(), st["step"].as_str()),
+        (Some(100), Some("Complete"))
+    );
     assert_eq!(st["filename"], "speech_en.flac");
     assert!((st["duration"].as_f64().unwrap() - 9.83).abs() < 0.05);
 
     let (code, r) = srv.get(&format!("/api/results/{id}"));
     assert_eq!(code, 200);
     let text = r["full_text"].as_str().unwrap().to_lowercase();
-    assert!(text.contains("thank you for coming to the meeting"), "{text}");
+    assert!(
+        text.contains("thank you for coming to the meeting"),
+        "{text}"
+    );
     assert_eq!(r["language"], "en");
     assert_eq!(r["num_speakers"], 1);
     let aligned = r["aligned_segments"].as_array().unwrap();
-    assert!(!aligned.is_empty() && aligned.iter().all(|s| s["speaker"] == "SPEAKER_00"), "{r}");
+    assert!(
+        !aligned.is_empty() && aligned.iter().all(|s| s["speaker"] == "SPEAKER_00"),
+        "{r}"
+    );
     assert!(!r["segments"].as_array().unwrap().is_empty());
     assert!(!r["speaker_turns"].as_array().unwrap().is_empty());
     assert_eq!(r["provider"]["runtime"], "onnxruntime");
     assert_eq!(r["provider"]["device"], "cpu");
     let stages = &r["performance_metrics"]["stages"];
-    for s in ["decoding", "preprocessing", "transcription", "diarization", "alignment"] {
+    for s in [
+        "decoding",
+        "preprocessing",
+        "transcription",
+        "diarization",
+        "alignment",
+    ] {
         assert!(stages[s].as_f64().is_some(), "no {s} timing: {r}");
     }
     assert!(r["performance_metrics"]["total_duration"].as_f64().unwrap() > 0.0);
@@ -214,24 +287,50 @@ fn upload_poll_results_and_the_error_paths() {
 
     let (code, jobs) = srv.get("/api/jobs");
     assert_eq!(code, 200);
-    assert!(jobs["jobs"].as_array().unwrap().iter().any(|j| j["job_id"] == id.as_str()));
+    assert!(jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|j| j["job_id"] == id.as_str()));
 
     // 400: not an accepted type, no file, bad query; nothing stored
     let (code, e) = srv.upload("", "notes.txt", b"hello");
-    assert_eq!((code, e["error"].as_str()), (400, Some("unsupported_type")), "{e}");
-    let (code, e) = request(srv.addr, "POST", "/api/upload", &[("Content-Type", "multipart/form-data; boundary=x")], b"--x--\r\n");
+    assert_eq!(
+        (code, e["error"].as_str()),
+        (400, Some("unsupported_type")),
+        "{e}"
+    );
+    let (code, e) = request(
+        srv.addr,
+        "POST",
+        "/api/upload",
+        &[("Content-Type", "multipart/form-data; boundary=x")],
+        b"--x--\r\n",
+    );
     assert_eq!(code, 400, "{e}");
     let (code, _) = srv.upload("?num_speakers=two", "a.wav", b"RIFF");
     assert_eq!(code, 400);
     assert_eq!(srv.temp_entries(), 0);
 
     // a file that is not audio fails its job with a clear error, files removed
-    let (code, up) = srv.upload("", "fake.mp3", b"this is not audio at all, just text in an mp3 name");
+    let (code, up) = srv.upload(
+        "",
+        "fake.mp3",
+        b"this is not audio at all, just text in an mp3 name",
+    );
     assert_eq!(code, 200);
     let bad = id_of(&up);
-    let st = srv.wait_status(&bad, |v| v["status"] == "failed" || v["status"] == "completed");
+    let st = srv.wait_status(&bad, |v| {
+        v["status"] == "failed" || v["status"] == "completed"
+    });
     assert_eq!(st["status"], "failed");
-    assert!(st["error"].as_str().unwrap().contains("not a supported audio file"), "{st}");
+    assert!(
+        st["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a supported audio file"),
+        "{st}"
+    );
     let (code, e) = srv.get(&format!("/api/results/{bad}"));
     assert_eq!(code, 500, "{e}");
     assert_eq!(srv.temp_entries(), 0);
@@ -248,7 +347,13 @@ fn upload_poll_results_and_the_error_paths() {
         let (code, e) = srv.get(&path);
         assert_eq!(code, 404, "{path}: {e}");
     }
-    let (code, _) = request(srv.addr, "DELETE", &format!("/api/jobs/{unknown}"), &[], b"");
+    let (code, _) = request(
+        srv.addr,
+        "DELETE",
+        &format!("/api/jobs/{unknown}"),
+        &[],
+        b"",
+    );
     assert_eq!(code, 404);
     let (code, _) = request(srv.addr, "DELETE", "/api/jobs/..", &[], b"");
     assert_eq!(code, 404);
@@ -291,7 +396,11 @@ fn too_large_uploads_get_413_without_the_body_being_read() {
     );
     s.write_all(head.as_bytes()).unwrap();
     for chunk in body.chunks(16 * 1024) {
-        if s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).is_err() || s.write_all(chunk).is_err() || s.write_all(b"\r\n").is_err() {
+        if s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .is_err()
+            || s.write_all(chunk).is_err()
+            || s.write_all(b"\r\n").is_err()
+        {
             break; // the server answered and closed: the rest is not read
         }
     }
@@ -314,7 +423,11 @@ fn delete_while_processing_cancels_and_removes_files_and_202_while_waiting() {
     let srv = Server::start(&dir, &[("COLLOQUY__PIPELINE__MAX_ACTIVE_JOBS", "1")]);
     let clip = long_clip();
     let (_, a) = srv.upload("", "long.wav", &clip);
-    let (_, b) = srv.upload("?num_speakers=1", "speech_en.flac", &std::fs::read(repo_path("tests/data/speech_en.flac")).unwrap());
+    let (_, b) = srv.upload(
+        "?num_speakers=1",
+        "speech_en.flac",
+        &std::fs::read(repo_path("tests/data/speech_en.flac")).unwrap(),
+    );
     let (a, b) = (id_of(&a), id_of(&b));
     srv.wait_status(&a, |v| v["status"] == "processing");
     // b waits behind a (one job admitted at a time): results are not ready
@@ -323,7 +436,11 @@ fn delete_while_processing_cancels_and_removes_files_and_202_while_waiting() {
     assert_eq!(r["status"], "queued");
 
     let (code, d) = request(srv.addr, "DELETE", &format!("/api/jobs/{a}"), &[], b"");
-    assert_eq!((code, d["status"].as_str()), (200, Some("cancelled")), "{d}");
+    assert_eq!(
+        (code, d["status"].as_str()),
+        (200, Some("cancelled")),
+        "{d}"
+    );
     assert!(!dir.join("temp").join(&a).exists(), "audio removed at once");
     assert_eq!(srv.get(&format!("/api/status/{a}")).0, 404);
     assert_eq!(srv.get(&format!("/api/results/{a}")).0, 404);
@@ -331,7 +448,12 @@ fn delete_while_processing_cancels_and_removes_files_and_202_while_waiting() {
     // the pipeline lets go of a and goes on with b
     srv.wait_completed(&b);
     let (_, h) = srv.get("/health");
-    let dropped: u64 = h["stages"].as_object().unwrap().values().map(|s| s["jobs_dropped"].as_u64().unwrap()).sum();
+    let dropped: u64 = h["stages"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|s| s["jobs_dropped"].as_u64().unwrap())
+        .sum();
     assert_eq!(dropped, 1, "{h}");
     assert_eq!(h["active_jobs"], 0);
     assert!(!dir.join("results").join(format!("{a}.json")).exists());
@@ -350,7 +472,11 @@ fn kill_9_with_one_job_processing_and_one_queued_then_restart_completes_both() {
     let srv = Server::start(&dir, &env);
     let clip = long_clip();
     let (_, a) = srv.upload("", "first.wav", &clip);
-    let (_, b) = srv.upload("?num_speakers=1", "second.flac", &std::fs::read(repo_path("tests/data/speech_en.flac")).unwrap());
+    let (_, b) = srv.upload(
+        "?num_speakers=1",
+        "second.flac",
+        &std::fs::read(repo_path("tests/data/speech_en.flac")).unwrap(),
+    );
     let (a, b) = (id_of(&a), id_of(&b));
     srv.wait_status(&a, |v| v["status"] == "processing");
     assert_eq!(srv.get(&format!("/api/status/{b}")).1["status"], "queued");
@@ -363,8 +489,16 @@ fn kill_9_with_one_job_processing_and_one_queued_then_restart_completes_both() {
     assert_eq!(sb["attempts"], 1, "{sb}");
     let (code, r) = srv.get(&format!("/api/results/{a}"));
     assert_eq!(code, 200);
-    assert!(r["full_text"].as_str().unwrap().to_lowercase().contains("summer trip"));
-    assert_eq!(srv.temp_entries(), 0, "temp is empty once every job is done");
+    assert!(r["full_text"]
+        .as_str()
+        .unwrap()
+        .to_lowercase()
+        .contains("summer trip"));
+    assert_eq!(
+        srv.temp_entries(),
+        0,
+        "temp is empty once every job is done"
+    );
     drop(srv);
 
     // a third start still serves the finished jobs
@@ -380,7 +514,11 @@ fn kill_9_with_one_job_processing_and_one_queued_then_restart_completes_both() {
 fn two_speaker_clip() -> (String, Vec<u8>, &'static str) {
     match common::shared_data("synthetic/conv1.mp3") {
         Some(p) => ("conv1.mp3".into(), std::fs::read(p).unwrap(), "budget"),
-        None => ("two_voices.flac".into(), std::fs::read(repo_path("tests/data/two_voices.flac")).unwrap(), "appointment"),
+        None => (
+            "two_voices.flac".into(),
+            std::fs::read(repo_path("tests/data/two_voices.flac")).unwrap(),
+            "appointment",
+        ),
     }
 }
 
@@ -399,11 +537,21 @@ fn two_speakers_with_a_num_speakers_hint() {
     let (_, r) = srv.get(&format!("/api/results/{id}"));
     assert_eq!(r["num_speakers"], 2, "{r}");
     let aligned = r["aligned_segments"].as_array().unwrap();
-    let mut speakers: Vec<&str> = aligned.iter().map(|s| s["speaker"].as_str().unwrap()).collect();
+    let mut speakers: Vec<&str> = aligned
+        .iter()
+        .map(|s| s["speaker"].as_str().unwrap())
+        .collect();
     speakers.sort();
     speakers.dedup();
     assert_eq!(speakers, ["SPEAKER_00", "SPEAKER_01"], "{r}");
-    assert!(r["full_text"].as_str().unwrap().to_lowercase().contains(word), "{r}");
+    assert!(
+        r["full_text"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains(word),
+        "{r}"
+    );
     drop(srv);
     let _ = std::fs::remove_dir_all(&dir);
 }

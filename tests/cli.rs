@@ -14,7 +14,10 @@ fn colloquy() -> Command {
 fn refuses_to_start_without_models_and_names_make_setup() {
     let dir = std::env::temp_dir().join(format!("colloquy-nomodels-{}", std::process::id()));
     let out = colloquy()
-        .args(["transcribe", repo_path("tests/data/speech_en.flac").to_str().unwrap()])
+        .args([
+            "transcribe",
+            repo_path("tests/data/speech_en.flac").to_str().unwrap(),
+        ])
         .env("COLLOQUY__MODELS__DIR", &dir)
         .output()
         .unwrap();
@@ -30,12 +33,29 @@ fn whisper_only_json_has_segments_provider_and_timings() {
         return;
     }
     let out = colloquy()
-        .args(["transcribe", "--whisper-only", "--format", "json", repo_path("tests/data/speech_en.flac").to_str().unwrap()])
+        .args([
+            "transcribe",
+            "--whisper-only",
+            "--format",
+            "json",
+            repo_path("tests/data/speech_en.flac").to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["full_text"].as_str().unwrap().to_lowercase().contains("thank you for coming to the meeting"), "{v}");
+    assert!(
+        v["full_text"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("thank you for coming to the meeting"),
+        "{v}"
+    );
     assert!(!v["segments"].as_array().unwrap().is_empty());
     assert_eq!(v["provider"]["runtime"], "onnxruntime");
     assert_eq!(v["provider"]["device"], "cpu");
@@ -49,13 +69,23 @@ fn transcribe_txt_prints_timestamped_lines() {
         return;
     }
     let out = colloquy()
-        .args(["transcribe", repo_path("tests/data/speech_en.flac").to_str().unwrap()])
+        .args([
+            "transcribe",
+            repo_path("tests/data/speech_en.flac").to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let first = text.lines().next().unwrap();
-    assert!(first.starts_with("[00:00:0") && first.contains(" --> "), "{text}");
+    assert!(
+        first.starts_with("[00:00:0") && first.contains(" --> "),
+        "{text}"
+    );
 }
 
 #[test]
@@ -63,7 +93,10 @@ fn a_non_audio_file_is_a_clear_error() {
     if config().is_none() {
         return;
     }
-    let out = colloquy().args(["transcribe", repo_path("Cargo.toml").to_str().unwrap()]).output().unwrap();
+    let out = colloquy()
+        .args(["transcribe", repo_path("Cargo.toml").to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a supported audio file"), "stderr: {err}");
@@ -76,41 +109,99 @@ fn transcribe_goes_through_the_pipeline_with_speakers() {
     }
     let clip = repo_path("tests/data/speech_en.flac");
     let out = colloquy()
-        .args(["transcribe", "--format", "json", "--num-speakers", "1", clip.to_str().unwrap(), clip.to_str().unwrap()])
+        .args([
+            "transcribe",
+            "--format",
+            "json",
+            "--num-speakers",
+            "1",
+            clip.to_str().unwrap(),
+            clip.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    let results: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let results: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(results.len(), 2, "one result per file");
     for v in &results {
         // the seed's result JSON
-        for key in ["segments", "aligned_segments", "full_text", "language", "duration", "speaker_turns", "provider", "performance_metrics"] {
+        for key in [
+            "segments",
+            "aligned_segments",
+            "full_text",
+            "language",
+            "duration",
+            "speaker_turns",
+            "provider",
+            "performance_metrics",
+        ] {
             assert!(v.get(key).is_some(), "missing {key}: {v}");
         }
-        assert!(v["full_text"].as_str().unwrap().to_lowercase().contains("thank you for coming to the meeting"), "{v}");
+        assert!(
+            v["full_text"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+                .contains("thank you for coming to the meeting"),
+            "{v}"
+        );
         let segs = v["aligned_segments"].as_array().unwrap();
         assert!(!segs.is_empty());
         assert!(segs.iter().all(|s| s["speaker"] == "SPEAKER_00"), "{v}");
-        for stage in ["decoding", "preprocessing", "transcription", "diarization", "alignment"] {
-            assert!(v["performance_metrics"]["stages"][stage].as_f64().is_some(), "no {stage} timing: {v}");
+        for stage in [
+            "decoding",
+            "preprocessing",
+            "transcription",
+            "diarization",
+            "alignment",
+        ] {
+            assert!(
+                v["performance_metrics"]["stages"][stage].as_f64().is_some(),
+                "no {stage} timing: {v}"
+            );
         }
     }
 }
 
 #[test]
 fn transcribe_conv1_finds_two_speakers() {
-    let Some(path) = common::shared_data("synthetic/conv1.mp3") else { return };
+    let Some(path) = common::shared_data("synthetic/conv1.mp3") else {
+        return;
+    };
     if config().is_none() {
         return;
     }
     let out = colloquy()
-        .args(["transcribe", "--format", "json", "--num-speakers", "2", path.to_str().unwrap()])
+        .args([
+            "transcribe",
+            "--format",
+            "json",
+            "--num-speakers",
+            "2",
+            path.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut speakers: Vec<&str> = v["aligned_segments"].as_array().unwrap().iter().map(|s| s["speaker"].as_str().unwrap()).collect();
+    let mut speakers: Vec<&str> = v["aligned_segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["speaker"].as_str().unwrap())
+        .collect();
     speakers.sort();
     speakers.dedup();
     assert_eq!(speakers, vec!["SPEAKER_00", "SPEAKER_01"]);
@@ -118,7 +209,12 @@ fn transcribe_conv1_finds_two_speakers() {
         "Good morning, thanks for joining the call so early. No problem. I wanted to go over the budget before the meeting on Thursday. Sure. The main change is that travel costs went up by about ten percent. That is more than I expected. Do we know why? Mostly because the conference moved to a different city this year. Okay, then we should ask the team to book their flights as soon as possible. Good idea. I will send an email this afternoon. Great, and please copy me on it so I can follow up next week.",
         v["full_text"].as_str().unwrap(),
     );
-    assert!(errs.wer() <= 0.05, "WER {:.3}: {}", errs.wer(), v["full_text"]);
+    assert!(
+        errs.wer() <= 0.05,
+        "WER {:.3}: {}",
+        errs.wer(),
+        v["full_text"]
+    );
 }
 
 #[test]
@@ -140,7 +236,11 @@ fn eval_scores_wer_der_speed_and_memory_on_the_projects_own_clips() {
         .arg(&report)
         .output()
         .unwrap();
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.lines().any(|l| l.starts_with("TOTAL")), "{table}");
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
@@ -157,11 +257,21 @@ fn eval_scores_wer_der_speed_and_memory_on_the_projects_own_clips() {
     assert_eq!(two["speakers_reference"], 2, "{two}");
     assert!(two["der"].as_f64().unwrap() <= 0.10, "{two}");
     assert!(two["wer"].as_f64().unwrap() <= 0.20, "{two}");
-    let (wer, cp) = (two["wer"].as_f64().unwrap(), two["cp_wer"].as_f64().unwrap());
-    assert!(cp - wer <= 0.02, "speaker attribution cost {:.1} points of cpWER: {two}", 100.0 * (cp - wer));
+    let (wer, cp) = (
+        two["wer"].as_f64().unwrap(),
+        two["cp_wer"].as_f64().unwrap(),
+    );
+    assert!(
+        cp - wer <= 0.02,
+        "speaker attribution cost {:.1} points of cpWER: {two}",
+        100.0 * (cp - wer)
+    );
     assert!(speech["cp_wer"].is_null(), "no STM for this clip");
     // word timing at the RTTM's turn edges: null while the result has no words
-    assert!(speech["word_timing"].is_null(), "no reference times for this clip: {speech}");
+    assert!(
+        speech["word_timing"].is_null(),
+        "no reference times for this clip: {speech}"
+    );
     match &two["word_timing"] {
         serde_json::Value::Null => assert!(two["word_timing_distances"].is_null(), "{two}"),
         t => assert_eq!(t["turns"], 6, "two_voices.rttm has 6 turns: {two}"),
@@ -169,10 +279,18 @@ fn eval_scores_wer_der_speed_and_memory_on_the_projects_own_clips() {
     for f in files {
         assert!(f["speed"].as_f64().unwrap() > 1.0, "{f}");
         assert!(f["peak_rss_mb"].as_f64().unwrap() > 50.0, "{f}");
-        assert!(f["stage_seconds"]["stages"]["transcription"].as_f64().is_some(), "{f}");
+        assert!(
+            f["stage_seconds"]["stages"]["transcription"]
+                .as_f64()
+                .is_some(),
+            "{f}"
+        );
     }
     let t = &r["totals"];
-    assert!((t["audio_seconds"].as_f64().unwrap() - 40.2).abs() < 0.5, "{t}");
+    assert!(
+        (t["audio_seconds"].as_f64().unwrap() - 40.2).abs() < 0.5,
+        "{t}"
+    );
     assert!(t["wer"].as_f64().unwrap() <= 0.15, "{t}");
     assert_eq!(t["word_errors"]["reference_words"], 28 + 67, "{t}");
     std::fs::remove_dir_all(&dir).unwrap();
@@ -183,12 +301,24 @@ fn eval_explains_a_bad_manifest_and_a_missing_recording() {
     let dir = std::env::temp_dir().join(format!("colloquy-eval-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("m.tsv"), "name\tfile\nx\tx.wav\n").unwrap();
-    let out = colloquy().args(["eval", "--manifest"]).arg(dir.join("m.tsv")).output().unwrap();
+    let out = colloquy()
+        .args(["eval", "--manifest"])
+        .arg(dir.join("m.tsv"))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("id, path and reference"), "{err}");
-    std::fs::write(dir.join("m.tsv"), "id\tpath\treference\nx\tmissing.wav\thello\n").unwrap();
-    let out = colloquy().args(["eval", "--manifest"]).arg(dir.join("m.tsv")).output().unwrap();
+    std::fs::write(
+        dir.join("m.tsv"),
+        "id\tpath\treference\nx\tmissing.wav\thello\n",
+    )
+    .unwrap();
+    let out = colloquy()
+        .args(["eval", "--manifest"])
+        .arg(dir.join("m.tsv"))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("missing.wav: no such file"), "{err}");

@@ -13,7 +13,10 @@ fn engine() -> Option<DiarizationEngine> {
 }
 
 /// DER (collar 0.25 s, UEM) and speaker counts of AMI excerpts, no hint.
-fn ami(engine: &mut DiarizationEngine, ids: &[&str]) -> Option<(DerBreakdown, Vec<(usize, usize)>)> {
+fn ami(
+    engine: &mut DiarizationEngine,
+    ids: &[&str],
+) -> Option<(DerBreakdown, Vec<(usize, usize)>)> {
     let dir = shared_data("diarization")?;
     let refs = parse_rttm(&std::fs::read_to_string(dir.join("ami.rttm")).unwrap()).unwrap();
     let uem = parse_uem(&std::fs::read_to_string(dir.join("ami.uem")).unwrap()).unwrap();
@@ -21,7 +24,9 @@ fn ami(engine: &mut DiarizationEngine, ids: &[&str]) -> Option<(DerBreakdown, Ve
     let mut counts = Vec::new();
     for id in ids {
         let audio = load_16k_mono(&dir.join(format!("{id}.wav"))).unwrap();
-        let d = engine.diarize(&audio.samples, SpeakerBounds::default()).unwrap();
+        let d = engine
+            .diarize(&audio.samples, SpeakerBounds::default())
+            .unwrap();
         let r = &refs[*id];
         let b = der(r, &d.turns, Some(&uem[*id]), 0.25);
         let mut spk: Vec<&str> = r.iter().map(|t| t.speaker.as_str()).collect();
@@ -40,7 +45,9 @@ fn ami(engine: &mut DiarizationEngine, ids: &[&str]) -> Option<(DerBreakdown, Ve
 #[test]
 fn ami_dev_without_hint() {
     let Some(mut engine) = engine() else { return };
-    let Some((b, counts)) = ami(&mut engine, &["ami_dev00", "ami_dev01"]) else { return };
+    let Some((b, counts)) = ami(&mut engine, &["ami_dev00", "ami_dev01"]) else {
+        return;
+    };
     eprintln!("AMI dev00+dev01: DER {:.1}%", 100.0 * b.der());
     assert!(b.der() <= 0.20, "DER {:.1}%", 100.0 * b.der());
     for (found, truth) in counts {
@@ -50,40 +57,65 @@ fn ami_dev_without_hint() {
 
 #[test]
 fn falcon_three_speakers_without_hint() {
-    let Some(path) = shared_data("diarization/picovoice_falcon_test.wav") else { return };
+    let Some(path) = shared_data("diarization/picovoice_falcon_test.wav") else {
+        return;
+    };
     let Some(mut engine) = engine() else { return };
     let audio = load_16k_mono(&path).unwrap();
-    let d = engine.diarize(&audio.samples, SpeakerBounds::default()).unwrap();
+    let d = engine
+        .diarize(&audio.samples, SpeakerBounds::default())
+        .unwrap();
     eprintln!("picovoice_falcon_test: {} speakers", d.num_speakers);
     assert_eq!(d.num_speakers, 3);
 }
 
 #[test]
 fn conv1_with_two_speaker_hint() {
-    let Some(dir) = shared_data("synthetic") else { return };
+    let Some(dir) = shared_data("synthetic") else {
+        return;
+    };
     let Some(mut engine) = engine() else { return };
     let reference = parse_rttm(&std::fs::read_to_string(dir.join("conv1.rttm")).unwrap()).unwrap();
     let r = reference.values().next().unwrap();
     let audio = load_16k_mono(&dir.join("conv1.wav")).unwrap();
-    let d = engine.diarize(&audio.samples, SpeakerBounds { num_speakers: Some(2), ..Default::default() }).unwrap();
+    let d = engine
+        .diarize(
+            &audio.samples,
+            SpeakerBounds {
+                num_speakers: Some(2),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     let b = der(r, &d.turns, None, 0.25);
     eprintln!(
         "conv1 (num_speakers=2): DER {:.1}%, missed {:.2}s + false alarm {:.2}s of {:.2}s",
-        100.0 * b.der(), b.missed, b.false_alarm, b.total
+        100.0 * b.der(),
+        b.missed,
+        b.false_alarm,
+        b.total
     );
     assert_eq!(d.num_speakers, 2);
     assert!(b.der() <= 0.10, "DER {:.1}%", 100.0 * b.der());
     assert!((b.missed + b.false_alarm) / b.total <= 0.05);
-    let unhinted = engine.diarize(&audio.samples, SpeakerBounds::default()).unwrap();
+    let unhinted = engine
+        .diarize(&audio.samples, SpeakerBounds::default())
+        .unwrap();
     let u = der(r, &unhinted.turns, None, 0.25);
-    eprintln!("conv1 (no hint): {} speakers, DER {:.1}%", unhinted.num_speakers, 100.0 * u.der());
+    eprintln!(
+        "conv1 (no hint): {} speakers, DER {:.1}%",
+        unhinted.num_speakers,
+        100.0 * u.der()
+    );
 }
 
 #[test]
 fn ami_tst_reported() {
     let Some(mut engine) = engine() else { return };
     // four speakers with heavy overlap (tst00) and little speech (tst01): reported, not bounded
-    let Some((b, _)) = ami(&mut engine, &["ami_tst00", "ami_tst01"]) else { return };
+    let Some((b, _)) = ami(&mut engine, &["ami_tst00", "ami_tst01"]) else {
+        return;
+    };
     eprintln!("AMI tst00+tst01: DER {:.1}%", 100.0 * b.der());
     assert!(b.total > 0.0);
 }
@@ -91,7 +123,10 @@ fn ami_tst_reported() {
 /// The project's own two-voice clip (tests/data, made by scripts/make_test_audio.sh).
 fn two_voices() -> (Vec<f32>, Vec<colloquy::diarize::rttm::Turn>) {
     let audio = load_16k_mono(&common::repo_path("tests/data/two_voices.flac")).unwrap();
-    let rttm = parse_rttm(&std::fs::read_to_string(common::repo_path("tests/data/two_voices.rttm")).unwrap()).unwrap();
+    let rttm = parse_rttm(
+        &std::fs::read_to_string(common::repo_path("tests/data/two_voices.rttm")).unwrap(),
+    )
+    .unwrap();
     (audio.samples, rttm["two_voices"].clone())
 }
 
@@ -99,16 +134,37 @@ fn two_voices() -> (Vec<f32>, Vec<colloquy::diarize::rttm::Turn>) {
 fn two_voices_with_hint() {
     let Some(mut engine) = engine() else { return };
     let (samples, reference) = two_voices();
-    let d = engine.diarize(&samples, SpeakerBounds { num_speakers: Some(2), ..Default::default() }).unwrap();
+    let d = engine
+        .diarize(
+            &samples,
+            SpeakerBounds {
+                num_speakers: Some(2),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     let b = der(&reference, &d.turns, None, 0.25);
     eprintln!("two_voices (num_speakers=2): DER {:.1}% (missed {:.2}s, false alarm {:.2}s, confusion {:.2}s of {:.2}s)", 100.0 * b.der(), b.missed, b.false_alarm, b.confusion, b.total);
     assert_eq!(d.num_speakers, 2);
     // the reference marks whole utterances, pauses inside sentences included
     // (2.5 s of the 23.8 s): those count as missed speech, so speaker
     // discrimination is judged on confusion, and DER gets that allowance
-    assert!(b.confusion <= 0.01 * b.total, "confusion {:.2}s: {:?}", b.confusion, d.turns);
-    assert!(b.der() <= 0.12, "DER {:.1}%: {:?}", 100.0 * b.der(), d.turns);
-    assert_eq!(d.turns[0].speaker, "SPEAKER_00", "labels in order of first appearance");
+    assert!(
+        b.confusion <= 0.01 * b.total,
+        "confusion {:.2}s: {:?}",
+        b.confusion,
+        d.turns
+    );
+    assert!(
+        b.der() <= 0.12,
+        "DER {:.1}%: {:?}",
+        100.0 * b.der(),
+        d.turns
+    );
+    assert_eq!(
+        d.turns[0].speaker, "SPEAKER_00",
+        "labels in order of first appearance"
+    );
 }
 
 #[test]
@@ -117,19 +173,41 @@ fn two_voices_without_hint_and_bounds() {
     let (samples, reference) = two_voices();
     let d = engine.diarize(&samples, SpeakerBounds::default()).unwrap();
     let b = der(&reference, &d.turns, None, 0.25);
-    eprintln!("two_voices (no hint): {} speakers, DER {:.1}%", d.num_speakers, 100.0 * b.der());
+    eprintln!(
+        "two_voices (no hint): {} speakers, DER {:.1}%",
+        d.num_speakers,
+        100.0 * b.der()
+    );
     assert_eq!(d.num_speakers, 2);
     // bounds clamp the count
-    let one = engine.diarize(&samples, SpeakerBounds { max_speakers: Some(1), ..Default::default() }).unwrap();
+    let one = engine
+        .diarize(
+            &samples,
+            SpeakerBounds {
+                max_speakers: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(one.num_speakers, 1);
-    let three = engine.diarize(&samples, SpeakerBounds { min_speakers: Some(3), ..Default::default() }).unwrap();
+    let three = engine
+        .diarize(
+            &samples,
+            SpeakerBounds {
+                min_speakers: Some(3),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert!(three.num_speakers >= 2, "{}", three.num_speakers);
 }
 
 #[test]
 fn silence_has_no_speakers() {
     let Some(mut engine) = engine() else { return };
-    let d = engine.diarize(&vec![0.0f32; 16_000 * 12], SpeakerBounds::default()).unwrap();
+    let d = engine
+        .diarize(&vec![0.0f32; 16_000 * 12], SpeakerBounds::default())
+        .unwrap();
     assert!(d.turns.is_empty(), "{:?}", d.turns);
     assert_eq!(d.num_speakers, 0);
 }
@@ -139,9 +217,14 @@ fn a_set_stop_flag_stops_diarization() {
     let Some(mut engine) = engine() else { return };
     let (audio, _) = two_voices();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let err = engine.diarize_until(&audio, SpeakerBounds::default(), Some(stop.clone())).err().expect("stopped");
+    let err = engine
+        .diarize_until(&audio, SpeakerBounds::default(), Some(stop.clone()))
+        .err()
+        .expect("stopped");
     assert!(err.to_string().contains("cancelled"), "{err}");
     stop.store(false, std::sync::atomic::Ordering::SeqCst);
-    let d = engine.diarize_until(&audio, SpeakerBounds::default(), Some(stop)).unwrap();
+    let d = engine
+        .diarize_until(&audio, SpeakerBounds::default(), Some(stop))
+        .unwrap();
     assert_eq!(d.num_speakers, 2, "the engine works on afterwards");
 }

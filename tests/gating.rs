@@ -19,8 +19,14 @@ const CLIP_TEXT: &str = "Good morning everyone, thank you for coming to the meet
 
 fn engines() -> Option<(Config, WhisperEngine, SileroVad)> {
     let config = config()?;
-    if !vad::model_dir(&config.models_root()).join("manifest.json").exists() {
-        assert!(std::env::var_os(REQUIRE_MODELS).is_none(), "VAD model not installed: run `make setup`");
+    if !vad::model_dir(&config.models_root())
+        .join("manifest.json")
+        .exists()
+    {
+        assert!(
+            std::env::var_os(REQUIRE_MODELS).is_none(),
+            "VAD model not installed: run `make setup`"
+        );
         eprintln!("skipping: VAD model not installed (run `make setup`)");
         return None;
     }
@@ -29,7 +35,12 @@ fn engines() -> Option<(Config, WhisperEngine, SileroVad)> {
     Some((config, whisper, vad))
 }
 
-fn gated(config: &Config, whisper: &mut WhisperEngine, vad: &mut SileroVad, samples: &[f32]) -> (Transcript, SpeechMap) {
+fn gated(
+    config: &Config,
+    whisper: &mut WhisperEngine,
+    vad: &mut SileroVad,
+    samples: &[f32],
+) -> (Transcript, SpeechMap) {
     let map = SpeechMap::new(&vad.speech(samples).unwrap(), samples, config.vad.threshold);
     let t = whisper.transcribe_until(samples, Some(&map), None).unwrap();
     (t, map)
@@ -37,15 +48,25 @@ fn gated(config: &Config, whisper: &mut WhisperEngine, vad: &mut SileroVad, samp
 
 #[test]
 fn silence_and_pink_noise_give_no_words() {
-    let Some((config, mut whisper, mut vad)) = engines() else { return };
+    let Some((config, mut whisper, mut vad)) = engines() else {
+        return;
+    };
     let silence = vec![0.0f32; 10 * RATE];
     let (t, _) = gated(&config, &mut whisper, &mut vad, &silence);
     assert!(t.segments.is_empty(), "silence: {:?}", t.full_text());
     for (dbfs, seed) in [(-45.0, 3), (-25.0, 4)] {
         let noise = pink_noise(10.0, dbfs, seed);
         let (t, map) = gated(&config, &mut whisper, &mut vad, &noise);
-        assert!(map.regions.is_empty(), "speech found in noise at {dbfs} dBFS: {:?}", map.regions);
-        assert!(t.segments.is_empty(), "noise at {dbfs} dBFS: {:?}", t.full_text());
+        assert!(
+            map.regions.is_empty(),
+            "speech found in noise at {dbfs} dBFS: {:?}",
+            map.regions
+        );
+        assert!(
+            t.segments.is_empty(),
+            "noise at {dbfs} dBFS: {:?}",
+            t.full_text()
+        );
     }
 }
 
@@ -59,9 +80,19 @@ fn after_silence(samples: &[f32]) -> Option<Transcript> {
         assert!(s.start >= 7.9, "{s:?} starts in the silence");
         for w in &s.words {
             // inside a region, or its core widened to where the sound starts and ends
-            let spans = map.regions.iter().zip(&map.cores).map(|(r, c)| (r.start.min(c.start), r.end.max(c.end)));
-            let inside = spans.clone().any(|(a, b)| a <= w.start + 1e-6 && w.end <= b + 1e-6);
-            assert!(inside && w.start >= 7.9, "{w:?} outside the speech {:?}", spans.collect::<Vec<_>>());
+            let spans = map
+                .regions
+                .iter()
+                .zip(&map.cores)
+                .map(|(r, c)| (r.start.min(c.start), r.end.max(c.end)));
+            let inside = spans
+                .clone()
+                .any(|(a, b)| a <= w.start + 1e-6 && w.end <= b + 1e-6);
+            assert!(
+                inside && w.start >= 7.9,
+                "{w:?} outside the speech {:?}",
+                spans.collect::<Vec<_>>()
+            );
         }
     }
     Some(t)
@@ -69,17 +100,33 @@ fn after_silence(samples: &[f32]) -> Option<Transcript> {
 
 #[test]
 fn jfk_after_eight_seconds_of_silence_word_for_word() {
-    let Some(path) = shared_data("asr/whisper_jfk.flac") else { return };
+    let Some(path) = shared_data("asr/whisper_jfk.flac") else {
+        return;
+    };
     let audio = load_16k_mono(&path).unwrap();
-    let Some(t) = after_silence(&audio.samples) else { return };
+    let Some(t) = after_silence(&audio.samples) else {
+        return;
+    };
     let reference = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
-    assert_eq!(normalize_words(&t.full_text()), normalize_words(reference), "{}", t.full_text());
+    assert_eq!(
+        normalize_words(&t.full_text()),
+        normalize_words(reference),
+        "{}",
+        t.full_text()
+    );
 }
 
 #[test]
 fn committed_clip_after_eight_seconds_of_silence_keeps_its_words() {
     let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
-    let Some(t) = after_silence(&audio.samples) else { return };
+    let Some(t) = after_silence(&audio.samples) else {
+        return;
+    };
     let errs = word_errors(CLIP_TEXT, &t.full_text());
-    assert!(errs.wer() <= 0.10, "WER {:.3}: {:?}", errs.wer(), t.full_text());
+    assert!(
+        errs.wer() <= 0.10,
+        "WER {:.3}: {:?}",
+        errs.wer(),
+        t.full_text()
+    );
 }

@@ -36,11 +36,12 @@ use serde_json::{json, Value};
 // ---------------------------------------------------------------------------
 
 const LANGUAGES: [&str; 100] = [
-    "en", "zh", "de", "es", "ru", "ko", "fr", "ja", "pt", "tr", "pl", "ca", "nl", "ar", "sv", "it", "id", "hi", "fi",
-    "vi", "he", "uk", "el", "ms", "cs", "ro", "da", "hu", "ta", "no", "th", "ur", "hr", "bg", "lt", "la", "mi", "ml",
-    "cy", "sk", "te", "fa", "lv", "bn", "sr", "az", "sl", "kn", "et", "mk", "br", "eu", "is", "hy", "ne", "mn", "bs",
-    "kk", "sq", "sw", "gl", "mr", "pa", "si", "km", "sn", "yo", "so", "af", "oc", "ka", "be", "tg", "sd", "gu", "am",
-    "yi", "lo", "uz", "fo", "ht", "ps", "tk", "nn", "mt", "sa", "lb", "my", "bo", "tl", "mg", "as", "tt", "haw", "ln",
+    "en", "zh", "de", "es", "ru", "ko", "fr", "ja", "pt", "tr", "pl", "ca", "nl", "ar", "sv", "it",
+    "id", "hi", "fi", "vi", "he", "uk", "el", "ms", "cs", "ro", "da", "hu", "ta", "no", "th", "ur",
+    "hr", "bg", "lt", "la", "mi", "ml", "cy", "sk", "te", "fa", "lv", "bn", "sr", "az", "sl", "kn",
+    "et", "mk", "br", "eu", "is", "hy", "ne", "mn", "bs", "kk", "sq", "sw", "gl", "mr", "pa", "si",
+    "km", "sn", "yo", "so", "af", "oc", "ka", "be", "tg", "sd", "gu", "am", "yi", "lo", "uz", "fo",
+    "ht", "ps", "tk", "nn", "mt", "sa", "lb", "my", "bo", "tl", "mg", "as", "tt", "haw", "ln",
     "ha", "ba", "jw", "su", "yue",
 ];
 
@@ -50,9 +51,19 @@ const LANGUAGES: [&str; 100] = [
 fn openai_specials(n_vocab: usize) -> Vec<String> {
     let base = 50257; // multilingual (n_vocab >= 51865)
     let n_languages = n_vocab - base - 2 - 6 - 1501;
-    let mut s = vec!["<|endoftext|>".to_string(), "<|startoftranscript|>".to_string()];
+    let mut s = vec![
+        "<|endoftext|>".to_string(),
+        "<|startoftranscript|>".to_string(),
+    ];
     s.extend(LANGUAGES[..n_languages].iter().map(|l| format!("<|{l}|>")));
-    for t in ["translate", "transcribe", "startoflm", "startofprev", "nospeech", "notimestamps"] {
+    for t in [
+        "translate",
+        "transcribe",
+        "startoflm",
+        "startofprev",
+        "nospeech",
+        "notimestamps",
+    ] {
         s.push(format!("<|{t}|>"));
     }
     s.extend((0..1501).map(|i| format!("<|{:.2}|>", i as f64 * 0.02)));
@@ -113,21 +124,30 @@ const BF16: u8 = 5;
 
 impl ModelBin {
     fn uniform(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| (self.rng.f32() * 2.0 - 1.0) * scale).collect()
+        (0..n)
+            .map(|_| (self.rng.f32() * 2.0 - 1.0) * scale)
+            .collect()
     }
 
     fn raw(&mut self, name: &str, dims: &[usize], dtype: u8, data: Vec<u8>) {
-        self.vars.insert(name.to_string(), (dims.to_vec(), dtype, data));
+        self.vars
+            .insert(name.to_string(), (dims.to_vec(), dtype, data));
     }
 
     fn float(&mut self, name: &str, dims: &[usize], values: &[f32]) {
         assert_eq!(values.len(), dims.iter().product::<usize>());
         self.drawn.insert(name.to_string(), values.to_vec());
         if self.bf16_prefix.is_some_and(|p| name.starts_with(p)) {
-            let bytes = values.iter().flat_map(|&v| bf16_bits(v).to_le_bytes()).collect();
+            let bytes = values
+                .iter()
+                .flat_map(|&v| bf16_bits(v).to_le_bytes())
+                .collect();
             return self.raw(name, dims, BF16, bytes);
         }
-        let bytes = values.iter().flat_map(|&v| f16_bits(v).to_le_bytes()).collect();
+        let bytes = values
+            .iter()
+            .flat_map(|&v| f16_bits(v).to_le_bytes())
+            .collect();
         self.raw(name, dims, F16, bytes);
     }
 
@@ -151,8 +171,19 @@ impl ModelBin {
         self.raw(&format!("{name}_scale"), &[rows], F32, bytes);
     }
 
-    fn linear(&mut self, prefix: &str, out: usize, inp: usize, zero_bias_rows: std::ops::Range<usize>) {
-        self.matrix(&format!("{prefix}/weight"), out, inp, (3.0 / inp as f32).sqrt());
+    fn linear(
+        &mut self,
+        prefix: &str,
+        out: usize,
+        inp: usize,
+        zero_bias_rows: std::ops::Range<usize>,
+    ) {
+        self.matrix(
+            &format!("{prefix}/weight"),
+            out,
+            inp,
+            (3.0 / inp as f32).sqrt(),
+        );
         let mut b = self.uniform(out, 0.02);
         b[zero_bias_rows].fill(0.0); // Whisper's keys have no bias
         self.float(&format!("{prefix}/bias"), &[out], &b);
@@ -166,7 +197,11 @@ impl ModelBin {
     }
 
     fn scalar(&mut self, name: &str, dtype: u8, v: i16) {
-        let data = if dtype == I16 { v.to_le_bytes().to_vec() } else { vec![v as i8 as u8] };
+        let data = if dtype == I16 {
+            v.to_le_bytes().to_vec()
+        } else {
+            vec![v as i8 as u8]
+        };
         self.raw(name, &[], dtype, data);
     }
 
@@ -179,7 +214,10 @@ impl ModelBin {
             bf16_prefix: shape.bf16_prefix,
         };
         let (d, heads) = (shape.d, shape.d / 64);
-        let conv1 = m.uniform(d * shape.n_mels * 3, (1.0 / (shape.n_mels * 3) as f32).sqrt());
+        let conv1 = m.uniform(
+            d * shape.n_mels * 3,
+            (1.0 / (shape.n_mels * 3) as f32).sqrt(),
+        );
         m.float("encoder/conv1/weight", &[d, shape.n_mels, 3], &conv1);
         let b = m.uniform(d, 0.02);
         m.float("encoder/conv1/bias", &[d], &b);
@@ -294,26 +332,43 @@ fn onnx_rows(python: &Path, graph: &Path, name: &str, rows: usize) -> Vec<Vec<f3
                 m = onnx.load(sys.argv[1])\n\
                 a = [numpy_helper.to_array(t) for t in m.graph.initializer if t.name == sys.argv[2]][0]\n\
                 print(json.dumps(a.reshape(a.shape[0], -1)[:int(sys.argv[3])].tolist()))";
-    let out = run_ok(Command::new(python).args(["-c", code]).arg(graph).arg(name).arg(rows.to_string()));
+    let out = run_ok(
+        Command::new(python)
+            .args(["-c", code])
+            .arg(graph)
+            .arg(name)
+            .arg(rows.to_string()),
+    );
     serde_json::from_str(&out).unwrap()
 }
 
 /// The converted weights are the drawn ones, within what the storage type
 /// keeps: `tolerance(row)` is the largest error allowed in that row.
-fn assert_weights_kept(got: &[Vec<f32>], drawn: &[f32], tolerance: impl Fn(&[f32]) -> f32, what: &str) {
+fn assert_weights_kept(
+    got: &[Vec<f32>],
+    drawn: &[f32],
+    tolerance: impl Fn(&[f32]) -> f32,
+    what: &str,
+) {
     let cols = got[0].len();
     for (r, row) in got.iter().enumerate() {
         let want = &drawn[r * cols..(r + 1) * cols];
         let tol = tolerance(want);
         for (c, (g, w)) in row.iter().zip(want).enumerate() {
-            assert!((g - w).abs() <= tol, "{what}[{r}][{c}]: {g} vs drawn {w} (tolerance {tol})");
+            assert!(
+                (g - w).abs() <= tol,
+                "{what}[{r}][{c}]: {g} vs drawn {w} (tolerance {tol})"
+            );
         }
     }
 }
 
 /// GPT-2's byte-level BPE alphabet: byte -> printable character.
 fn byte_chars() -> Vec<char> {
-    let mut bs: Vec<u32> = (0x21..=0x7e).chain(0xa1..=0xac).chain(0xae..=0xff).collect();
+    let mut bs: Vec<u32> = (0x21..=0x7e)
+        .chain(0xa1..=0xac)
+        .chain(0xae..=0xff)
+        .collect();
     let mut cs = bs.clone();
     let mut n = 0;
     for b in 0..256 {
@@ -337,7 +392,10 @@ fn byte_chars() -> Vec<char> {
 /// <|nospeech|> and no timestamp tokens, as in the first tokenizer files.
 fn tokenizer_json(n_vocab: usize, old_spellings: bool) -> Value {
     let chars = byte_chars();
-    let mut order: Vec<u32> = (0x21..=0x7e).chain(0xa1..=0xac).chain(0xae..=0xff).collect();
+    let mut order: Vec<u32> = (0x21..=0x7e)
+        .chain(0xa1..=0xac)
+        .chain(0xae..=0xff)
+        .collect();
     order.extend((0..256).filter(|b| !order.contains(b)).collect::<Vec<_>>());
     let mut vocab = serde_json::Map::new();
     for (id, b) in order.iter().enumerate() {
@@ -345,7 +403,9 @@ fn tokenizer_json(n_vocab: usize, old_spellings: bool) -> Value {
     }
     // " -", " '" and " ♪" (whose UTF-8 starts with the byte shown as 'â') start
     // with one token, as in Whisper's vocabularies
-    let merges = ["Ġ t", "h e", "Ġt he", "Ġ -", "Ġ '", "Ġ â", "Ġ a", "n d", "Ġa nd"];
+    let merges = [
+        "Ġ t", "h e", "Ġt he", "Ġ -", "Ġ '", "Ġ â", "Ġ a", "n d", "Ġa nd",
+    ];
     for m in merges {
         vocab.insert(m.replace(' ', ""), json!(vocab.len()));
     }
@@ -397,7 +457,8 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("colloquy-models-{tag}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("colloquy-models-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Scratch(dir)
@@ -419,7 +480,10 @@ fn runtime_library(root: &Path) -> Option<PathBuf> {
     if lib.exists() && python.is_ok() {
         return Some(lib);
     }
-    let msg = format!("ONNX Runtime ({}) or the converter's venv is missing: run `make setup`", lib.display());
+    let msg = format!(
+        "ONNX Runtime ({}) or the converter's venv is missing: run `make setup`",
+        lib.display()
+    );
     if std::env::var_os(REQUIRE_MODELS).is_some() {
         panic!("{msg}");
     }
@@ -430,7 +494,10 @@ fn runtime_library(root: &Path) -> Option<PathBuf> {
 fn env_for(root: &Path, lib: &Path) -> Vec<(String, String)> {
     vec![
         ("COLLOQUY__MODELS__DIR".into(), root.display().to_string()),
-        ("COLLOQUY__MODELS__ONNXRUNTIME".into(), lib.display().to_string()),
+        (
+            "COLLOQUY__MODELS__ONNXRUNTIME".into(),
+            lib.display().to_string(),
+        ),
         // two of these tests run side by side on small machines
         ("COLLOQUY__RUNTIME__INTRA_THREADS".into(), "1".into()),
     ]
@@ -438,10 +505,15 @@ fn env_for(root: &Path, lib: &Path) -> Vec<(String, String)> {
 
 /// The configuration a user of `root` has, with `overrides` ("whisper.model", "x").
 fn config(root: &Path, lib: &Path, overrides: &[(&str, &str)]) -> Config {
-    let mut env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| !k.starts_with("COLLOQUY__")).collect();
+    let mut env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| !k.starts_with("COLLOQUY__"))
+        .collect();
     env.extend(env_for(root, lib));
     for (k, v) in overrides {
-        env.push((format!("COLLOQUY__{}", k.replace('.', "__").to_ascii_uppercase()), v.to_string()));
+        env.push((
+            format!("COLLOQUY__{}", k.replace('.', "__").to_ascii_uppercase()),
+            v.to_string(),
+        ));
     }
     Config::load_with_env(None, env).expect("config")
 }
@@ -463,11 +535,18 @@ fn run_ok(cmd: &mut Command) -> String {
 }
 
 fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
 }
 
 fn ids(v: &Value) -> Vec<u64> {
-    v.as_array().unwrap_or_else(|| panic!("not a list: {v}")).iter().map(|x| x.as_u64().unwrap()).collect()
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -479,15 +558,30 @@ fn ids(v: &Value) -> Vec<u64> {
 /// follows it; timestamps come at most two in a row, never go back, and the
 /// first one after text is later than the one before; no special token other
 /// than text and timestamps, nothing from `suppress`.
-fn assert_whisper_rules(tokens: &[u32], sp: &SpecialTokens, suppress: &[u32], n_vocab: u32, max_initial: u32) {
+fn assert_whisper_rules(
+    tokens: &[u32],
+    sp: &SpecialTokens,
+    suppress: &[u32],
+    n_vocab: u32,
+    max_initial: u32,
+) {
     let is_ts = |t: u32| t >= sp.timestamp_begin;
-    assert!(!tokens.is_empty(), "a window starts with a timestamp, so something is generated");
+    assert!(
+        !tokens.is_empty(),
+        "a window starts with a timestamp, so something is generated"
+    );
     let first = tokens[0];
-    assert!(is_ts(first) && first <= sp.timestamp_begin + max_initial, "first token {first} in {tokens:?}");
+    assert!(
+        is_ts(first) && first <= sp.timestamp_begin + max_initial,
+        "first token {first} in {tokens:?}"
+    );
     let mut last_ts: Option<u32> = None;
     for (i, &t) in tokens.iter().enumerate() {
         assert!(t < n_vocab, "{t} outside the vocabulary");
-        assert!(t < sp.eot || is_ts(t), "special token {t} at {i} in {tokens:?}");
+        assert!(
+            t < sp.eot || is_ts(t),
+            "special token {t} at {i} in {tokens:?}"
+        );
         assert!(!suppress.contains(&t), "suppressed token {t} at {i}");
         if !is_ts(t) {
             continue;
@@ -497,10 +591,19 @@ fn assert_whisper_rules(tokens: &[u32], sp: &SpecialTokens, suppress: &[u32], n_
             panic!("text must follow the first timestamp: {tokens:?}");
         }
         if prev_ts {
-            assert!(i < 2 || !is_ts(tokens[i - 2]), "three timestamps in a row at {i}: {tokens:?}");
-            assert!(t >= last_ts.unwrap(), "a closing timestamp went back at {i}: {tokens:?}");
+            assert!(
+                i < 2 || !is_ts(tokens[i - 2]),
+                "three timestamps in a row at {i}: {tokens:?}"
+            );
+            assert!(
+                t >= last_ts.unwrap(),
+                "a closing timestamp went back at {i}: {tokens:?}"
+            );
         } else if let Some(l) = last_ts {
-            assert!(t > l, "timestamp {t} after text is not later than {l} (at {i}): {tokens:?}");
+            assert!(
+                t > l,
+                "timestamp {t} after text is not later than {l} (at {i}): {tokens:?}"
+            );
         }
         last_ts = Some(t);
     }
@@ -511,7 +614,13 @@ fn assert_whisper_rules(tokens: &[u32], sp: &SpecialTokens, suppress: &[u32], n_
 fn decode_raw_windows(cfg: &Config, samples: &[f32]) {
     let dir = ModelDir::open(&cfg.models_root(), &cfg.whisper.model).unwrap();
     let mc = dir.config.clone();
-    let mut model = WhisperOnnx::load(&cfg.onnxruntime_library(), &dir, cfg.whisper.precision, &cfg.runtime).unwrap();
+    let mut model = WhisperOnnx::load(
+        &cfg.onnxruntime_library(),
+        &dir,
+        cfg.whisper.precision,
+        &cfg.runtime,
+    )
+    .unwrap();
     let tok = WhisperTokenizer::from_file(&dir.tokenizer_path(), mc.tokens.clone()).unwrap();
     let front = MelFrontEnd::new(mc.n_mels);
     let mel = front.compute(samples);
@@ -521,16 +630,36 @@ fn decode_raw_windows(cfg: &Config, samples: &[f32]) {
     let prompt = [sp.sot, mc.language_token("en").unwrap(), sp.transcribe];
     let mut rng = fastrand::Rng::with_seed(5);
     for temperature in [0.0, 1.0] {
-        let d = decode_once(&mut model, &tok, &window, &prompt, temperature, &opts, &mut rng).unwrap();
+        let d = decode_once(
+            &mut model,
+            &tok,
+            &window,
+            &prompt,
+            temperature,
+            &opts,
+            &mut rng,
+        )
+        .unwrap();
         let (tokens, sum_logprob, no_speech) = (d.tokens, d.sum_logprob, d.no_speech_prob);
-        assert_eq!(d.token_probs.len(), tokens.len(), "one probability per token");
+        assert_eq!(
+            d.token_probs.len(),
+            tokens.len(),
+            "one probability per token"
+        );
         assert!(tokens.len() <= mc.n_text_ctx / 2, "{} tokens", tokens.len());
-        assert!(sum_logprob.is_finite() && (0.0..=1.0).contains(&no_speech), "{sum_logprob} {no_speech}");
+        assert!(
+            sum_logprob.is_finite() && (0.0..=1.0).contains(&no_speech),
+            "{sum_logprob} {no_speech}"
+        );
         assert_whisper_rules(&tokens, sp, &opts.suppress_tokens, mc.n_vocab as u32, 50);
         // the text between timestamps decodes with the model's tokenizer
         tok.decode(&tokens).unwrap();
         let head = &tokens[..tokens.len().min(6)];
-        eprintln!("{} at T={temperature}: {} tokens, first {head:?}", mc.name, tokens.len());
+        eprintln!(
+            "{} at T={temperature}: {} tokens, first {head:?}",
+            mc.name,
+            tokens.len()
+        );
     }
 }
 
@@ -539,7 +668,8 @@ fn decode_raw_windows(cfg: &Config, samples: &[f32]) {
 fn transcribe_two_seconds(cfg: &Config) -> colloquy::whisper::Transcript {
     let audio = colloquy::audio::load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
     let samples = &audio.samples[..32_000];
-    let mut engine = WhisperEngine::load(cfg).unwrap_or_else(|e| panic!("load {}: {e}", cfg.whisper.model));
+    let mut engine =
+        WhisperEngine::load(cfg).unwrap_or_else(|e| panic!("load {}: {e}", cfg.whisper.model));
     let t0 = std::time::Instant::now();
     let t = engine.transcribe(samples).unwrap();
     let dir = ModelDir::open(&cfg.models_root(), &cfg.whisper.model).unwrap();
@@ -549,8 +679,14 @@ fn transcribe_two_seconds(cfg: &Config) -> colloquy::whisper::Transcript {
         assert!(s.start >= last_end - 1e-9 && s.end > s.start, "{s:?}");
         last_end = s.end;
         for &tk in &s.tokens {
-            assert!(tk < sp.eot || tk >= sp.timestamp_begin, "special token {tk} in {s:?}");
-            assert!(!dir.ct2.suppress_ids.contains(&tk), "suppressed {tk} in {s:?}");
+            assert!(
+                tk < sp.eot || tk >= sp.timestamp_begin,
+                "special token {tk} in {s:?}"
+            );
+            assert!(
+                !dir.ct2.suppress_ids.contains(&tk),
+                "suppressed {tk} in {s:?}"
+            );
         }
     }
     eprintln!(
@@ -574,17 +710,28 @@ fn transcribe_two_seconds(cfg: &Config) -> colloquy::whisper::Transcript {
 fn large_v3_shape_is_added_under_its_folder_name_and_decodes() {
     let scratch = Scratch::new("v3");
     let root = scratch.0.join("cache");
-    let Some(lib) = runtime_library(&root) else { return };
+    let Some(lib) = runtime_library(&root) else {
+        return;
+    };
     let n_vocab = 51866;
     let src = scratch.0.join("faster-whisper-large-v3");
     std::fs::create_dir_all(&src).unwrap();
     // float16, with the convolutions in bfloat16 to cover that storage too
-    let shape = Shape { n_mels: 128, d: 64, encoder_layers: 2, decoder_layers: 2, n_vocab, int8: false,
-                        bf16_prefix: Some("encoder/conv") };
+    let shape = Shape {
+        n_mels: 128,
+        d: 64,
+        encoder_layers: 2,
+        decoder_layers: 2,
+        n_vocab,
+        int8: false,
+        bf16_prefix: Some("encoder/conv"),
+    };
     let bin = ModelBin::whisper(&shape, 1);
     bin.write(&src.join("model.bin"));
-    let suppress: Vec<u64> = vec![1, 2, 7, 8, 9, 10, 14, 25, 26, 27, 28, 29, 31, 58, 59, 60, 61, 62, 63, 90, 91, 92, 93,
-                                  359, 503, 522, 542, 873, 50254, 50258, 50359, 50360, 50361, 50362, 50363];
+    let suppress: Vec<u64> = vec![
+        1, 2, 7, 8, 9, 10, 14, 25, 26, 27, 28, 29, 31, 58, 59, 60, 61, 62, 63, 90, 91, 92, 93, 359,
+        503, 522, 542, 873, 50254, 50258, 50359, 50360, 50361, 50362, 50363,
+    ];
     std::fs::write(
         src.join("config.json"),
         json!({"alignment_heads": [[1, 0]], "lang_ids": (50259..50359).collect::<Vec<_>>(),
@@ -592,51 +739,113 @@ fn large_v3_shape_is_added_under_its_folder_name_and_decodes() {
         .to_string(),
     )
     .unwrap();
-    std::fs::write(src.join("tokenizer.json"), tokenizer_json(n_vocab, false).to_string()).unwrap();
-    std::fs::write(src.join("preprocessor_config.json"), r#"{"feature_size": 128, "sampling_rate": 16000}"#).unwrap();
+    std::fs::write(
+        src.join("tokenizer.json"),
+        tokenizer_json(n_vocab, false).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("preprocessor_config.json"),
+        r#"{"feature_size": 128, "sampling_rate": 16000}"#,
+    )
+    .unwrap();
     std::fs::write(src.join("vocabulary.json"), "[]").unwrap(); // faster-whisper folders have one; not needed
 
     let t0 = std::time::Instant::now();
     let out = run_ok(colloquy(&root, &lib).args(["models", "add", src.to_str().unwrap()]));
     eprintln!("models add: {:.1}s\n{out}", t0.elapsed().as_secs_f64());
-    assert!(out.contains("installed large-v3") && out.contains("128 mels"), "{out}");
+    assert!(
+        out.contains("installed large-v3") && out.contains("128 mels"),
+        "{out}"
+    );
 
     let dir = root.join("models/whisper-large-v3");
     let mj = read_json(&dir.join("model.json"));
     assert_eq!(mj["name"], "whisper-large-v3");
-    let dims = (mj["n_mels"].as_u64(), mj["n_vocab"].as_u64(), mj["d_model"].as_u64());
+    let dims = (
+        mj["n_mels"].as_u64(),
+        mj["n_vocab"].as_u64(),
+        mj["d_model"].as_u64(),
+    );
     assert_eq!(dims, (Some(128), Some(51866), Some(64)));
-    assert_eq!((mj["n_encoder_layers"].as_u64(), mj["n_decoder_layers"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(
+        (
+            mj["n_encoder_layers"].as_u64(),
+            mj["n_decoder_layers"].as_u64()
+        ),
+        (Some(2), Some(2))
+    );
     assert_eq!(mj["multilingual"], true);
     // large-v3's ids, as openai-whisper's tokenizer gives them
     let want: BTreeMap<&str, u64> = BTreeMap::from([
-        ("eot", 50257), ("sot", 50258), ("lang_first", 50259), ("translate", 50359), ("transcribe", 50360),
-        ("sot_lm", 50361), ("sot_prev", 50362), ("no_speech", 50363), ("no_timestamps", 50364),
+        ("eot", 50257),
+        ("sot", 50258),
+        ("lang_first", 50259),
+        ("translate", 50359),
+        ("transcribe", 50360),
+        ("sot_lm", 50361),
+        ("sot_prev", 50362),
+        ("no_speech", 50363),
+        ("no_timestamps", 50364),
         ("timestamp_begin", 50365),
     ]);
     assert_eq!(want, reference_ids(n_vocab));
-    let got: BTreeMap<&str, u64> = want.keys().map(|&k| (k, mj["tokens"][k].as_u64().unwrap())).collect();
+    let got: BTreeMap<&str, u64> = want
+        .keys()
+        .map(|&k| (k, mj["tokens"][k].as_u64().unwrap()))
+        .collect();
     assert_eq!(got, want);
-    let langs: Vec<&str> = mj["languages"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    let langs: Vec<&str> = mj["languages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
     assert_eq!(langs, LANGUAGES.to_vec(), "100 languages, yue last");
-    assert_eq!(mj["alignment_heads"], json!([[1, 0]]), "config.json's heads");
-    assert_eq!(ids(&read_json(&dir.join("ct2_config.json"))["suppress_ids"]), suppress);
+    assert_eq!(
+        mj["alignment_heads"],
+        json!([[1, 0]]),
+        "config.json's heads"
+    );
+    assert_eq!(
+        ids(&read_json(&dir.join("ct2_config.json"))["suppress_ids"]),
+        suppress
+    );
     let manifest = read_json(&dir.join("manifest.json"));
     assert_eq!(manifest["model"], "whisper-large-v3");
-    assert!(manifest["source"]["files"]["model.bin"].is_string(), "{manifest}");
-    assert!(manifest["source"]["files"]["preprocessor_config.json"].is_string(), "{manifest}");
+    assert!(
+        manifest["source"]["files"]["model.bin"].is_string(),
+        "{manifest}"
+    );
+    assert!(
+        manifest["source"]["files"]["preprocessor_config.json"].is_string(),
+        "{manifest}"
+    );
 
     // the weights came through: bfloat16 convolutions, float16 embeddings
     let python = colloquy::models::converter_python(&config(&root, &lib, &[])).unwrap();
     let amax = |row: &[f32]| row.iter().fold(0f32, |m, v| m.max(v.abs()));
     let conv1 = onnx_rows(&python, &dir.join("encoder.onnx"), "conv1.weight", 4);
     assert_eq!(conv1[0].len(), 128 * 3);
-    assert_weights_kept(&conv1, &bin.drawn["encoder/conv1/weight"], |r| amax(r) / 128.0, "conv1 (bf16)");
+    assert_weights_kept(
+        &conv1,
+        &bin.drawn["encoder/conv1/weight"],
+        |r| amax(r) / 128.0,
+        "conv1 (bf16)",
+    );
     let emb = onnx_rows(&python, &dir.join("decoder.onnx"), "decoder.embeddings", 4);
-    assert_weights_kept(&emb, &bin.drawn["decoder/embeddings/weight"], |r| amax(r) / 1024.0, "embeddings (f16)");
+    assert_weights_kept(
+        &emb,
+        &bin.drawn["decoder/embeddings/weight"],
+        |r| amax(r) / 1024.0,
+        "embeddings (f16)",
+    );
 
     let list = run_ok(colloquy(&root, &lib).args(["models", "list"]));
-    assert!(list.starts_with("large-v3") && list.contains("128 mels") && list.contains("2+2 layers"), "{list}");
+    assert!(
+        list.starts_with("large-v3") && list.contains("128 mels") && list.contains("2+2 layers"),
+        "{list}"
+    );
 
     // adding the same folder again finds it converted
     let t0 = std::time::Instant::now();
@@ -644,7 +853,11 @@ fn large_v3_shape_is_added_under_its_folder_name_and_decodes() {
     assert!(again.contains("installed large-v3"), "{again}");
     eprintln!("models add again: {:.1}s", t0.elapsed().as_secs_f64());
 
-    let cfg = config(&root, &lib, &[("whisper.model", "large-v3"), ("whisper.language", "en")]);
+    let cfg = config(
+        &root,
+        &lib,
+        &[("whisper.model", "large-v3"), ("whisper.language", "en")],
+    );
     let t = transcribe_two_seconds(&cfg);
     assert_eq!(t.language, "en");
 }
@@ -653,12 +866,21 @@ fn large_v3_shape_is_added_under_its_folder_name_and_decodes() {
 fn turbo_shape_with_int8_weights_and_an_old_config_is_added_and_decodes() {
     let scratch = Scratch::new("turbo");
     let root = scratch.0.join("cache");
-    let Some(lib) = runtime_library(&root) else { return };
+    let Some(lib) = runtime_library(&root) else {
+        return;
+    };
     let n_vocab = 51866;
     let src = scratch.0.join("whisper-turbo-int8");
     std::fs::create_dir_all(&src).unwrap();
-    let shape =
-        Shape { n_mels: 128, d: 64, encoder_layers: 6, decoder_layers: 4, n_vocab, int8: true, bf16_prefix: None };
+    let shape = Shape {
+        n_mels: 128,
+        d: 64,
+        encoder_layers: 6,
+        decoder_layers: 4,
+        n_vocab,
+        int8: true,
+        bf16_prefix: None,
+    };
     let bin = ModelBin::whisper(&shape, 2);
     bin.write(&src.join("model.bin"));
     // an early converter's config.json, and <|nocaptions|> without timestamp tokens
@@ -672,24 +894,45 @@ fn turbo_shape_with_int8_weights_and_an_old_config_is_added_and_decodes() {
 
     // names that would leave the models folder are refused before anything runs
     for bad in ["../escape", "a/b", "..", ".hidden"] {
-        let out = colloquy(&root, &lib).args(["models", "add", src.to_str().unwrap(), "--name", bad]).output().unwrap();
+        let out = colloquy(&root, &lib)
+            .args(["models", "add", src.to_str().unwrap(), "--name", bad])
+            .output()
+            .unwrap();
         assert!(!out.status.success());
-        assert!(String::from_utf8_lossy(&out.stderr).contains("not a model name"), "{bad}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not a model name"),
+            "{bad}: {out:?}"
+        );
     }
     assert!(!scratch.0.join("escape").exists() && !root.join("models").exists());
     // a folder without the CTranslate2 files
-    let out = colloquy(&root, &lib).args(["models", "add", scratch.0.to_str().unwrap()]).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a CTranslate2 Whisper folder"), "{out:?}");
+    let out = colloquy(&root, &lib)
+        .args(["models", "add", scratch.0.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a CTranslate2 Whisper folder"),
+        "{out:?}"
+    );
 
     let t0 = std::time::Instant::now();
     let out = run_ok(
         colloquy(&root, &lib)
-            .args(["models", "add", src.to_str().unwrap(), "--name", "turbo-test"])
+            .args([
+                "models",
+                "add",
+                src.to_str().unwrap(),
+                "--name",
+                "turbo-test",
+            ])
             // weights beside the graphs, as for models over 2 GB
             .env("COLLOQUY_CONVERT_EXTERNAL_DATA", "1"),
     );
     eprintln!("models add: {:.1}s\n{out}", t0.elapsed().as_secs_f64());
-    assert!(out.contains("installed turbo-test") && out.contains("6+4 layers"), "{out}");
+    assert!(
+        out.contains("installed turbo-test") && out.contains("6+4 layers"),
+        "{out}"
+    );
 
     let dir = root.join("models/whisper-turbo-test");
     // another folder with other files does not replace it (the same files would be "already converted")
@@ -699,16 +942,39 @@ fn turbo_shape_with_int8_weights_and_an_old_config_is_added_and_decodes() {
         std::fs::copy(src.join(f), copy.join(f)).unwrap();
     }
     std::fs::write(copy.join("config.json"), r#"{"alignment_heads": [[3, 0]]}"#).unwrap();
-    let out =
-        colloquy(&root, &lib).args(["models", "add", copy.to_str().unwrap(), "--name", "turbo-test"]).output().unwrap();
+    let out = colloquy(&root, &lib)
+        .args([
+            "models",
+            "add",
+            copy.to_str().unwrap(),
+            "--name",
+            "turbo-test",
+        ])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("already installed from"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("already installed from"),
+        "{err}"
+    );
 
     let mj = read_json(&dir.join("model.json"));
-    assert_eq!((mj["n_mels"].as_u64(), mj["n_vocab"].as_u64()), (Some(128), Some(51866)));
-    assert_eq!((mj["n_encoder_layers"].as_u64(), mj["n_decoder_layers"].as_u64()), (Some(6), Some(4)));
+    assert_eq!(
+        (mj["n_mels"].as_u64(), mj["n_vocab"].as_u64()),
+        (Some(128), Some(51866))
+    );
+    assert_eq!(
+        (
+            mj["n_encoder_layers"].as_u64(),
+            mj["n_decoder_layers"].as_u64()
+        ),
+        (Some(6), Some(4))
+    );
     let want = reference_ids(n_vocab);
-    let got: BTreeMap<&str, u64> = want.keys().map(|&k| (k, mj["tokens"][k].as_u64().unwrap())).collect();
+    let got: BTreeMap<&str, u64> = want
+        .keys()
+        .map(|&k| (k, mj["tokens"][k].as_u64().unwrap()))
+        .collect();
     assert_eq!(got, want, "<|nocaptions|> is the no-speech token");
     // openai-whisper's default heads: every head of the second half of the decoder layers
     assert_eq!(mj["alignment_heads"], json!([[2, 0], [3, 0]]));
@@ -722,27 +988,70 @@ fn turbo_shape_with_int8_weights_and_an_old_config_is_added_and_decodes() {
         let id = vocab[t].as_u64().unwrap();
         assert!(suppress.contains(&id), "{t} ({id}) not in {suppress:?}");
     }
-    assert!(!suppress.contains(&220) && !suppress.contains(&vocab["a"].as_u64().unwrap()), "{suppress:?}");
-    for k in ["translate", "transcribe", "sot", "sot_prev", "sot_lm", "no_speech"] {
+    assert!(
+        !suppress.contains(&220) && !suppress.contains(&vocab["a"].as_u64().unwrap()),
+        "{suppress:?}"
+    );
+    for k in [
+        "translate",
+        "transcribe",
+        "sot",
+        "sot_prev",
+        "sot_lm",
+        "no_speech",
+    ] {
         assert!(suppress.contains(&want[k]), "{k}");
     }
     let manifest = read_json(&dir.join("manifest.json"));
-    for f in ["encoder.onnx", "encoder.onnx.data", "decoder.onnx", "decoder.onnx.data", "decoder.int8.onnx"] {
-        assert!(manifest["outputs"][f].is_string() && dir.join(f).is_file(), "{f}: {manifest}");
+    for f in [
+        "encoder.onnx",
+        "encoder.onnx.data",
+        "decoder.onnx",
+        "decoder.onnx.data",
+        "decoder.int8.onnx",
+    ] {
+        assert!(
+            manifest["outputs"][f].is_string() && dir.join(f).is_file(),
+            "{f}: {manifest}"
+        );
     }
 
     // int8 weights dequantized with their per-row scales
     let python = colloquy::models::converter_python(&config(&root, &lib, &[])).unwrap();
     let amax = |row: &[f32]| row.iter().fold(0f32, |m, v| m.max(v.abs()));
     let emb = onnx_rows(&python, &dir.join("decoder.onnx"), "decoder.embeddings", 4);
-    assert_weights_kept(&emb, &bin.drawn["decoder/embeddings/weight"], |r| amax(r) / 127.0 * 0.51, "embeddings (int8)");
+    assert_weights_kept(
+        &emb,
+        &bin.drawn["decoder/embeddings/weight"],
+        |r| amax(r) / 127.0 * 0.51,
+        "embeddings (int8)",
+    );
     let conv1 = onnx_rows(&python, &dir.join("encoder.onnx"), "conv1.weight", 4);
-    assert_weights_kept(&conv1, &bin.drawn["encoder/conv1/weight"], |r| amax(r) / 1024.0, "conv1 (f16)");
+    assert_weights_kept(
+        &conv1,
+        &bin.drawn["encoder/conv1/weight"],
+        |r| amax(r) / 1024.0,
+        "conv1 (f16)",
+    );
 
-    let cfg = config(&root, &lib, &[("whisper.model", "turbo-test"), ("whisper.language", "auto")]);
+    let cfg = config(
+        &root,
+        &lib,
+        &[
+            ("whisper.model", "turbo-test"),
+            ("whisper.language", "auto"),
+        ],
+    );
     let t = transcribe_two_seconds(&cfg);
     assert!(LANGUAGES.contains(&t.language.as_str()), "{}", t.language);
-    let int8 = config(&root, &lib, &[("whisper.model", "turbo-test"), ("whisper.precision", "int8")]);
+    let int8 = config(
+        &root,
+        &lib,
+        &[
+            ("whisper.model", "turbo-test"),
+            ("whisper.precision", "int8"),
+        ],
+    );
     transcribe_two_seconds(&int8);
 }
 
@@ -755,7 +1064,10 @@ fn health_and_a_missing_model_list_the_installed_models() {
     let real_root = real.models_root();
     let tiny = real_root.join("models/whisper-tiny.en");
     if !tiny.join("manifest.json").exists() || !real_root.join("models/diarization").is_dir() {
-        let msg = format!("models not installed under {} (run `make setup`)", real_root.display());
+        let msg = format!(
+            "models not installed under {} (run `make setup`)",
+            real_root.display()
+        );
         if std::env::var_os(REQUIRE_MODELS).is_some() {
             panic!("{msg}");
         }
@@ -766,9 +1078,12 @@ fn health_and_a_missing_model_list_the_installed_models() {
     let scratch = Scratch::new("health");
     let root = scratch.0.join("cache");
     std::fs::create_dir_all(root.join("models")).unwrap();
-    for (link, target) in [("whisper-tiny.en", tiny.clone()), ("whisper-my.model", tiny.clone()),
-                           ("diarization", real_root.join("models/diarization")),
-                           ("vad", real_root.join("models/vad"))] {
+    for (link, target) in [
+        ("whisper-tiny.en", tiny.clone()),
+        ("whisper-my.model", tiny.clone()),
+        ("diarization", real_root.join("models/diarization")),
+        ("vad", real_root.join("models/vad")),
+    ] {
         std::os::unix::fs::symlink(target, root.join("models").join(link)).unwrap();
     }
 
@@ -778,18 +1093,34 @@ fn health_and_a_missing_model_list_the_installed_models() {
             let msg = e.to_string();
             assert!(msg.contains("'large-v9' is not installed"), "{msg}");
             assert!(msg.contains("installed: my.model, tiny.en"), "{msg}");
-            assert!(msg.contains("colloquy models add") && msg.contains("make setup"), "{msg}");
+            assert!(
+                msg.contains("colloquy models add") && msg.contains("make setup"),
+                "{msg}"
+            );
         }
     }
-    match WhisperEngine::load(&config(&root, &lib, &[("whisper.model", "../models/whisper-tiny.en")])) {
+    match WhisperEngine::load(&config(
+        &root,
+        &lib,
+        &[("whisper.model", "../models/whisper-tiny.en")],
+    )) {
         Ok(_) => panic!("a path was taken for a model name"),
         Err(e) => assert!(e.to_string().contains("not a model name"), "{e}"),
     }
     let list = run_ok(colloquy(&root, &lib).args(["models", "list"]));
-    assert!(list.starts_with("my.model") && list.contains("\ntiny.en") && list.contains("80 mels"), "{list}");
+    assert!(
+        list.starts_with("my.model") && list.contains("\ntiny.en") && list.contains("80 mels"),
+        "{list}"
+    );
 
     let mut child = colloquy(&root, &lib)
-        .args(["serve", "--port", "0", "--storage", scratch.0.join("storage").to_str().unwrap()])
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--storage",
+            scratch.0.join("storage").to_str().unwrap(),
+        ])
         .env("COLLOQUY__SERVER__BIND", "127.0.0.1")
         .env("COLLOQUY__WHISPER__MODEL", "my.model")
         .stdout(Stdio::piped())
@@ -797,14 +1128,23 @@ fn health_and_a_missing_model_list_the_installed_models() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let health = line.trim().strip_prefix("colloquy listening on http://").map(|addr| {
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        write!(s, "GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
-        resp
-    });
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let health = line
+        .trim()
+        .strip_prefix("colloquy listening on http://")
+        .map(|addr| {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            write!(
+                s,
+                "GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut resp = String::new();
+            s.read_to_string(&mut resp).unwrap();
+            resp
+        });
     let _ = child.kill();
     let _ = child.wait();
     let resp = health.unwrap_or_else(|| panic!("serve did not start: {line:?}"));

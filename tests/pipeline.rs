@@ -34,7 +34,16 @@ impl Rendezvous {
     fn pair() -> (Rendezvous, Rendezvous) {
         let (a_tx, a_rx) = mpsc::channel();
         let (b_tx, b_rx) = mpsc::channel();
-        (Rendezvous { tell: a_tx, hear: b_rx }, Rendezvous { tell: b_tx, hear: a_rx })
+        (
+            Rendezvous {
+                tell: a_tx,
+                hear: b_rx,
+            },
+            Rendezvous {
+                tell: b_tx,
+                hear: a_rx,
+            },
+        )
     }
 
     fn meet(&self) -> bool {
@@ -44,7 +53,12 @@ impl Rendezvous {
 }
 
 fn word(w: &str, start: f64, end: f64) -> Word {
-    Word { word: w.into(), start, end, probability: 0.9 }
+    Word {
+        word: w.into(),
+        start,
+        end,
+        probability: 0.9,
+    }
 }
 
 struct FakeWhisper {
@@ -53,14 +67,25 @@ struct FakeWhisper {
 }
 
 impl SpeechToText for FakeWhisper {
-    fn transcribe_until(&mut self, samples: &[f32], _: Option<&SpeechMap>, _: Option<StopFlag>) -> Result<Transcript, WhisperError> {
+    fn transcribe_until(
+        &mut self,
+        samples: &[f32],
+        _: Option<&SpeechMap>,
+        _: Option<StopFlag>,
+    ) -> Result<Transcript, WhisperError> {
         self.samples_seen.lock().unwrap().push(samples.len());
         if let Some(m) = &self.meet {
             if !m.meet() {
-                return Err(WhisperError::Settings("diarization did not run beside transcription".into()));
+                return Err(WhisperError::Settings(
+                    "diarization did not run beside transcription".into(),
+                ));
             }
         }
-        let words = vec![word(" Hello", 0.2, 0.6), word(" there.", 0.6, 1.0), word(" Hi!", 1.4, 1.8)];
+        let words = vec![
+            word(" Hello", 0.2, 0.6),
+            word(" there.", 0.6, 1.0),
+            word(" Hi!", 1.4, 1.8),
+        ];
         let segment = Segment {
             id: 1,
             start: 0.2,
@@ -73,7 +98,12 @@ impl SpeechToText for FakeWhisper {
             compression_ratio: 1.0,
             words,
         };
-        Ok(Transcript { language: "en".into(), duration: samples.len() as f64 / 16000.0, segments: vec![segment], timings: Default::default() })
+        Ok(Transcript {
+            language: "en".into(),
+            duration: samples.len() as f64 / 16000.0,
+            segments: vec![segment],
+            timings: Default::default(),
+        })
     }
     fn model_name(&self) -> &str {
         "fake"
@@ -88,16 +118,28 @@ struct FakeDiarizer {
 }
 
 impl SpeakerDiarizer for FakeDiarizer {
-    fn diarize_until(&mut self, _: &[f32], bounds: SpeakerBounds, _: Option<StopFlag>) -> Result<Diarization, DiarizeError> {
+    fn diarize_until(
+        &mut self,
+        _: &[f32],
+        bounds: SpeakerBounds,
+        _: Option<StopFlag>,
+    ) -> Result<Diarization, DiarizeError> {
         if bounds.num_speakers == Some(7) {
-            return Err(DiarizeError::BadFile { path: "fake.onnx".into(), reason: "a fake failure".into() });
+            return Err(DiarizeError::BadFile {
+                path: "fake.onnx".into(),
+                reason: "a fake failure".into(),
+            });
         }
         if let Some(m) = &self.meet {
             if !m.meet() {
                 return Err(DiarizeError::Cancelled);
             }
         }
-        let turn = |s: &str, start, end| Turn { speaker: s.into(), start, end };
+        let turn = |s: &str, start, end| Turn {
+            speaker: s.into(),
+            start,
+            end,
+        };
         Ok(Diarization {
             turns: vec![turn("SPEAKER_00", 0.1, 1.1), turn("SPEAKER_01", 1.3, 1.9)],
             num_speakers: 2,
@@ -111,7 +153,9 @@ impl SpeakerDiarizer for FakeDiarizer {
 }
 
 fn wav_file(dir: &std::path::Path, seconds: f64) -> std::path::PathBuf {
-    let tone: Vec<f32> = (0..(seconds * 16000.0) as usize).map(|i| (i as f32 * 0.05).sin() * 0.25).collect();
+    let tone: Vec<f32> = (0..(seconds * 16000.0) as usize)
+        .map(|i| (i as f32 * 0.05).sin() * 0.25)
+        .collect();
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join("tone.wav");
     std::fs::write(&path, common::wav_bytes(&tone, 16000)).unwrap();
@@ -119,7 +163,8 @@ fn wav_file(dir: &std::path::Path, seconds: f64) -> std::path::PathBuf {
 }
 
 fn fake_config() -> Config {
-    let mut config = Config::load_with_env(None, Vec::<(String, String)>::new()).expect("default config");
+    let mut config =
+        Config::load_with_env(None, Vec::<(String, String)>::new()).expect("default config");
     config.vad.enabled = false;
     config
 }
@@ -129,7 +174,10 @@ async fn transcription_and_diarization_run_side_by_side_and_meet_in_the_result()
     let (a, b) = Rendezvous::pair();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let engines = Engines {
-        whisper: vec![Box::new(FakeWhisper { meet: Some(a), samples_seen: seen.clone() })],
+        whisper: vec![Box::new(FakeWhisper {
+            meet: Some(a),
+            samples_seen: seen.clone(),
+        })],
         diarization: vec![Box::new(FakeDiarizer { meet: Some(b) })],
         vad: vec![],
     };
@@ -146,11 +194,21 @@ async fn transcription_and_diarization_run_side_by_side_and_meet_in_the_result()
         .as_array()
         .unwrap()
         .iter()
-        .map(|w| (w["word"].as_str().unwrap().trim().to_string(), w["speaker"].as_str().unwrap().to_string()))
+        .map(|w| {
+            (
+                w["word"].as_str().unwrap().trim().to_string(),
+                w["speaker"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     assert_eq!(
         words,
-        [("Hello", "SPEAKER_00"), ("there.", "SPEAKER_00"), ("Hi!", "SPEAKER_01")].map(|(w, s)| (w.to_string(), s.to_string()))
+        [
+            ("Hello", "SPEAKER_00"),
+            ("there.", "SPEAKER_00"),
+            ("Hi!", "SPEAKER_01")
+        ]
+        .map(|(w, s)| (w.to_string(), s.to_string()))
     );
     assert_eq!(r["num_speakers"], 2);
     assert_eq!(r["provider"]["whisper_model"], "fake");
@@ -159,13 +217,26 @@ async fn transcription_and_diarization_run_side_by_side_and_meet_in_the_result()
         .as_object()
         .map(|o| o.keys().map(String::as_str).collect())
         .unwrap_or_default();
-    for stage in ["decoding", "preprocessing", "transcription", "diarization", "alignment"] {
+    for stage in [
+        "decoding",
+        "preprocessing",
+        "transcription",
+        "diarization",
+        "alignment",
+    ] {
         assert!(stages.contains(&stage), "{stage} missing from {stages:?}");
     }
     let counters = runner.counters();
     // (jobs_in: a stage counts a job out only after the next one took it, which may follow the result)
     let taken = |name: &str| counters.iter().find(|(n, _)| *n == name).unwrap().1.jobs_in;
-    assert_eq!((taken("transcription"), taken("diarization"), taken("alignment")), (1, 1, 1));
+    assert_eq!(
+        (
+            taken("transcription"),
+            taken("diarization"),
+            taken("alignment")
+        ),
+        (1, 1, 1)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -173,18 +244,39 @@ async fn transcription_and_diarization_run_side_by_side_and_meet_in_the_result()
 async fn a_failing_branch_fails_the_job_once_and_the_next_job_completes() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let engines = Engines {
-        whisper: vec![Box::new(FakeWhisper { meet: None, samples_seen: seen.clone() })],
+        whisper: vec![Box::new(FakeWhisper {
+            meet: None,
+            samples_seen: seen.clone(),
+        })],
         diarization: vec![Box::new(FakeDiarizer { meet: None })],
         vad: vec![],
     };
     let dir = std::env::temp_dir().join(format!("colloquy-fork-fail-{}", std::process::id()));
     let clip = wav_file(&dir, 1.0);
     let runner = LocalRunner::start(fake_config(), engines, 4).await.unwrap();
-    let failing = runner.submit(&clip, JobOptions { num_speakers: Some(7), ..Default::default() }).await.unwrap();
+    let failing = runner
+        .submit(
+            &clip,
+            JobOptions {
+                num_speakers: Some(7),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     let fine = runner.submit(&clip, JobOptions::default()).await.unwrap();
-    let err = runner.wait(failing).await.expect_err("the diarizer's failure fails the job");
-    assert!(err.to_string().contains("a fake failure"), "the engine's own words reach the user: {err}");
-    let done = runner.wait(fine).await.expect("the next job is not held up by the failed one");
+    let err = runner
+        .wait(failing)
+        .await
+        .expect_err("the diarizer's failure fails the job");
+    assert!(
+        err.to_string().contains("a fake failure"),
+        "the engine's own words reach the user: {err}"
+    );
+    let done = runner
+        .wait(fine)
+        .await
+        .expect("the next job is not held up by the failed one");
     assert_eq!(done.result["num_speakers"], 2);
     let counters = runner.counters();
     let get = |name: &str| counters.iter().find(|(n, _)| *n == name).unwrap().1.clone();

@@ -28,7 +28,10 @@ fn vad_config(overrides: &[(&str, &str)]) -> Option<Config> {
     if dir.join("manifest.json").exists() {
         return Some(config);
     }
-    let msg = format!("VAD model not installed in {} (run `make setup`)", dir.display());
+    let msg = format!(
+        "VAD model not installed in {} (run `make setup`)",
+        dir.display()
+    );
     if std::env::var_os(REQUIRE_MODELS).is_some() {
         panic!("{msg}");
     }
@@ -41,9 +44,10 @@ fn engine() -> Option<SileroVad> {
 }
 
 fn speech_en() -> Vec<f32> {
-    load_16k_mono(&repo_path("tests/data/speech_en.flac")).expect("decode speech_en.flac").samples
+    load_16k_mono(&repo_path("tests/data/speech_en.flac"))
+        .expect("decode speech_en.flac")
+        .samples
 }
-
 
 fn inside(regions: &[SpeechRegion], t: f64) -> bool {
     regions.iter().any(|r| r.start <= t && t < r.end)
@@ -66,7 +70,12 @@ fn loud_frames(samples: &[f32], dbfs: f32) -> Vec<f64> {
 /// the sequence model the engine runs.
 fn streaming_session(config: &Config, threads: usize) -> ort::session::Session {
     let env = runtime::environment(&config.onnxruntime_library()).unwrap();
-    let rt = RuntimeConfig { device: Device::Cpu, intra_threads: threads, inter_threads: 1, ..config.runtime.clone() };
+    let rt = RuntimeConfig {
+        device: Device::Cpu,
+        intra_threads: threads,
+        inter_threads: 1,
+        ..config.runtime.clone()
+    };
     let path = vad::model_dir(&config.models_root()).join(vad::STREAMING_MODEL_FILE);
     runtime::session(env, &path, &rt).unwrap().0
 }
@@ -82,9 +91,15 @@ fn streaming_probabilities(session: &mut ort::session::Session, samples: &[f32])
         let x = TensorRef::from_array_view(([1usize, input.len()], &input[..])).unwrap();
         let h = TensorRef::from_array_view(([2usize, 1, 128], &state[..])).unwrap();
         let sr = TensorRef::from_array_view(((), &rate[..])).unwrap();
-        let out = session.run(ort::inputs!["input" => x, "state" => h, "sr" => sr]).unwrap();
+        let out = session
+            .run(ort::inputs!["input" => x, "state" => h, "sr" => sr])
+            .unwrap();
         probs.push(out["output"].try_extract_tensor::<f32>().unwrap().1[0]);
-        let next = out["stateN"].try_extract_tensor::<f32>().unwrap().1.to_vec();
+        let next = out["stateN"]
+            .try_extract_tensor::<f32>()
+            .unwrap()
+            .1
+            .to_vec();
         drop(out);
         state = next;
     }
@@ -93,7 +108,10 @@ fn streaming_probabilities(session: &mut ort::session::Session, samples: &[f32])
 
 fn max_difference(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Seconds of CPU this process has used (user + system, /proc/self/stat).
@@ -105,8 +123,16 @@ fn cpu_seconds() -> f64 {
 }
 
 fn show(name: &str, s: &Speech) {
-    let regions: Vec<String> = s.regions.iter().map(|r| format!("{:.2}-{:.2}", r.start, r.end)).collect();
-    eprintln!("{name}: {} regions [{}]", s.regions.len(), regions.join(", "));
+    let regions: Vec<String> = s
+        .regions
+        .iter()
+        .map(|r| format!("{:.2}-{:.2}", r.start, r.end))
+        .collect();
+    eprintln!(
+        "{name}: {} regions [{}]",
+        s.regions.len(),
+        regions.join(", ")
+    );
 }
 
 #[test]
@@ -127,8 +153,14 @@ fn pink_noise_has_no_speech() {
         let noise = pink_noise(10.0, dbfs, seed);
         let s = vad.speech(&noise).unwrap();
         let max = s.probs.iter().cloned().fold(0.0f32, f32::max);
-        show(&format!("pink noise at {dbfs} dBFS (highest probability {max:.3})"), &s);
-        assert!(s.regions.is_empty(), "speech found in pink noise at {dbfs} dBFS");
+        show(
+            &format!("pink noise at {dbfs} dBFS (highest probability {max:.3})"),
+            &s,
+        );
+        assert!(
+            s.regions.is_empty(),
+            "speech found in pink noise at {dbfs} dBFS"
+        );
     }
 }
 
@@ -142,11 +174,29 @@ fn speech_is_found_where_it_is() {
     let loud = loud_frames(&samples, -45.0);
     let (first, last) = (loud[0], *loud.last().unwrap());
     assert!(!s.regions.is_empty());
-    assert!(s.regions[0].start <= first, "first region starts at {} after the sound at {first}", s.regions[0].start);
-    assert!(s.regions.last().unwrap().end >= last, "last region ends before the sound ({last})");
-    let covered = loud.iter().filter(|&&t| s.regions.iter().any(|r| r.start <= t && t < r.end)).count();
-    assert!(covered as f64 >= 0.98 * loud.len() as f64, "{covered} of {} loud 10 ms frames in speech", loud.len());
-    assert!(s.speech_seconds() >= 0.7 * duration, "{:.2} s of speech in {duration:.2} s", s.speech_seconds());
+    assert!(
+        s.regions[0].start <= first,
+        "first region starts at {} after the sound at {first}",
+        s.regions[0].start
+    );
+    assert!(
+        s.regions.last().unwrap().end >= last,
+        "last region ends before the sound ({last})"
+    );
+    let covered = loud
+        .iter()
+        .filter(|&&t| s.regions.iter().any(|r| r.start <= t && t < r.end))
+        .count();
+    assert!(
+        covered as f64 >= 0.98 * loud.len() as f64,
+        "{covered} of {} loud 10 ms frames in speech",
+        loud.len()
+    );
+    assert!(
+        s.speech_seconds() >= 0.7 * duration,
+        "{:.2} s of speech in {duration:.2} s",
+        s.speech_seconds()
+    );
 }
 
 #[test]
@@ -157,13 +207,19 @@ fn speech_after_silence_starts_late() {
     let s = vad.speech(&samples).unwrap();
     show("8 s of zeros + speech_en.flac", &s);
     assert!(!s.regions.is_empty());
-    assert!(s.regions[0].start > 7.5, "first region starts at {:.2} s", s.regions[0].start);
+    assert!(
+        s.regions[0].start > 7.5,
+        "first region starts at {:.2} s",
+        s.regions[0].start
+    );
     assert!(s.speech_seconds() > 5.0);
 }
 
 #[test]
 fn sequence_model_matches_streaming_model() {
-    let Some(config) = vad_config(&[]) else { return };
+    let Some(config) = vad_config(&[]) else {
+        return;
+    };
     let mut vad = SileroVad::load(&config).unwrap();
     // speech, then digital silence, then quiet noise, then speech again
     // (over 1024 frames: three blocks of the sequence model)
@@ -177,24 +233,48 @@ fn sequence_model_matches_streaming_model() {
     let d = max_difference(&sequence, &streaming);
     eprintln!("{} frames: largest difference {d:e}", sequence.len());
     assert!(sequence.len() > 1024);
-    assert!(d <= 1e-5, "sequence and streaming probabilities differ by {d}");
-    assert!(sequence.iter().filter(|&&p| p > 0.5).count() > 300, "speech was seen");
+    assert!(
+        d <= 1e-5,
+        "sequence and streaming probabilities differ by {d}"
+    );
+    assert!(
+        sequence.iter().filter(|&&p| p > 0.5).count() > 300,
+        "speech was seen"
+    );
 }
 
 /// VAD of `audio` against the reference turns of `rttm`: the 10 ms frames
 /// with sound (> -40 dBFS) inside the turns that lie outside the speech
 /// regions, the frames with sound inside the turns, the seconds of regions
 /// outside the turns, and the seconds of turns.
-fn check_coverage(vad: &mut SileroVad, audio: &Path, rttm: &Path, id: &str) -> (usize, usize, f64, f64) {
+fn check_coverage(
+    vad: &mut SileroVad,
+    audio: &Path,
+    rttm: &Path,
+    id: &str,
+) -> (usize, usize, f64, f64) {
     let samples = load_16k_mono(audio).unwrap().samples;
     let turns = &parse_rttm(&std::fs::read_to_string(rttm).unwrap()).unwrap()[id];
-    let reference: Vec<SpeechRegion> = turns.iter().map(|t| SpeechRegion::new(t.start, t.end)).collect();
+    let reference: Vec<SpeechRegion> = turns
+        .iter()
+        .map(|t| SpeechRegion::new(t.start, t.end))
+        .collect();
     let s = vad.speech(&samples).unwrap();
-    let loud: Vec<f64> = loud_frames(&samples, -40.0).into_iter().filter(|&t| inside(&reference, t)).collect();
-    let missed: Vec<f64> = loud.iter().copied().filter(|&t| !inside(&s.regions, t)).collect();
+    let loud: Vec<f64> = loud_frames(&samples, -40.0)
+        .into_iter()
+        .filter(|&t| inside(&reference, t))
+        .collect();
+    let missed: Vec<f64> = loud
+        .iter()
+        .copied()
+        .filter(|&t| !inside(&s.regions, t))
+        .collect();
     let duration = samples.len() as f64 / RATE as f64;
     let grid = |f: &dyn Fn(f64) -> bool| {
-        (0..(duration * 100.0) as usize).filter(|&i| f((i as f64 + 0.5) * 0.01)).count() as f64 / 100.0
+        (0..(duration * 100.0) as usize)
+            .filter(|&i| f((i as f64 + 0.5) * 0.01))
+            .count() as f64
+            / 100.0
     };
     let false_alarm = grid(&|t| inside(&s.regions, t) && !inside(&reference, t));
     let reference_speech = grid(&|t| inside(&reference, t));
@@ -204,7 +284,11 @@ fn check_coverage(vad: &mut SileroVad, audio: &Path, rttm: &Path, id: &str) -> (
         s.regions.len(),
         s.speech_seconds()
     );
-    eprintln!("  sound outside the regions: {} of {} frames {at:?}", missed.len(), loud.len());
+    eprintln!(
+        "  sound outside the regions: {} of {} frames {at:?}",
+        missed.len(),
+        loud.len()
+    );
     eprintln!("  regions outside the turns: {false_alarm:.2} s");
     (missed.len(), loud.len(), false_alarm, reference_speech)
 }
@@ -212,20 +296,32 @@ fn check_coverage(vad: &mut SileroVad, audio: &Path, rttm: &Path, id: &str) -> (
 #[test]
 fn regions_cover_the_sound_in_reference_turns() {
     let Some(mut vad) = engine() else { return };
-    let mut sets =
-        vec![(repo_path("tests/data/two_voices.flac"), repo_path("tests/data/two_voices.rttm"), "two_voices")];
-    if let (Some(conv1), Some(mix), Some(ami)) =
-        (shared_data("synthetic"), shared_data("mix"), shared_data("diarization"))
-    {
+    let mut sets = vec![(
+        repo_path("tests/data/two_voices.flac"),
+        repo_path("tests/data/two_voices.rttm"),
+        "two_voices",
+    )];
+    if let (Some(conv1), Some(mix), Some(ami)) = (
+        shared_data("synthetic"),
+        shared_data("mix"),
+        shared_data("diarization"),
+    ) {
         sets.push((conv1.join("conv1.wav"), conv1.join("conv1.rttm"), "conv1"));
-        sets.push((mix.join("realmix1.wav"), mix.join("realmix1.rttm"), "realmix1"));
+        sets.push((
+            mix.join("realmix1.wav"),
+            mix.join("realmix1.rttm"),
+            "realmix1",
+        ));
         sets.push((ami.join("ami_dev00.wav"), ami.join("ami.rttm"), "ami_dev00"));
         sets.push((ami.join("ami_dev01.wav"), ami.join("ami.rttm"), "ami_dev01"));
     }
     for (audio, rttm, id) in sets {
         let (missed, loud, false_alarm, reference) = check_coverage(&mut vad, &audio, &rttm, id);
         assert!(loud > 300, "{id}: {loud} loud frames");
-        assert!(missed as f64 <= 0.01 * loud as f64, "{id}: {missed} of {loud} frames with sound outside speech");
+        assert!(
+            missed as f64 <= 0.01 * loud as f64,
+            "{id}: {missed} of {loud} frames with sound outside speech"
+        );
         assert!(
             false_alarm <= 0.15 * reference,
             "{id}: {false_alarm:.2} s of regions outside {reference:.1} s of turns"
@@ -265,10 +361,15 @@ fn fastest<T>(mut f: impl FnMut() -> T) -> (f64, f64, T) {
 #[test]
 #[ignore = "timing: run alone with --ignored --nocapture"]
 fn vad_speed() {
-    let Some(config) = vad_config(&[]) else { return };
+    let Some(config) = vad_config(&[]) else {
+        return;
+    };
     let Some(samples) = asr_clips() else { return };
     let seconds = samples.len() as f64 / RATE as f64;
-    eprintln!("{seconds:.1} s of audio, {} frames", samples.len().div_ceil(vad::FRAME_SAMPLES));
+    eprintln!(
+        "{seconds:.1} s of audio, {} frames",
+        samples.len().div_ceil(vad::FRAME_SAMPLES)
+    );
     let mut reference = Vec::new();
     for threads in [1usize, 2] {
         let mut session = streaming_session(&config, threads);
@@ -280,12 +381,19 @@ fn vad_speed() {
         let (wall, cpu, speech) = fastest(|| vad.speech(&samples).unwrap());
         let speed = seconds / wall;
         eprintln!("SileroVad::speech (sequence model), {threads} thread(s): {wall:.3} s, {cpu:.2} s CPU ({speed:.0}x)");
-        assert!(seconds / wall >= 100.0, "VAD at {:.0}x real time", seconds / wall);
+        assert!(
+            seconds / wall >= 100.0,
+            "VAD at {:.0}x real time",
+            seconds / wall
+        );
         assert!(max_difference(&speech.probs, &streaming) <= 1e-5);
         if reference.is_empty() {
             reference = speech.regions;
         } else {
-            assert_eq!(speech.regions, reference, "1 and 2 threads give the same regions");
+            assert_eq!(
+                speech.regions, reference,
+                "1 and 2 threads give the same regions"
+            );
         }
     }
 }

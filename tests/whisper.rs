@@ -20,7 +20,12 @@ fn transcribes_the_committed_clip() {
     let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
     let t = engine.transcribe(&audio.samples).unwrap();
     let errs = word_errors(CLIP_TEXT, &t.full_text());
-    assert!(errs.wer() <= 0.10, "WER {:.3}: {:?}", errs.wer(), t.full_text());
+    assert!(
+        errs.wer() <= 0.10,
+        "WER {:.3}: {:?}",
+        errs.wer(),
+        t.full_text()
+    );
     assert_eq!(t.language, "en");
     assert!(!t.segments.is_empty());
     let mut last_end = 0.0;
@@ -48,7 +53,11 @@ fn silence_and_faint_noise_give_no_text() {
     let Some(mut engine) = engine() else { return };
     let silence = vec![0.0f32; 16_000 * 20];
     let t = engine.transcribe(&silence).unwrap();
-    assert!(t.segments.is_empty(), "silence produced {:?}", t.full_text());
+    assert!(
+        t.segments.is_empty(),
+        "silence produced {:?}",
+        t.full_text()
+    );
     // uniform noise at peak 0.001 and 0.01 (-60 and -40 dBFS): the no-speech
     // detection and the no-words rule decide, whatever the fallback samples
     for scale in [0.002f32, 0.02] {
@@ -60,14 +69,20 @@ fn silence_and_faint_noise_give_no_text() {
             })
             .collect();
         let t = engine.transcribe(&noise).unwrap();
-        assert!(t.segments.is_empty(), "noise at {scale} produced {:?}", t.full_text());
+        assert!(
+            t.segments.is_empty(),
+            "noise at {scale} produced {:?}",
+            t.full_text()
+        );
     }
 }
 
 #[test]
 fn long_audio_is_transcribed_across_windows() {
     let Some(mut engine) = engine() else { return };
-    let clip = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap().samples;
+    let clip = load_16k_mono(&repo_path("tests/data/speech_en.flac"))
+        .unwrap()
+        .samples;
     // clip, 4 s pause, clip, ...: about 60 s, three windows or more
     let mut long = Vec::new();
     for _ in 0..5 {
@@ -78,8 +93,17 @@ fn long_audio_is_transcribed_across_windows() {
     assert!(t.timings.windows >= 3, "{} windows", t.timings.windows);
     let reference = vec![CLIP_TEXT; 5].join(" ");
     let errs = word_errors(&reference, &t.full_text());
-    assert!(errs.wer() <= 0.10, "WER {:.3}: {}", errs.wer(), t.full_text());
-    assert!(t.segments.last().unwrap().start > 45.0, "{:?}", t.segments.last());
+    assert!(
+        errs.wer() <= 0.10,
+        "WER {:.3}: {}",
+        errs.wer(),
+        t.full_text()
+    );
+    assert!(
+        t.segments.last().unwrap().start > 45.0,
+        "{:?}",
+        t.segments.last()
+    );
     for w in t.segments.windows(2) {
         assert!(w[1].start >= w[0].start, "{:?} then {:?}", w[0], w[1]);
     }
@@ -87,39 +111,66 @@ fn long_audio_is_transcribed_across_windows() {
 
 #[test]
 fn int8_model_transcribes_the_clip() {
-    let Some(config) = config_with(&[("whisper.precision", "int8")]) else { return };
+    let Some(config) = config_with(&[("whisper.precision", "int8")]) else {
+        return;
+    };
     let mut engine = WhisperEngine::load(&config).unwrap();
     let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
     let t = engine.transcribe(&audio.samples).unwrap();
     let errs = word_errors(CLIP_TEXT, &t.full_text());
-    assert!(errs.wer() <= 0.15, "WER {:.3}: {:?}", errs.wer(), t.full_text());
+    assert!(
+        errs.wer() <= 0.15,
+        "WER {:.3}: {:?}",
+        errs.wer(),
+        t.full_text()
+    );
 }
 
 #[test]
 fn jfk_word_for_word() {
-    let Some(path) = shared_data("asr/whisper_jfk.flac") else { return };
+    let Some(path) = shared_data("asr/whisper_jfk.flac") else {
+        return;
+    };
     let Some(mut engine) = engine() else { return };
     let audio = load_16k_mono(&path).unwrap();
     let t = engine.transcribe(&audio.samples).unwrap();
     let reference = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
-    assert_eq!(normalize_words(&t.full_text()), normalize_words(reference), "{}", t.full_text());
+    assert_eq!(
+        normalize_words(&t.full_text()),
+        normalize_words(reference),
+        "{}",
+        t.full_text()
+    );
 }
 
 #[test]
 fn base_model_detects_english() {
-    let Some(config) = config_with(&[("whisper.model", "base"), ("whisper.language", "auto")]) else { return };
+    let Some(config) = config_with(&[("whisper.model", "base"), ("whisper.language", "auto")])
+    else {
+        return;
+    };
     let mut engine = WhisperEngine::load(&config).unwrap();
     let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
     let t = engine.transcribe(&audio.samples).unwrap();
     assert_eq!(t.language, "en");
     let errs = word_errors(CLIP_TEXT, &t.full_text());
-    assert!(errs.wer() <= 0.10, "WER {:.3}: {:?}", errs.wer(), t.full_text());
+    assert!(
+        errs.wer() <= 0.10,
+        "WER {:.3}: {:?}",
+        errs.wer(),
+        t.full_text()
+    );
 }
 
 #[test]
 fn english_only_model_refuses_other_languages() {
-    let Some(config) = config_with(&[("whisper.language", "de")]) else { return };
-    let err = WhisperEngine::load(&config).err().expect("must refuse").to_string();
+    let Some(config) = config_with(&[("whisper.language", "de")]) else {
+        return;
+    };
+    let err = WhisperEngine::load(&config)
+        .err()
+        .expect("must refuse")
+        .to_string();
     assert!(err.contains("English-only"), "{err}");
 }
 
@@ -127,7 +178,9 @@ fn english_only_model_refuses_other_languages() {
 fn cuda_request_falls_back_to_cpu_without_a_gpu() {
     // the CPU-only ONNX Runtime library has no CUDA provider: the engine must
     // warn, fall back and still transcribe
-    let Some(config) = config_with(&[("runtime.device", "cuda")]) else { return };
+    let Some(config) = config_with(&[("runtime.device", "cuda")]) else {
+        return;
+    };
     let mut engine = WhisperEngine::load(&config).unwrap();
     if std::path::Path::new("/dev/nvidia0").exists() {
         eprintln!("a GPU is present: not checking the fallback");
@@ -136,7 +189,11 @@ fn cuda_request_falls_back_to_cpu_without_a_gpu() {
     assert_eq!(engine.device(), colloquy::runtime::DeviceUsed::Cpu);
     let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
     let t = engine.transcribe(&audio.samples).unwrap();
-    assert!(word_errors(CLIP_TEXT, &t.full_text()).wer() <= 0.10, "{}", t.full_text());
+    assert!(
+        word_errors(CLIP_TEXT, &t.full_text()).wer() <= 0.10,
+        "{}",
+        t.full_text()
+    );
 }
 
 #[test]
@@ -145,11 +202,17 @@ fn tokenizer_round_trip_and_timestamps() {
     use colloquy::whisper::tokenizer::WhisperTokenizer;
     let Some(config) = config() else { return };
     let dir = ModelDir::open(&config.models_root(), "tiny.en").unwrap();
-    let tok = WhisperTokenizer::from_file(&dir.tokenizer_path(), dir.config.tokens.clone()).unwrap();
+    let tok =
+        WhisperTokenizer::from_file(&dir.tokenizer_path(), dir.config.tokens.clone()).unwrap();
     let sp = tok.special.clone();
-    let ids = tok.encode(" Ask not what your country can do for you, café 10%.").unwrap();
+    let ids = tok
+        .encode(" Ask not what your country can do for you, café 10%.")
+        .unwrap();
     assert!(ids.iter().all(|&i| i < sp.eot), "{ids:?}");
-    assert_eq!(tok.decode(&ids).unwrap(), " Ask not what your country can do for you, café 10%.");
+    assert_eq!(
+        tok.decode(&ids).unwrap(),
+        " Ask not what your country can do for you, café 10%."
+    );
     // timestamps and special tokens are dropped from the text
     let mut with_ts = vec![sp.sot, sp.timestamp_begin];
     with_ts.extend(&ids);
@@ -166,14 +229,23 @@ fn a_set_stop_flag_stops_before_the_next_window() {
     let Some(mut engine) = engine() else { return };
     let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let err = engine.transcribe_until(&audio.samples, None, Some(stop.clone())).err().expect("stopped");
+    let err = engine
+        .transcribe_until(&audio.samples, None, Some(stop.clone()))
+        .err()
+        .expect("stopped");
     assert!(err.to_string().contains("cancelled"), "{err}");
     // the engine is fine afterwards, and an unset flag changes nothing
     stop.store(false, std::sync::atomic::Ordering::SeqCst);
-    let a = engine.transcribe_until(&audio.samples, None, Some(stop)).unwrap();
+    let a = engine
+        .transcribe_until(&audio.samples, None, Some(stop))
+        .unwrap();
     let b = engine.transcribe(&audio.samples).unwrap();
     assert_eq!(a.full_text(), b.full_text());
-    assert!(a.full_text().to_lowercase().contains("meeting"), "{}", a.full_text());
+    assert!(
+        a.full_text().to_lowercase().contains("meeting"),
+        "{}",
+        a.full_text()
+    );
 }
 
 /// Word timestamps on the committed clip: every word of the text has a time,
@@ -181,7 +253,10 @@ fn a_set_stop_flag_stops_before_the_next_window() {
 #[test]
 fn words_have_times_inside_their_segments() {
     let Some(mut engine) = engine() else { return };
-    assert!(engine.word_timestamps(), "word timestamps are on by default");
+    assert!(
+        engine.word_timestamps(),
+        "word timestamps are on by default"
+    );
     let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
     let t = engine.transcribe(&audio.samples).unwrap();
     let mut last = 0.0f64;
@@ -189,10 +264,22 @@ fn words_have_times_inside_their_segments() {
     for s in &t.segments {
         assert!(!s.words.is_empty(), "segment without words: {s:?}");
         let joined: String = s.words.iter().map(|w| w.word.as_str()).collect();
-        assert_eq!(normalize_words(&joined), normalize_words(&s.text), "words and text differ");
+        assert_eq!(
+            normalize_words(&joined),
+            normalize_words(&s.text),
+            "words and text differ"
+        );
         for w in &s.words {
-            assert!(w.start >= last - 1e-9 && w.end >= w.start, "{w:?} after {last}");
-            assert!(w.start >= s.start - 1e-9 && w.end <= s.end + 1e-9, "{w:?} outside {}..{}", s.start, s.end);
+            assert!(
+                w.start >= last - 1e-9 && w.end >= w.start,
+                "{w:?} after {last}"
+            );
+            assert!(
+                w.start >= s.start - 1e-9 && w.end <= s.end + 1e-9,
+                "{w:?} outside {}..{}",
+                s.start,
+                s.end
+            );
             assert!((0.0..=1.0).contains(&w.probability), "{w:?}");
             last = w.end;
             all.push(w.clone());
@@ -211,10 +298,22 @@ fn words_have_times_inside_their_segments() {
 
 /// An engine with `whisper.batch_size` = `batch` and the silero VAD (what
 /// batched mode takes its chunks from), or None (skipped) without the models.
-fn engine_with_vad(batch: &str) -> Option<(colloquy::config::Config, WhisperEngine, colloquy::vad::SileroVad)> {
+fn engine_with_vad(
+    batch: &str,
+) -> Option<(
+    colloquy::config::Config,
+    WhisperEngine,
+    colloquy::vad::SileroVad,
+)> {
     let config = config_with(&[("whisper.batch_size", batch)])?;
-    if !colloquy::vad::model_dir(&config.models_root()).join("manifest.json").exists() {
-        assert!(std::env::var_os(REQUIRE_MODELS).is_none(), "VAD model not installed: run `make setup`");
+    if !colloquy::vad::model_dir(&config.models_root())
+        .join("manifest.json")
+        .exists()
+    {
+        assert!(
+            std::env::var_os(REQUIRE_MODELS).is_none(),
+            "VAD model not installed: run `make setup`"
+        );
         eprintln!("skipping: VAD model not installed (run `make setup`)");
         return None;
     }
@@ -230,9 +329,16 @@ fn with_speech(
     engine: &mut WhisperEngine,
     vad: &mut colloquy::vad::SileroVad,
     samples: &[f32],
-) -> (colloquy::whisper::Transcript, colloquy::whisper::gate::SpeechMap) {
+) -> (
+    colloquy::whisper::Transcript,
+    colloquy::whisper::gate::SpeechMap,
+) {
     use colloquy::vad::SpeechDetector;
-    let map = colloquy::whisper::gate::SpeechMap::new(&vad.speech(samples).unwrap(), samples, config.vad.threshold);
+    let map = colloquy::whisper::gate::SpeechMap::new(
+        &vad.speech(samples).unwrap(),
+        samples,
+        config.vad.threshold,
+    );
     let t = engine.transcribe_until(samples, Some(&map), None).unwrap();
     (t, map)
 }
@@ -242,17 +348,28 @@ fn with_speech(
 /// into their chunk; the speech gate then may move a word edge out to where
 /// the sound of its speech starts or ends, at most 0.5 s beyond the region
 /// (`gate.rs`, SOUND_REACH): that much leeway.
-fn assert_words_in_chunks_and_in_order(t: &colloquy::whisper::Transcript, map: &colloquy::whisper::gate::SpeechMap) {
+fn assert_words_in_chunks_and_in_order(
+    t: &colloquy::whisper::Transcript,
+    map: &colloquy::whisper::gate::SpeechMap,
+) {
     const GATE_REACH: f64 = 0.5;
     let chunks = colloquy::whisper::transcribe::speech_chunks(&map.regions, 30.0);
     let mut last = 0.0f64;
     for s in &t.segments {
-        assert!(s.start >= last - 1e-9 && s.end > s.start, "{s:?} after {last}");
+        assert!(
+            s.start >= last - 1e-9 && s.end > s.start,
+            "{s:?} after {last}"
+        );
         for w in &s.words {
-            assert!(w.start >= last - 1e-9 && w.end >= w.start, "{w:?} after {last}");
+            assert!(
+                w.start >= last - 1e-9 && w.end >= w.start,
+                "{w:?} after {last}"
+            );
             assert!(w.end <= t.duration + 1e-6, "{w:?} beyond {}", t.duration);
             assert!(
-                chunks.iter().any(|c| w.start >= c.start - GATE_REACH && w.end <= c.end + GATE_REACH),
+                chunks
+                    .iter()
+                    .any(|c| w.start >= c.start - GATE_REACH && w.end <= c.end + GATE_REACH),
                 "{w:?} outside every chunk {chunks:?}"
             );
             last = w.start;
@@ -263,15 +380,28 @@ fn assert_words_in_chunks_and_in_order(t: &colloquy::whisper::Transcript, map: &
 
 #[test]
 fn batched_jfk_word_for_word() {
-    let Some(path) = shared_data("asr/whisper_jfk.flac") else { return };
-    let Some((config, mut engine, mut vad)) = engine_with_vad("8") else { return };
+    let Some(path) = shared_data("asr/whisper_jfk.flac") else {
+        return;
+    };
+    let Some((config, mut engine, mut vad)) = engine_with_vad("8") else {
+        return;
+    };
     let audio = load_16k_mono(&path).unwrap();
     let (t, map) = with_speech(&config, &mut engine, &mut vad, &audio.samples);
     let reference = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
-    assert_eq!(normalize_words(&t.full_text()), normalize_words(reference), "{}", t.full_text());
+    assert_eq!(
+        normalize_words(&t.full_text()),
+        normalize_words(reference),
+        "{}",
+        t.full_text()
+    );
     assert_words_in_chunks_and_in_order(&t, &map);
     let words: usize = t.segments.iter().map(|s| s.words.len()).sum();
-    assert_eq!(words, normalize_words(reference).len(), "every word has a time");
+    assert_eq!(
+        words,
+        normalize_words(reference).len(),
+        "every word has a time"
+    );
 }
 
 /// The 14 single-speaker clips of the shared manifest one after another
@@ -282,9 +412,15 @@ fn batched_jfk_word_for_word() {
 /// at least as accurate as the sequential loop.
 #[test]
 fn batched_long_audio_keeps_every_word() {
-    let Some(manifest) = shared_data("asr_manifest.tsv") else { return };
-    let Some((config, mut batched, mut vad)) = engine_with_vad("8") else { return };
-    let Some((_, mut sequential, _)) = engine_with_vad("1") else { return };
+    let Some(manifest) = shared_data("asr_manifest.tsv") else {
+        return;
+    };
+    let Some((config, mut batched, mut vad)) = engine_with_vad("8") else {
+        return;
+    };
+    let Some((_, mut sequential, _)) = engine_with_vad("1") else {
+        return;
+    };
     let items = colloquy::eval::read_manifest(&manifest, Some("single")).unwrap();
     assert_eq!(items.len(), 14);
     let (mut long, mut reference) = (Vec::new(), Vec::new());
@@ -298,14 +434,32 @@ fn batched_long_audio_keeps_every_word() {
     let (s, _) = with_speech(&config, &mut sequential, &mut vad, &long);
     let chunks = colloquy::whisper::transcribe::speech_chunks(&map.regions, 30.0);
     // every chunk is decoded, and some again from where their text ended
-    assert!(chunks.len() >= 6 && b.timings.windows >= chunks.len(), "{} windows, {chunks:?}", b.timings.windows);
-    let (wer_b, wer_s) = (word_errors(&reference, &b.full_text()).wer(), word_errors(&reference, &s.full_text()).wer());
-    assert!(wer_b <= 0.08 && wer_b <= wer_s + 0.01, "WER batched {wer_b:.3}, sequential {wer_s:.3}: {}", b.full_text());
+    assert!(
+        chunks.len() >= 6 && b.timings.windows >= chunks.len(),
+        "{} windows, {chunks:?}",
+        b.timings.windows
+    );
+    let (wer_b, wer_s) = (
+        word_errors(&reference, &b.full_text()).wer(),
+        word_errors(&reference, &s.full_text()).wer(),
+    );
+    assert!(
+        wer_b <= 0.08 && wer_b <= wer_s + 0.01,
+        "WER batched {wer_b:.3}, sequential {wer_s:.3}: {}",
+        b.full_text()
+    );
     assert_words_in_chunks_and_in_order(&b, &map);
     let words = b.segments.iter().map(|s| s.words.len()).sum::<usize>() as f64;
     let expected = normalize_words(&reference).len() as f64;
-    assert!((words - expected).abs() <= 0.03 * expected, "{words} words batched, {expected} in the reference");
-    assert!(b.segments.last().unwrap().end > 180.0, "{:?}", b.segments.last());
+    assert!(
+        (words - expected).abs() <= 0.03 * expected,
+        "{words} words batched, {expected} in the reference"
+    );
+    assert!(
+        b.segments.last().unwrap().end > 180.0,
+        "{:?}",
+        b.segments.last()
+    );
 }
 
 /// The batched decoder step by step: a batch of one row is `decode_once`
@@ -319,12 +473,20 @@ fn batched_decoder_matches_decode_once() {
     use colloquy::whisper::tokenizer::WhisperTokenizer;
     let Some(config) = config() else { return };
     let dir = ModelDir::open(&config.models_root(), &config.whisper.model).unwrap();
-    let tok = WhisperTokenizer::from_file(&dir.tokenizer_path(), dir.config.tokens.clone()).unwrap();
-    let mut model =
-        WhisperOnnx::load(&config.onnxruntime_library(), &dir, config.whisper.precision, &config.runtime).unwrap();
+    let tok =
+        WhisperTokenizer::from_file(&dir.tokenizer_path(), dir.config.tokens.clone()).unwrap();
+    let mut model = WhisperOnnx::load(
+        &config.onnxruntime_library(),
+        &dir,
+        config.whisper.precision,
+        &config.runtime,
+    )
+    .unwrap();
     let opts = common::greedy_options(&dir);
     let front = MelFrontEnd::new(dir.config.n_mels);
-    let clip = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap().samples;
+    let clip = load_16k_mono(&repo_path("tests/data/speech_en.flac"))
+        .unwrap()
+        .samples;
     // three windows of different lengths: the first 4 s, the whole clip, its second half
     let pieces = [&clip[..16_000 * 4], &clip[..], &clip[clip.len() / 2..]];
     let windows: Vec<Vec<f32>> = pieces
@@ -355,12 +517,27 @@ fn batched_decoder_matches_decode_once() {
     let three = model.encode_batch(&windows).unwrap();
     let b3 = decode_batch(&mut model, &tok, &three, &prompt, 0.0, &opts, &mut rng).unwrap();
     let lengths: Vec<usize> = alone.iter().map(|d| d.tokens.len()).collect();
-    assert!(lengths[0] < lengths[2] && lengths[2] < lengths[1], "rows end at different steps: {lengths:?}");
+    assert!(
+        lengths[0] < lengths[2] && lengths[2] < lengths[1],
+        "rows end at different steps: {lengths:?}"
+    );
     for (i, (b, a)) in b3.iter().zip(&alone).enumerate() {
-        let (tb, ta) = (tok.decode(&b.tokens).unwrap(), tok.decode(&a.tokens).unwrap());
+        let (tb, ta) = (
+            tok.decode(&b.tokens).unwrap(),
+            tok.decode(&a.tokens).unwrap(),
+        );
         assert_eq!(normalize_words(&tb), normalize_words(&ta), "window {i}");
-        assert!((b.no_speech_prob - a.no_speech_prob).abs() < 1e-3, "window {i}");
-        let avg = |d: &colloquy::whisper::decode::Decoded| d.sum_logprob / (d.tokens.len() as f64 + 1.0);
-        assert!((avg(b) - avg(a)).abs() < 0.05, "window {i}: {} vs {}", avg(b), avg(a));
+        assert!(
+            (b.no_speech_prob - a.no_speech_prob).abs() < 1e-3,
+            "window {i}"
+        );
+        let avg =
+            |d: &colloquy::whisper::decode::Decoded| d.sum_logprob / (d.tokens.len() as f64 + 1.0);
+        assert!(
+            (avg(b) - avg(a)).abs() < 0.05,
+            "window {i}: {} vs {}",
+            avg(b),
+            avg(a)
+        );
     }
 }

@@ -14,7 +14,9 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::registry::{CreateJob, DeleteJob, GetJob, JobOptions, JobStatus, ListJobs, RegistryError, Stats};
+use crate::registry::{
+    CreateJob, DeleteJob, GetJob, JobOptions, JobStatus, ListJobs, RegistryError, Stats,
+};
 
 /// Multipart framing allowed on top of the file when checking Content-Length.
 const MULTIPART_SLACK: u64 = 64 * 1024;
@@ -32,7 +34,10 @@ pub struct UploadQuery {
 impl UploadQuery {
     fn options(&self) -> Result<JobOptions, ApiError> {
         let bad = |m: &str| Err(ApiError::BadRequest(m.to_string()));
-        for n in [self.num_speakers, self.min_speakers, self.max_speakers].into_iter().flatten() {
+        for n in [self.num_speakers, self.min_speakers, self.max_speakers]
+            .into_iter()
+            .flatten()
+        {
             if n == 0 || n > 64 {
                 return bad("speaker counts must be between 1 and 64");
             }
@@ -42,7 +47,11 @@ impl UploadQuery {
                 return bad("min_speakers is larger than max_speakers");
             }
         }
-        Ok(JobOptions { num_speakers: self.num_speakers, min_speakers: self.min_speakers, max_speakers: self.max_speakers })
+        Ok(JobOptions {
+            num_speakers: self.num_speakers,
+            min_speakers: self.min_speakers,
+            max_speakers: self.max_speakers,
+        })
     }
 }
 
@@ -78,20 +87,35 @@ pub async fn upload(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if announced.is_some_and(|n| n > limit + MULTIPART_SLACK) {
-        tracing::info!(bytes = announced, limit, "upload refused: too large (announced)");
+        tracing::info!(
+            bytes = announced,
+            limit,
+            "upload refused: too large (announced)"
+        );
         return Err(ApiError::TooLarge { limit });
     }
     let id = Uuid::new_v4();
     let dir = state.storage.temp_dir(id);
     let mut guard = TempGuard(None);
     let mut stored: Option<(String, String, u64)> = None;
-    while let Some(mut field) = form.try_next().await.map_err(|e| ApiError::BadRequest(format!("bad multipart body: {e}")))? {
-        let filename = field.content_disposition().and_then(|cd| cd.get_filename()).map(str::to_string);
+    while let Some(mut field) = form
+        .try_next()
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("bad multipart body: {e}")))?
+    {
+        let filename = field
+            .content_disposition()
+            .and_then(|cd| cd.get_filename())
+            .map(str::to_string);
         let is_file = field.name() == Some("file") && stored.is_none();
         let Some(filename) = filename.filter(|_| is_file) else {
             // another field: read (bounded) and ignore
             let mut n = 0;
-            while let Some(chunk) = field.try_next().await.map_err(|e| ApiError::BadRequest(e.to_string()))? {
+            while let Some(chunk) = field
+                .try_next()
+                .await
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?
+            {
                 n += chunk.len();
                 if n > MAX_FIELD {
                     return Err(ApiError::BadRequest("form field too large".into()));
@@ -104,7 +128,13 @@ pub async fn upload(
             .and_then(|e| e.to_str())
             .map(|e| e.to_ascii_lowercase())
             .unwrap_or_default();
-        if !state.config.server.allowed_extensions.iter().any(|a| a.eq_ignore_ascii_case(&ext)) {
+        if !state
+            .config
+            .server
+            .allowed_extensions
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(&ext))
+        {
             return Err(ApiError::UnsupportedType(format!(
                 "'{filename}': accepted extensions are {}",
                 state.config.server.allowed_extensions.join(", ")
@@ -115,7 +145,11 @@ pub async fn upload(
         let audio_file = format!("audio.{ext}");
         let mut file = tokio::fs::File::create(dir.join(&audio_file)).await?;
         let mut written: u64 = 0;
-        while let Some(chunk) = field.try_next().await.map_err(|e| ApiError::BadRequest(format!("upload interrupted: {e}")))? {
+        while let Some(chunk) = field
+            .try_next()
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("upload interrupted: {e}")))?
+        {
             written += chunk.len() as u64;
             if written > limit {
                 tracing::info!(job_id = %id, limit, "upload refused: too large");
@@ -128,12 +162,22 @@ pub async fn upload(
         stored = Some((filename, audio_file, written));
     }
     let Some((filename, audio_file, bytes)) = stored else {
-        return Err(ApiError::BadRequest("no `file` field with a file name in the form".into()));
+        return Err(ApiError::BadRequest(
+            "no `file` field with a file name in the form".into(),
+        ));
     };
     if bytes == 0 {
         return Err(ApiError::BadRequest("the uploaded file is empty".into()));
     }
-    let created = state.registry.send(CreateJob { id, filename, audio_file, options }).await?;
+    let created = state
+        .registry
+        .send(CreateJob {
+            id,
+            filename,
+            audio_file,
+            options,
+        })
+        .await?;
     match created {
         Ok(job) => {
             guard.0 = None;
@@ -144,29 +188,49 @@ pub async fn upload(
                 "message": "File uploaded successfully. Processing started.",
             })))
         }
-        Err(RegistryError::QueueFull { .. }) => Err(ApiError::QueueFull { retry_after: state.config.server.retry_after_seconds }),
+        Err(RegistryError::QueueFull { .. }) => Err(ApiError::QueueFull {
+            retry_after: state.config.server.retry_after_seconds,
+        }),
         Err(e) => Err(e.into()),
     }
 }
 
 /// `GET /api/status/{id}`.
-pub async fn status(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn status(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = job_id(&path)?;
-    let job = state.registry.send(GetJob(id)).await??.ok_or(ApiError::NotFound)?;
+    let job = state
+        .registry
+        .send(GetJob(id))
+        .await??
+        .ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(job))
 }
 
 /// `GET /api/results/{id}`: 200 with the result, 202 while queued or processing.
-pub async fn results(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn results(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = job_id(&path)?;
-    let job = state.registry.send(GetJob(id)).await??.ok_or(ApiError::NotFound)?;
+    let job = state
+        .registry
+        .send(GetJob(id))
+        .await??
+        .ok_or(ApiError::NotFound)?;
     match job.status {
         JobStatus::Completed => {
             let body = tokio::fs::read(state.storage.result_path(id)).await?;
-            Ok(HttpResponse::Ok().content_type("application/json").body(body))
+            Ok(HttpResponse::Ok()
+                .content_type("application/json")
+                .body(body))
         }
         JobStatus::Queued | JobStatus::Processing => Err(ApiError::NotReady(Box::new(job))),
-        JobStatus::Failed => Err(ApiError::JobFailed(job.error.unwrap_or_else(|| "processing failed".into()))),
+        JobStatus::Failed => Err(ApiError::JobFailed(
+            job.error.unwrap_or_else(|| "processing failed".into()),
+        )),
         JobStatus::Cancelled => Err(ApiError::NotFound),
     }
 }
@@ -178,9 +242,16 @@ pub async fn jobs(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
 }
 
 /// `DELETE /api/jobs/{id}`: cancels a running job and removes its files.
-pub async fn delete(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn delete(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = job_id(&path)?;
-    let job = state.registry.send(DeleteJob(id)).await??.ok_or(ApiError::NotFound)?;
+    let job = state
+        .registry
+        .send(DeleteJob(id))
+        .await??
+        .ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(json!({
         "job_id": id,
         "status": job.status,
@@ -194,7 +265,9 @@ pub async fn delete(state: web::Data<AppState>, path: web::Path<String>) -> Resu
 pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let stats = state.registry.send(Stats).await?;
     let root = state.config.models_root();
-    let installed = web::block(move || crate::whisper::model::installed_models(&root)).await.unwrap_or_default();
+    let installed = web::block(move || crate::whisper::model::installed_models(&root))
+        .await
+        .unwrap_or_default();
     let whisper_models: Vec<serde_json::Value> = installed
         .iter()
         .map(|m| {
@@ -214,7 +287,12 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         .counters
         .snapshot()
         .into_iter()
-        .map(|(name, c)| (name.to_string(), serde_json::to_value(c).unwrap_or_default()))
+        .map(|(name, c)| {
+            (
+                name.to_string(),
+                serde_json::to_value(c).unwrap_or_default(),
+            )
+        })
         .collect();
     Ok(HttpResponse::Ok().json(json!({
         "status": "healthy",

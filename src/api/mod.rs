@@ -38,24 +38,39 @@ pub struct AppState {
 
 /// Registers the routes (also used by in-process tests).
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::BadRequest(e.to_string()).into()))
-        .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NotFound.into()))
-        .route("/health", web::get().to(handlers::health))
-        .route("/api/upload", web::post().to(handlers::upload))
-        .route("/api/status/{id}", web::get().to(handlers::status))
-        .route("/api/results/{id}", web::get().to(handlers::results))
-        .route("/api/jobs", web::get().to(handlers::jobs))
-        .route("/api/jobs/{id}", web::delete().to(handlers::delete))
-        .configure(ui::routes);
+    cfg.app_data(
+        web::QueryConfig::default()
+            .error_handler(|e, _| ApiError::BadRequest(e.to_string()).into()),
+    )
+    .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NotFound.into()))
+    .route("/health", web::get().to(handlers::health))
+    .route("/api/upload", web::post().to(handlers::upload))
+    .route("/api/status/{id}", web::get().to(handlers::status))
+    .route("/api/results/{id}", web::get().to(handlers::results))
+    .route("/api/jobs", web::get().to(handlers::jobs))
+    .route("/api/jobs/{id}", web::delete().to(handlers::delete))
+    .configure(ui::routes);
 }
 
 /// Starts the registry, the pipeline and the job recovery inside the
 /// running actix system; returns the shared state.
-pub async fn start_engine(config: &Config, engines: Engines) -> anyhow::Result<(AppState, Pipeline)> {
+pub async fn start_engine(
+    config: &Config,
+    engines: Engines,
+) -> anyhow::Result<(AppState, Pipeline)> {
     let storage = Storage::new(config.storage_root());
-    let registry = JobRegistry::open(storage.clone(), config.pipeline.max_active_jobs, config.server.max_queued_jobs)?;
+    let registry = JobRegistry::open(
+        storage.clone(),
+        config.pipeline.max_active_jobs,
+        config.server.max_queued_jobs,
+    )?;
     let registry = JobRegistry::start_in_arbiter(&Arbiter::new().handle(), move |_| registry);
-    let pipeline = Pipeline::spawn(config, engines, registry.clone().recipient(), registry.clone().recipient());
+    let pipeline = Pipeline::spawn(
+        config,
+        engines,
+        registry.clone().recipient(),
+        registry.clone().recipient(),
+    );
     let recovered = registry.send(Attach(pipeline.entry())).await??;
     if recovered > 0 {
         tracing::info!(recovered, "re-queued jobs interrupted by the last stop");
@@ -72,7 +87,11 @@ pub async fn start_engine(config: &Config, engines: Engines) -> anyhow::Result<(
 
 /// `colloquy serve`: runs until stopped (SIGINT/SIGTERM). `on_bound` gets
 /// the address really bound (with port 0, the one picked).
-pub async fn serve(config: Config, engines: Engines, on_bound: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
+pub async fn serve(
+    config: Config,
+    engines: Engines,
+    on_bound: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
     let (state, _pipeline) = start_engine(&config, engines).await?;
     let state = web::Data::new(state);
     let server = HttpServer::new({

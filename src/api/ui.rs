@@ -57,13 +57,23 @@ mod tests {
             ("/app.js", "text/javascript", "/api/upload"),
             ("/styles.css", "text/css", "color-scheme"),
         ] {
-            let res = test::call_service(&app, test::TestRequest::get().uri(path).to_request()).await;
+            let res =
+                test::call_service(&app, test::TestRequest::get().uri(path).to_request()).await;
             assert_eq!(res.status(), 200, "{path}");
-            let ct = res.headers().get(header::CONTENT_TYPE).unwrap().to_str().unwrap().to_string();
+            let ct = res
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string();
             assert!(ct.starts_with(ty), "{path}: {ct}");
             assert!(res.headers().contains_key(header::CONTENT_SECURITY_POLICY));
             let body = test::read_body(res).await;
-            assert!(std::str::from_utf8(&body).unwrap().contains(needle), "{path} lacks {needle}");
+            assert!(
+                std::str::from_utf8(&body).unwrap().contains(needle),
+                "{path} lacks {needle}"
+            );
         }
     }
 }

@@ -56,11 +56,18 @@ pub const DIRECT_LIMIT: usize = 4000;
 /// are then clustered with the speaker bounds, each embedding taking its
 /// block cluster's label. (At that level a voice heard in one block is one
 /// centroid, so the outlier rule, which counts embeddings, is not applied.)
-pub fn cluster(embeddings: &[Vec<f32>], opts: &ClusterOptions, bounds: SpeakerBounds) -> Vec<usize> {
+pub fn cluster(
+    embeddings: &[Vec<f32>],
+    opts: &ClusterOptions,
+    bounds: SpeakerBounds,
+) -> Vec<usize> {
     if embeddings.len() <= DIRECT_LIMIT {
         return cluster_direct(embeddings, opts, bounds);
     }
-    let local = ClusterOptions { threshold: opts.threshold, min_cluster_size: 1 };
+    let local = ClusterOptions {
+        threshold: opts.threshold,
+        min_cluster_size: 1,
+    };
     let mut block_cluster = Vec::with_capacity(embeddings.len());
     let mut reps: Vec<Vec<f32>> = Vec::new();
     for block in embeddings.chunks(DIRECT_LIMIT / 2) {
@@ -80,7 +87,11 @@ fn normalised(e: &[f32]) -> Vec<f32> {
     v
 }
 
-fn cluster_direct(embeddings: &[Vec<f32>], opts: &ClusterOptions, bounds: SpeakerBounds) -> Vec<usize> {
+fn cluster_direct(
+    embeddings: &[Vec<f32>],
+    opts: &ClusterOptions,
+    bounds: SpeakerBounds,
+) -> Vec<usize> {
     let n = embeddings.len();
     if n == 0 {
         return vec![];
@@ -92,7 +103,11 @@ fn cluster_direct(embeddings: &[Vec<f32>], opts: &ClusterOptions, bounds: Speake
     let mut condensed = Vec::with_capacity(n * (n - 1) / 2);
     for i in 0..n - 1 {
         for j in i + 1..n {
-            let c = unit[i].iter().zip(&unit[j]).map(|(a, b)| a * b).sum::<f32>() as f64;
+            let c = unit[i]
+                .iter()
+                .zip(&unit[j])
+                .map(|(a, b)| a * b)
+                .sum::<f32>() as f64;
             condensed.push((1.0 - c).max(0.0));
         }
     }
@@ -100,7 +115,10 @@ fn cluster_direct(embeddings: &[Vec<f32>], opts: &ClusterOptions, bounds: Speake
     let steps = dend.steps();
 
     // number of merges to apply
-    let by_threshold = steps.iter().take_while(|s| s.dissimilarity <= opts.threshold).count();
+    let by_threshold = steps
+        .iter()
+        .take_while(|s| s.dissimilarity <= opts.threshold)
+        .count();
     let merges = match bounds.num_speakers {
         Some(k) => n - k.clamp(1, n),
         None => {
@@ -120,8 +138,12 @@ fn cluster_direct(embeddings: &[Vec<f32>], opts: &ClusterOptions, bounds: Speake
     // break an explicit speaker count
     if bounds.num_speakers.is_none() && opts.min_cluster_size > 1 {
         let k = labels.iter().max().unwrap() + 1;
-        let sizes: Vec<usize> = (0..k).map(|c| labels.iter().filter(|&&l| l == c).count()).collect();
-        let large: Vec<usize> = (0..k).filter(|&c| sizes[c] >= opts.min_cluster_size).collect();
+        let sizes: Vec<usize> = (0..k)
+            .map(|c| labels.iter().filter(|&&l| l == c).count())
+            .collect();
+        let large: Vec<usize> = (0..k)
+            .filter(|&c| sizes[c] >= opts.min_cluster_size)
+            .collect();
         let min_k = bounds.min_speakers.unwrap_or(1);
         if !large.is_empty() && large.len() >= min_k && large.len() < k {
             let cents = centroids(&unit, &labels, k);
@@ -130,7 +152,13 @@ fn cluster_direct(embeddings: &[Vec<f32>], opts: &ClusterOptions, bounds: Speake
                     if sizes[c] >= opts.min_cluster_size {
                         c
                     } else {
-                        *large.iter().max_by(|&&a, &&b| cosine(&cents[c], &cents[a]).total_cmp(&cosine(&cents[c], &cents[b]))).unwrap()
+                        *large
+                            .iter()
+                            .max_by(|&&a, &&b| {
+                                cosine(&cents[c], &cents[a])
+                                    .total_cmp(&cosine(&cents[c], &cents[b]))
+                            })
+                            .unwrap()
                     }
                 })
                 .collect();
@@ -162,7 +190,14 @@ fn best_kmeans(unit: &[Vec<f32>], ahc: Vec<usize>, k: usize) -> Vec<usize> {
         while seeds.len() < k {
             let d: Vec<f32> = unit
                 .iter()
-                .map(|v| seeds.iter().map(|&s| 1.0 - cosine(v, &unit[s])).fold(f32::INFINITY, f32::min).max(0.0).powi(2))
+                .map(|v| {
+                    seeds
+                        .iter()
+                        .map(|&s| 1.0 - cosine(v, &unit[s]))
+                        .fold(f32::INFINITY, f32::min)
+                        .max(0.0)
+                        .powi(2)
+                })
                 .collect();
             let total: f32 = d.iter().sum();
             let mut u = rng.f32() * total;
@@ -178,7 +213,13 @@ fn best_kmeans(unit: &[Vec<f32>], ahc: Vec<usize>, k: usize) -> Vec<usize> {
         }
         let init: Vec<usize> = unit
             .iter()
-            .map(|v| (0..k).max_by(|&a, &b| cosine(v, &unit[seeds[a]]).total_cmp(&cosine(v, &unit[seeds[b]]))).unwrap())
+            .map(|v| {
+                (0..k)
+                    .max_by(|&a, &b| {
+                        cosine(v, &unit[seeds[a]]).total_cmp(&cosine(v, &unit[seeds[b]]))
+                    })
+                    .unwrap()
+            })
             .collect();
         let labels = kmeans_refine(unit, init, k, 50);
         let sc = score(&labels);
@@ -212,7 +253,9 @@ fn calinski_harabasz(x: &[Vec<f32>], labels: &[usize], k: usize) -> f32 {
         m.iter_mut().for_each(|v| *v /= c.max(1) as f32);
     }
     let sq = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(p, q)| (p - q) * (p - q)).sum::<f32>();
-    let between: f32 = (0..k).map(|c| counts[c] as f32 * sq(&means[c], &mean)).sum();
+    let between: f32 = (0..k)
+        .map(|c| counts[c] as f32 * sq(&means[c], &mean))
+        .sum();
     let within: f32 = x.iter().zip(labels).map(|(v, &l)| sq(v, &means[l])).sum();
     if within <= 0.0 {
         return f32::INFINITY;
@@ -222,12 +265,21 @@ fn calinski_harabasz(x: &[Vec<f32>], labels: &[usize], k: usize) -> f32 {
 
 /// Spherical k-means from the given labels: assign to the nearest centroid
 /// (cosine), recompute, until stable. Empty clusters keep their old centroid.
-fn kmeans_refine(unit: &[Vec<f32>], mut labels: Vec<usize>, k: usize, iterations: usize) -> Vec<usize> {
+fn kmeans_refine(
+    unit: &[Vec<f32>],
+    mut labels: Vec<usize>,
+    k: usize,
+    iterations: usize,
+) -> Vec<usize> {
     let mut cents = centroids(unit, &labels, k);
     for _ in 0..iterations {
         let next: Vec<usize> = unit
             .iter()
-            .map(|v| (0..k).max_by(|&a, &b| cosine(v, &cents[a]).total_cmp(&cosine(v, &cents[b]))).unwrap())
+            .map(|v| {
+                (0..k)
+                    .max_by(|&a, &b| cosine(v, &cents[a]).total_cmp(&cosine(v, &cents[b])))
+                    .unwrap()
+            })
             .collect();
         if next == labels {
             break;
@@ -321,11 +373,15 @@ mod tests {
     }
 
     fn opts() -> ClusterOptions {
-        ClusterOptions { threshold: 0.5, min_cluster_size: 1 }
+        ClusterOptions {
+            threshold: 0.5,
+            min_cluster_size: 1,
+        }
     }
 
     fn same_partition(a: &[usize], b: &[usize]) -> bool {
-        a.len() == b.len() && (0..a.len()).all(|i| (0..a.len()).all(|j| (a[i] == a[j]) == (b[i] == b[j])))
+        a.len() == b.len()
+            && (0..a.len()).all(|i| (0..a.len()).all(|j| (a[i] == a[j]) == (b[i] == b[j])))
     }
 
     #[test]
@@ -333,18 +389,32 @@ mod tests {
         // 3 voices, 3 x 3000 noisy embeddings in time order: past the direct limit
         let mut rng = fastrand::Rng::with_seed(7);
         let dim = 32;
-        let centres: Vec<Vec<f32>> = (0..3).map(|_| normalised(&(0..dim).map(|_| rng.f32() - 0.5).collect::<Vec<_>>())).collect();
+        let centres: Vec<Vec<f32>> = (0..3)
+            .map(|_| normalised(&(0..dim).map(|_| rng.f32() - 0.5).collect::<Vec<_>>()))
+            .collect();
         let mut truth = Vec::new();
         let embeddings: Vec<Vec<f32>> = (0..9000)
             .map(|i| {
                 let who = (i / 250) % 3; // turns of 250 embeddings
                 truth.push(who);
-                centres[who].iter().map(|c| c + (rng.f32() - 0.5) * 0.08).collect()
+                centres[who]
+                    .iter()
+                    .map(|c| c + (rng.f32() - 0.5) * 0.08)
+                    .collect()
             })
             .collect();
         assert!(embeddings.len() > DIRECT_LIMIT);
-        let opts = ClusterOptions { threshold: 0.7, min_cluster_size: 2 };
-        for bounds in [SpeakerBounds::default(), SpeakerBounds { num_speakers: Some(3), ..Default::default() }] {
+        let opts = ClusterOptions {
+            threshold: 0.7,
+            min_cluster_size: 2,
+        };
+        for bounds in [
+            SpeakerBounds::default(),
+            SpeakerBounds {
+                num_speakers: Some(3),
+                ..Default::default()
+            },
+        ] {
             let labels = cluster(&embeddings, &opts, bounds);
             assert_eq!(labels.iter().max(), Some(&2), "three voices");
             // the same partition as the truth, up to naming
@@ -370,7 +440,10 @@ mod tests {
     fn num_speakers_forces_the_count() {
         let (xs, _) = blobs(3, 6);
         for k in 1..=5 {
-            let b = SpeakerBounds { num_speakers: Some(k), ..Default::default() };
+            let b = SpeakerBounds {
+                num_speakers: Some(k),
+                ..Default::default()
+            };
             let l = cluster(&xs, &opts(), b);
             assert_eq!(l.iter().max().unwrap() + 1, k);
         }
@@ -379,9 +452,15 @@ mod tests {
     #[test]
     fn bounds_clamp_the_count() {
         let (xs, _) = blobs(3, 6);
-        let b = SpeakerBounds { max_speakers: Some(2), ..Default::default() };
+        let b = SpeakerBounds {
+            max_speakers: Some(2),
+            ..Default::default()
+        };
         assert_eq!(cluster(&xs, &opts(), b).iter().max().unwrap() + 1, 2);
-        let b = SpeakerBounds { min_speakers: Some(4), ..Default::default() };
+        let b = SpeakerBounds {
+            min_speakers: Some(4),
+            ..Default::default()
+        };
         assert_eq!(cluster(&xs, &opts(), b).iter().max().unwrap() + 1, 4);
     }
 
@@ -393,10 +472,16 @@ mod tests {
         stray[0] = 0.6;
         stray[5] = 0.8;
         xs.push(stray);
-        let loose = ClusterOptions { threshold: 0.3, min_cluster_size: 1 };
+        let loose = ClusterOptions {
+            threshold: 0.3,
+            min_cluster_size: 1,
+        };
         let l = cluster(&xs, &loose, SpeakerBounds::default());
         assert_eq!(l.iter().max().unwrap() + 1, 3);
-        let strict = ClusterOptions { threshold: 0.3, min_cluster_size: 3 };
+        let strict = ClusterOptions {
+            threshold: 0.3,
+            min_cluster_size: 3,
+        };
         let l = cluster(&xs, &strict, SpeakerBounds::default());
         assert_eq!(l.iter().max().unwrap() + 1, 2);
         assert_eq!(l[12], l[0], "the stray joins blob 0");

@@ -38,20 +38,34 @@ impl DerBreakdown {
 }
 
 /// Intervals of `regions` minus the collars around reference boundaries.
-fn scored_regions(reference: &[Turn], uem: Option<&[(f64, f64)]>, hypothesis: &[Turn], collar: f64) -> Vec<(f64, f64)> {
+fn scored_regions(
+    reference: &[Turn],
+    uem: Option<&[(f64, f64)]>,
+    hypothesis: &[Turn],
+    collar: f64,
+) -> Vec<(f64, f64)> {
     let mut regions: Vec<(f64, f64)> = match uem {
         Some(u) => u.to_vec(),
         None => {
             let all = reference.iter().chain(hypothesis);
             let lo = all.clone().map(|t| t.start).fold(f64::INFINITY, f64::min);
             let hi = all.map(|t| t.end).fold(f64::NEG_INFINITY, f64::max);
-            if lo < hi { vec![(lo, hi)] } else { vec![] }
+            if lo < hi {
+                vec![(lo, hi)]
+            } else {
+                vec![]
+            }
         }
     };
     if collar > 0.0 {
         let mut holes: Vec<(f64, f64)> = reference
             .iter()
-            .flat_map(|t| [(t.start - collar, t.start + collar), (t.end - collar, t.end + collar)])
+            .flat_map(|t| {
+                [
+                    (t.start - collar, t.start + collar),
+                    (t.end - collar, t.end + collar),
+                ]
+            })
             .collect();
         holes.sort_by(|a, b| a.0.total_cmp(&b.0));
         for (hs, he) in holes {
@@ -85,21 +99,43 @@ fn speakers(turns: &[Turn]) -> Vec<String> {
 }
 
 /// DER of one recording.
-pub fn der(reference: &[Turn], hypothesis: &[Turn], uem: Option<&[(f64, f64)]>, collar: f64) -> DerBreakdown {
+pub fn der(
+    reference: &[Turn],
+    hypothesis: &[Turn],
+    uem: Option<&[(f64, f64)]>,
+    collar: f64,
+) -> DerBreakdown {
     let regions = scored_regions(reference, uem, hypothesis, collar);
     let rs = speakers(reference);
     let hs = speakers(hypothesis);
-    let ri: BTreeMap<&str, usize> = rs.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
-    let hi: BTreeMap<&str, usize> = hs.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    let ri: BTreeMap<&str, usize> = rs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i))
+        .collect();
+    let hi: BTreeMap<&str, usize> = hs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i))
+        .collect();
 
     // elementary segments: every boundary of turns and regions
     let mut cuts: Vec<f64> = regions.iter().flat_map(|&(s, e)| [s, e]).collect();
-    cuts.extend(reference.iter().chain(hypothesis).flat_map(|t| [t.start, t.end]));
+    cuts.extend(
+        reference
+            .iter()
+            .chain(hypothesis)
+            .flat_map(|t| [t.start, t.end]),
+    );
     cuts.sort_by(f64::total_cmp);
     cuts.dedup();
 
     let active = |turns: &[Turn], index: &BTreeMap<&str, usize>, mid: f64| -> Vec<usize> {
-        let mut v: Vec<usize> = turns.iter().filter(|t| t.start <= mid && mid < t.end).map(|t| index[t.speaker.as_str()]).collect();
+        let mut v: Vec<usize> = turns
+            .iter()
+            .filter(|t| t.start <= mid && mid < t.end)
+            .map(|t| index[t.speaker.as_str()])
+            .collect();
         v.sort();
         v.dedup();
         v
@@ -112,7 +148,11 @@ pub fn der(reference: &[Turn], hypothesis: &[Turn], uem: Option<&[(f64, f64)]>, 
         if !regions.iter().any(|&(a, b)| a <= mid && mid < b) {
             continue;
         }
-        pieces.push((e - s, active(reference, &ri, mid), active(hypothesis, &hi, mid)));
+        pieces.push((
+            e - s,
+            active(reference, &ri, mid),
+            active(hypothesis, &hi, mid),
+        ));
     }
 
     // co-occurrence in microseconds for the optimal mapping
@@ -130,13 +170,18 @@ pub fn der(reference: &[Turn], hypothesis: &[Turn], uem: Option<&[(f64, f64)]>, 
     } else {
         let m = Matrix::from_rows(co.clone()).expect("square matrix");
         let (_, assign) = kuhn_munkres(&m);
-        (0..rs.len()).map(|r| (assign[r] < hs.len() && co[r][assign[r]] > 0).then_some(assign[r])).collect()
+        (0..rs.len())
+            .map(|r| (assign[r] < hs.len() && co[r][assign[r]] > 0).then_some(assign[r]))
+            .collect()
     };
 
     let mut out = DerBreakdown::default();
     for (d, r, h) in &pieces {
         let (nr, nh) = (r.len() as f64, h.len() as f64);
-        let correct = r.iter().filter(|&&a| mapping[a].is_some_and(|b| h.contains(&b))).count() as f64;
+        let correct = r
+            .iter()
+            .filter(|&&a| mapping[a].is_some_and(|b| h.contains(&b)))
+            .count() as f64;
         out.total += d * nr;
         out.missed += d * (nr - nh).max(0.0);
         out.false_alarm += d * (nh - nr).max(0.0);
@@ -150,7 +195,11 @@ mod tests {
     use super::*;
 
     fn t(s: &str, a: f64, b: f64) -> Turn {
-        Turn { speaker: s.into(), start: a, end: b }
+        Turn {
+            speaker: s.into(),
+            start: a,
+            end: b,
+        }
     }
 
     fn close(a: f64, b: f64) -> bool {
@@ -187,7 +236,13 @@ mod tests {
         let r = vec![t("A", 0.0, 10.0), t("B", 5.0, 10.0)];
         let h = vec![t("X", 0.0, 10.0)];
         let d = der(&r, &h, None, 0.0);
-        assert!(close(d.total, 15.0) && close(d.missed, 5.0) && close(d.confusion, 0.0) && close(d.false_alarm, 0.0), "{d:?}");
+        assert!(
+            close(d.total, 15.0)
+                && close(d.missed, 5.0)
+                && close(d.confusion, 0.0)
+                && close(d.false_alarm, 0.0),
+            "{d:?}"
+        );
     }
 
     #[test]

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use super::cluster::{cluster, l2_normalise, ClusterOptions, SpeakerBounds};
 use super::fbank::{mean_normalise, Fbank};
 use super::powerset::{self, LOCAL_SPEAKERS};
-use super::reconstruct::{reconstruct, FrameGrid, ReconstructOptions, Reconstruction, SpeakerActivity, WindowActivity};
+use super::reconstruct::{
+    reconstruct, FrameGrid, ReconstructOptions, Reconstruction, SpeakerActivity, WindowActivity,
+};
 use super::rttm::Turn;
 use crate::config::{Config, DiarizationConfig};
 use crate::runtime::{self, DeviceUsed, RuntimeError};
@@ -129,14 +131,24 @@ impl DiarizationEngine {
             return Err(DiarizeError::NotInstalled(dir));
         }
         let info_path = dir.join("diarization.json");
-        let text = std::fs::read_to_string(&info_path)
-            .map_err(|e| DiarizeError::BadFile { path: info_path.clone(), reason: e.to_string() })?;
+        let text = std::fs::read_to_string(&info_path).map_err(|e| DiarizeError::BadFile {
+            path: info_path.clone(),
+            reason: e.to_string(),
+        })?;
         let info: DiarizationModelInfo =
-            serde_json::from_str(&text).map_err(|e| DiarizeError::BadFile { path: info_path, reason: e.to_string() })?;
+            serde_json::from_str(&text).map_err(|e| DiarizeError::BadFile {
+                path: info_path,
+                reason: e.to_string(),
+            })?;
         let env = runtime::environment(&config.onnxruntime_library())?;
-        let (segmentation, d1) = runtime::session(env, &dir.join("segmentation.onnx"), &config.runtime)?;
+        let (segmentation, d1) =
+            runtime::session(env, &dir.join("segmentation.onnx"), &config.runtime)?;
         let (embedding, d2) = runtime::session(env, &dir.join("embedding.onnx"), &config.runtime)?;
-        let device = if d1 == DeviceUsed::Cuda && d2 == DeviceUsed::Cuda { DeviceUsed::Cuda } else { DeviceUsed::Cpu };
+        let device = if d1 == DeviceUsed::Cuda && d2 == DeviceUsed::Cuda {
+            DeviceUsed::Cuda
+        } else {
+            DeviceUsed::Cpu
+        };
         Ok(DiarizationEngine {
             segmentation,
             embedding,
@@ -160,7 +172,10 @@ impl DiarizationEngine {
     fn window_starts(&self, n: usize) -> Vec<usize> {
         let win = self.info.window_samples;
         let fstep = self.info.frame_step_samples;
-        let step = (((self.cfg.window_step * self.info.sample_rate as f64) / fstep as f64).round() as usize).max(1) * fstep;
+        let step = (((self.cfg.window_step * self.info.sample_rate as f64) / fstep as f64).round()
+            as usize)
+            .max(1)
+            * fstep;
         let mut starts = vec![0];
         while starts.last().unwrap() + win < n {
             starts.push(starts.last().unwrap() + step);
@@ -219,7 +234,9 @@ impl DiarizationEngine {
         };
         let per_frame = grid.step as f64 / grid.sample_rate as f64;
         let min_frames = (self.cfg.min_embedding_duration / per_frame).ceil() as usize;
-        let piece_frames = ((self.cfg.embedding_piece / per_frame).round() as usize).max(min_frames).max(1);
+        let piece_frames = ((self.cfg.embedding_piece / per_frame).round() as usize)
+            .max(min_frames)
+            .max(1);
         let mut chosen = pick(true);
         if chosen.len() < min_frames {
             chosen = pick(false);
@@ -273,7 +290,12 @@ impl DiarizationEngine {
     /// starts at sample `start` (touching stretches merged): a piece is kept
     /// as these ranges, and its audio is gathered only when its batch is
     /// embedded, so a long recording never holds a copy of every piece.
-    fn frames_ranges(&self, n_samples: usize, start: usize, frames: &[usize]) -> Vec<(usize, usize)> {
+    fn frames_ranges(
+        &self,
+        n_samples: usize,
+        start: usize,
+        frames: &[usize],
+    ) -> Vec<(usize, usize)> {
         let grid = self.grid();
         let half = grid.step / 2;
         let mut ranges: Vec<(usize, usize)> = Vec::new();
@@ -346,7 +368,11 @@ impl DiarizationEngine {
     }
 
     /// Diarizes 16 kHz mono samples.
-    pub fn diarize(&mut self, samples: &[f32], bounds: SpeakerBounds) -> Result<Diarization, DiarizeError> {
+    pub fn diarize(
+        &mut self,
+        samples: &[f32],
+        bounds: SpeakerBounds,
+    ) -> Result<Diarization, DiarizeError> {
         self.diarize_until(samples, bounds, None)
     }
 
@@ -369,7 +395,8 @@ impl DiarizationEngine {
         // embeddings of pieces of each (window, local speaker); each piece
         // becomes a column of its window with its own cluster
         let t1 = Instant::now();
-        let min_samples = ((self.cfg.min_embedding_duration * self.info.sample_rate as f64) as usize)
+        let min_samples = ((self.cfg.min_embedding_duration * self.info.sample_rate as f64)
+            as usize)
             .max(crate::diarize::fbank::FRAME_LENGTH * 4);
         let frames_per_window = self.info.frames_per_window;
         // the sample ranges of every piece to embed; its index is its embedding's
@@ -383,7 +410,9 @@ impl DiarizationEngine {
             let frames = act.len() / LOCAL_SPEAKERS;
             let mut cols: Vec<(Vec<usize>, Option<usize>)> = Vec::new();
             for s in 0..LOCAL_SPEAKERS {
-                let active: Vec<usize> = (0..frames).filter(|&i| act[i * LOCAL_SPEAKERS + s] > 0.0).collect();
+                let active: Vec<usize> = (0..frames)
+                    .filter(|&i| act[i * LOCAL_SPEAKERS + s] > 0.0)
+                    .collect();
                 if active.is_empty() {
                     continue;
                 }
@@ -428,7 +457,11 @@ impl DiarizationEngine {
                     let k = piece_cols
                         .iter()
                         .enumerate()
-                        .min_by(|a, b| (a.1 .2 - i as f64).abs().total_cmp(&(b.1 .2 - i as f64).abs()))
+                        .min_by(|a, b| {
+                            (a.1 .2 - i as f64)
+                                .abs()
+                                .total_cmp(&(b.1 .2 - i as f64).abs())
+                        })
                         .map(|(k, _)| k)
                         .unwrap();
                     piece_cols[k].0.push(i);
@@ -442,12 +475,17 @@ impl DiarizationEngine {
                         .min_by(|a, b| a.1.total_cmp(&b.1))
                         .map(|(e, _)| e)
                 };
-                let borrowed: Vec<Option<usize>> = piece_cols.iter().map(|p| p.1.or_else(|| nearest(p.2))).collect();
+                let borrowed: Vec<Option<usize>> = piece_cols
+                    .iter()
+                    .map(|p| p.1.or_else(|| nearest(p.2)))
+                    .collect();
                 for ((f, _, _), e) in piece_cols.into_iter().zip(borrowed) {
                     cols.push((f, e));
                 }
             }
-            debug_assert!(cols.iter().all(|c| c.0.iter().all(|&i| i < frames_per_window)));
+            debug_assert!(cols
+                .iter()
+                .all(|c| c.0.iter().all(|&i| i < frames_per_window)));
             columns.push(cols);
         }
         let embeddings = self.embed_all(samples, &pending, stop)?;
@@ -462,8 +500,10 @@ impl DiarizationEngine {
         timings.embedded = embeddings.len();
 
         let t2 = Instant::now();
-        let opts =
-            ClusterOptions { threshold: self.cfg.cluster_threshold, min_cluster_size: self.cfg.min_cluster_size };
+        let opts = ClusterOptions {
+            threshold: self.cfg.cluster_threshold,
+            min_cluster_size: self.cfg.min_cluster_size,
+        };
         let labels = cluster(&embeddings, &opts, bounds);
         let k = labels.iter().max().map_or(0, |m| m + 1);
         tracing::trace!(labels = ?labels, "cluster labels");
@@ -479,7 +519,12 @@ impl DiarizationEngine {
                     }
                 }
                 let clusters = cols.iter().map(|(_, e)| e.map(|e| labels[e])).collect();
-                WindowActivity { start_sample, cols: n, activity, clusters }
+                WindowActivity {
+                    start_sample,
+                    cols: n,
+                    activity,
+                    clusters,
+                }
             })
             .collect();
         let Reconstruction { turns, activity } = reconstruct(
@@ -497,6 +542,11 @@ impl DiarizationEngine {
         names.sort();
         names.dedup();
         let num_speakers = names.len();
-        Ok(Diarization { turns, num_speakers, timings, activity })
+        Ok(Diarization {
+            turns,
+            num_speakers,
+            timings,
+            activity,
+        })
     }
 }

@@ -63,7 +63,12 @@ impl Fbank {
             })
             .collect();
         let fft = RealFftPlanner::<f32>::new().plan_fft_forward(PADDED);
-        Fbank { n_mels, window, banks, fft }
+        Fbank {
+            n_mels,
+            window,
+            banks,
+            fft,
+        }
     }
 
     pub fn n_mels(&self) -> usize {
@@ -91,7 +96,10 @@ impl Fbank {
         let mut frame = [0.0f32; FRAME_LENGTH];
         let mut power = vec![0.0f32; PADDED / 2];
         for t in 0..n_frames {
-            for (d, &s) in frame.iter_mut().zip(&samples[t * FRAME_SHIFT..t * FRAME_SHIFT + FRAME_LENGTH]) {
+            for (d, &s) in frame
+                .iter_mut()
+                .zip(&samples[t * FRAME_SHIFT..t * FRAME_SHIFT + FRAME_LENGTH])
+            {
                 *d = s;
             }
             let mean = frame.iter().sum::<f32>() / FRAME_LENGTH as f32;
@@ -148,13 +156,25 @@ mod tests {
     #[test]
     fn matches_kaldi_native_fbank() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fbank_fixture.json");
-        let fixture: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        let input: Vec<f32> = fixture["input"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        let fixture: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let input: Vec<f32> = fixture["input"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
         let expect: Vec<Vec<f64>> = fixture["fbank"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect())
+            .map(|row| {
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap())
+                    .collect()
+            })
             .collect();
         let fb = Fbank::new(80, 16_000.0, 20.0);
         let got = fb.compute(&input);

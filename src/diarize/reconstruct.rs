@@ -170,7 +170,11 @@ pub fn reconstruct(
             continue;
         }
         let mut order: Vec<usize> = (0..num_clusters).collect();
-        order.sort_by(|&a, &b| score[g * num_clusters + b].total_cmp(&score[g * num_clusters + a]).then(a.cmp(&b)));
+        order.sort_by(|&a, &b| {
+            score[g * num_clusters + b]
+                .total_cmp(&score[g * num_clusters + a])
+                .then(a.cmp(&b))
+        });
         for &k in order.iter().take(count) {
             if score[g * num_clusters + k] > 0.0 {
                 active[k][g] = true;
@@ -204,7 +208,12 @@ pub fn reconstruct(
                 _ => merged.push(sp),
             }
         }
-        turns.extend(merged.into_iter().filter(|(s, e)| e - s >= opts.min_duration_on).map(|(s, e)| (k, s, e)));
+        turns.extend(
+            merged
+                .into_iter()
+                .filter(|(s, e)| e - s >= opts.min_duration_on)
+                .map(|(s, e)| (k, s, e)),
+        );
     }
     turns.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
     let mut names: Vec<usize> = Vec::new();
@@ -215,7 +224,11 @@ pub fn reconstruct(
                 names.push(k);
                 names.len() - 1
             });
-            Turn { speaker: format!("SPEAKER_{idx:02}"), start, end }
+            Turn {
+                speaker: format!("SPEAKER_{idx:02}"),
+                start,
+                end,
+            }
         })
         .collect();
     // activity columns: the speakers that have turns, in label order
@@ -243,18 +256,35 @@ pub fn reconstruct(
 mod tests {
     use super::*;
 
-    const GRID: FrameGrid = FrameGrid { step: 100, center_offset: 50, sample_rate: 1000 };
-    const OPTS: ReconstructOptions = ReconstructOptions { min_duration_on: 0.0, min_duration_off: 0.0 };
+    const GRID: FrameGrid = FrameGrid {
+        step: 100,
+        center_offset: 50,
+        sample_rate: 1000,
+    };
+    const OPTS: ReconstructOptions = ReconstructOptions {
+        min_duration_on: 0.0,
+        min_duration_off: 0.0,
+    };
 
     /// A window of `frames` frames where local speaker s is active on the given frame ranges.
-    fn window(start_sample: usize, frames: usize, active: &[(usize, std::ops::Range<usize>)], clusters: [Option<usize>; 3]) -> WindowActivity {
+    fn window(
+        start_sample: usize,
+        frames: usize,
+        active: &[(usize, std::ops::Range<usize>)],
+        clusters: [Option<usize>; 3],
+    ) -> WindowActivity {
         let mut activity = vec![0.0; frames * 3];
         for (s, r) in active {
             for i in r.clone() {
                 activity[i * 3 + s] = 1.0;
             }
         }
-        WindowActivity { start_sample, cols: 3, activity, clusters: clusters.to_vec() }
+        WindowActivity {
+            start_sample,
+            cols: 3,
+            activity,
+            clusters: clusters.to_vec(),
+        }
     }
 
     #[test]
@@ -265,10 +295,19 @@ mod tests {
         let w2 = window(500, 10, &[(2, 0..2), (0, 2..10)], [Some(0), None, Some(1)]);
         let turns = reconstruct(&[w1, w2], 2, GRID, 1500, OPTS).turns;
         assert_eq!(turns.len(), 2, "{turns:?}");
-        assert_eq!(turns[0].speaker, "SPEAKER_00", "first to speak is SPEAKER_00");
-        assert!((turns[0].start - 0.0).abs() < 1e-9 && (turns[0].end - 0.7).abs() < 1e-9, "{turns:?}");
+        assert_eq!(
+            turns[0].speaker, "SPEAKER_00",
+            "first to speak is SPEAKER_00"
+        );
+        assert!(
+            (turns[0].start - 0.0).abs() < 1e-9 && (turns[0].end - 0.7).abs() < 1e-9,
+            "{turns:?}"
+        );
         assert_eq!(turns[1].speaker, "SPEAKER_01");
-        assert!((turns[1].start - 0.7).abs() < 1e-9 && (turns[1].end - 1.5).abs() < 1e-9, "{turns:?}");
+        assert!(
+            (turns[1].start - 0.7).abs() < 1e-9 && (turns[1].end - 1.5).abs() < 1e-9,
+            "{turns:?}"
+        );
     }
 
     #[test]
@@ -277,7 +316,10 @@ mod tests {
         let r = reconstruct(&[w], 2, GRID, 1000, OPTS);
         let turns = &r.turns;
         assert_eq!(turns.len(), 2);
-        assert!((turns[1].start - 0.3).abs() < 1e-9 && (turns[1].end - 0.6).abs() < 1e-9, "{turns:?}");
+        assert!(
+            (turns[1].start - 0.3).abs() < 1e-9 && (turns[1].end - 0.6).abs() < 1e-9,
+            "{turns:?}"
+        );
         assert!((turns[0].end - 1.0).abs() < 1e-9);
         // the frame activity says who and how many, frame by frame
         let a = &r.activity;
@@ -286,13 +328,25 @@ mod tests {
         assert_eq!(a.mean_scores(0.3, 0.6), vec![1.0, 1.0]);
         assert_eq!(a.mean_scores(0.0, 0.3), vec![1.0, 0.0]);
         assert!((a.overlap_share(0.0, 0.6) - 0.5).abs() < 1e-6);
-        assert_eq!(a.frame_range(0.31, 0.32), 3..4, "shorter than a frame: the nearest one");
+        assert_eq!(
+            a.frame_range(0.31, 0.32),
+            3..4,
+            "shorter than a frame: the nearest one"
+        );
     }
 
     #[test]
     fn short_gaps_filled_and_blips_dropped() {
-        let w = window(0, 20, &[(0, 0..5), (0, 6..12), (1, 15..16)], [Some(0), Some(1), None]);
-        let opts = ReconstructOptions { min_duration_on: 0.15, min_duration_off: 0.15 };
+        let w = window(
+            0,
+            20,
+            &[(0, 0..5), (0, 6..12), (1, 15..16)],
+            [Some(0), Some(1), None],
+        );
+        let opts = ReconstructOptions {
+            min_duration_on: 0.15,
+            min_duration_off: 0.15,
+        };
         let turns = reconstruct(&[w], 2, GRID, 2000, opts).turns;
         assert_eq!(turns.len(), 1, "{turns:?}");
         assert!((turns[0].end - 1.2).abs() < 1e-9);

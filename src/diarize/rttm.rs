@@ -33,12 +33,24 @@ pub fn parse_rttm(text: &str) -> Result<BTreeMap<String, Vec<Turn>>, ParseError>
             continue;
         }
         if f.len() < 8 {
-            return Err(ParseError { line: i + 1, message: format!("expected 10 fields, got {}", f.len()) });
+            return Err(ParseError {
+                line: i + 1,
+                message: format!("expected 10 fields, got {}", f.len()),
+            });
         }
-        let num = |s: &str| s.parse::<f64>().map_err(|_| ParseError { line: i + 1, message: format!("not a number: {s}") });
+        let num = |s: &str| {
+            s.parse::<f64>().map_err(|_| ParseError {
+                line: i + 1,
+                message: format!("not a number: {s}"),
+            })
+        };
         let start = num(f[3])?;
         let dur = num(f[4])?;
-        out.entry(f[1].to_string()).or_default().push(Turn { speaker: f[7].to_string(), start, end: start + dur });
+        out.entry(f[1].to_string()).or_default().push(Turn {
+            speaker: f[7].to_string(),
+            start,
+            end: start + dur,
+        });
     }
     Ok(out)
 }
@@ -52,10 +64,20 @@ pub fn parse_uem(text: &str) -> Result<BTreeMap<String, Vec<(f64, f64)>>, ParseE
             continue;
         }
         if f.len() < 4 {
-            return Err(ParseError { line: i + 1, message: format!("expected 4 fields, got {}", f.len()) });
+            return Err(ParseError {
+                line: i + 1,
+                message: format!("expected 4 fields, got {}", f.len()),
+            });
         }
-        let num = |s: &str| s.parse::<f64>().map_err(|_| ParseError { line: i + 1, message: format!("not a number: {s}") });
-        out.entry(f[0].to_string()).or_default().push((num(f[2])?, num(f[3])?));
+        let num = |s: &str| {
+            s.parse::<f64>().map_err(|_| ParseError {
+                line: i + 1,
+                message: format!("not a number: {s}"),
+            })
+        };
+        out.entry(f[0].to_string())
+            .or_default()
+            .push((num(f[2])?, num(f[3])?));
     }
     Ok(out)
 }
@@ -64,7 +86,13 @@ pub fn parse_uem(text: &str) -> Result<BTreeMap<String, Vec<(f64, f64)>>, ParseE
 pub fn write_rttm(file_id: &str, turns: &[Turn]) -> String {
     let mut s = String::new();
     for t in turns {
-        let _ = writeln!(s, "SPEAKER {file_id} 1 {:.3} {:.3} <NA> <NA> {} <NA> <NA>", t.start, t.end - t.start, t.speaker);
+        let _ = writeln!(
+            s,
+            "SPEAKER {file_id} 1 {:.3} {:.3} <NA> <NA> {} <NA> <NA>",
+            t.start,
+            t.end - t.start,
+            t.speaker
+        );
     }
     s
 }
@@ -76,11 +104,22 @@ mod tests {
     #[test]
     fn rttm_round_trip() {
         let turns = vec![
-            Turn { speaker: "SPEAKER_00".into(), start: 0.5, end: 2.25 },
-            Turn { speaker: "SPEAKER_01".into(), start: 2.0, end: 4.0 },
+            Turn {
+                speaker: "SPEAKER_00".into(),
+                start: 0.5,
+                end: 2.25,
+            },
+            Turn {
+                speaker: "SPEAKER_01".into(),
+                start: 2.0,
+                end: 4.0,
+            },
         ];
         let text = write_rttm("meeting", &turns);
-        assert_eq!(text.lines().next().unwrap(), "SPEAKER meeting 1 0.500 1.750 <NA> <NA> SPEAKER_00 <NA> <NA>");
+        assert_eq!(
+            text.lines().next().unwrap(),
+            "SPEAKER meeting 1 0.500 1.750 <NA> <NA> SPEAKER_00 <NA> <NA>"
+        );
         let back = parse_rttm(&text).unwrap();
         assert_eq!(back["meeting"], turns);
     }

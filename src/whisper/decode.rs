@@ -82,7 +82,11 @@ impl LogitFilter<'_> {
         } else {
             let last = *generated.last().unwrap();
             if last >= self.timestamp_begin {
-                let penultimate = if generated.len() >= 2 { generated[generated.len() - 2] } else { last };
+                let penultimate = if generated.len() >= 2 {
+                    generated[generated.len() - 2]
+                } else {
+                    last
+                };
                 if penultimate >= self.timestamp_begin {
                     // two timestamps in a row close a segment: text must follow
                     logits[tb..].fill(ninf);
@@ -100,7 +104,11 @@ impl LogitFilter<'_> {
                 let closing_pending = last >= self.timestamp_begin
                     && generated.len() >= 2
                     && generated[generated.len() - 2] < self.timestamp_begin;
-                let upto = if closing_pending { last_ts as usize } else { last_ts as usize + 1 };
+                let upto = if closing_pending {
+                    last_ts as usize
+                } else {
+                    last_ts as usize + 1
+                };
                 logits[tb..upto.min(vocab)].fill(ninf);
             }
         }
@@ -137,7 +145,8 @@ pub fn compression_ratio(text: &str) -> f64 {
         return 0.0;
     }
     let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(text.as_bytes()).expect("writing to a Vec cannot fail");
+    enc.write_all(text.as_bytes())
+        .expect("writing to a Vec cannot fail");
     let compressed = enc.finish().expect("writing to a Vec cannot fail");
     text.len() as f64 / compressed.len() as f64
 }
@@ -184,7 +193,11 @@ pub struct Decoded {
 /// The next token under `logits` (already filtered): the likeliest at
 /// temperature 0, else sampled; with its log-probability.
 fn choose(logits: &[f32], temperature: f32, rng: &mut fastrand::Rng) -> (u32, f32) {
-    let next = if temperature > 0.0 { sample(logits, temperature, rng) } else { argmax(logits) };
+    let next = if temperature > 0.0 {
+        sample(logits, temperature, rng)
+    } else {
+        argmax(logits)
+    };
     (next as u32, logits[next] - log_sum_exp(logits))
 }
 
@@ -225,14 +238,22 @@ impl Generation {
     }
 
     fn finish(self, no_speech_prob: f32) -> Decoded {
-        Decoded { tokens: self.tokens, token_probs: self.token_probs, sum_logprob: self.sum_logprob, no_speech_prob }
+        Decoded {
+            tokens: self.tokens,
+            token_probs: self.token_probs,
+            sum_logprob: self.sum_logprob,
+            no_speech_prob,
+        }
     }
 }
 
 /// The position of the start-of-transcript token in the prompt: the
 /// no-speech probability is read from the logits there.
 fn sot_position(prompt: &[u32], tok: &WhisperTokenizer) -> usize {
-    prompt.iter().position(|&t| t == tok.special.sot).unwrap_or(prompt.len() - 1)
+    prompt
+        .iter()
+        .position(|&t| t == tok.special.sot)
+        .unwrap_or(prompt.len() - 1)
 }
 
 /// Decodes one window at one temperature.
@@ -257,11 +278,18 @@ pub fn decode_once(
     if sot_pos + 1 < prompt.len() {
         logits = model.decode(&prompt[sot_pos + 1..], &mut cache, window)?;
     }
-    let filter = LogitFilter { opts, eot: sp.eot, no_timestamps: sp.no_timestamps, timestamp_begin: sp.timestamp_begin };
+    let filter = LogitFilter {
+        opts,
+        eot: sp.eot,
+        no_timestamps: sp.no_timestamps,
+        timestamp_begin: sp.timestamp_begin,
+    };
     let mut generation = Generation::default();
     let max_new = max_new_tokens(opts, prompt.len());
     for step in 0..max_new {
-        let Some(next) = generation.step(&mut logits, &filter, temperature, rng) else { break };
+        let Some(next) = generation.step(&mut logits, &filter, temperature, rng) else {
+            break;
+        };
         if step + 1 == max_new {
             break;
         }
@@ -297,11 +325,19 @@ pub fn decode_batch(
     let mut cache = model.new_batch_cache(batch)?;
     let mut logits = model.decode(&prompt[..=sot_pos].repeat(batch), &mut cache, windows)?;
     let vocab = logits.len() / batch;
-    let no_speech: Vec<f32> = logits.chunks(vocab).map(|l| softmax_prob(l, sp.no_speech as usize)).collect();
+    let no_speech: Vec<f32> = logits
+        .chunks(vocab)
+        .map(|l| softmax_prob(l, sp.no_speech as usize))
+        .collect();
     if sot_pos + 1 < prompt.len() {
         logits = model.decode(&prompt[sot_pos + 1..].repeat(batch), &mut cache, windows)?;
     }
-    let filter = LogitFilter { opts, eot: sp.eot, no_timestamps: sp.no_timestamps, timestamp_begin: sp.timestamp_begin };
+    let filter = LogitFilter {
+        opts,
+        eot: sp.eot,
+        no_timestamps: sp.no_timestamps,
+        timestamp_begin: sp.timestamp_begin,
+    };
     let mut generations: Vec<Generation> = (0..batch).map(|_| Generation::default()).collect();
     // the original row of each row still in the batch
     let mut active: Vec<usize> = (0..batch).collect();
@@ -311,7 +347,9 @@ pub fn decode_batch(
     for step in 0..max_new {
         let mut keep = Vec::with_capacity(active.len());
         let mut next_tokens = Vec::with_capacity(active.len());
-        for (position, (&row, row_logits)) in active.iter().zip(logits.chunks_mut(vocab)).enumerate() {
+        for (position, (&row, row_logits)) in
+            active.iter().zip(logits.chunks_mut(vocab)).enumerate()
+        {
             if let Some(next) = generations[row].step(row_logits, &filter, temperature, rng) {
                 keep.push(position);
                 next_tokens.push(next);
@@ -326,9 +364,17 @@ pub fn decode_batch(
             compacted = Some(remaining);
             active = keep.iter().map(|&p| active[p]).collect();
         }
-        logits = model.decode(&next_tokens, &mut cache, compacted.as_ref().unwrap_or(windows))?;
+        logits = model.decode(
+            &next_tokens,
+            &mut cache,
+            compacted.as_ref().unwrap_or(windows),
+        )?;
     }
-    Ok(generations.into_iter().zip(no_speech).map(|(g, ns)| g.finish(ns)).collect())
+    Ok(generations
+        .into_iter()
+        .zip(no_speech)
+        .map(|(g, ns)| g.finish(ns))
+        .collect())
 }
 
 /// The temperature fallback's state for one window: the results of the
@@ -358,11 +404,26 @@ impl Fallback {
         tok: &WhisperTokenizer,
         opts: &DecodeOptions,
     ) -> Option<WindowResult> {
-        let Decoded { tokens, token_probs, sum_logprob, no_speech_prob } = decoded;
+        let Decoded {
+            tokens,
+            token_probs,
+            sum_logprob,
+            no_speech_prob,
+        } = decoded;
         let avg_logprob = sum_logprob / (tokens.len() as f64 + 1.0);
-        let text = tok.decode(&tokens).map(|t| t.trim().to_string()).unwrap_or_default();
+        let text = tok
+            .decode(&tokens)
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default();
         let cr = compression_ratio(&text);
-        let result = WindowResult { tokens, token_probs, avg_logprob, no_speech_prob, temperature, compression_ratio: cr };
+        let result = WindowResult {
+            tokens,
+            token_probs,
+            avg_logprob,
+            no_speech_prob,
+            temperature,
+            compression_ratio: cr,
+        };
         let mut needs_fallback = false;
         if cr > opts.compression_ratio_threshold as f64 {
             needs_fallback = true;
@@ -372,7 +433,8 @@ impl Fallback {
         if avg_logprob < opts.log_prob_threshold as f64 {
             needs_fallback = true;
         }
-        if no_speech_prob > opts.no_speech_threshold && avg_logprob < opts.log_prob_threshold as f64 {
+        if no_speech_prob > opts.no_speech_threshold && avg_logprob < opts.log_prob_threshold as f64
+        {
             needs_fallback = false; // silence
         }
         if !needs_fallback {
@@ -386,10 +448,18 @@ impl Fallback {
     /// non-repetitive ones, labelled with the last temperature.
     pub fn best(mut self, opts: &DecodeOptions) -> WindowResult {
         let last_temperature = *opts.temperatures.last().unwrap();
-        let pool: Vec<usize> = if self.below_cr.is_empty() { (0..self.failed.len()).collect() } else { self.below_cr };
+        let pool: Vec<usize> = if self.below_cr.is_empty() {
+            (0..self.failed.len()).collect()
+        } else {
+            self.below_cr
+        };
         let best = pool
             .into_iter()
-            .max_by(|&a, &b| self.failed[a].avg_logprob.total_cmp(&self.failed[b].avg_logprob))
+            .max_by(|&a, &b| {
+                self.failed[a]
+                    .avg_logprob
+                    .total_cmp(&self.failed[b].avg_logprob)
+            })
             .expect("at least one temperature");
         let mut chosen = self.failed.swap_remove(best);
         chosen.temperature = last_temperature;
@@ -448,14 +518,23 @@ mod tests {
 
     fn filtered(generated: &[u32], base: &[f32]) -> Vec<f32> {
         let o = opts();
-        let f = LogitFilter { opts: &o, eot: EOT, no_timestamps: NO_TS, timestamp_begin: TB };
+        let f = LogitFilter {
+            opts: &o,
+            eot: EOT,
+            no_timestamps: NO_TS,
+            timestamp_begin: TB,
+        };
         let mut l = base.to_vec();
         f.apply(&mut l, generated);
         l
     }
 
     fn allowed(l: &[f32]) -> Vec<usize> {
-        l.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, _)| i).collect()
+        l.iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(i, _)| i)
+            .collect()
     }
 
     #[test]
@@ -469,7 +548,10 @@ mod tests {
         // <|0.00|> text <|1.00|> <|1.00|> -> two timestamps in a row: no timestamp next
         let l = filtered(&[20, 5, 25, 25], &vec![0.0; VOCAB]);
         assert!(allowed(&l).iter().all(|&t| t < TB as usize));
-        assert!(!allowed(&l).contains(&3), "suppressed token stays suppressed");
+        assert!(
+            !allowed(&l).contains(&3),
+            "suppressed token stays suppressed"
+        );
     }
 
     #[test]
@@ -481,8 +563,15 @@ mod tests {
         let a = allowed(&l);
         // no text token and no timestamp before the opening one; the special
         // ids between end-of-text and the timestamps are left to suppress_tokens
-        assert!(a.iter().all(|&t| t >= EOT as usize && !(TB as usize..24).contains(&t)), "{a:?}");
-        assert!(a.contains(&24), "the closing timestamp may equal the last one");
+        assert!(
+            a.iter()
+                .all(|&t| t >= EOT as usize && !(TB as usize..24).contains(&t)),
+            "{a:?}"
+        );
+        assert!(
+            a.contains(&24),
+            "the closing timestamp may equal the last one"
+        );
         assert!(a.contains(&(EOT as usize)));
     }
 
@@ -510,7 +599,12 @@ mod tests {
     fn no_timestamp_mass_check_is_nan_free_when_all_timestamps_masked() {
         let mut o = opts();
         o.max_initial_timestamp_index = None;
-        let f = LogitFilter { opts: &o, eot: EOT, no_timestamps: NO_TS, timestamp_begin: TB };
+        let f = LogitFilter {
+            opts: &o,
+            eot: EOT,
+            no_timestamps: NO_TS,
+            timestamp_begin: TB,
+        };
         let mut l = vec![0.0; VOCAB];
         // last timestamp is the very last id: every timestamp gets masked
         f.apply(&mut l, &[20, 5, (VOCAB - 1) as u32, (VOCAB - 1) as u32, 6]);
@@ -522,7 +616,12 @@ mod tests {
     fn without_timestamps_only_suppression_applies() {
         let mut o = opts();
         o.without_timestamps = true;
-        let f = LogitFilter { opts: &o, eot: EOT, no_timestamps: NO_TS, timestamp_begin: TB };
+        let f = LogitFilter {
+            opts: &o,
+            eot: EOT,
+            no_timestamps: NO_TS,
+            timestamp_begin: TB,
+        };
         let mut l = vec![0.0; VOCAB];
         f.apply(&mut l, &[]);
         let a = allowed(&l);

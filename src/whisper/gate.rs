@@ -38,18 +38,31 @@ impl SpeechMap {
     /// (`vad::sound_edges`).
     pub fn new(speech: &crate::vad::Speech, samples: &[f32], threshold: f32) -> SpeechMap {
         let cores = crate::vad::sound_edges(samples, &speech.cores(threshold), SOUND_REACH);
-        SpeechMap { regions: speech.regions.clone(), cores }
+        SpeechMap {
+            regions: speech.regions.clone(),
+            cores,
+        }
     }
 
     /// Regions that are their own cores (no padding known).
     pub fn from_regions(regions: Vec<SpeechRegion>) -> SpeechMap {
-        SpeechMap { cores: regions.clone(), regions }
+        SpeechMap {
+            cores: regions.clone(),
+            regions,
+        }
     }
 
     /// Shifted by `dt` seconds.
     pub fn shifted(&self, dt: f64) -> SpeechMap {
-        let sh = |v: &[SpeechRegion]| v.iter().map(|r| SpeechRegion::new(r.start + dt, r.end + dt)).collect();
-        SpeechMap { regions: sh(&self.regions), cores: sh(&self.cores) }
+        let sh = |v: &[SpeechRegion]| {
+            v.iter()
+                .map(|r| SpeechRegion::new(r.start + dt, r.end + dt))
+                .collect()
+        };
+        SpeechMap {
+            regions: sh(&self.regions),
+            cores: sh(&self.cores),
+        }
     }
 }
 
@@ -75,7 +88,11 @@ impl GateOptions {
 
 impl Default for GateOptions {
     fn default() -> Self {
-        GateOptions { tolerance: 0.2, max_snap: 1.0, min_overlap: 0.2 }
+        GateOptions {
+            tolerance: 0.2,
+            max_snap: 1.0,
+            min_overlap: 0.2,
+        }
     }
 }
 
@@ -90,11 +107,16 @@ fn place(w: &Word, speech: &[SpeechRegion], tolerance: f64) -> Option<(usize, f6
     let first = speech.partition_point(|r| r.end <= w.start);
     if let Some((start, end)) = clamp_to_speech(w.start, w.end, speech) {
         // the region holding most of the word
-        let touching = (first..speech.len()).take_while(|&i| speech[i].start < w.end.max(w.start + 1e-9));
+        let touching =
+            (first..speech.len()).take_while(|&i| speech[i].start < w.end.max(w.start + 1e-9));
         let o = |i: usize| overlap_with_speech(w.start, w.end, &speech[i..=i]);
         // (a zero-length word on a region's end edge overlaps nothing: that region holds it)
-        let holding = speech.partition_point(|r| r.end < w.start).min(speech.len() - 1);
-        let home = touching.max_by(|&x, &y| o(x).total_cmp(&o(y))).unwrap_or(holding);
+        let holding = speech
+            .partition_point(|r| r.end < w.start)
+            .min(speech.len() - 1);
+        let home = touching
+            .max_by(|&x, &y| o(x).total_cmp(&o(y)))
+            .unwrap_or(holding);
         // a word never spans a pause: it is held to the region with most of it
         let (start, end) = (start.max(speech[home].start), end.min(speech[home].end));
         return Some((home, start, end.max(start)));
@@ -102,7 +124,10 @@ fn place(w: &Word, speech: &[SpeechRegion], tolerance: f64) -> Option<(usize, f6
     // no region touches it: the nearest one, when within tolerance
     let before = first.checked_sub(1).map(|i| (i, w.start - speech[i].end));
     let after = speech.get(first).map(|r| (first, r.start - w.end));
-    let (i, d) = [before, after].into_iter().flatten().min_by(|a, b| a.1.total_cmp(&b.1))?;
+    let (i, d) = [before, after]
+        .into_iter()
+        .flatten()
+        .min_by(|a, b| a.1.total_cmp(&b.1))?;
     if d > tolerance {
         return None;
     }
@@ -130,22 +155,42 @@ pub fn gate_segments(segments: Vec<Segment>, map: &SpeechMap, opts: GateOptions)
         }
         let words: Vec<(Word, usize)> = std::mem::take(&mut seg.words)
             .into_iter()
-            .filter_map(|w| place(&w, speech, opts.tolerance).map(|(r, s, e)| (Word { start: s, end: e, ..w }, r)))
+            .filter_map(|w| {
+                place(&w, speech, opts.tolerance).map(|(r, s, e)| {
+                    (
+                        Word {
+                            start: s,
+                            end: e,
+                            ..w
+                        },
+                        r,
+                    )
+                })
+            })
             .collect();
         if !words.is_empty() {
             placed.push((seg, words));
         }
     }
     // snap the edges of each region's first and last word
-    let regions: Vec<usize> = placed.iter().flat_map(|(_, ws)| ws.iter().map(|w| w.1)).collect();
+    let regions: Vec<usize> = placed
+        .iter()
+        .flat_map(|(_, ws)| ws.iter().map(|w| w.1))
+        .collect();
     let mut k = 0;
     for (_, words) in placed.iter_mut() {
         for (w, r) in words.iter_mut() {
             let core = map.cores.get(*r).copied().unwrap_or(speech[*r]);
-            if (k == 0 || regions[k - 1] != *r) && (w.start - core.start).abs() <= opts.max_snap && w.end > core.start {
+            if (k == 0 || regions[k - 1] != *r)
+                && (w.start - core.start).abs() <= opts.max_snap
+                && w.end > core.start
+            {
                 w.start = core.start;
             }
-            if (k + 1 == regions.len() || regions[k + 1] != *r) && (core.end - w.end).abs() <= opts.max_snap && w.start < core.end {
+            if (k + 1 == regions.len() || regions[k + 1] != *r)
+                && (core.end - w.end).abs() <= opts.max_snap
+                && w.start < core.end
+            {
                 w.end = core.end;
             }
             w.start = crate::audio::round_ms(w.start);
@@ -161,7 +206,9 @@ pub fn gate_segments(segments: Vec<Segment>, map: &SpeechMap, opts: GateOptions)
                 seg.text = kept.iter().map(|w| w.word.as_str()).collect();
                 seg.start = kept[0].start;
                 // a segment keeps a length (one timestamp step at least)
-                seg.end = kept[kept.len() - 1].end.max(seg.start + super::tokenizer::TIME_PRECISION);
+                seg.end = kept[kept.len() - 1]
+                    .end
+                    .max(seg.start + super::tokenizer::TIME_PRECISION);
                 seg.words = kept;
             }
             seg
@@ -176,7 +223,12 @@ mod tests {
     use super::*;
 
     fn word(t: &str, s: f64, e: f64) -> Word {
-        Word { word: t.into(), start: s, end: e, probability: 0.9 }
+        Word {
+            word: t.into(),
+            start: s,
+            end: e,
+            probability: 0.9,
+        }
     }
 
     fn seg(words: Vec<Word>) -> Segment {
@@ -195,7 +247,12 @@ mod tests {
     }
 
     fn map(spans: &[(f64, f64)]) -> SpeechMap {
-        SpeechMap::from_regions(spans.iter().map(|&(a, b)| SpeechRegion::new(a, b)).collect())
+        SpeechMap::from_regions(
+            spans
+                .iter()
+                .map(|&(a, b)| SpeechRegion::new(a, b))
+                .collect(),
+        )
     }
 
     #[test]
@@ -220,7 +277,11 @@ mod tests {
         assert_eq!(out[0].text, " Good morning.");
         assert_eq!(out[0].id, 1);
         // nothing at all without speech
-        let out = gate_segments(vec![seg(vec![word(" you", 1.0, 2.0)])], &map(&[]), GateOptions::default());
+        let out = gate_segments(
+            vec![seg(vec![word(" you", 1.0, 2.0)])],
+            &map(&[]),
+            GateOptions::default(),
+        );
         assert!(out.is_empty());
     }
 
@@ -234,13 +295,24 @@ mod tests {
             word(" No", 2.9, 3.1),
             word(" problem.", 3.1, 3.6),
         ])];
-        let out = gate_segments(segs, &map(&[(0.3, 2.0), (2.6, 3.8)]), GateOptions::default());
+        let out = gate_segments(
+            segs,
+            &map(&[(0.3, 2.0), (2.6, 3.8)]),
+            GateOptions::default(),
+        );
         let times: Vec<(f64, f64)> = out[0].words.iter().map(|w| (w.start, w.end)).collect();
         assert_eq!(times, vec![(0.3, 1.2), (1.2, 2.0), (2.6, 3.1), (3.1, 3.8)]);
         assert_eq!((out[0].start, out[0].end), (0.3, 3.8));
         // a snap larger than max_snap is not made
         let segs = vec![seg(vec![word(" late", 2.0, 2.4)])];
-        let out = gate_segments(segs, &map(&[(0.0, 3.0)]), GateOptions { max_snap: 1.0, ..Default::default() });
+        let out = gate_segments(
+            segs,
+            &map(&[(0.0, 3.0)]),
+            GateOptions {
+                max_snap: 1.0,
+                ..Default::default()
+            },
+        );
         assert_eq!((out[0].words[0].start, out[0].words[0].end), (2.0, 3.0));
     }
 
@@ -248,7 +320,17 @@ mod tests {
     fn a_word_across_a_pause_is_held_to_the_region_with_most_of_it() {
         // "ask" timed from the end of one region across the pause into the next
         let m = map(&[(8.0, 10.5), (11.06, 12.65)]);
-        let out = gate_segments(vec![seg(vec![word(" Americans", 9.7, 10.27), word(" ask", 10.23, 11.87)])], &m, GateOptions { max_snap: 0.0, ..Default::default() });
+        let out = gate_segments(
+            vec![seg(vec![
+                word(" Americans", 9.7, 10.27),
+                word(" ask", 10.23, 11.87),
+            ])],
+            &m,
+            GateOptions {
+                max_snap: 0.0,
+                ..Default::default()
+            },
+        );
         let w = &out[0].words;
         assert_eq!((w[1].start, w[1].end), (11.06, 11.87));
         assert_eq!((w[0].start, w[0].end), (9.7, 10.27));
@@ -257,7 +339,11 @@ mod tests {
     #[test]
     fn a_zero_length_word_on_a_region_edge_stays_in_that_region() {
         let segs = vec![seg(vec![word(" a", 0.5, 1.0), word(" b", 1.0, 1.0)])];
-        let out = gate_segments(segs, &map(&[(0.5, 1.0), (1.5, 2.0)]), GateOptions::default());
+        let out = gate_segments(
+            segs,
+            &map(&[(0.5, 1.0), (1.5, 2.0)]),
+            GateOptions::default(),
+        );
         let w = &out[0].words[1];
         assert!(w.end <= 1.0 + 1e-9, "{w:?} pulled into the next region");
     }
@@ -265,14 +351,32 @@ mod tests {
     #[test]
     fn a_word_just_outside_speech_is_moved_in_and_segments_without_words_need_speech() {
         let segs = vec![seg(vec![word(" yes", 0.85, 0.95)])];
-        let out = gate_segments(segs, &map(&[(1.0, 1.5)]), GateOptions { max_snap: 0.0, ..Default::default() });
+        let out = gate_segments(
+            segs,
+            &map(&[(1.0, 1.5)]),
+            GateOptions {
+                max_snap: 0.0,
+                ..Default::default()
+            },
+        );
         let w = &out[0].words[0];
-        assert!((w.start - 1.0).abs() < 1e-9 && (w.end - 1.1).abs() < 1e-9, "{w:?}");
+        assert!(
+            (w.start - 1.0).abs() < 1e-9 && (w.end - 1.1).abs() < 1e-9,
+            "{w:?}"
+        );
         let mut plain = seg(vec![]);
         plain.start = 0.0;
         plain.end = 10.0;
         plain.text = " hm".into();
-        assert!(gate_segments(vec![plain.clone()], &map(&[(9.5, 10.0)]), GateOptions::default()).is_empty());
-        assert_eq!(gate_segments(vec![plain], &map(&[(5.0, 10.0)]), GateOptions::default()).len(), 1);
+        assert!(gate_segments(
+            vec![plain.clone()],
+            &map(&[(9.5, 10.0)]),
+            GateOptions::default()
+        )
+        .is_empty());
+        assert_eq!(
+            gate_segments(vec![plain], &map(&[(5.0, 10.0)]), GateOptions::default()).len(),
+            1
+        );
     }
 }

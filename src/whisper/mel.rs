@@ -42,11 +42,12 @@ impl LogMel<'_> {
         let start = start.min(self.n_frames);
         let len = len.min(self.n_frames - start);
         let mut out = vec![0.0f32; self.n_mels * len];
-        self.front.each_frame(self.samples, start..start + len, |t, energies| {
-            for (m, &v) in energies.iter().enumerate() {
-                out[m * len + t - start] = (v.max(self.floor) + 4.0) / 4.0;
-            }
-        });
+        self.front
+            .each_frame(self.samples, start..start + len, |t, energies| {
+                for (m, &v) in energies.iter().enumerate() {
+                    out[m * len + t - start] = (v.max(self.floor) + 4.0) / 4.0;
+                }
+            });
         out
     }
 
@@ -145,15 +146,25 @@ impl MelFrontEnd {
                 let last = row.iter().rposition(|&w| w > 0.0).unwrap_or(0);
                 Filter {
                     first_bin: first,
-                    weights: row[first..=last.max(first)].iter().map(|&w| w as f32).collect(),
+                    weights: row[first..=last.max(first)]
+                        .iter()
+                        .map(|&w| w as f32)
+                        .collect(),
                 }
             })
             .collect();
         let window = (0..N_FFT)
-            .map(|i| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / N_FFT as f64).cos()) as f32)
+            .map(|i| {
+                (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / N_FFT as f64).cos()) as f32
+            })
             .collect();
         let fft = RealFftPlanner::<f32>::new().plan_fft_forward(N_FFT);
-        Self { n_mels, filters, window, fft }
+        Self {
+            n_mels,
+            filters,
+            window,
+            fft,
+        }
     }
 
     pub fn n_mels(&self) -> usize {
@@ -172,7 +183,12 @@ impl MelFrontEnd {
             *p = c.re * c.re + c.im * c.im;
         }
         for (o, f) in out.iter_mut().zip(&self.filters) {
-            let e: f32 = f.weights.iter().zip(&b.power[f.first_bin..]).map(|(w, p)| w * p).sum();
+            let e: f32 = f
+                .weights
+                .iter()
+                .zip(&b.power[f.first_bin..])
+                .map(|(w, p)| w * p)
+                .sum();
             *o = e.max(1e-10).log10();
         }
     }
@@ -183,13 +199,26 @@ impl MelFrontEnd {
     pub fn compute<'a>(&'a self, samples: &'a [f32]) -> LogMel<'a> {
         let n_frames = frame_count(samples.len());
         let mut max = f32::NEG_INFINITY;
-        self.each_frame(samples, 0..n_frames, |_, energies| max = energies.iter().copied().fold(max, f32::max));
-        LogMel { n_mels: self.n_mels, n_frames, front: self, samples, floor: max - 8.0 }
+        self.each_frame(samples, 0..n_frames, |_, energies| {
+            max = energies.iter().copied().fold(max, f32::max)
+        });
+        LogMel {
+            n_mels: self.n_mels,
+            n_frames,
+            front: self,
+            samples,
+            floor: max - 8.0,
+        }
     }
 
     /// The log10 mel energies (before the floor) of STFT frames `frames`
     /// of `samples`, handed to `f` with each frame's index.
-    fn each_frame(&self, samples: &[f32], frames: std::ops::Range<usize>, mut f: impl FnMut(usize, &[f32])) {
+    fn each_frame(
+        &self,
+        samples: &[f32],
+        frames: std::ops::Range<usize>,
+        mut f: impl FnMut(usize, &[f32]),
+    ) {
         let mut fft = FftBuffers::new(self);
         let mut frame = vec![0.0f32; N_FFT];
         let mut energies = vec![0.0f32; self.n_mels];
@@ -210,8 +239,20 @@ pub fn mel_filters(sr: f64, n_fft: usize, n_mels: usize) -> Vec<Vec<f64>> {
     let min_log_hz = 1000.0;
     let min_log_mel = min_log_hz / f_sp;
     let logstep = 6.4f64.ln() / 27.0;
-    let hz_to_mel = |f: f64| if f >= min_log_hz { min_log_mel + (f / min_log_hz).ln() / logstep } else { f / f_sp };
-    let mel_to_hz = |m: f64| if m >= min_log_mel { min_log_hz * (logstep * (m - min_log_mel)).exp() } else { f_sp * m };
+    let hz_to_mel = |f: f64| {
+        if f >= min_log_hz {
+            min_log_mel + (f / min_log_hz).ln() / logstep
+        } else {
+            f / f_sp
+        }
+    };
+    let mel_to_hz = |m: f64| {
+        if m >= min_log_mel {
+            min_log_hz * (logstep * (m - min_log_mel)).exp()
+        } else {
+            f_sp * m
+        }
+    };
     let max_mel = hz_to_mel(sr / 2.0);
     let freqs: Vec<f64> = (0..n_mels + 2)
         .map(|i| mel_to_hz(max_mel * i as f64 / (n_mels + 1) as f64))
@@ -245,7 +286,13 @@ mod tests {
         let pad = N_FFT / 2;
         let get = |i: isize| -> f64 {
             // reflect without repeating the edge
-            let j = if i < 0 { -i } else if i >= n as isize { 2 * (n as isize - 1) - i } else { i };
+            let j = if i < 0 {
+                -i
+            } else if i >= n as isize {
+                2 * (n as isize - 1) - i
+            } else {
+                i
+            };
             x[j as usize]
         };
         let n_frames = (n + 2 * pad - N_FFT) / HOP; // last frame dropped
@@ -257,7 +304,8 @@ mod tests {
             for (k, p) in power.iter_mut().enumerate() {
                 let (mut re, mut im) = (0.0, 0.0);
                 for i in 0..N_FFT {
-                    let w = 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / N_FFT as f64).cos();
+                    let w =
+                        0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / N_FFT as f64).cos();
                     let s = get((t * HOP + i) as isize - pad as isize) * w;
                     let ang = -2.0 * std::f64::consts::PI * (k * i) as f64 / N_FFT as f64;
                     re += s * ang.cos();
@@ -315,7 +363,8 @@ mod tests {
         let mut max_diff = 0.0f64;
         for m in 0..80 {
             for t in 0..fast.n_frames {
-                max_diff = max_diff.max((fast_data[m * fast.n_frames + t] as f64 - slow[m][t]).abs());
+                max_diff =
+                    max_diff.max((fast_data[m * fast.n_frames + t] as f64 - slow[m][t]).abs());
             }
         }
         assert!(max_diff < 1e-4, "max diff {max_diff}");
@@ -350,32 +399,54 @@ mod tests {
             assert_eq!((ours.len(), rows.len()), (n_mels, n_mels));
             for (m, (mine, row)) in ours.iter().zip(rows).enumerate() {
                 let first = row[0].as_u64().unwrap() as usize;
-                let weights: Vec<f64> = row[1].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+                let weights: Vec<f64> = row[1]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap())
+                    .collect();
                 assert_eq!(mine.len(), 201);
                 for (bin, &w) in mine.iter().enumerate() {
-                    let want = if (first..first + weights.len()).contains(&bin) { weights[bin - first] } else { 0.0 };
+                    let want = if (first..first + weights.len()).contains(&bin) {
+                        weights[bin - first]
+                    } else {
+                        0.0
+                    };
                     // float32 reference: a few ulps of the larger weights
                     let tol = 1e-6 * want.abs().max(1e-3);
-                    assert!((w - want).abs() <= tol, "n_mels {n_mels} filter {m} bin {bin}: {w} vs {want}");
+                    assert!(
+                        (w - want).abs() <= tol,
+                        "n_mels {n_mels} filter {m} bin {bin}: {w} vs {want}"
+                    );
                 }
             }
         }
         // the 128-bin front end runs and keeps its shape
         let (fe, x) = (MelFrontEnd::new(128), test_signal(16000));
         let mel = fe.compute(&x);
-        assert_eq!((mel.n_mels, mel.n_frames, mel.frames(0, 101).len()), (128, 101, 128 * 101));
+        assert_eq!(
+            (mel.n_mels, mel.n_frames, mel.frames(0, 101).len()),
+            (128, 101, 128 * 101)
+        );
         assert_eq!(mel.window(0, mel.n_frames).len(), 128 * N_FRAMES);
     }
 
     #[test]
     fn a_tone_lights_up_its_mel_band() {
-        let x: Vec<f32> = (0..16000).map(|i| (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 16000.0).sin()).collect();
+        let x: Vec<f32> = (0..16000)
+            .map(|i| (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 16000.0).sin())
+            .collect();
         let fe = MelFrontEnd::new(80);
         let mel = fe.compute(&x);
         let t = 50;
         let data = mel.frames(0, mel.n_frames);
         let col: Vec<f32> = (0..80).map(|m| data[m * mel.n_frames + t]).collect();
-        let peak = col.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+        let peak = col
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0;
         // 1000 Hz is mel 15; filter centres are 45.2456/81 mel apart, the
         // first one at one spacing: 15 / 0.5586 - 1 = 25.9
         assert!((25..=27).contains(&peak), "peak at {peak}");
@@ -401,11 +472,21 @@ mod tests {
         let fe = MelFrontEnd::new(80);
         let mel = fe.compute(&x);
         let all = mel.frames(0, mel.n_frames);
-        for (start, len) in [(0, 10), (1, 7), (150, 40), (mel.n_frames - 5, 5), (mel.n_frames - 3, 50)] {
+        for (start, len) in [
+            (0, 10),
+            (1, 7),
+            (150, 40),
+            (mel.n_frames - 5, 5),
+            (mel.n_frames - 3, 50),
+        ] {
             let part = mel.frames(start, len);
             let len = len.min(mel.n_frames - start);
             for m in 0..80 {
-                assert_eq!(&part[m * len..(m + 1) * len], &all[m * mel.n_frames + start..m * mel.n_frames + start + len], "frames {start}+{len}, mel {m}");
+                assert_eq!(
+                    &part[m * len..(m + 1) * len],
+                    &all[m * mel.n_frames + start..m * mel.n_frames + start + len],
+                    "frames {start}+{len}, mel {m}"
+                );
             }
         }
         // and both equal the direct DFT (checked above on the whole): the

@@ -20,9 +20,9 @@ use crate::runtime::{DeviceUsed, StopFlag};
 use decode::DecodeOptions;
 use mel::MelFrontEnd;
 use model::{ModelDir, ModelError, WhisperOnnx};
+pub use timing::Word;
 use tokenizer::WhisperTokenizer;
 use transcribe::{transcribe_features, Job, LoopOptions};
-pub use timing::Word;
 pub use transcribe::{Segment, Timings};
 
 /// The result of transcribing one recording.
@@ -137,23 +137,34 @@ impl WhisperEngine {
                     )));
                 }
                 if mc.multilingual && !mc.languages.iter().any(|l| l == code) {
-                    return Err(WhisperError::Settings(format!("unknown language code '{code}'")));
+                    return Err(WhisperError::Settings(format!(
+                        "unknown language code '{code}'"
+                    )));
                 }
                 Some(code.to_string())
             }
         };
         if !mc.multilingual && w.task == Task::Translate {
-            return Err(WhisperError::Settings("translation needs a multilingual model".into()));
+            return Err(WhisperError::Settings(
+                "translation needs a multilingual model".into(),
+            ));
         }
         let tok = WhisperTokenizer::from_file(&dir.tokenizer_path(), mc.tokens.clone())?;
-        let model = WhisperOnnx::load(&config.onnxruntime_library(), &dir, w.precision, &config.runtime)?;
+        let model = WhisperOnnx::load(
+            &config.onnxruntime_library(),
+            &dir,
+            w.precision,
+            &config.runtime,
+        )?;
         let opts = DecodeOptions {
             temperatures: w.temperatures.clone(),
             compression_ratio_threshold: w.compression_ratio_threshold,
             log_prob_threshold: w.log_prob_threshold,
             no_speech_threshold: w.no_speech_threshold,
             without_timestamps: false,
-            max_initial_timestamp_index: Some((w.max_initial_timestamp as f64 / tokenizer::TIME_PRECISION).round() as u32),
+            max_initial_timestamp_index: Some(
+                (w.max_initial_timestamp as f64 / tokenizer::TIME_PRECISION).round() as u32,
+            ),
             suppress_blank: w.suppress_blank,
             suppress_tokens: dir.ct2.suppress_ids.clone(),
             suppress_tokens_begin: dir.ct2.suppress_ids_begin.clone(),
@@ -215,7 +226,11 @@ impl WhisperEngine {
         let sp = &self.tok.special;
         let sot_sequence = if self.model.config.multilingual {
             let lang = self.language_token(&language)?;
-            let task = if self.task == Task::Translate { sp.translate } else { sp.transcribe };
+            let task = if self.task == Task::Translate {
+                sp.translate
+            } else {
+                sp.transcribe
+            };
             vec![sp.sot, lang, task]
         } else {
             vec![sp.sot]
@@ -244,7 +259,12 @@ impl WhisperEngine {
         if let Some(map) = speech {
             segments = gate::gate_segments(segments, map, self.gate);
         }
-        Ok(Transcript { language, duration, segments, timings })
+        Ok(Transcript {
+            language,
+            duration,
+            segments,
+            timings,
+        })
     }
 
     /// Windows decoded at once (`whisper.batch_size`).
@@ -266,7 +286,11 @@ impl WhisperEngine {
 }
 
 /// The most probable language of the first 30 s (multilingual models).
-fn detect_language(model: &mut WhisperOnnx, sot: u32, features: &mel::LogMel) -> Result<String, WhisperError> {
+fn detect_language(
+    model: &mut WhisperOnnx,
+    sot: u32,
+    features: &mel::LogMel,
+) -> Result<String, WhisperError> {
     let window = features.window(0, mel::N_FRAMES);
     let encoded = model.encode(&window)?;
     let mut cache = model.new_cache()?;
@@ -280,5 +304,7 @@ fn detect_language(model: &mut WhisperOnnx, sot: u32, features: &mel::LogMel) ->
             }
         }
     }
-    Ok(best.map(|(_, c)| c.to_string()).unwrap_or_else(|| "en".to_string()))
+    Ok(best
+        .map(|(_, c)| c.to_string())
+        .unwrap_or_else(|| "en".to_string()))
 }

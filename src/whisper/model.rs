@@ -87,7 +87,11 @@ pub enum ModelError {
         .root.display(),
         if .installed.is_empty() { "none".to_string() } else { .installed.join(", ") }
     )]
-    NotInstalled { name: String, root: PathBuf, installed: Vec<String> },
+    NotInstalled {
+        name: String,
+        root: PathBuf,
+        installed: Vec<String>,
+    },
     #[error(
         "'{0}' is not a model name: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, \
          without '..'"
@@ -142,11 +146,17 @@ pub struct InstalledModel {
 /// The complete conversions under `<root>/models` (a `manifest.json` and a
 /// readable `model.json`), sorted by name. A missing root gives none.
 pub fn installed_models(root: &Path) -> Vec<InstalledModel> {
-    let Ok(entries) = std::fs::read_dir(root.join("models")) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(root.join("models")) else {
+        return Vec::new();
+    };
     let mut out: Vec<InstalledModel> = entries
         .filter_map(|e| {
             let dir = e.ok()?.path();
-            let name = dir.file_name()?.to_str()?.strip_prefix("whisper-")?.to_string();
+            let name = dir
+                .file_name()?
+                .to_str()?
+                .strip_prefix("whisper-")?
+                .to_string();
             if !valid_model_name(&name) || !dir.join("manifest.json").is_file() {
                 return None;
             }
@@ -168,7 +178,11 @@ impl ModelDir {
         let dir = model_dir(root, name);
         if !dir.join("manifest.json").exists() {
             let installed = installed_models(root).into_iter().map(|m| m.name).collect();
-            return Err(ModelError::NotInstalled { name: name.to_string(), root: root.to_path_buf(), installed });
+            return Err(ModelError::NotInstalled {
+                name: name.to_string(),
+                root: root.to_path_buf(),
+                installed,
+            });
         }
         let config: ModelConfig = read_json(&dir.join("model.json"))?;
         let ct2: Ct2Config = read_json(&dir.join("ct2_config.json"))?;
@@ -195,9 +209,14 @@ impl ModelDir {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ModelError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ModelError::BadFile { path: path.to_path_buf(), reason: e.to_string() })?;
-    serde_json::from_str(&text).map_err(|e| ModelError::BadFile { path: path.to_path_buf(), reason: e.to_string() })
+    let text = std::fs::read_to_string(path).map_err(|e| ModelError::BadFile {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| ModelError::BadFile {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 /// Cross-attention keys and values of encoded windows (one window, or a
@@ -219,15 +238,25 @@ impl EncodedWindow {
         let cross = (0..n)
             .map(|i| stack_values(windows.iter().map(|w| &w.cross[i])))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(EncodedWindow { cross, batch: windows.iter().map(|w| w.batch).sum() })
+        Ok(EncodedWindow {
+            cross,
+            batch: windows.iter().map(|w| w.batch).sum(),
+        })
     }
 
     /// The rows `keep` (indices into this batch, in the order given) as a
     /// batch of their own: a batch that lost finished rows, or one window
     /// decoded alone again (fallback, word timestamps).
     pub fn rows(&self, keep: &[usize]) -> Result<EncodedWindow, ModelError> {
-        let cross = self.cross.iter().map(|v| select_rows_value(v, keep)).collect::<Result<Vec<_>, _>>()?;
-        Ok(EncodedWindow { cross, batch: keep.len() })
+        let cross = self
+            .cross
+            .iter()
+            .map(|v| select_rows_value(v, keep))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(EncodedWindow {
+            cross,
+            batch: keep.len(),
+        })
     }
 }
 
@@ -256,7 +285,11 @@ impl KvCache {
 
     /// Keeps only the rows `keep` (indices into the current batch, in order).
     pub fn retain_rows(&mut self, keep: &[usize]) -> Result<(), ModelError> {
-        self.past = self.past.iter().map(|v| select_rows_value(v, keep)).collect::<Result<Vec<_>, _>>()?;
+        self.past = self
+            .past
+            .iter()
+            .map(|v| select_rows_value(v, keep))
+            .collect::<Result<Vec<_>, _>>()?;
         self.batch = keep.len();
         Ok(())
     }
@@ -321,10 +354,16 @@ impl WhisperOnnx {
         let env = runtime::environment(library)?;
         let (encoder, dev_e) = runtime::session(env, &model.encoder_path(precision), rt)?;
         let (decoder, dev_d) = runtime::session(env, &model.decoder_path(precision), rt)?;
-        let device = if dev_e == DeviceUsed::Cuda && dev_d == DeviceUsed::Cuda { DeviceUsed::Cuda } else { DeviceUsed::Cpu };
+        let device = if dev_e == DeviceUsed::Cuda && dev_d == DeviceUsed::Cuda {
+            DeviceUsed::Cuda
+        } else {
+            DeviceUsed::Cpu
+        };
         let n = model.config.n_decoder_layers;
         let kv = |prefix: &str| -> Vec<String> {
-            (0..n).flat_map(|i| [format!("{prefix}_k_{i}"), format!("{prefix}_v_{i}")]).collect()
+            (0..n)
+                .flat_map(|i| [format!("{prefix}_k_{i}"), format!("{prefix}_v_{i}")])
+                .collect()
         };
         Ok(WhisperOnnx {
             encoder,
@@ -352,7 +391,10 @@ impl WhisperOnnx {
         if self.device == DeviceUsed::Cuda || mels.len() == 1 {
             return self.run_encoder(&mels.concat(), mels.len());
         }
-        let windows = mels.iter().map(|m| self.run_encoder(m, 1)).collect::<Result<Vec<_>, _>>()?;
+        let windows = mels
+            .iter()
+            .map(|m| self.run_encoder(m, 1))
+            .collect::<Result<Vec<_>, _>>()?;
         EncodedWindow::stack(&windows)
     }
 
@@ -384,7 +426,11 @@ impl WhisperOnnx {
         let past = (0..2 * self.config.n_decoder_layers)
             .map(|_| Tensor::<f32>::from_array((shape, Vec::<f32>::new())).map(|t| t.into_dyn()))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(KvCache { past, len: 0, batch })
+        Ok(KvCache {
+            past,
+            len: 0,
+            batch,
+        })
     }
 
     /// One decoder run over `tokens` (`[B, T]` row-major, B the window's
@@ -419,7 +465,12 @@ impl WhisperOnnx {
     /// batch, `tokens` is `[B, T]` row-major (every row the same length),
     /// `cache` and `window` hold B rows, and the logits are `[B, vocab]`
     /// row-major.
-    pub fn decode(&mut self, tokens: &[u32], cache: &mut KvCache, window: &EncodedWindow) -> Result<Vec<f32>, ModelError> {
+    pub fn decode(
+        &mut self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        window: &EncodedWindow,
+    ) -> Result<Vec<f32>, ModelError> {
         let batch = window.batch;
         if cache.batch != batch || tokens.len() % batch != 0 {
             return Err(ModelError::Runtime(RuntimeError::Ort(format!(
@@ -447,7 +498,11 @@ impl WhisperOnnx {
     /// alignment heads' cross-attention scores, `[heads, tokens.len(), stride]`
     /// row-major, with `(heads, stride)`.
     /// `window` is one window (take a batch's row with [`EncodedWindow::rows`]).
-    pub fn alignment_scores(&mut self, tokens: &[u32], window: &EncodedWindow) -> Result<(Vec<f32>, usize, usize), ModelError> {
+    pub fn alignment_scores(
+        &mut self,
+        tokens: &[u32],
+        window: &EncodedWindow,
+    ) -> Result<(Vec<f32>, usize, usize), ModelError> {
         if window.batch != 1 {
             return Err(ModelError::Runtime(RuntimeError::Ort(format!(
                 "alignment scores take one window, not a batch of {}",

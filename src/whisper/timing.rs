@@ -89,7 +89,13 @@ pub fn median_filter(x: &mut [f32], rows: usize, cols: usize, width: usize) {
         for (i, p) in padded.iter_mut().enumerate() {
             // reflect: index -1 -> 1, cols -> cols - 2
             let j = i as isize - pad as isize;
-            let j = if j < 0 { -j } else if j >= cols as isize { 2 * (cols as isize - 1) - j } else { j };
+            let j = if j < 0 {
+                -j
+            } else if j >= cols as isize {
+                2 * (cols as isize - 1) - j
+            } else {
+                j
+            };
             *p = row[j as usize];
         }
         for c in 0..cols {
@@ -103,25 +109,44 @@ pub fn median_filter(x: &mut [f32], rows: usize, cols: usize, width: usize) {
 /// The alignment matrix `[tokens, frames]`: softmax per head over the first
 /// `frames` positions, each (head, frame) normalised over the tokens, median
 /// filtered along time, averaged over the heads.
-pub fn attention_matrix(qk: &[f32], heads: usize, tokens: usize, stride: usize, frames: usize) -> Vec<f32> {
+pub fn attention_matrix(
+    qk: &[f32],
+    heads: usize,
+    tokens: usize,
+    stride: usize,
+    frames: usize,
+) -> Vec<f32> {
     let mut w = softmax_rows(qk, heads, tokens, stride, frames);
     for h in 0..heads {
         let block = &mut w[h * tokens * frames..(h + 1) * tokens * frames];
         for f in 0..frames {
-            let mean = (0..tokens).map(|t| block[t * frames + f] as f64).sum::<f64>() / tokens as f64;
-            let var = (0..tokens).map(|t| (block[t * frames + f] as f64 - mean).powi(2)).sum::<f64>() / tokens as f64;
+            let mean = (0..tokens)
+                .map(|t| block[t * frames + f] as f64)
+                .sum::<f64>()
+                / tokens as f64;
+            let var = (0..tokens)
+                .map(|t| (block[t * frames + f] as f64 - mean).powi(2))
+                .sum::<f64>()
+                / tokens as f64;
             let std = var.sqrt();
             for t in 0..tokens {
                 let v = &mut block[t * frames + f];
                 // torch divides by a zero std too (NaN); a constant column carries no information: 0
-                *v = if std > 0.0 { ((*v as f64 - mean) / std) as f32 } else { 0.0 };
+                *v = if std > 0.0 {
+                    ((*v as f64 - mean) / std) as f32
+                } else {
+                    0.0
+                };
             }
         }
         median_filter(block, tokens, frames, MEDIAN_FILTER_WIDTH);
     }
     let mut out = vec![0.0f32; tokens * frames];
     for h in 0..heads {
-        for (o, v) in out.iter_mut().zip(&w[h * tokens * frames..(h + 1) * tokens * frames]) {
+        for (o, v) in out
+            .iter_mut()
+            .zip(&w[h * tokens * frames..(h + 1) * tokens * frames])
+        {
             *o += v / heads as f32;
         }
     }
@@ -198,7 +223,11 @@ pub fn split_to_word_tokens(
     let mut current: Vec<u32> = Vec::new();
     for &t in tokens {
         current.push(t);
-        let decoded = if t >= first_special { String::from("<|special|>") } else { decode(&current) };
+        let decoded = if t >= first_special {
+            String::from("<|special|>")
+        } else {
+            decode(&current)
+        };
         if !decoded.contains('\u{FFFD}') {
             subwords.push(decoded);
             subword_tokens.push(std::mem::take(&mut current));
@@ -240,8 +269,14 @@ pub fn merge_punctuations(words: &mut [WordTiming]) {
     while i >= 0 {
         let iu = i as usize;
         let prev = &words[iu];
-        if prev.word.starts_with(' ') && PREPEND_PUNCTUATIONS.contains(prev.word.trim()) && !prev.word.trim().is_empty() {
-            let (pw, pt) = (std::mem::take(&mut words[iu].word), std::mem::take(&mut words[iu].tokens));
+        if prev.word.starts_with(' ')
+            && PREPEND_PUNCTUATIONS.contains(prev.word.trim())
+            && !prev.word.trim().is_empty()
+        {
+            let (pw, pt) = (
+                std::mem::take(&mut words[iu].word),
+                std::mem::take(&mut words[iu].tokens),
+            );
             let f = &mut words[j];
             f.word = pw + &f.word;
             f.tokens = pt.into_iter().chain(f.tokens.drain(..)).collect();
@@ -252,9 +287,13 @@ pub fn merge_punctuations(words: &mut [WordTiming]) {
     }
     let (mut i, mut j) = (0usize, 1usize);
     while j < words.len() {
-        let appendable = !words[j].word.is_empty() && APPEND_PUNCTUATIONS.contains(words[j].word.as_str());
+        let appendable =
+            !words[j].word.is_empty() && APPEND_PUNCTUATIONS.contains(words[j].word.as_str());
         if !words[i].word.ends_with(' ') && appendable {
-            let (fw, ft) = (std::mem::take(&mut words[j].word), std::mem::take(&mut words[j].tokens));
+            let (fw, ft) = (
+                std::mem::take(&mut words[j].word),
+                std::mem::take(&mut words[j].tokens),
+            );
             words[i].word.push_str(&fw);
             words[i].tokens.extend(ft);
         } else {
@@ -287,7 +326,11 @@ pub fn find_alignment(
     if text_tokens.is_empty() || frames == 0 || heads == 0 {
         return Vec::new();
     }
-    assert_eq!(qk.len(), heads * seq * stride, "alignment scores of another shape");
+    assert_eq!(
+        qk.len(),
+        heads * seq * stride,
+        "alignment scores of another shape"
+    );
     let frames = frames.min(stride);
     let matrix = attention_matrix(qk, heads, seq, stride, frames);
     // rows of <|notimestamps|> and the text tokens (each predicts the next token)
@@ -321,7 +364,11 @@ pub fn find_alignment(
     for k in 0..boundaries.len() - 1 {
         let (a, b) = (boundaries[k], boundaries[k + 1]);
         let probs = &token_probs[a.min(token_probs.len())..b.min(token_probs.len())];
-        let probability = if probs.is_empty() { 0.0 } else { probs.iter().sum::<f32>() / probs.len() as f32 };
+        let probability = if probs.is_empty() {
+            0.0
+        } else {
+            probs.iter().sum::<f32>() / probs.len() as f32
+        };
         out.push(WordTiming {
             word: words[k].clone(),
             tokens: word_tokens[k].clone(),
@@ -335,13 +382,21 @@ pub fn find_alignment(
 
 /// The median word duration (at most 0.7 s) of an alignment, 0 without words.
 pub fn median_duration(words: &[WordTiming]) -> f64 {
-    let mut d: Vec<f64> = words.iter().map(|w| w.end - w.start).filter(|&d| d != 0.0).collect();
+    let mut d: Vec<f64> = words
+        .iter()
+        .map(|w| w.end - w.start)
+        .filter(|&d| d != 0.0)
+        .collect();
     if d.is_empty() {
         return 0.0;
     }
     d.sort_by(f64::total_cmp);
     let n = d.len();
-    let med = if n % 2 == 1 { d[n / 2] } else { 0.5 * (d[n / 2 - 1] + d[n / 2]) };
+    let med = if n % 2 == 1 {
+        d[n / 2]
+    } else {
+        0.5 * (d[n / 2 - 1] + d[n / 2])
+    };
     med.min(0.7)
 }
 
@@ -353,7 +408,9 @@ pub fn truncate_long_words_at_sentence_ends(words: &mut [WordTiming], max_durati
         if words[i].end - words[i].start > max_duration {
             if SENTENCE_END_MARKS.contains(words[i].word.as_str()) && !words[i].word.is_empty() {
                 words[i].end = words[i].start + max_duration;
-            } else if SENTENCE_END_MARKS.contains(words[i - 1].word.as_str()) && !words[i - 1].word.is_empty() {
+            } else if SENTENCE_END_MARKS.contains(words[i - 1].word.as_str())
+                && !words[i - 1].word.is_empty()
+            {
                 words[i].start = words[i].end - max_duration;
             }
         }
@@ -425,7 +482,10 @@ mod tests {
         let cost: Vec<f32> = (0..n * m).map(|k| ((k * 7919) % 13) as f32 - 6.0).collect();
         let (rows, cols) = dtw(&cost, n, m);
         assert_eq!((rows[0], cols[0]), (0, 0));
-        assert_eq!((*rows.last().unwrap(), *cols.last().unwrap()), (n - 1, m - 1));
+        assert_eq!(
+            (*rows.last().unwrap(), *cols.last().unwrap()),
+            (n - 1, m - 1)
+        );
         for k in 1..rows.len() {
             let (dr, dc) = (rows[k] - rows[k - 1], cols[k] - cols[k - 1]);
             assert!(dr <= 1 && dc <= 1 && dr + dc >= 1, "step {k}: {dr} {dc}");
@@ -452,12 +512,21 @@ mod tests {
         let qk = vec![10.0, 0.0, 0.0, 99.0, 0.0, 0.0, 10.0, 99.0];
         let m = attention_matrix(&qk, 1, 2, 4, 3);
         // frame 0: token 0 attends, token 1 not -> +1 / -1; frame 1 equal -> 0
-        assert!((m[0] - 1.0).abs() < 1e-3 && (m[3] + 1.0).abs() < 1e-3, "{m:?}");
+        assert!(
+            (m[0] - 1.0).abs() < 1e-3 && (m[3] + 1.0).abs() < 1e-3,
+            "{m:?}"
+        );
         assert!(m[2] < 0.0 && m[5] > 0.0, "{m:?}");
     }
 
     fn wt(word: &str, tokens: &[u32], s: f64, e: f64) -> WordTiming {
-        WordTiming { word: word.into(), tokens: tokens.to_vec(), start: s, end: e, probability: 1.0 }
+        WordTiming {
+            word: word.into(),
+            tokens: tokens.to_vec(),
+            start: s,
+            end: e,
+            probability: 1.0,
+        }
     }
 
     #[test]
@@ -471,9 +540,18 @@ mod tests {
             wt("\"", &[6], 1.1, 1.2),
         ];
         merge_punctuations(&mut w);
-        let kept: Vec<(&str, &[u32])> =
-            w.iter().filter(|x| !x.word.is_empty()).map(|x| (x.word.as_str(), x.tokens.as_slice())).collect();
-        assert_eq!(kept, vec![(" \" Hello,", &[1, 2, 3][..]), (" world.\"", &[4, 5, 6][..])]);
+        let kept: Vec<(&str, &[u32])> = w
+            .iter()
+            .filter(|x| !x.word.is_empty())
+            .map(|x| (x.word.as_str(), x.tokens.as_slice()))
+            .collect();
+        assert_eq!(
+            kept,
+            vec![
+                (" \" Hello,", &[1, 2, 3][..]),
+                (" world.\"", &[4, 5, 6][..])
+            ]
+        );
         // every token is still somewhere
         assert_eq!(w.iter().map(|x| x.tokens.len()).sum::<usize>(), 6);
     }
@@ -494,29 +572,73 @@ mod tests {
             if ids == [7] || ids == [8] {
                 return "\u{FFFD}".into();
             }
-            ids.iter().map(|&t| if t == 7 || t == 8 { "é".to_string() } else { piece(t).to_string() }).collect::<String>().replace("éé", "é")
+            ids.iter()
+                .map(|&t| {
+                    if t == 7 || t == 8 {
+                        "é".to_string()
+                    } else {
+                        piece(t).to_string()
+                    }
+                })
+                .collect::<String>()
+                .replace("éé", "é")
         };
-        let (words, toks) = split_to_word_tokens(&decode, &[1, 2, 3, 4, 5, 6, 7, 8, 100], 100, "en");
-        assert_eq!(words, vec![" And", " so", ",", " fellow", " café", "<|special|>"]);
-        assert_eq!(toks, vec![vec![1], vec![2], vec![3], vec![4, 5], vec![6, 7, 8], vec![100]]);
+        let (words, toks) =
+            split_to_word_tokens(&decode, &[1, 2, 3, 4, 5, 6, 7, 8, 100], 100, "en");
+        assert_eq!(
+            words,
+            vec![" And", " so", ",", " fellow", " café", "<|special|>"]
+        );
+        assert_eq!(
+            toks,
+            vec![
+                vec![1],
+                vec![2],
+                vec![3],
+                vec![4, 5],
+                vec![6, 7, 8],
+                vec![100]
+            ]
+        );
         let (words, _) = split_to_word_tokens(&decode, &[4, 5, 100], 100, "ja");
-        assert_eq!(words.len(), 3, "no-space languages keep every whole-character piece");
+        assert_eq!(
+            words.len(),
+            3,
+            "no-space languages keep every whole-character piece"
+        );
     }
 
     #[test]
     fn long_words_are_cut_at_sentence_ends() {
-        let mut w = vec![wt(" Yes", &[1], 0.0, 0.3), wt(".", &[2], 0.3, 3.0), wt(" No", &[3], 3.0, 6.0)];
+        let mut w = vec![
+            wt(" Yes", &[1], 0.0, 0.3),
+            wt(".", &[2], 0.3, 3.0),
+            wt(" No", &[3], 3.0, 6.0),
+        ];
         truncate_long_words_at_sentence_ends(&mut w, 0.6);
         assert!((w[1].end - 0.9).abs() < 1e-9);
         assert!((w[2].start - 5.4).abs() < 1e-9);
-        let m = median_duration(&[wt("a", &[], 0.0, 0.2), wt("b", &[], 0.2, 0.6), wt("c", &[], 0.6, 2.0)]);
+        let m = median_duration(&[
+            wt("a", &[], 0.0, 0.2),
+            wt("b", &[], 0.2, 0.6),
+            wt("c", &[], 0.6, 2.0),
+        ]);
         assert!((m - 0.4).abs() < 1e-9, "{m}");
-        assert_eq!(median_duration(&[wt("a", &[], 0.0, 2.0)]), 0.7, "capped at 0.7 s");
+        assert_eq!(
+            median_duration(&[wt("a", &[], 0.0, 2.0)]),
+            0.7,
+            "capped at 0.7 s"
+        );
     }
 
     #[test]
     fn segment_takes_its_words_bounds_unless_a_word_overshoots() {
-        let word = |s: f64, e: f64| Word { word: " x".into(), start: s, end: e, probability: 1.0 };
+        let word = |s: f64, e: f64| Word {
+            word: " x".into(),
+            start: s,
+            end: e,
+            probability: 1.0,
+        };
         let mut w = vec![word(1.1, 1.4), word(1.5, 2.0)];
         assert_eq!(fit_segment_words(&mut w, 1.0, 2.2, 0.0, 0.4), (1.1, 2.0));
         // the first word starts a second before the segment: the segment start wins

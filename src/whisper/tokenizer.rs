@@ -16,19 +16,25 @@ pub struct WhisperTokenizer {
 
 impl WhisperTokenizer {
     pub fn from_file(path: &Path, special: SpecialTokens) -> Result<Self, TokenizerError> {
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| TokenizerError(format!("{}: {e}", path.display())))?;
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| TokenizerError(format!("{}: {e}", path.display())))?;
         Ok(Self { inner, special })
     }
 
     /// Text of the text tokens among `ids` (timestamps and other special tokens are dropped).
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
         let text: Vec<u32> = ids.iter().copied().filter(|&t| self.is_text(t)).collect();
-        self.inner.decode(&text, true).map_err(|e| TokenizerError(e.to_string()))
+        self.inner
+            .decode(&text, true)
+            .map_err(|e| TokenizerError(e.to_string()))
     }
 
     /// Token ids of `text` (no special tokens added).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        let enc = self.inner.encode(text, false).map_err(|e| TokenizerError(e.to_string()))?;
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| TokenizerError(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -47,7 +53,8 @@ impl WhisperTokenizer {
 
     /// Seconds of a timestamp token, relative to its window (0.02 s steps).
     pub fn timestamp_seconds(&self, id: u32) -> Option<f64> {
-        self.is_timestamp(id).then(|| (id - self.special.timestamp_begin) as f64 * TIME_PRECISION)
+        self.is_timestamp(id)
+            .then(|| (id - self.special.timestamp_begin) as f64 * TIME_PRECISION)
     }
 }
 

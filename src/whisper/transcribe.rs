@@ -72,7 +72,9 @@ pub fn split_by_timestamps(
     let pos = |t: u32| (t - timestamp_begin) as usize;
     let n = tokens.len();
     let single_timestamp_ending = n >= 2 && !is_ts(tokens[n - 2]) && is_ts(tokens[n - 1]);
-    let consecutive: Vec<usize> = (1..n).filter(|&i| is_ts(tokens[i]) && is_ts(tokens[i - 1])).collect();
+    let consecutive: Vec<usize> = (1..n)
+        .filter(|&i| is_ts(tokens[i]) && is_ts(tokens[i - 1]))
+        .collect();
     let mut out = Vec::new();
     if !consecutive.is_empty() {
         let mut slices = consecutive;
@@ -103,7 +105,11 @@ pub fn split_by_timestamps(
                 duration = pos(last_ts) as f64 * TIME_PRECISION;
             }
         }
-        out.push(RawSegment { start: time_offset, end: time_offset + duration, tokens: tokens.to_vec() });
+        out.push(RawSegment {
+            start: time_offset,
+            end: time_offset + duration,
+            tokens: tokens.to_vec(),
+        });
         (out, seek + segment_size)
     }
 }
@@ -119,16 +125,29 @@ pub fn split_chunk_by_timestamps(
     segment_size: usize,
     segment_duration: f64,
 ) -> Vec<RawSegment> {
-    let (mut raw, _) = split_by_timestamps(tokens, timestamp_begin, time_offset, segment_size, segment_duration, 0);
+    let (mut raw, _) = split_by_timestamps(
+        tokens,
+        timestamp_begin,
+        time_offset,
+        segment_size,
+        segment_duration,
+        0,
+    );
     let consumed: usize = raw.iter().map(|r| r.tokens.len()).sum();
     let rest = &tokens[consumed.min(tokens.len())..];
     if rest.iter().any(|&t| t < timestamp_begin) {
         let start = match rest[0] {
-            t if t >= timestamp_begin => time_offset + (t - timestamp_begin) as f64 * TIME_PRECISION,
+            t if t >= timestamp_begin => {
+                time_offset + (t - timestamp_begin) as f64 * TIME_PRECISION
+            }
             _ => raw.last().map_or(time_offset, |r| r.end),
         };
         let end = time_offset + segment_duration;
-        raw.push(RawSegment { start: start.min(end), end, tokens: rest.to_vec() });
+        raw.push(RawSegment {
+            start: start.min(end),
+            end,
+            tokens: rest.to_vec(),
+        });
     }
     raw
 }
@@ -175,14 +194,16 @@ fn chunk_frames(chunk: &Chunk, content_frames: usize) -> Option<(usize, usize)> 
 
 /// The loudest sample of the window of `size` mel frames at frame `seek`.
 fn window_peak(samples: &[f32], seek: usize, size: usize) -> f32 {
-    let window = &samples[(seek * HOP).min(samples.len())..((seek + size) * HOP).min(samples.len())];
+    let window =
+        &samples[(seek * HOP).min(samples.len())..((seek + size) * HOP).min(samples.len())];
     window.iter().fold(0.0f32, |m, x| m.max(x.abs()))
 }
 
 /// The no-speech rule: a window the model thinks silent, and whose text is
 /// improbable, gives no text.
 fn is_silent(result: &WindowResult, opts: &DecodeOptions) -> bool {
-    result.no_speech_prob > opts.no_speech_threshold && result.avg_logprob <= opts.log_prob_threshold as f64
+    result.no_speech_prob > opts.no_speech_threshold
+        && result.avg_logprob <= opts.log_prob_threshold as f64
 }
 
 /// Settings of the seek loop itself.
@@ -235,7 +256,16 @@ pub fn transcribe_features(job: Job) -> Result<Vec<Segment>, ModelError> {
 /// faster-whisper's sequential seek loop: each window starts where the
 /// previous one's last complete segment ended, prompted with the text before.
 fn transcribe_sequential(job: Job) -> Result<Vec<Segment>, ModelError> {
-    let Job { model, tok, samples, mel, opts, loop_opts, rng, timings } = job;
+    let Job {
+        model,
+        tok,
+        samples,
+        mel,
+        opts,
+        loop_opts,
+        rng,
+        timings,
+    } = job;
     let sp = &tok.special;
     let content_frames = mel.n_frames.saturating_sub(1);
     let max_prompt = opts.max_length / 2 - 1;
@@ -252,10 +282,9 @@ fn transcribe_sequential(job: Job) -> Result<Vec<Segment>, ModelError> {
         let segment_size = N_FRAMES.min(content_frames - seek);
         let segment_duration = segment_size as f64 * SECONDS_PER_FRAME;
         let peak = window_peak(samples, seek, segment_size);
-        let no_speech = loop_opts
-            .speech
-            .as_deref()
-            .is_some_and(|sp| !super::gate::any_speech(time_offset, time_offset + segment_duration, sp));
+        let no_speech = loop_opts.speech.as_deref().is_some_and(|sp| {
+            !super::gate::any_speech(time_offset, time_offset + segment_duration, sp)
+        });
         if peak < loop_opts.silence_peak || no_speech {
             seek += segment_size;
             continue;
@@ -279,7 +308,15 @@ fn transcribe_sequential(job: Job) -> Result<Vec<Segment>, ModelError> {
         }
 
         let t1 = Instant::now();
-        let result = decode_with_fallback(model, tok, &encoded, &prompt, opts, rng, Fallback::default())?;
+        let result = decode_with_fallback(
+            model,
+            tok,
+            &encoded,
+            &prompt,
+            opts,
+            rng,
+            Fallback::default(),
+        )?;
         timings.decoder += t1.elapsed().as_secs_f64();
 
         if is_silent(&result, opts) {
@@ -301,12 +338,24 @@ fn transcribe_sequential(job: Job) -> Result<Vec<Segment>, ModelError> {
         }
         if loop_opts.word_timestamps && !kept.is_empty() {
             let t2 = Instant::now();
-            add_word_timestamps(model, tok, &encoded, loop_opts, &mut kept, &kept_probs, time_offset, segment_size, &mut last_speech)?;
+            add_word_timestamps(
+                model,
+                tok,
+                &encoded,
+                loop_opts,
+                &mut kept,
+                &kept_probs,
+                time_offset,
+                segment_size,
+                &mut last_speech,
+            )?;
             hold_in_window(&mut kept, time_offset, segment_size);
             timings.word_timing += t2.elapsed().as_secs_f64();
         }
         append_segments(&mut segments, kept);
-        if !loop_opts.condition_on_previous_text || result.temperature > loop_opts.prompt_reset_on_temperature {
+        if !loop_opts.condition_on_previous_text
+            || result.temperature > loop_opts.prompt_reset_on_temperature
+        {
             prompt_reset_since = all_tokens.len();
         }
     }
@@ -323,8 +372,20 @@ fn transcribe_sequential(job: Job) -> Result<Vec<Segment>, ModelError> {
 /// its speech does is decoded again from there (`untranscribed_rest`), with
 /// the other chunks' rests, until none is left. Segments, word timestamps
 /// and their post-processing are the seek loop's.
-fn transcribe_batched(job: Job, regions: &[crate::vad::SpeechRegion]) -> Result<Vec<Segment>, ModelError> {
-    let Job { model, tok, samples, mel, opts, loop_opts, rng, timings } = job;
+fn transcribe_batched(
+    job: Job,
+    regions: &[crate::vad::SpeechRegion],
+) -> Result<Vec<Segment>, ModelError> {
+    let Job {
+        model,
+        tok,
+        samples,
+        mel,
+        opts,
+        loop_opts,
+        rng,
+        timings,
+    } = job;
     let sp = &tok.special;
     let content_frames = mel.n_frames.saturating_sub(1);
     let windows: Vec<(usize, usize)> = speech_chunks(regions, N_FRAMES as f64 * SECONDS_PER_FRAME)
@@ -347,14 +408,24 @@ fn transcribe_batched(job: Job, regions: &[crate::vad::SpeechRegion]) -> Result<
         let mut decoded: Vec<DecodedWindow> = Vec::new();
         let mut pending: Vec<(usize, usize)> = batch.to_vec();
         while !pending.is_empty() {
-            let (encoded, results) = decode_round(model, tok, mel, &pending, &prompt, opts, rng, timings)?;
+            let (encoded, results) =
+                decode_round(model, tok, mel, &pending, &prompt, opts, rng, timings)?;
             let mut rests = Vec::new();
             for (row, (&(seek, size), result)) in pending.iter().zip(results).enumerate() {
                 let raw = if is_silent(&result, opts) {
                     Vec::new()
                 } else {
-                    let (offset, duration) = (seek as f64 * SECONDS_PER_FRAME, size as f64 * SECONDS_PER_FRAME);
-                    split_chunk_by_timestamps(&result.tokens, sp.timestamp_begin, offset, size, duration)
+                    let (offset, duration) = (
+                        seek as f64 * SECONDS_PER_FRAME,
+                        size as f64 * SECONDS_PER_FRAME,
+                    );
+                    split_chunk_by_timestamps(
+                        &result.tokens,
+                        sp.timestamp_begin,
+                        offset,
+                        size,
+                        duration,
+                    )
                 };
                 let rest = untranscribed_rest(seek, size, &raw, regions);
                 if let Some((from, frames)) = rest {
@@ -367,7 +438,14 @@ fn transcribe_batched(job: Job, regions: &[crate::vad::SpeechRegion]) -> Result<
                     );
                 }
                 rests.extend(rest);
-                decoded.push(DecodedWindow { seek, size, result, raw, round: rounds.len(), row });
+                decoded.push(DecodedWindow {
+                    seek,
+                    size,
+                    result,
+                    raw,
+                    round: rounds.len(),
+                    row,
+                });
             }
             rounds.push(encoded);
             pending = rests;
@@ -379,7 +457,17 @@ fn transcribe_batched(job: Job, regions: &[crate::vad::SpeechRegion]) -> Result<
                 let t2 = Instant::now();
                 let alone = rounds[w.round].rows(&[w.row])?;
                 let offset = w.seek as f64 * SECONDS_PER_FRAME;
-                add_word_timestamps(model, tok, &alone, loop_opts, &mut kept, &kept_probs, offset, w.size, &mut last_speech)?;
+                add_word_timestamps(
+                    model,
+                    tok,
+                    &alone,
+                    loop_opts,
+                    &mut kept,
+                    &kept_probs,
+                    offset,
+                    w.size,
+                    &mut last_speech,
+                )?;
                 hold_in_window(&mut kept, offset, w.size);
                 timings.word_timing += t2.elapsed().as_secs_f64();
             }
@@ -415,7 +503,10 @@ fn decode_round(
     rng: &mut fastrand::Rng,
     timings: &mut Timings,
 ) -> Result<(super::model::EncodedWindow, Vec<WindowResult>), ModelError> {
-    let mels: Vec<Vec<f32>> = windows.iter().map(|&(seek, size)| mel.window(seek, size)).collect();
+    let mels: Vec<Vec<f32>> = windows
+        .iter()
+        .map(|&(seek, size)| mel.window(seek, size))
+        .collect();
     let t0 = Instant::now();
     let encoded = model.encode_batch(&mels)?;
     timings.encoder += t0.elapsed().as_secs_f64();
@@ -463,8 +554,14 @@ fn untranscribed_rest(
     if from >= end {
         return None;
     }
-    let (t0, t1) = (from as f64 * SECONDS_PER_FRAME, end as f64 * SECONDS_PER_FRAME);
-    let speech: f64 = regions.iter().map(|r| (r.end.min(t1) - r.start.max(t0)).max(0.0)).sum();
+    let (t0, t1) = (
+        from as f64 * SECONDS_PER_FRAME,
+        end as f64 * SECONDS_PER_FRAME,
+    );
+    let speech: f64 = regions
+        .iter()
+        .map(|r| (r.end.min(t1) - r.start.max(t0)).max(0.0))
+        .sum();
     (speech >= MIN_REST_SPEECH).then_some((from, end - from))
 }
 
@@ -482,9 +579,12 @@ fn keep_segments<'r>(
     let n_probs = result.token_probs.len();
     let mut offset = 0usize;
     for r in raw {
-        let probs = &result.token_probs[offset.min(n_probs)..(offset + r.tokens.len()).min(n_probs)];
+        let probs =
+            &result.token_probs[offset.min(n_probs)..(offset + r.tokens.len()).min(n_probs)];
         offset += r.tokens.len();
-        let text = tok.decode(&r.tokens).map_err(|e| ModelError::Runtime(crate::runtime::RuntimeError::Ort(e.to_string())))?;
+        let text = tok
+            .decode(&r.tokens)
+            .map_err(|e| ModelError::Runtime(crate::runtime::RuntimeError::Ort(e.to_string())))?;
         if r.start == r.end || !text.chars().any(char::is_alphanumeric) {
             continue;
         }
@@ -518,7 +618,11 @@ fn hold_in_window(kept: &mut [Segment], time_offset: f64, segment_size: usize) {
         // inside the window, one timestamp step long at least (a
         // segment timed past the end of the audio ends at its end)
         seg.end = seg.end.clamp(time_offset, window_end);
-        seg.start = seg.start.clamp(time_offset, window_end).min(seg.end - TIME_PRECISION).max(time_offset);
+        seg.start = seg
+            .start
+            .clamp(time_offset, window_end)
+            .min(seg.end - TIME_PRECISION)
+            .max(time_offset);
     }
 }
 
@@ -615,7 +719,8 @@ fn add_word_timestamps(
             word_index += 1;
         }
         if !words.is_empty() {
-            let (start, end) = timing::fit_segment_words(&mut words, seg.start, seg.end, *last_speech, median);
+            let (start, end) =
+                timing::fit_segment_words(&mut words, seg.start, seg.end, *last_speech, median);
             // a segment keeps a length: when its words collapse onto one
             // instant (the alignment found no spread), its timestamps stand
             if end > start {
@@ -669,9 +774,16 @@ mod tests {
         let segs = split_chunk_by_timestamps(&toks, TB, 10.0, 1200, 12.0);
         assert_eq!(segs.len(), 3);
         assert_eq!(segs[2].tokens, vec![ts(5.2), 4]);
-        assert!((segs[2].start - 15.2).abs() < 1e-9 && (segs[2].end - 22.0).abs() < 1e-9, "{:?}", segs[2]);
+        assert!(
+            (segs[2].start - 15.2).abs() < 1e-9 && (segs[2].end - 22.0).abs() < 1e-9,
+            "{:?}",
+            segs[2]
+        );
         // every token is in a segment: no word is lost
-        assert_eq!(segs.iter().map(|s| s.tokens.len()).sum::<usize>(), toks.len());
+        assert_eq!(
+            segs.iter().map(|s| s.tokens.len()).sum::<usize>(),
+            toks.len()
+        );
         // a closing pair at the end leaves no text behind: nothing is added
         let closed = vec![ts(0.0), 1, ts(2.0), ts(2.0)];
         let segs = split_chunk_by_timestamps(&closed, TB, 0.0, 3000, 30.0);
@@ -679,7 +791,10 @@ mod tests {
         assert_eq!(segs[0].tokens, vec![ts(0.0), 1, ts(2.0)]);
         // complete segments are the seek loop's
         let done = vec![ts(0.0), 1, ts(3.0), ts(3.0), 2, ts(6.5)];
-        assert_eq!(split_chunk_by_timestamps(&done, TB, 0.0, 2500, 25.0), split_by_timestamps(&done, TB, 0.0, 2500, 25.0, 0).0);
+        assert_eq!(
+            split_chunk_by_timestamps(&done, TB, 0.0, 2500, 25.0),
+            split_by_timestamps(&done, TB, 0.0, 2500, 25.0, 0).0
+        );
     }
 
     fn region(start: f64, end: f64) -> crate::vad::SpeechRegion {
@@ -688,10 +803,32 @@ mod tests {
 
     #[test]
     fn speech_regions_merge_into_chunks_of_at_most_30_s() {
-        let regions = [region(1.0, 5.0), region(6.0, 20.0), region(22.0, 31.0), region(31.5, 40.0), region(70.0, 71.0)];
+        let regions = [
+            region(1.0, 5.0),
+            region(6.0, 20.0),
+            region(22.0, 31.0),
+            region(31.5, 40.0),
+            region(70.0, 71.0),
+        ];
         let chunks = speech_chunks(&regions, 30.0);
         // 1..31 is exactly 30 s: the pauses between the regions are inside the chunk
-        assert_eq!(chunks, vec![Chunk { start: 1.0, end: 31.0 }, Chunk { start: 31.5, end: 40.0 }, Chunk { start: 70.0, end: 71.0 }]);
+        assert_eq!(
+            chunks,
+            vec![
+                Chunk {
+                    start: 1.0,
+                    end: 31.0
+                },
+                Chunk {
+                    start: 31.5,
+                    end: 40.0
+                },
+                Chunk {
+                    start: 70.0,
+                    end: 71.0
+                }
+            ]
+        );
         for c in &chunks {
             assert!(c.end - c.start <= 30.0 + 1e-9 && c.end > c.start, "{c:?}");
         }
@@ -700,16 +837,33 @@ mod tests {
 
     #[test]
     fn a_region_longer_than_30_s_is_cut_and_its_rest_takes_the_next_regions() {
-        let regions = [region(0.0, 2.0), region(10.0, 75.0), region(76.0, 80.0), region(95.0, 96.0)];
+        let regions = [
+            region(0.0, 2.0),
+            region(10.0, 75.0),
+            region(76.0, 80.0),
+            region(95.0, 96.0),
+        ];
         let chunks = speech_chunks(&regions, 30.0);
         assert_eq!(
             chunks,
             vec![
-                Chunk { start: 0.0, end: 2.0 },
-                Chunk { start: 10.0, end: 40.0 },
-                Chunk { start: 40.0, end: 70.0 },
+                Chunk {
+                    start: 0.0,
+                    end: 2.0
+                },
+                Chunk {
+                    start: 10.0,
+                    end: 40.0
+                },
+                Chunk {
+                    start: 40.0,
+                    end: 70.0
+                },
                 // the region's last 5 s, the next region and the one after (26 s in all)
-                Chunk { start: 70.0, end: 96.0 },
+                Chunk {
+                    start: 70.0,
+                    end: 96.0
+                },
             ]
         );
         // every second of speech is in exactly one chunk
@@ -719,26 +873,74 @@ mod tests {
 
     #[test]
     fn speech_after_the_end_of_a_windows_text_is_decoded_again() {
-        let raw = |end: f64| vec![RawSegment { start: 10.0, end, tokens: vec![1] }];
+        let raw = |end: f64| {
+            vec![RawSegment {
+                start: 10.0,
+                end,
+                tokens: vec![1],
+            }]
+        };
         // window 10..40 s; speech 10..25 and 33..36: text ending at 24 s left 3 s of speech out
         let regions = [region(10.0, 25.0), region(33.0, 36.0)];
-        assert_eq!(untranscribed_rest(1000, 3000, &raw(24.0), &regions), Some((2400, 1600)));
+        assert_eq!(
+            untranscribed_rest(1000, 3000, &raw(24.0), &regions),
+            Some((2400, 1600))
+        );
         // text up to 35.8 s: 0.2 s of speech (the region's padding) is no rest
         assert_eq!(untranscribed_rest(1000, 3000, &raw(35.8), &regions), None);
         // text to the end, or nothing written (silence): nothing to decode again
         assert_eq!(untranscribed_rest(1000, 3000, &raw(40.0), &regions), None);
         assert_eq!(untranscribed_rest(1000, 3000, &[], &regions), None);
         // a rest always starts after its window's start (no endless loop)
-        assert_eq!(untranscribed_rest(1000, 3000, &raw(10.0), &regions), Some((1001, 2999)));
+        assert_eq!(
+            untranscribed_rest(1000, 3000, &raw(10.0), &regions),
+            Some((1001, 2999))
+        );
     }
 
     #[test]
     fn chunks_become_frame_windows_inside_the_audio() {
         // 0.01 s per frame; 10 s of audio = 1000 content frames
-        assert_eq!(chunk_frames(&Chunk { start: 1.005, end: 2.0 }, 1000), Some((100, 100)));
-        assert_eq!(chunk_frames(&Chunk { start: 9.5, end: 12.0 }, 1000), Some((950, 50)));
-        assert_eq!(chunk_frames(&Chunk { start: 0.0, end: 30.004 }, 5000), Some((0, N_FRAMES)));
-        assert_eq!(chunk_frames(&Chunk { start: 10.0, end: 11.0 }, 1000), None);
+        assert_eq!(
+            chunk_frames(
+                &Chunk {
+                    start: 1.005,
+                    end: 2.0
+                },
+                1000
+            ),
+            Some((100, 100))
+        );
+        assert_eq!(
+            chunk_frames(
+                &Chunk {
+                    start: 9.5,
+                    end: 12.0
+                },
+                1000
+            ),
+            Some((950, 50))
+        );
+        assert_eq!(
+            chunk_frames(
+                &Chunk {
+                    start: 0.0,
+                    end: 30.004
+                },
+                5000
+            ),
+            Some((0, N_FRAMES))
+        );
+        assert_eq!(
+            chunk_frames(
+                &Chunk {
+                    start: 10.0,
+                    end: 11.0
+                },
+                1000
+            ),
+            None
+        );
     }
 
     #[test]

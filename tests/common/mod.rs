@@ -16,11 +16,16 @@ pub fn repo_path(rel: &str) -> PathBuf {
 
 /// `../shared/data/<rel>` beside the checkout, if present.
 pub fn shared_data(rel: &str) -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(rel);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data")
+        .join(rel);
     if p.exists() {
         Some(p)
     } else {
-        eprintln!("skipping: {} is absent (the shared data set is not beside this checkout)", p.display());
+        eprintln!(
+            "skipping: {} is absent (the shared data set is not beside this checkout)",
+            p.display()
+        );
         None
     }
 }
@@ -34,12 +39,18 @@ pub fn config_with(overrides: &[(&str, &str)]) -> Option<Config> {
         env.push((key, v.to_string()));
     }
     let config = Config::load_with_env(None, env).expect("config");
-    let model = config.models_root().join("models").join(format!("whisper-{}", config.whisper.model));
+    let model = config
+        .models_root()
+        .join("models")
+        .join(format!("whisper-{}", config.whisper.model));
     let installed = model.join("manifest.json").exists() && config.onnxruntime_library().exists();
     if installed {
         return Some(config);
     }
-    let msg = format!("models not installed under {} (run `make setup`)", config.models_root().display());
+    let msg = format!(
+        "models not installed under {} (run `make setup`)",
+        config.models_root().display()
+    );
     if std::env::var_os(REQUIRE_MODELS).is_some() {
         panic!("{msg}");
     }
@@ -77,7 +88,9 @@ pub fn pink_noise(seconds: f64, dbfs: f64, seed: u64) -> Vec<f32> {
 
 /// Greedy decoding at temperature 0 with faster-whisper's rules for the
 /// model in `dir` (tests that drive the decoder directly).
-pub fn greedy_options(dir: &colloquy::whisper::model::ModelDir) -> colloquy::whisper::decode::DecodeOptions {
+pub fn greedy_options(
+    dir: &colloquy::whisper::model::ModelDir,
+) -> colloquy::whisper::decode::DecodeOptions {
     colloquy::whisper::decode::DecodeOptions {
         temperatures: vec![0.0],
         compression_ratio_threshold: 2.4,
