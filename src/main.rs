@@ -64,7 +64,7 @@ struct WhisperArgs {
     /// Language code or "auto" (overrides whisper.language).
     #[arg(long)]
     language: Option<String>,
-    /// Speech chunks decoded at once, 1 for the sequential loop (overrides whisper.batch_size).
+    /// Windows decoded at once (lanes of speech), 1 for the sequential loop (overrides whisper.batch_size).
     #[arg(long)]
     batch_size: Option<u32>,
 }

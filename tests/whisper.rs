@@ -343,17 +343,17 @@ fn with_speech(
     (t, map)
 }
 
-/// Every word inside one of the batched chunks and inside the audio; no
-/// segment or word starts before the one before it. The engine clamps words
-/// into their chunk; the speech gate then may move a word edge out to where
-/// the sound of its speech starts or ends, at most 0.5 s beyond the region
-/// (`gate.rs`, SOUND_REACH): that much leeway.
-fn assert_words_in_chunks_and_in_order(
+/// Every word inside a detected speech region and inside the audio; no
+/// segment or word starts before the one before it. The speech gate holds
+/// words to the regions, but may move a word edge out to where the sound of
+/// its speech starts or ends, at most 0.5 s beyond the region (`gate.rs`,
+/// SOUND_REACH): that much leeway.
+fn assert_words_in_speech_and_in_order(
     t: &colloquy::whisper::Transcript,
     map: &colloquy::whisper::gate::SpeechMap,
 ) {
     const GATE_REACH: f64 = 0.5;
-    let chunks = colloquy::whisper::transcribe::speech_chunks(&map.regions, 30.0);
+    let regions = &map.regions;
     let mut last = 0.0f64;
     for s in &t.segments {
         assert!(
@@ -367,10 +367,10 @@ fn assert_words_in_chunks_and_in_order(
             );
             assert!(w.end <= t.duration + 1e-6, "{w:?} beyond {}", t.duration);
             assert!(
-                chunks
+                regions
                     .iter()
-                    .any(|c| w.start >= c.start - GATE_REACH && w.end <= c.end + GATE_REACH),
-                "{w:?} outside every chunk {chunks:?}"
+                    .any(|r| w.start >= r.start - GATE_REACH && w.end <= r.end + GATE_REACH),
+                "{w:?} outside every speech region {regions:?}"
             );
             last = w.start;
         }
@@ -395,7 +395,7 @@ fn batched_jfk_word_for_word() {
         "{}",
         t.full_text()
     );
-    assert_words_in_chunks_and_in_order(&t, &map);
+    assert_words_in_speech_and_in_order(&t, &map);
     let words: usize = t.segments.iter().map(|s| s.words.len()).sum();
     assert_eq!(
         words,
@@ -405,11 +405,10 @@ fn batched_jfk_word_for_word() {
 }
 
 /// The 14 single-speaker clips of the shared manifest one after another
-/// (2 s pauses, about 190 s): batched chunks of different speech. Batched
-/// keeps every word (the sequential loop loses a whole clip here with
-/// tiny.en, so the count is held against the reference; without decoding
-/// the rests of chunks whose text ended early, batched lost 8 words) and is
-/// at least as accurate as the sequential loop.
+/// (2 s pauses, about 190 s): lanes of different speech. Batched keeps
+/// every word (held against the reference: without following up windows
+/// whose text ended early, batched lost 8 words) and is at least as
+/// accurate as the sequential loop.
 #[test]
 fn batched_long_audio_keeps_every_word() {
     let Some(manifest) = shared_data("asr_manifest.tsv") else {
@@ -432,11 +431,13 @@ fn batched_long_audio_keeps_every_word() {
     let reference = reference.join(" ");
     let (b, map) = with_speech(&config, &mut batched, &mut vad, &long);
     let (s, _) = with_speech(&config, &mut sequential, &mut vad, &long);
-    let chunks = colloquy::whisper::transcribe::speech_chunks(&map.regions, 30.0);
-    // every chunk is decoded, and some again from where their text ended
+    // lanes of 20-45 s (the clips' long regions are not cut): a window
+    // each, and some a second from where their text ended
+    let lanes = colloquy::whisper::transcribe::lanes(&map.regions, 8, 30.0);
+    assert!((5..=8).contains(&lanes.len()), "{lanes:?}");
     assert!(
-        chunks.len() >= 6 && b.timings.windows >= chunks.len(),
-        "{} windows, {chunks:?}",
+        b.timings.windows >= lanes.len(),
+        "{} windows, {lanes:?}",
         b.timings.windows
     );
     let (wer_b, wer_s) = (
@@ -448,7 +449,7 @@ fn batched_long_audio_keeps_every_word() {
         "WER batched {wer_b:.3}, sequential {wer_s:.3}: {}",
         b.full_text()
     );
-    assert_words_in_chunks_and_in_order(&b, &map);
+    assert_words_in_speech_and_in_order(&b, &map);
     let words = b.segments.iter().map(|s| s.words.len()).sum::<usize>() as f64;
     let expected = normalize_words(&reference).len() as f64;
     assert!(

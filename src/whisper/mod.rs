@@ -206,7 +206,7 @@ impl WhisperEngine {
     /// `speech` (regions a voice activity detector found, sorted, in seconds),
     /// windows without speech are skipped and the result is gated by them
     /// (`gate.rs`); with `speech` and `whisper.batch_size` above 1, the
-    /// regions are decoded in batches of chunks (`transcribe.rs`).
+    /// speech is decoded in lanes, their windows batched (`transcribe.rs`).
     pub fn transcribe_until(
         &mut self,
         samples: &[f32],

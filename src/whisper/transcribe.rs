@@ -3,10 +3,10 @@
 //! into segments at timestamp tokens.
 //!
 //! Batched (`whisper.batch_size` > 1, with speech regions from a voice
-//! activity detector): the regions merged into chunks of at most 30 s
-//! (faster-whisper's `BatchedInferencePipeline`), decoded B chunks at a time
-//! with one prompt and no previous-text conditioning; a chunk that fails the
-//! guards at the first temperature goes on alone through the fallback.
+//! activity detector): the speech shared out into B lanes, each a seek loop
+//! of its own over its speech, the lanes' windows decoded together with one
+//! prompt and no previous-text conditioning; a window that fails the guards
+//! at the first temperature goes on alone through the fallback.
 
 use std::time::Instant;
 
@@ -114,80 +114,75 @@ pub fn split_by_timestamps(
     }
 }
 
-/// [`split_by_timestamps`] for a chunk of batched mode. No window follows a
-/// chunk, so an unfinished last segment (text after an opening timestamp
-/// whose closing one never came) is kept, ending at the chunk's end, where
-/// the seek loop would decode it again from its opening timestamp.
-pub fn split_chunk_by_timestamps(
-    tokens: &[u32],
-    timestamp_begin: u32,
-    time_offset: f64,
-    segment_size: usize,
-    segment_duration: f64,
-) -> Vec<RawSegment> {
-    let (mut raw, _) = split_by_timestamps(
-        tokens,
-        timestamp_begin,
-        time_offset,
-        segment_size,
-        segment_duration,
-        0,
-    );
-    let consumed: usize = raw.iter().map(|r| r.tokens.len()).sum();
-    let rest = &tokens[consumed.min(tokens.len())..];
-    if rest.iter().any(|&t| t < timestamp_begin) {
-        let start = match rest[0] {
-            t if t >= timestamp_begin => {
-                time_offset + (t - timestamp_begin) as f64 * TIME_PRECISION
-            }
-            _ => raw.last().map_or(time_offset, |r| r.end),
-        };
-        let end = time_offset + segment_duration;
-        raw.push(RawSegment {
-            start: start.min(end),
-            end,
-            tokens: rest.to_vec(),
-        });
-    }
-    raw
-}
-
-/// A stretch of audio decoded as one window in batched mode, in seconds.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Chunk {
+/// A stretch of the recording that batched mode transcribes with a seek
+/// loop of its own, beside the other lanes: seconds, and the speech regions
+/// (indices into the detector's sorted regions) inside it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lane {
     pub start: f64,
     pub end: f64,
+    pub regions: std::ops::Range<usize>,
 }
 
-/// Speech regions (sorted, disjoint) merged into chunks of at most
-/// `max_len` seconds, as faster-whisper's batched pipeline groups them: a
-/// chunk takes the following regions while it stays within `max_len` from
-/// its first region's start to its last region's end (the pauses between
-/// them included); a region longer than `max_len` is cut into pieces of
-/// `max_len` (the last one shorter), each of which may take more regions.
-pub fn speech_chunks(regions: &[crate::vad::SpeechRegion], max_len: f64) -> Vec<Chunk> {
-    // float sums of region times must not split a chunk of exactly max_len
-    const SLACK: f64 = 1e-9;
-    let mut chunks: Vec<Chunk> = Vec::new();
-    for r in regions {
-        let mut start = r.start;
-        while start < r.end {
-            let end = (start + max_len).min(r.end);
-            match chunks.last_mut() {
-                Some(c) if end - c.start <= max_len + SLACK => c.end = end,
-                _ => chunks.push(Chunk { start, end }),
+/// Speech regions (sorted, disjoint) shared out into at most `count` lanes
+/// of about equal length, cut only in pauses between regions. A recording
+/// shorter than `count` windows of `window` seconds gets one lane per
+/// window's worth: a lane is worth its own row only when it holds a window.
+pub fn lanes(regions: &[crate::vad::SpeechRegion], count: usize, window: f64) -> Vec<Lane> {
+    let (Some(first), Some(last)) = (regions.first(), regions.last()) else {
+        return Vec::new();
+    };
+    let span = last.end - first.start;
+    let count = count.clamp(1, ((span / window).ceil() as usize).max(1));
+    let mut out = Vec::with_capacity(count);
+    let mut from = 0usize;
+    for k in 1..=count {
+        let to = if k == count {
+            regions.len()
+        } else {
+            // the lane ends before the first region that starts past its share
+            let target = first.start + span * k as f64 / count as f64;
+            let cut = from
+                + 1
+                + regions[from + 1..]
+                    .iter()
+                    .position(|r| r.start >= target)
+                    .unwrap_or(regions.len() - from - 1);
+            if cut >= regions.len() {
+                regions.len()
+            } else {
+                cut
             }
-            start = end;
+        };
+        if to > from {
+            out.push(Lane {
+                start: regions[from].start,
+                end: regions[to - 1].end,
+                regions: from..to,
+            });
+            from = to;
+        }
+        if from >= regions.len() {
+            break;
         }
     }
-    chunks
+    out
 }
 
-/// A chunk as a window of mel frames: (first frame, frames of content),
-/// inside the `content_frames` and at most 30 s; None when nothing is left.
-fn chunk_frames(chunk: &Chunk, content_frames: usize) -> Option<(usize, usize)> {
-    let first = ((chunk.start.max(0.0) / SECONDS_PER_FRAME).floor() as usize).min(content_frames);
-    let last = ((chunk.end / SECONDS_PER_FRAME).ceil() as usize).min(content_frames);
+/// A lane's next window (first mel frame, frames) from `seek` on: it starts
+/// at `seek`, or at the next speech region when `seek` is in a pause, and
+/// runs for 30 s at most, inside the lane and the `content_frames`. None
+/// when no speech is left in the lane.
+fn lane_window(
+    lane: &Lane,
+    regions: &[crate::vad::SpeechRegion],
+    seek: usize,
+    content_frames: usize,
+) -> Option<(usize, usize)> {
+    let at = seek as f64 * SECONDS_PER_FRAME;
+    let next = regions[lane.regions.clone()].iter().find(|r| r.end > at)?;
+    let first = seek.max((next.start / SECONDS_PER_FRAME).floor() as usize);
+    let last = ((lane.end / SECONDS_PER_FRAME).ceil() as usize).min(content_frames);
     let size = last.saturating_sub(first).min(N_FRAMES);
     (size > 0).then_some((first, size))
 }
@@ -204,6 +199,43 @@ fn window_peak(samples: &[f32], seek: usize, size: usize) -> f32 {
 fn is_silent(result: &WindowResult, opts: &DecodeOptions) -> bool {
     result.no_speech_prob > opts.no_speech_threshold
         && result.avg_logprob <= opts.log_prob_threshold as f64
+}
+
+/// Seconds of detected speech in a window from which Whisper's no-speech
+/// guess no longer silences it (`window_options`).
+const HEARD_SPEECH: f64 = 1.0;
+
+/// The decoding settings of the window of `size` frames at `seek`. Where
+/// the voice activity detector heard `HEARD_SPEECH` seconds or more, the
+/// no-speech rule is off: the detector is the better judge of speech, and
+/// Whisper's no-speech probability runs high on hard conversational speech
+/// (measured: a 30 s window of an AMI meeting dropped whole at 0.65, its
+/// text improbable at the first temperature but kept at the second). The
+/// window then goes through the temperature fallback like any other; text
+/// outside the detected speech is dropped afterwards (`gate.rs`).
+fn window_options<'o>(
+    opts: &'o DecodeOptions,
+    speech: Option<&[crate::vad::SpeechRegion]>,
+    seek: usize,
+    size: usize,
+) -> std::borrow::Cow<'o, DecodeOptions> {
+    let (t0, t1) = (
+        seek as f64 * SECONDS_PER_FRAME,
+        (seek + size) as f64 * SECONDS_PER_FRAME,
+    );
+    let heard: f64 = speech
+        .unwrap_or(&[])
+        .iter()
+        .map(|r| (r.end.min(t1) - r.start.max(t0)).max(0.0))
+        .sum();
+    if heard >= HEARD_SPEECH {
+        std::borrow::Cow::Owned(DecodeOptions {
+            no_speech_threshold: f32::INFINITY,
+            ..opts.clone()
+        })
+    } else {
+        std::borrow::Cow::Borrowed(opts)
+    }
 }
 
 /// Settings of the seek loop itself.
@@ -226,7 +258,7 @@ pub struct LoopOptions {
     /// windows with no speech are not decoded.
     pub speech: Option<Vec<crate::vad::SpeechRegion>>,
     /// Windows decoded at once. 1: the sequential seek loop (faster-whisper's
-    /// `transcribe`); more, with `speech`: batched chunks of speech.
+    /// `transcribe`); more, with `speech`: that many lanes of speech, their windows batched.
     pub batch_size: usize,
 }
 
@@ -307,19 +339,20 @@ fn transcribe_sequential(job: Job) -> Result<Vec<Segment>, ModelError> {
             prompt.push(sp.no_timestamps);
         }
 
+        let window_opts = window_options(opts, loop_opts.speech.as_deref(), seek, segment_size);
         let t1 = Instant::now();
         let result = decode_with_fallback(
             model,
             tok,
             &encoded,
             &prompt,
-            opts,
+            &window_opts,
             rng,
             Fallback::default(),
         )?;
         timings.decoder += t1.elapsed().as_secs_f64();
 
-        if is_silent(&result, opts) {
+        if is_silent(&result, &window_opts) {
             seek += segment_size;
             continue;
         }
@@ -362,16 +395,18 @@ fn transcribe_sequential(job: Job) -> Result<Vec<Segment>, ModelError> {
     Ok(segments)
 }
 
-/// Speech chunks (`speech_chunks` of `regions`) decoded `batch_size` at a
-/// time, as faster-whisper's `BatchedInferencePipeline`: one encoder run
-/// per batch, the greedy pass at the first temperature for the whole batch
-/// (`decode_batch`), every chunk prompted with the start-of-transcript
-/// sequence alone (no previous text: the chunks are decoded together).
-/// The guards stay per chunk: a chunk that fails them goes on alone through
-/// the fallback from the next temperature. A chunk whose text ends before
-/// its speech does is decoded again from there (`untranscribed_rest`), with
-/// the other chunks' rests, until none is left. Segments, word timestamps
-/// and their post-processing are the seek loop's.
+/// Batched mode: the speech shared out into `batch_size` lanes (`lanes`),
+/// each transcribed by a seek loop of its own, the lanes' windows encoded and
+/// decoded together, one window per lane and round: a round's B windows
+/// take one greedy pass at the first temperature (`decode_batch`). A window
+/// starts where its lane's previous text ended, skipping pauses, so a window
+/// whose text stops early is followed up by the next one (not by a window
+/// of its own), and no window is spent on silence. Every window is prompted
+/// with the start-of-transcript sequence alone (the rows of a batch share
+/// one prompt: no previous-text conditioning, as faster-whisper's
+/// `BatchedInferencePipeline`). The guards stay per window: a window that
+/// fails them goes on alone through the fallback from the next temperature.
+/// Segments, word timestamps and their post-processing are the seek loop's.
 fn transcribe_batched(
     job: Job,
     regions: &[crate::vad::SpeechRegion],
@@ -388,75 +423,91 @@ fn transcribe_batched(
     } = job;
     let sp = &tok.special;
     let content_frames = mel.n_frames.saturating_sub(1);
-    let windows: Vec<(usize, usize)> = speech_chunks(regions, N_FRAMES as f64 * SECONDS_PER_FRAME)
-        .iter()
-        .filter_map(|c| chunk_frames(c, content_frames))
-        .filter(|&(seek, size)| window_peak(samples, seek, size) >= loop_opts.silence_peak)
-        .collect();
+    let lanes = lanes(
+        regions,
+        loop_opts.batch_size.max(1),
+        N_FRAMES as f64 * SECONDS_PER_FRAME,
+    );
     let mut prompt = loop_opts.sot_sequence.clone();
     if opts.without_timestamps {
         prompt.push(sp.no_timestamps);
     }
-    let mut segments = Vec::new();
-    let mut last_speech = 0.0f64;
-    for batch in windows.chunks(loop_opts.batch_size.max(1)) {
+    let mut seeks: Vec<usize> = lanes
+        .iter()
+        .map(|l| (l.start / SECONDS_PER_FRAME).floor() as usize)
+        .collect();
+    let mut lane_segments: Vec<Vec<Segment>> = vec![Vec::new(); lanes.len()];
+    let mut last_speech = vec![0.0f64; lanes.len()];
+    loop {
         if crate::runtime::stopped(loop_opts.stop.as_ref()) {
             return Err(ModelError::Cancelled);
         }
-        // each round decodes the windows left: the batch, then the rests
-        let mut rounds: Vec<super::model::EncodedWindow> = Vec::new();
-        let mut decoded: Vec<DecodedWindow> = Vec::new();
-        let mut pending: Vec<(usize, usize)> = batch.to_vec();
-        while !pending.is_empty() {
-            let (encoded, results) =
-                decode_round(model, tok, mel, &pending, &prompt, opts, rng, timings)?;
-            let mut rests = Vec::new();
-            for (row, (&(seek, size), result)) in pending.iter().zip(results).enumerate() {
-                let raw = if is_silent(&result, opts) {
-                    Vec::new()
-                } else {
-                    let (offset, duration) = (
-                        seek as f64 * SECONDS_PER_FRAME,
-                        size as f64 * SECONDS_PER_FRAME,
-                    );
-                    split_chunk_by_timestamps(
-                        &result.tokens,
-                        sp.timestamp_begin,
-                        offset,
-                        size,
-                        duration,
-                    )
-                };
-                let rest = untranscribed_rest(seek, size, &raw, regions);
-                if let Some((from, frames)) = rest {
-                    let at = |frame: usize| frame as f64 * SECONDS_PER_FRAME;
-                    tracing::debug!(
-                        window_start = at(seek),
-                        text_end = at(from),
-                        window_end = at(from + frames),
-                        "text ended before the speech: decoding the rest again"
-                    );
+        // each lane's next window; a window without sound is passed over
+        let mut round: Vec<(usize, (usize, usize))> = Vec::with_capacity(lanes.len());
+        for (i, lane) in lanes.iter().enumerate() {
+            while let Some((seek, size)) = lane_window(lane, regions, seeks[i], content_frames) {
+                if window_peak(samples, seek, size) >= loop_opts.silence_peak {
+                    round.push((i, (seek, size)));
+                    break;
                 }
-                rests.extend(rest);
-                decoded.push(DecodedWindow {
-                    seek,
-                    size,
-                    result,
-                    raw,
-                    round: rounds.len(),
-                    row,
-                });
+                seeks[i] = seek + size;
             }
-            rounds.push(encoded);
-            pending = rests;
         }
-        decoded.sort_by_key(|w| w.seek);
-        for w in decoded {
-            let (mut kept, kept_probs) = keep_segments(tok, w.raw, &w.result)?;
+        if round.is_empty() {
+            break;
+        }
+        let windows: Vec<(usize, usize)> = round.iter().map(|&(_, w)| w).collect();
+        let row_opts: Vec<_> = windows
+            .iter()
+            .map(|&(seek, size)| window_options(opts, Some(regions), seek, size))
+            .collect();
+        let (encoded, results) =
+            decode_round(model, tok, mel, &windows, &prompt, &row_opts, rng, timings)?;
+        for (row, (&(lane, (seek, size)), result)) in round.iter().zip(results).enumerate() {
+            let end = seek + size;
+            let at = |frame: usize| frame as f64 * SECONDS_PER_FRAME;
+            if is_silent(&result, &row_opts[row]) {
+                tracing::debug!(
+                    lane,
+                    start = at(seek),
+                    end = at(end),
+                    no_speech = result.no_speech_prob,
+                    "window without speech"
+                );
+                seeks[lane] = end;
+                continue;
+            }
+            let (offset, duration) = (
+                seek as f64 * SECONDS_PER_FRAME,
+                size as f64 * SECONDS_PER_FRAME,
+            );
+            let (raw, mut next) = split_by_timestamps(
+                &result.tokens,
+                sp.timestamp_begin,
+                offset,
+                size,
+                duration,
+                seek,
+            );
+            // speech after the text: the lane's next window starts there
+            if let Some((from, _)) =
+                untranscribed_rest(seek, size, &raw, &regions[lanes[lane].regions.clone()])
+            {
+                next = next.min(from);
+            }
+            seeks[lane] = if next > seek { next } else { end };
+            tracing::debug!(
+                lane,
+                start = at(seek),
+                end = at(end),
+                next = at(seeks[lane]),
+                temperature = result.temperature,
+                "window decoded"
+            );
+            let (mut kept, kept_probs) = keep_segments(tok, raw, &result)?;
             if loop_opts.word_timestamps && !kept.is_empty() {
                 let t2 = Instant::now();
-                let alone = rounds[w.round].rows(&[w.row])?;
-                let offset = w.seek as f64 * SECONDS_PER_FRAME;
+                let alone = encoded.rows(&[row])?;
                 add_word_timestamps(
                     model,
                     tok,
@@ -465,33 +516,26 @@ fn transcribe_batched(
                     &mut kept,
                     &kept_probs,
                     offset,
-                    w.size,
-                    &mut last_speech,
+                    size,
+                    &mut last_speech[lane],
                 )?;
-                hold_in_window(&mut kept, offset, w.size);
+                hold_in_window(&mut kept, offset, size);
                 timings.word_timing += t2.elapsed().as_secs_f64();
             }
-            append_segments(&mut segments, kept);
+            lane_segments[lane].extend(kept);
         }
+    }
+    let mut segments = Vec::new();
+    for kept in lane_segments {
+        append_segments(&mut segments, kept);
     }
     Ok(segments)
 }
 
-/// A window of batched mode once decoded: where it is (mel frames), what
-/// the decoder gave, its segments (none when silent), and where its
-/// encoding is (row `row` of round `round`) for the word timestamps.
-struct DecodedWindow {
-    seek: usize,
-    size: usize,
-    result: WindowResult,
-    raw: Vec<RawSegment>,
-    round: usize,
-    row: usize,
-}
-
 /// One encoder run over `windows` (first frame, frames) and the batched
-/// greedy pass; a window whose result fails the guards is decoded again
-/// alone through the rest of the temperature fallback.
+/// greedy pass; a window whose result fails the guards (judged with its own
+/// `row_opts`, which differ from the first row's in the no-speech rule at
+/// most) is decoded again alone through the rest of the temperature fallback.
 #[allow(clippy::too_many_arguments)]
 fn decode_round(
     model: &mut WhisperOnnx,
@@ -499,10 +543,11 @@ fn decode_round(
     mel: &LogMel,
     windows: &[(usize, usize)],
     prompt: &[u32],
-    opts: &DecodeOptions,
+    row_opts: &[std::borrow::Cow<DecodeOptions>],
     rng: &mut fastrand::Rng,
     timings: &mut Timings,
 ) -> Result<(super::model::EncodedWindow, Vec<WindowResult>), ModelError> {
+    let opts: &DecodeOptions = &row_opts[0];
     let mels: Vec<Vec<f32>> = windows
         .iter()
         .map(|&(seek, size)| mel.window(seek, size))
@@ -518,6 +563,7 @@ fn decode_round(
     let mut results = Vec::with_capacity(windows.len());
     for (row, decoded) in first.into_iter().enumerate() {
         let mut fallback = Fallback::default();
+        let opts: &DecodeOptions = &row_opts[row];
         let result = match fallback.judge(decoded, first_temperature, tok, opts) {
             Some(result) => result,
             None => {
@@ -534,13 +580,13 @@ fn decode_round(
 /// Seconds of speech after a window's text, above which the rest is decoded again.
 const MIN_REST_SPEECH: f64 = 0.5;
 
-/// The part of a window after the end of its text, as a window of its own
-/// (first frame, frames), when speech regions lie there for
-/// `MIN_REST_SPEECH` seconds or more: Whisper often ends its text early when
-/// speech goes on near the end of a 30 s window, which the seek loop makes up
-/// for by starting the next window at the last timestamp, and batched mode
-/// by decoding that rest again. None when nothing was written (silence, or
-/// no segment) or the text reaches the end.
+/// The part of a window after the end of its text (first frame, frames),
+/// when speech regions lie there for `MIN_REST_SPEECH` seconds or more:
+/// Whisper often ends its text early, with a closing timestamp, when speech
+/// goes on near the end of a window; the seek loop would then go on after
+/// the window and lose that speech, and a lane goes on from where the text
+/// ended instead. None when nothing was written (silence, or no segment) or
+/// the text reaches the end.
 fn untranscribed_rest(
     seek: usize,
     size: usize,
@@ -767,108 +813,121 @@ mod tests {
         assert_eq!(seek, 2500);
     }
 
-    #[test]
-    fn a_chunk_keeps_its_unfinished_last_segment_up_to_its_end() {
-        // <0.00> a b <2.00><2.40> c <5.00><5.20> d   (then end-of-text)
-        let toks = vec![ts(0.0), 1, 2, ts(2.0), ts(2.4), 3, ts(5.0), ts(5.2), 4];
-        let segs = split_chunk_by_timestamps(&toks, TB, 10.0, 1200, 12.0);
-        assert_eq!(segs.len(), 3);
-        assert_eq!(segs[2].tokens, vec![ts(5.2), 4]);
-        assert!(
-            (segs[2].start - 15.2).abs() < 1e-9 && (segs[2].end - 22.0).abs() < 1e-9,
-            "{:?}",
-            segs[2]
-        );
-        // every token is in a segment: no word is lost
-        assert_eq!(
-            segs.iter().map(|s| s.tokens.len()).sum::<usize>(),
-            toks.len()
-        );
-        // a closing pair at the end leaves no text behind: nothing is added
-        let closed = vec![ts(0.0), 1, ts(2.0), ts(2.0)];
-        let segs = split_chunk_by_timestamps(&closed, TB, 0.0, 3000, 30.0);
-        assert_eq!(segs.len(), 1);
-        assert_eq!(segs[0].tokens, vec![ts(0.0), 1, ts(2.0)]);
-        // complete segments are the seek loop's
-        let done = vec![ts(0.0), 1, ts(3.0), ts(3.0), 2, ts(6.5)];
-        assert_eq!(
-            split_chunk_by_timestamps(&done, TB, 0.0, 2500, 25.0),
-            split_by_timestamps(&done, TB, 0.0, 2500, 25.0, 0).0
-        );
-    }
-
     fn region(start: f64, end: f64) -> crate::vad::SpeechRegion {
         crate::vad::SpeechRegion::new(start, end)
     }
 
     #[test]
-    fn speech_regions_merge_into_chunks_of_at_most_30_s() {
-        let regions = [
-            region(1.0, 5.0),
-            region(6.0, 20.0),
-            region(22.0, 31.0),
-            region(31.5, 40.0),
-            region(70.0, 71.0),
-        ];
-        let chunks = speech_chunks(&regions, 30.0);
-        // 1..31 is exactly 30 s: the pauses between the regions are inside the chunk
-        assert_eq!(
-            chunks,
-            vec![
-                Chunk {
-                    start: 1.0,
-                    end: 31.0
-                },
-                Chunk {
-                    start: 31.5,
-                    end: 40.0
-                },
-                Chunk {
-                    start: 70.0,
-                    end: 71.0
-                }
-            ]
-        );
-        for c in &chunks {
-            assert!(c.end - c.start <= 30.0 + 1e-9 && c.end > c.start, "{c:?}");
+    fn speech_is_shared_out_into_lanes_cut_in_pauses() {
+        // 0..120 s of speech in 30 regions of 3 s with 1 s pauses
+        let regions: Vec<_> = (0..30)
+            .map(|i| region(i as f64 * 4.0, i as f64 * 4.0 + 3.0))
+            .collect();
+        let l = lanes(&regions, 4, 30.0);
+        assert_eq!(l.len(), 4);
+        // every region in exactly one lane, in order, each lane cut between regions
+        assert_eq!(l[0].regions.start, 0);
+        assert_eq!(l[3].regions.end, 30);
+        for pair in l.windows(2) {
+            assert_eq!(pair[0].regions.end, pair[1].regions.start);
+            assert!(pair[0].end < pair[1].start);
         }
-        assert!(speech_chunks(&[], 30.0).is_empty());
+        for lane in &l {
+            assert_eq!(
+                (lane.start, lane.end),
+                (
+                    regions[lane.regions.start].start,
+                    regions[lane.regions.end - 1].end
+                )
+            );
+            // about a quarter of 119 s each
+            assert!((lane.end - lane.start - 29.0).abs() <= 4.0, "{lane:?}");
+        }
+        // 45 s of speech holds two windows' worth: two lanes, not eight
+        assert_eq!(lanes(&regions[..12], 8, 30.0).len(), 2);
+        // one long region cannot be cut: one lane
+        assert_eq!(
+            lanes(&[region(0.0, 100.0)], 8, 30.0),
+            vec![Lane {
+                start: 0.0,
+                end: 100.0,
+                regions: 0..1
+            }]
+        );
+        assert!(lanes(&[], 8, 30.0).is_empty());
     }
 
     #[test]
-    fn a_region_longer_than_30_s_is_cut_and_its_rest_takes_the_next_regions() {
-        let regions = [
-            region(0.0, 2.0),
-            region(10.0, 75.0),
-            region(76.0, 80.0),
-            region(95.0, 96.0),
-        ];
-        let chunks = speech_chunks(&regions, 30.0);
+    fn a_lanes_windows_skip_its_pauses_and_stay_inside_it() {
+        // 0.01 s per frame
+        let regions = [region(1.0, 5.0), region(20.0, 60.0), region(80.0, 81.0)];
+        let lane = Lane {
+            start: 1.0,
+            end: 60.0,
+            regions: 0..2,
+        };
         assert_eq!(
-            chunks,
-            vec![
-                Chunk {
-                    start: 0.0,
-                    end: 2.0
-                },
-                Chunk {
-                    start: 10.0,
-                    end: 40.0
-                },
-                Chunk {
-                    start: 40.0,
-                    end: 70.0
-                },
-                // the region's last 5 s, the next region and the one after (26 s in all)
-                Chunk {
-                    start: 70.0,
-                    end: 96.0
-                },
-            ]
+            lane_window(&lane, &regions, 100, 10_000),
+            Some((100, N_FRAMES))
         );
-        // every second of speech is in exactly one chunk
-        let covered: f64 = chunks.iter().map(|c| c.end - c.start).sum();
-        assert!((covered - (2.0 + 30.0 + 30.0 + 26.0)).abs() < 1e-9);
+        // from inside the pause after the first region: the second region's start
+        assert_eq!(
+            lane_window(&lane, &regions, 600, 10_000),
+            Some((2000, N_FRAMES))
+        );
+        // the lane's end (not the next lane's region) bounds the window
+        assert_eq!(
+            lane_window(&lane, &regions, 4500, 10_000),
+            Some((4500, 1500))
+        );
+        // and the audio's end
+        assert_eq!(lane_window(&lane, &regions, 4500, 5000), Some((4500, 500)));
+        // no speech left in the lane
+        assert_eq!(lane_window(&lane, &regions, 6000, 10_000), None);
+    }
+
+    #[test]
+    fn where_the_detector_heard_speech_whispers_no_speech_guess_does_not_silence_a_window() {
+        let opts = DecodeOptions {
+            temperatures: vec![0.0],
+            compression_ratio_threshold: 2.4,
+            log_prob_threshold: -1.0,
+            no_speech_threshold: 0.6,
+            without_timestamps: false,
+            max_initial_timestamp_index: Some(50),
+            suppress_blank: true,
+            suppress_tokens: vec![],
+            suppress_tokens_begin: vec![],
+            max_length: 448,
+        };
+        let doubtful = WindowResult {
+            tokens: vec![1, 2],
+            token_probs: vec![0.3, 0.3],
+            avg_logprob: -1.4,
+            no_speech_prob: 0.65,
+            temperature: 0.0,
+            compression_ratio: 1.0,
+        };
+        // window 10..40 s (0.01 s frames)
+        let speech = [region(12.0, 12.5), region(30.0, 31.2)];
+        assert!(is_silent(
+            &doubtful,
+            &window_options(&opts, None, 1000, 3000)
+        ));
+        // 0.5 s of speech in the window: still Whisper's call
+        assert!(is_silent(
+            &doubtful,
+            &window_options(&opts, Some(&speech[..1]), 1000, 3000)
+        ));
+        // 1.7 s heard: the window is decoded, not dropped
+        let heard = window_options(&opts, Some(&speech), 1000, 3000);
+        assert!(!is_silent(&doubtful, &heard));
+        // the rest of the settings are the same
+        assert_eq!(heard.log_prob_threshold, opts.log_prob_threshold);
+        assert_eq!(
+            heard.max_initial_timestamp_index,
+            opts.max_initial_timestamp_index
+        );
     }
 
     #[test]
@@ -895,51 +954,6 @@ mod tests {
         assert_eq!(
             untranscribed_rest(1000, 3000, &raw(10.0), &regions),
             Some((1001, 2999))
-        );
-    }
-
-    #[test]
-    fn chunks_become_frame_windows_inside_the_audio() {
-        // 0.01 s per frame; 10 s of audio = 1000 content frames
-        assert_eq!(
-            chunk_frames(
-                &Chunk {
-                    start: 1.005,
-                    end: 2.0
-                },
-                1000
-            ),
-            Some((100, 100))
-        );
-        assert_eq!(
-            chunk_frames(
-                &Chunk {
-                    start: 9.5,
-                    end: 12.0
-                },
-                1000
-            ),
-            Some((950, 50))
-        );
-        assert_eq!(
-            chunk_frames(
-                &Chunk {
-                    start: 0.0,
-                    end: 30.004
-                },
-                5000
-            ),
-            Some((0, N_FRAMES))
-        );
-        assert_eq!(
-            chunk_frames(
-                &Chunk {
-                    start: 10.0,
-                    end: 11.0
-                },
-                1000
-            ),
-            None
         );
     }
 
