@@ -32,13 +32,15 @@ e2e:
 ## (benches/pipeline.rs); (c) against faster-whisper on the shared clips
 ## (needs ../shared/data; installs faster-whisper into a venv when missing);
 ## (d) word timing at turn edges against faster-whisper (make word-timing);
-## (e) long recordings against faster-whisper sequential and batched (make long-bench).
+## (e) long recordings against faster-whisper sequential and batched (make long-bench);
+## (f) int8 against fp32 WER on every installed model, beside faster-whisper's.
 bench: setup build
 	$(CARGO) bench --bench pipeline -- --json target/bench/pipeline.json
 	$(THROUGHPUT) $(CARGO) bench --bench pipeline -- --json target/bench/pipeline-throughput.json
 	python3 benches/whisper_vs_faster_whisper.py
 	python3 benches/word_timing.py
 	python3 benches/long_vs_faster_whisper.py
+	python3 benches/int8_parity.py
 
 ## The 14 clips joined and a 45-minute file (benches/make_long_audio.sh, needs sox):
 ## faster-whisper sequential and batched, colloquy's Whisper and whole pipeline.

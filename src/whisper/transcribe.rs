@@ -364,7 +364,14 @@ fn transcribe_sequential(job: Job) -> Result<Vec<Segment>, ModelError> {
             segment_duration,
             seek,
         );
-        seek = next_seek;
+        // speech after the text (VAD on): the next window starts there
+        let rest = loop_opts
+            .speech
+            .as_deref()
+            .and_then(|sp| untranscribed_rest(seek, segment_size, &raw, sp));
+        seek = rest
+            .map_or(next_seek, |(from, _)| next_seek.min(from))
+            .max(seek + 1);
         let (mut kept, kept_probs) = keep_segments(tok, raw, &result)?;
         for seg in &kept {
             all_tokens.extend_from_slice(&seg.tokens);
