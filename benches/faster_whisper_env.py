@@ -6,6 +6,7 @@ packages `make setup` converts for colloquy (so both run the same weights).
 Imported by benches/whisper_vs_faster_whisper.py and benches/word_timing.py
 (run as scripts, so this folder is on sys.path).
 """
+import json
 import os
 import re
 import subprocess
@@ -27,6 +28,14 @@ CT2_PACKAGES = {
 
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
+
+
+def write_report(path, report):
+    """Writes a bench's JSON report (its folder made when missing) and says where."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    log(f"report: {path}")
 
 
 def ensure_fw_venv():

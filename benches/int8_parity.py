@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from faster_whisper_env import REPO, SHARED_DATA, ensure_ct2_dir, ensure_fw_venv, log  # noqa: E402
+from faster_whisper_env import REPO, SHARED_DATA, ensure_ct2_dir, ensure_fw_venv, log, write_report  # noqa: E402
 from whisper_vs_faster_whisper import edit_distance, normalize  # noqa: E402
 
 FW_SCRIPT = r"""
@@ -111,9 +111,7 @@ def main():
                 worst = max(100 * (row[k] - base[k]) for k in row)
                 log(f"colloquy {model} {precision}: worst set {worst:+.1f} WER points against fp32 "
                     f"({'within' if worst <= 0.5 else 'NOT within'} 0.5)")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2))
-    log(f"wrote {args.json}")
+    write_report(args.json, results)
 
 
 if __name__ == "__main__":

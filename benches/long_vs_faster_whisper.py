@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from faster_whisper_env import REPO, ensure_ct2_dir, ensure_fw_venv, log  # noqa: E402
+from faster_whisper_env import REPO, ensure_ct2_dir, ensure_fw_venv, log, write_report  # noqa: E402
 from whisper_vs_faster_whisper import edit_distance, normalize, peak_rss_of  # noqa: E402
 
 FW_SCRIPT = r"""
@@ -128,9 +128,7 @@ def main():
                 s = best[e]["seconds"]
                 log(f"{name:9s} {e}: {seq / s:.2f}x faster-whisper sequential, {bat / s:.2f}x batched; "
                     f"{s / seq:.2f} of sequential's wall time")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2))
-    log(f"wrote {args.json}")
+    write_report(args.json, results)
 
 
 if __name__ == "__main__":

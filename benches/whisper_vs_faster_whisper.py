@@ -26,7 +26,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from faster_whisper_env import REPO, ensure_ct2_dir, ensure_fw_venv, log
+from faster_whisper_env import REPO, ensure_ct2_dir, ensure_fw_venv, log, write_report
 
 # colloquy without word timestamps and speech detection (to measure what they cost).
 PLAIN_ENV = {"COLLOQUY__WHISPER__WORD_TIMESTAMPS": "false", "COLLOQUY__VAD__ENABLED": "false"}
@@ -228,9 +228,7 @@ def main():
               f"--jobs 4): {ta:.2f} s (x{tot['a'] / ta:.1f}): {summary['pipeline_at_once_vs_faster_whisper']:.2f}x "
               f"faster-whisper's transcription; peak RSS {rss['pipeline_at_once']:.0f} MB")
         report["results"][precision] = {"summary": summary, "clips": per_clip}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2))
-    log(f"report: {args.json}")
+    write_report(args.json, report)
 
 
 if __name__ == "__main__":

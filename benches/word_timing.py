@@ -29,7 +29,7 @@ import statistics
 import subprocess
 from pathlib import Path
 
-from faster_whisper_env import REPO, SHARED_DATA, ensure_ct2_dir, ensure_fw_venv, log
+from faster_whisper_env import REPO, SHARED_DATA, ensure_ct2_dir, ensure_fw_venv, log, write_report
 
 DEFAULT_PAIRS = [
     (SHARED_DATA / "synthetic" / "conv1.wav", SHARED_DATA / "synthetic" / "conv1.rttm"),
@@ -196,9 +196,7 @@ def main():
                          "medians over turns",
               "files": files, "totals": totals}
     out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    log(f"report: {out}")
+    write_report(out, report)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,30 @@ pub struct DecodeOptions {
     pub max_length: usize,
 }
 
+impl DecodeOptions {
+    /// Greedy decoding at temperature 0 with faster-whisper's default guards
+    /// and timestamp rules (first timestamp at most 1 s), suppressing
+    /// `suppress_tokens` always and `suppress_tokens_begin` first.
+    pub fn greedy(
+        suppress_tokens: Vec<u32>,
+        suppress_tokens_begin: Vec<u32>,
+        max_length: usize,
+    ) -> DecodeOptions {
+        DecodeOptions {
+            temperatures: vec![0.0],
+            compression_ratio_threshold: 2.4,
+            log_prob_threshold: -1.0,
+            no_speech_threshold: 0.6,
+            without_timestamps: false,
+            max_initial_timestamp_index: Some(50),
+            suppress_blank: true,
+            suppress_tokens,
+            suppress_tokens_begin,
+            max_length,
+        }
+    }
+}
+
 /// What decoding one window produced.
 #[derive(Debug, Clone)]
 pub struct WindowResult {
@@ -503,16 +527,8 @@ mod tests {
 
     fn opts() -> DecodeOptions {
         DecodeOptions {
-            temperatures: vec![0.0],
-            compression_ratio_threshold: 2.4,
-            log_prob_threshold: -1.0,
-            no_speech_threshold: 0.6,
-            without_timestamps: false,
             max_initial_timestamp_index: Some(5),
-            suppress_blank: true,
-            suppress_tokens: vec![3],
-            suppress_tokens_begin: vec![4, EOT],
-            max_length: 448,
+            ..DecodeOptions::greedy(vec![3], vec![4, EOT], 448)
         }
     }
 

@@ -895,18 +895,7 @@ mod tests {
 
     #[test]
     fn where_the_detector_heard_speech_whispers_no_speech_guess_does_not_silence_a_window() {
-        let opts = DecodeOptions {
-            temperatures: vec![0.0],
-            compression_ratio_threshold: 2.4,
-            log_prob_threshold: -1.0,
-            no_speech_threshold: 0.6,
-            without_timestamps: false,
-            max_initial_timestamp_index: Some(50),
-            suppress_blank: true,
-            suppress_tokens: vec![],
-            suppress_tokens_begin: vec![],
-            max_length: 448,
-        };
+        let opts = DecodeOptions::greedy(vec![], vec![], 448);
         let doubtful = WindowResult {
             tokens: vec![1, 2],
             token_probs: vec![0.3, 0.3],

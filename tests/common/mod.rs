@@ -91,18 +91,11 @@ pub fn pink_noise(seconds: f64, dbfs: f64, seed: u64) -> Vec<f32> {
 pub fn greedy_options(
     dir: &colloquy::whisper::model::ModelDir,
 ) -> colloquy::whisper::decode::DecodeOptions {
-    colloquy::whisper::decode::DecodeOptions {
-        temperatures: vec![0.0],
-        compression_ratio_threshold: 2.4,
-        log_prob_threshold: -1.0,
-        no_speech_threshold: 0.6,
-        without_timestamps: false,
-        max_initial_timestamp_index: Some(50),
-        suppress_blank: true,
-        suppress_tokens: dir.ct2.suppress_ids.clone(),
-        suppress_tokens_begin: dir.ct2.suppress_ids_begin.clone(),
-        max_length: dir.config.n_text_ctx,
-    }
+    colloquy::whisper::decode::DecodeOptions::greedy(
+        dir.ct2.suppress_ids.clone(),
+        dir.ct2.suppress_ids_begin.clone(),
+        dir.config.n_text_ctx,
+    )
 }
 
 /// 16-bit PCM mono WAV bytes of `samples` (clamped to [-1, 1]).
