@@ -38,7 +38,9 @@ nvidia-smi -L >&2
 venv=$CACHE/venv-gpu
 if [ ! -f "$venv/.installed" ]; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q "$ORT_GPU" "${NVIDIA_WHEELS[@]}"
+  # GPU_WHEELS=DIR: install from wheels downloaded beforehand (`pip download
+  # -d DIR` of the same requirements) on a machine that reaches no registry
+  "$venv/bin/pip" install -q ${GPU_WHEELS:+--no-index --find-links "$GPU_WHEELS"} "$ORT_GPU" "${NVIDIA_WHEELS[@]}"
   touch "$venv/.installed"
 fi
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
