@@ -8,28 +8,17 @@ mod common;
 use colloquy::audio::load_16k_mono;
 use colloquy::config::Config;
 use colloquy::text::{normalize_words, word_errors};
-use colloquy::vad::{self, SileroVad, SpeechDetector};
+use colloquy::vad::{SileroVad, SpeechDetector};
 use colloquy::whisper::gate::SpeechMap;
 use colloquy::whisper::{Transcript, WhisperEngine};
-use common::{config, pink_noise, repo_path, shared_data, REQUIRE_MODELS};
+use common::{pink_noise, repo_path, shared_data, vad_config};
 
 const RATE: usize = 16_000;
 /// What tests/data/speech_en.flac says (tests/whisper.rs holds the same).
 const CLIP_TEXT: &str = "Good morning everyone, thank you for coming to the meeting today. We will talk about the budget for next year, and then we will plan the summer trip.";
 
 fn engines() -> Option<(Config, WhisperEngine, SileroVad)> {
-    let config = config()?;
-    if !vad::model_dir(&config.models_root())
-        .join("manifest.json")
-        .exists()
-    {
-        assert!(
-            std::env::var_os(REQUIRE_MODELS).is_none(),
-            "VAD model not installed: run `make setup`"
-        );
-        eprintln!("skipping: VAD model not installed (run `make setup`)");
-        return None;
-    }
+    let config = vad_config(&[])?;
     let whisper = WhisperEngine::load(&config).expect("load whisper");
     let vad = SileroVad::load(&config).expect("load vad");
     Some((config, whisper, vad))

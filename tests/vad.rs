@@ -15,29 +15,10 @@ use colloquy::config::{Config, Device, RuntimeConfig};
 use colloquy::diarize::rttm::parse_rttm;
 use colloquy::runtime;
 use colloquy::vad::{self, SileroVad, Speech, SpeechDetector, SpeechRegion};
-use common::{config_with, pink_noise, repo_path, shared_data, REQUIRE_MODELS};
+use common::{config_with, pink_noise, repo_path, shared_data, vad_config};
 use ort::value::TensorRef;
 
 const RATE: usize = 16_000;
-
-/// The default config with `overrides`, or None (skipped) when the VAD model
-/// or ONNX Runtime is not installed.
-fn vad_config(overrides: &[(&str, &str)]) -> Option<Config> {
-    let config = config_with(overrides)?;
-    let dir = vad::model_dir(&config.models_root());
-    if dir.join("manifest.json").exists() {
-        return Some(config);
-    }
-    let msg = format!(
-        "VAD model not installed in {} (run `make setup`)",
-        dir.display()
-    );
-    if std::env::var_os(REQUIRE_MODELS).is_some() {
-        panic!("{msg}");
-    }
-    eprintln!("skipping: {msg}");
-    None
-}
 
 fn engine() -> Option<SileroVad> {
     Some(SileroVad::load(&vad_config(&[])?).expect("load silero VAD"))

@@ -6,7 +6,7 @@ mod common;
 use colloquy::audio::load_16k_mono;
 use colloquy::text::{normalize_words, word_errors};
 use colloquy::whisper::WhisperEngine;
-use common::{config, config_with, repo_path, shared_data, REQUIRE_MODELS};
+use common::{config, config_with, repo_path, shared_data, vad_config};
 
 const CLIP_TEXT: &str = "Good morning everyone, thank you for coming to the meeting today. We will talk about the budget for next year, and then we will plan the summer trip.";
 
@@ -305,18 +305,7 @@ fn engine_with_vad(
     WhisperEngine,
     colloquy::vad::SileroVad,
 )> {
-    let config = config_with(&[("whisper.batch_size", batch)])?;
-    if !colloquy::vad::model_dir(&config.models_root())
-        .join("manifest.json")
-        .exists()
-    {
-        assert!(
-            std::env::var_os(REQUIRE_MODELS).is_none(),
-            "VAD model not installed: run `make setup`"
-        );
-        eprintln!("skipping: VAD model not installed (run `make setup`)");
-        return None;
-    }
+    let config = vad_config(&[("whisper.batch_size", batch)])?;
     let engine = WhisperEngine::load(&config).expect("load whisper");
     assert_eq!(engine.batch_size(), batch.parse::<usize>().unwrap());
     let vad = colloquy::vad::SileroVad::load(&config).expect("load vad");

@@ -62,6 +62,25 @@ pub fn config() -> Option<Config> {
     config_with(&[])
 }
 
+/// [`config_with`], and also None (skipped) when the VAD model is not
+/// installed; a failure under `COLLOQUY_REQUIRE_MODELS`.
+pub fn vad_config(overrides: &[(&str, &str)]) -> Option<Config> {
+    let config = config_with(overrides)?;
+    let dir = colloquy::vad::model_dir(&config.models_root());
+    if dir.join("manifest.json").exists() {
+        return Some(config);
+    }
+    let msg = format!(
+        "VAD model not installed in {} (run `make setup`)",
+        dir.display()
+    );
+    if std::env::var_os(REQUIRE_MODELS).is_some() {
+        panic!("{msg}");
+    }
+    eprintln!("skipping: {msg}");
+    None
+}
+
 /// Pink noise (Paul Kellet's filter on seeded white noise) at `dbfs` RMS.
 pub fn pink_noise(seconds: f64, dbfs: f64, seed: u64) -> Vec<f32> {
     let mut rng = fastrand::Rng::with_seed(seed);
