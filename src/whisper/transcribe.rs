@@ -142,17 +142,11 @@ pub fn lanes(regions: &[crate::vad::SpeechRegion], count: usize, window: f64) ->
         } else {
             // the lane ends before the first region that starts past its share
             let target = first.start + span * k as f64 / count as f64;
-            let cut = from
-                + 1
+            from + 1
                 + regions[from + 1..]
                     .iter()
                     .position(|r| r.start >= target)
-                    .unwrap_or(regions.len() - from - 1);
-            if cut >= regions.len() {
-                regions.len()
-            } else {
-                cut
-            }
+                    .unwrap_or(regions.len() - from - 1)
         };
         if to > from {
             out.push(Lane {
@@ -223,11 +217,7 @@ fn window_options<'o>(
         seek as f64 * SECONDS_PER_FRAME,
         (seek + size) as f64 * SECONDS_PER_FRAME,
     );
-    let heard: f64 = speech
-        .unwrap_or(&[])
-        .iter()
-        .map(|r| (r.end.min(t1) - r.start.max(t0)).max(0.0))
-        .sum();
+    let heard = crate::vad::overlap_with_speech(t0, t1, speech.unwrap_or(&[]));
     if heard >= HEARD_SPEECH {
         std::borrow::Cow::Owned(DecodeOptions {
             no_speech_threshold: f32::INFINITY,
@@ -364,14 +354,13 @@ fn transcribe_sequential(job: Job) -> Result<Vec<Segment>, ModelError> {
             segment_duration,
             seek,
         );
-        // speech after the text (VAD on): the next window starts there
-        let rest = loop_opts
-            .speech
-            .as_deref()
-            .and_then(|sp| untranscribed_rest(seek, segment_size, &raw, sp));
-        seek = rest
-            .map_or(next_seek, |(from, _)| next_seek.min(from))
-            .max(seek + 1);
+        seek = next_window_seek(
+            seek,
+            segment_size,
+            next_seek,
+            &raw,
+            loop_opts.speech.as_deref(),
+        );
         let (mut kept, kept_probs) = keep_segments(tok, raw, &result)?;
         for seg in &kept {
             all_tokens.extend_from_slice(&seg.tokens);
@@ -488,7 +477,7 @@ fn transcribe_batched(
                 seek as f64 * SECONDS_PER_FRAME,
                 size as f64 * SECONDS_PER_FRAME,
             );
-            let (raw, mut next) = split_by_timestamps(
+            let (raw, next) = split_by_timestamps(
                 &result.tokens,
                 sp.timestamp_begin,
                 offset,
@@ -496,13 +485,7 @@ fn transcribe_batched(
                 duration,
                 seek,
             );
-            // speech after the text: the lane's next window starts there
-            if let Some((from, _)) =
-                untranscribed_rest(seek, size, &raw, &regions[lanes[lane].regions.clone()])
-            {
-                next = next.min(from);
-            }
-            seeks[lane] = if next > seek { next } else { end };
+            seeks[lane] = next_window_seek(seek, size, next, &raw, Some(regions));
             tracing::debug!(
                 lane,
                 start = at(seek),
@@ -584,8 +567,30 @@ fn decode_round(
     Ok((encoded, results))
 }
 
-/// Seconds of speech after a window's text, above which the rest is decoded again.
+/// Seconds of speech after a window's text from which the next window starts
+/// at the text's end (`untranscribed_rest`).
 const MIN_REST_SPEECH: f64 = 0.5;
+
+/// Where a seek loop's next window starts after the window of `size` frames
+/// at `seek`: at `next_seek` (from `split_by_timestamps`: after the last
+/// complete segment), or earlier, at the end of the text, when speech goes
+/// on after it (`untranscribed_rest`, with the detector's `speech`); after
+/// the window when neither moves forward.
+fn next_window_seek(
+    seek: usize,
+    size: usize,
+    next_seek: usize,
+    raw: &[RawSegment],
+    speech: Option<&[crate::vad::SpeechRegion]>,
+) -> usize {
+    let rest = speech.and_then(|sp| untranscribed_rest(seek, size, raw, sp));
+    let next = rest.map_or(next_seek, |(from, _)| next_seek.min(from));
+    if next > seek {
+        next
+    } else {
+        seek + size
+    }
+}
 
 /// The part of a window after the end of its text (first frame, frames),
 /// when speech regions lie there for `MIN_REST_SPEECH` seconds or more:
@@ -611,10 +616,7 @@ fn untranscribed_rest(
         from as f64 * SECONDS_PER_FRAME,
         end as f64 * SECONDS_PER_FRAME,
     );
-    let speech: f64 = regions
-        .iter()
-        .map(|r| (r.end.min(t1) - r.start.max(t0)).max(0.0))
-        .sum();
+    let speech = crate::vad::overlap_with_speech(t0, t1, regions);
     (speech >= MIN_REST_SPEECH).then_some((from, end - from))
 }
 
@@ -951,6 +953,30 @@ mod tests {
             untranscribed_rest(1000, 3000, &raw(10.0), &regions),
             Some((1001, 2999))
         );
+    }
+
+    #[test]
+    fn the_next_window_starts_where_the_text_ended_when_speech_goes_on() {
+        let raw = vec![RawSegment {
+            start: 10.0,
+            end: 24.0,
+            tokens: vec![1],
+        }];
+        let regions = [region(10.0, 25.0), region(33.0, 36.0)];
+        // window 10..40 s, text closed at 24 s and the window consumed (3000 frames on)
+        assert_eq!(
+            next_window_seek(1000, 3000, 4000, &raw, Some(&regions)),
+            2400
+        );
+        // without speech regions: the seek loop's own rule
+        assert_eq!(next_window_seek(1000, 3000, 4000, &raw, None), 4000);
+        // an unfinished segment from 22 s: already before the text's end
+        assert_eq!(
+            next_window_seek(1000, 3000, 2200, &raw, Some(&regions)),
+            2200
+        );
+        // no step forward: after the window
+        assert_eq!(next_window_seek(1000, 3000, 1000, &[], None), 4000);
     }
 
     #[test]
