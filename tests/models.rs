@@ -27,7 +27,7 @@ use colloquy::whisper::mel::{MelFrontEnd, N_FRAMES};
 use colloquy::whisper::model::{ModelDir, SpecialTokens, WhisperOnnx};
 use colloquy::whisper::tokenizer::WhisperTokenizer;
 use colloquy::whisper::WhisperEngine;
-use common::{repo_path, REQUIRE_MODELS};
+use common::{repo_path, skip_unless_required};
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------------------
@@ -484,10 +484,7 @@ fn runtime_library(root: &Path) -> Option<PathBuf> {
         "ONNX Runtime ({}) or the converter's venv is missing: run `make setup`",
         lib.display()
     );
-    if std::env::var_os(REQUIRE_MODELS).is_some() {
-        panic!("{msg}");
-    }
-    eprintln!("skipping: {msg}");
+    skip_unless_required(&msg);
     None
 }
 
@@ -1077,10 +1074,7 @@ fn health_and_a_missing_model_list_the_installed_models() {
             "models not installed under {} (run `make setup`)",
             real_root.display()
         );
-        if std::env::var_os(REQUIRE_MODELS).is_some() {
-            panic!("{msg}");
-        }
-        eprintln!("skipping: {msg}");
+        skip_unless_required(&msg);
         return;
     }
     let lib = real.onnxruntime_library();

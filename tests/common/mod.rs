@@ -30,6 +30,15 @@ pub fn shared_data(rel: &str) -> Option<PathBuf> {
     }
 }
 
+/// A test that lacks what `make setup` installs: skipped with `msg`, or
+/// failed with it under `COLLOQUY_REQUIRE_MODELS` (what `make test` sets).
+pub fn skip_unless_required(msg: &str) {
+    if std::env::var_os(REQUIRE_MODELS).is_some() {
+        panic!("{msg}");
+    }
+    eprintln!("skipping: {msg}");
+}
+
 /// The default config with `overrides` (`("whisper.model", "base")`-style
 /// pairs) applied, or None (test skipped) when the models are not installed.
 pub fn config_with(overrides: &[(&str, &str)]) -> Option<Config> {
@@ -51,10 +60,7 @@ pub fn config_with(overrides: &[(&str, &str)]) -> Option<Config> {
         "models not installed under {} (run `make setup`)",
         config.models_root().display()
     );
-    if std::env::var_os(REQUIRE_MODELS).is_some() {
-        panic!("{msg}");
-    }
-    eprintln!("skipping: {msg}");
+    skip_unless_required(&msg);
     None
 }
 
@@ -74,10 +80,7 @@ pub fn vad_config(overrides: &[(&str, &str)]) -> Option<Config> {
         "VAD model not installed in {} (run `make setup`)",
         dir.display()
     );
-    if std::env::var_os(REQUIRE_MODELS).is_some() {
-        panic!("{msg}");
-    }
-    eprintln!("skipping: {msg}");
+    skip_unless_required(&msg);
     None
 }
 
