@@ -15,7 +15,7 @@ use actix::Recipient;
 
 use super::stage::{JobError, StageWork};
 use super::{JobCtx, JobEvent};
-use crate::audio::{load_16k_mono, MonoAudio};
+use crate::audio::{load_16k_mono, AudioError, MonoAudio};
 
 pub struct Decoder {
     reporter: Recipient<JobEvent>,
@@ -34,9 +34,12 @@ impl StageWork for Decoder {
     const PROGRESS: (u8, &'static str) = (0, "Decoding audio");
 
     fn process(&mut self, ctx: &mut JobCtx, _: ()) -> Result<MonoAudio, JobError> {
-        let audio = load_16k_mono(&ctx.audio_path)?;
+        let audio = load_16k_mono(&ctx.audio_path).map_err(|e| match e {
+            AudioError::Open { .. } | AudioError::Resample(_) => JobError::internal(e.to_string()),
+            _ => JobError::input(e.to_string()),
+        })?;
         if audio.samples.is_empty() || audio.sample_rate == 0 {
-            return Err(JobError("the file contains no audio samples".into()));
+            return Err(JobError::input("the file contains no audio samples"));
         }
         let seconds = audio.duration();
         tracing::info!(

@@ -77,6 +77,47 @@ impl From<actix::MailboxError> for ActorExitStatus {
     }
 }
 
+/// Whose fault a failed job is: the file the user sent (not audio, corrupt,
+/// too long: the API answers 422 with the message) or ours (500).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureKind {
+    Input,
+    Internal,
+}
+
+/// Why a job failed in a stage; the message is shown to the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobError {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl JobError {
+    /// The user's input cannot be processed.
+    pub fn input(message: impl Into<String>) -> JobError {
+        JobError {
+            kind: FailureKind::Input,
+            message: message.into(),
+        }
+    }
+    /// Our failure.
+    pub fn internal(message: impl Into<String>) -> JobError {
+        JobError {
+            kind: FailureKind::Internal,
+            message: message.into(),
+        }
+    }
+}
+
+/// Any other error (an engine's, I/O) is ours: a stage that can blame the
+/// input says so with [`JobError::input`].
+impl<E: std::fmt::Display> From<E> for JobError {
+    fn from(e: E) -> Self {
+        JobError::internal(e.to_string())
+    }
+}
+
 /// Set by DELETE; every stage checks it before starting a job and before
 /// passing it on, and drops a cancelled job; the Whisper and diarization
 /// engines also check it between their units of work (a 30 s window, a batch
@@ -157,7 +198,7 @@ pub enum JobEvent {
     Failed {
         id: Uuid,
         stage: &'static str,
-        error: String,
+        error: JobError,
     },
     /// A stage dropped the job because it was cancelled.
     Dropped { id: Uuid, stage: &'static str },

@@ -38,17 +38,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde::Serialize;
 use tokio::sync::Notify;
 
+pub use super::JobError;
 use super::{ActorExitStatus, JobCtx, JobEvent, JobMsg};
-
-/// Why a job failed in a stage (the message is shown to the user).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobError(pub String);
-
-impl<E: std::fmt::Display> From<E> for JobError {
-    fn from(e: E) -> Self {
-        JobError(e.to_string())
-    }
-}
 
 /// The synchronous work of one stage. One value per worker thread: it owns
 /// its engine (model sessions) and is never shared.
@@ -80,6 +71,11 @@ pub struct StageCounters {
     pub waiting_on_next: AtomicI64,
     pub busy_micros: AtomicU64,
     pub blocked_micros: AtomicU64,
+    /// Worker threads started, and still running (gauge).
+    pub workers: AtomicI64,
+    pub workers_alive: AtomicI64,
+    /// How each worker that ended did (`GET /health` shows them).
+    pub worker_exits: std::sync::Mutex<Vec<String>>,
     /// Woken on every change (tests wait on it instead of sleeping).
     pub changed: Notify,
 }
@@ -96,6 +92,10 @@ pub struct CountersSnapshot {
     pub waiting_on_next: i64,
     pub busy_seconds: f64,
     pub blocked_seconds: f64,
+    pub workers: i64,
+    pub workers_alive: i64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub worker_exits: Vec<String>,
 }
 
 impl StageCounters {
@@ -110,6 +110,13 @@ impl StageCounters {
             waiting_on_next: self.waiting_on_next.load(Ordering::SeqCst),
             busy_seconds: self.busy_micros.load(Ordering::SeqCst) as f64 / 1e6,
             blocked_seconds: self.blocked_micros.load(Ordering::SeqCst) as f64 / 1e6,
+            workers: self.workers.load(Ordering::SeqCst),
+            workers_alive: self.workers_alive.load(Ordering::SeqCst),
+            worker_exits: self
+                .worker_exits
+                .lock()
+                .map(|e| e.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -212,6 +219,10 @@ pub fn spawn_stage<W: StageWork>(
     let (tx, rx) = crossbeam_channel::bounded::<JobMsg<W::In>>(mailbox);
     let room = Arc::new(Notify::new());
     let counters = Arc::new(StageCounters::default());
+    counters.workers.store(works.len() as i64, Ordering::SeqCst);
+    counters
+        .workers_alive
+        .store(works.len() as i64, Ordering::SeqCst);
     let workers = works
         .into_iter()
         .enumerate()
@@ -221,8 +232,13 @@ pub fn spawn_stage<W: StageWork>(
             std::thread::Builder::new()
                 .name(format!("{}-{i}", W::NAME))
                 .spawn(move || {
-                    let status = worker_loop(work, rx, &room, next, reporter, counters);
+                    let status =
+                        worker_loop(work, rx, &room, next, reporter, counters.clone());
                     tracing::info!(stage = W::NAME, worker = i, exit = %status, "stage worker ended");
+                    if let Ok(mut exits) = counters.worker_exits.lock() {
+                        exits.push(format!("worker {i}: {status}"));
+                    }
+                    counters.gauge(&counters.workers_alive, -1);
                     status
                 })
                 .expect("spawn stage worker thread")
@@ -300,8 +316,8 @@ fn worker_loop<W: StageWork>(
                 }
                 continue;
             }
-            Ok(Err(JobError(error))) => {
-                tracing::warn!(stage = W::NAME, %error, "job failed");
+            Ok(Err(error)) => {
+                tracing::warn!(stage = W::NAME, error = %error.message, kind = ?error.kind, "job failed");
                 counters.add(&counters.jobs_failed, 1);
                 if let Err(status) = report(
                     &reporter,
@@ -323,7 +339,7 @@ fn worker_loop<W: StageWork>(
                     .unwrap_or_else(|| "unknown panic".into());
                 tracing::error!(stage = W::NAME, panic = %what, "stage panicked");
                 counters.add(&counters.jobs_failed, 1);
-                let error = format!("internal error in {}: {what}", W::NAME);
+                let error = JobError::internal(format!("internal error in {}: {what}", W::NAME));
                 // the engines keep no state across calls: the worker goes on
                 if let Err(status) = report(
                     &reporter,
@@ -383,7 +399,7 @@ mod tests {
             if cancel_first {
                 ctx.cancel.cancel();
             }
-            Err(JobError("stopped".into()))
+            Err(JobError::internal("stopped"))
         }
     }
 

@@ -45,6 +45,37 @@ pub struct ServerConfig {
     pub storage_dir: String,
     pub max_queued_jobs: usize,
     pub retry_after_seconds: u64,
+    pub auth: AuthMode,
+    pub allowed_hosts: Vec<String>,
+    pub cors_origins: Vec<String>,
+    pub upload_read_timeout_seconds: u64,
+    pub upload_min_bytes_per_second: u64,
+    pub max_concurrent_uploads: usize,
+    pub uploads_per_minute: u32,
+    pub reads_per_minute: u32,
+    pub max_queued_jobs_per_key: usize,
+    pub max_stored_bytes_per_key: u64,
+}
+
+/// `server.auth`: who may use the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Anyone who reaches the port (only allowed on a loopback address).
+    None,
+    /// `Authorization: Bearer <key>` on every API route.
+    Keys,
+}
+
+impl ServerConfig {
+    /// True when `bind` only accepts connections from this machine.
+    pub fn binds_loopback(&self) -> bool {
+        let host = self.bind.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
 }
 
 /// `[pipeline]`: admission and the per-stage queues and threads.
@@ -241,6 +272,21 @@ impl Config {
         }
         if p.max_active_jobs == 0 {
             return bad("pipeline.max_active_jobs must be at least 1".into());
+        }
+        let srv = &self.server;
+        if srv.auth == AuthMode::None && !srv.binds_loopback() {
+            return bad(format!(
+                "server.auth = \"none\" is only allowed on a loopback address, not on {}: \
+                 set server.auth = \"keys\" (COLLOQUY__SERVER__AUTH=keys) and create a key \
+                 with `colloquy keys create --name NAME --admin`",
+                srv.bind
+            ));
+        }
+        if srv.upload_read_timeout_seconds == 0 || srv.max_concurrent_uploads == 0 {
+            return bad(
+                "server.upload_read_timeout_seconds and server.max_concurrent_uploads must be at least 1"
+                    .into(),
+            );
         }
         if self.whisper.beam_size == 0 {
             return bad("whisper.beam_size must be at least 1".into());

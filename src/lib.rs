@@ -9,6 +9,7 @@ pub mod actors;
 pub mod align;
 pub mod api;
 pub mod audio;
+pub mod auth;
 pub mod config;
 pub mod diarize;
 pub mod eval;

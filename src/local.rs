@@ -107,6 +107,9 @@ impl LocalRunner {
             .and_then(|n| n.to_str())
             .unwrap_or("audio")
             .to_string();
+        let bytes = std::fs::metadata(dir.join(&audio_file))
+            .map(|m| m.len())
+            .unwrap_or(0);
         self.state
             .registry
             .send(CreateJob {
@@ -114,6 +117,9 @@ impl LocalRunner {
                 filename,
                 audio_file,
                 options,
+                owner: None,
+                quota: None,
+                bytes,
             })
             .await??;
         Ok(id)

@@ -167,11 +167,37 @@ enum Command {
         #[command(flatten)]
         speakers: SpeakerArgs,
     },
+    /// API keys (server.auth = "keys"), in the storage folder's database; the
+    /// server must be stopped (while it runs, an admin key uses /api/keys).
+    Keys {
+        /// Overrides server.storage_dir.
+        #[arg(long)]
+        storage: Option<PathBuf>,
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Whisper models in the model cache (models.dir): list them, or add one.
     Models {
         #[command(subcommand)]
         action: ModelsAction,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Create a key; the key itself is printed alone on the last line (it is
+    /// stored only as a hash: copy it now).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// An admin key sees every job and manages keys (POST /api/keys).
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Every key: id, name, admin, created, revoked.
+    List,
+    /// Revoke a key (by id, or by name when only one live key has it).
+    Revoke { key: String },
 }
 
 #[derive(Subcommand)]
@@ -286,6 +312,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             eval(config, items, oracle_speakers, jobs.max(1), &report)
         }
+        Command::Keys { storage, action } => {
+            let mut config = Config::load(cli.config.as_deref())?;
+            if let Some(storage) = storage {
+                config.server.storage_dir = storage.display().to_string();
+            }
+            keys(&config, action)
+        }
         Command::Models { action } => {
             let config = Config::load(cli.config.as_deref())?;
             match action {
@@ -338,7 +371,56 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// `colloquy keys`: on the storage folder of a server that is not running
+/// (sled locks its database; a running server has `/api/keys`).
+fn keys(config: &Config, action: KeysAction) -> anyhow::Result<()> {
+    let storage = colloquy::registry::Storage::new(config.storage_root());
+    let store = colloquy::auth::KeyStore::open_folder(&storage.database())?;
+    match action {
+        KeysAction::Create { name, admin } => {
+            let (key, token) = store.create(&name, admin)?;
+            eprintln!(
+                "created {} key {} ({}); it is shown only now:",
+                if key.admin { "admin" } else { "user" },
+                key.id,
+                key.name
+            );
+            println!("{token}");
+        }
+        KeysAction::List => {
+            for k in store.list()? {
+                println!(
+                    "{}\t{}\t{}\tcreated {}\t{}",
+                    k.id,
+                    k.name,
+                    if k.admin { "admin" } else { "user" },
+                    k.created_at.format("%Y-%m-%d %H:%M:%S"),
+                    match k.revoked_at {
+                        Some(t) => format!("revoked {}", t.format("%Y-%m-%d %H:%M:%S")),
+                        None => "live".into(),
+                    }
+                );
+            }
+        }
+        KeysAction::Revoke { key } => match store.revoke(&key)? {
+            Some(k) => println!("revoked {} ({})", k.id, k.name),
+            None => anyhow::bail!("no key with id or name '{key}'"),
+        },
+    }
+    Ok(())
+}
+
 fn serve(config: Config) -> anyhow::Result<()> {
+    match config.server.auth {
+        colloquy::config::AuthMode::None => tracing::warn!(
+            "API keys are off (server.auth = \"none\"): anyone on this machine can use the API. \
+             To require keys: `colloquy keys create --name NAME --admin`, then serve with \
+             COLLOQUY__SERVER__AUTH=keys"
+        ),
+        colloquy::config::AuthMode::Keys => {
+            tracing::info!("API keys required (server.auth = \"keys\")")
+        }
+    }
     let t0 = Instant::now();
     let engines = colloquy::actors::pipeline::Engines::load(&config)?;
     let devices = engines.devices();

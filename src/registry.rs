@@ -25,7 +25,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::actors::aligner::JobOutput;
-use crate::actors::{ActorExitStatus, CancelToken, JobCtx, JobEvent, JobMsg};
+use crate::actors::{
+    ActorExitStatus, CancelToken, FailureKind, JobCtx, JobError, JobEvent, JobMsg,
+};
 
 /// Speaker-count hints given at upload.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,7 +64,19 @@ pub struct Job {
     pub progress: u8,
     pub step: String,
     pub error: Option<String>,
-    /// The name the file was uploaded with.
+    /// Whose fault a failure is: `input` (the file) or `internal` (ours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<FailureKind>,
+    /// The API key that created the job (its id); None without keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Bytes uploaded (kept until the job ends).
+    #[serde(default)]
+    pub bytes: u64,
+    /// Bytes of the stored result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_bytes: Option<u64>,
+    /// The name the file was uploaded with (sanitised: no folders, no control characters).
     pub filename: String,
     /// Name of the stored audio inside `temp/{id}/`.
     pub audio_file: String,
@@ -118,6 +132,16 @@ pub enum RegistryError {
     Io(#[from] std::io::Error),
     #[error("{waiting} jobs are already waiting")]
     QueueFull { waiting: usize },
+    /// A key's own limits (jobs waiting, bytes kept).
+    #[error("{0}")]
+    OverQuota(String),
+}
+
+/// What one key may keep in the registry (`server.max_*_per_key`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub max_queued: usize,
+    pub max_stored_bytes: u64,
 }
 
 /// Counts for `GET /health`.
@@ -169,6 +193,11 @@ impl JobRegistry {
             queue: VecDeque::new(),
             watchers: HashMap::new(),
         })
+    }
+
+    /// The database, shared with the key store ([`crate::auth::KeyStore`]).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
     }
 
     fn load(&self, id: Uuid) -> Result<Option<Job>, RegistryError> {
@@ -306,17 +335,66 @@ impl JobRegistry {
                             Err(e) => ActorExitStatus::from(e),
                         };
                         tracing::error!(job_id = %id, %status, "pipeline refused the job");
-                        act.end_failed(id, format!("the pipeline is not running ({status})"), ctx);
+                        act.end_failed(
+                            id,
+                            JobError::internal(format!("the pipeline is not running ({status})")),
+                            ctx,
+                        );
                     }),
             );
         }
     }
 
-    fn end_failed(&mut self, id: Uuid, error: String, ctx: &mut Context<Self>) {
+    /// Refuses an upload when the queue is full, or when `owner` (with a
+    /// quota) has too many jobs waiting or would keep too many bytes.
+    fn admissible(
+        &self,
+        owner: Option<&str>,
+        quota: Option<Quota>,
+        incoming: u64,
+    ) -> Result<(), RegistryError> {
+        if self.queue.len() >= self.max_queued {
+            return Err(RegistryError::QueueFull {
+                waiting: self.queue.len(),
+            });
+        }
+        let (Some(owner), Some(quota)) = (owner, quota) else {
+            return Ok(());
+        };
+        let mut waiting = 0;
+        let mut stored = incoming;
+        for job in self.all()? {
+            if job.owner.as_deref() != Some(owner) {
+                continue;
+            }
+            waiting += usize::from(job.status == JobStatus::Queued);
+            stored += match job.status {
+                JobStatus::Queued | JobStatus::Processing => job.bytes,
+                _ => job.result_bytes.unwrap_or(0),
+            };
+        }
+        if waiting >= quota.max_queued {
+            return Err(RegistryError::OverQuota(format!(
+                "this key already has {waiting} jobs waiting (its limit is {})",
+                quota.max_queued
+            )));
+        }
+        if stored > quota.max_stored_bytes {
+            return Err(RegistryError::OverQuota(format!(
+                "this key would keep {stored} bytes on the server (its limit is {}): \
+                 delete finished jobs to make room",
+                quota.max_stored_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn end_failed(&mut self, id: Uuid, error: JobError, ctx: &mut Context<Self>) {
         let _ = self.update(id, |j| {
             j.status = JobStatus::Failed;
             j.step = "Failed".into();
-            j.error = Some(error);
+            j.error = Some(error.message);
+            j.error_kind = Some(error.kind);
             j.finished_at = Some(Utc::now());
         });
         self.remove_temp(id);
@@ -350,9 +428,11 @@ impl JobRegistry {
         });
         let path = self.storage.result_path(id);
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&result)?)?;
+        let body = serde_json::to_vec_pretty(&result)?;
+        std::fs::write(&tmp, &body)?;
         std::fs::rename(&tmp, &path)?;
         self.update(id, |j| {
+            j.result_bytes = Some(body.len() as u64);
             j.status = JobStatus::Completed;
             j.progress = 100;
             j.step = "Complete".into();
@@ -400,6 +480,22 @@ impl Handler<Attach> for JobRegistry {
     }
 }
 
+/// Would an upload of this key be taken now? Asked before the body is
+/// read, so a full queue or a key over its quota costs the client nothing.
+#[derive(Message)]
+#[rtype(result = "Result<(), RegistryError>")]
+pub struct Admission {
+    pub owner: Option<String>,
+    pub quota: Option<Quota>,
+}
+
+impl Handler<Admission> for JobRegistry {
+    type Result = Result<(), RegistryError>;
+    fn handle(&mut self, msg: Admission, _: &mut Context<Self>) -> Self::Result {
+        self.admissible(msg.owner.as_deref(), msg.quota, 0)
+    }
+}
+
 /// A new upload, already on disk in `temp/{id}/{audio_file}`.
 #[derive(Message)]
 #[rtype(result = "Result<Job, RegistryError>")]
@@ -408,16 +504,17 @@ pub struct CreateJob {
     pub filename: String,
     pub audio_file: String,
     pub options: JobOptions,
+    /// The key that uploads it (None without keys).
+    pub owner: Option<String>,
+    /// Its limits, checked again now that the size is known.
+    pub quota: Option<Quota>,
+    pub bytes: u64,
 }
 
 impl Handler<CreateJob> for JobRegistry {
     type Result = Result<Job, RegistryError>;
     fn handle(&mut self, msg: CreateJob, ctx: &mut Context<Self>) -> Self::Result {
-        if self.queue.len() >= self.max_queued {
-            return Err(RegistryError::QueueFull {
-                waiting: self.queue.len(),
-            });
-        }
+        self.admissible(msg.owner.as_deref(), msg.quota, msg.bytes)?;
         let now = Utc::now();
         let job = Job {
             job_id: msg.id,
@@ -425,6 +522,10 @@ impl Handler<CreateJob> for JobRegistry {
             progress: 0,
             step: "Queued".into(),
             error: None,
+            error_kind: None,
+            owner: msg.owner,
+            bytes: msg.bytes,
+            result_bytes: None,
             filename: msg.filename,
             audio_file: msg.audio_file,
             options: msg.options,
@@ -455,14 +556,19 @@ impl Handler<GetJob> for JobRegistry {
     }
 }
 
+/// Every job, oldest first; `Some(owner)`: only that key's.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<Job>, RegistryError>")]
-pub struct ListJobs;
+pub struct ListJobs(pub Option<String>);
 
 impl Handler<ListJobs> for JobRegistry {
     type Result = Result<Vec<Job>, RegistryError>;
-    fn handle(&mut self, _: ListJobs, _: &mut Context<Self>) -> Self::Result {
-        self.all()
+    fn handle(&mut self, msg: ListJobs, _: &mut Context<Self>) -> Self::Result {
+        let mut jobs = self.all()?;
+        if let Some(owner) = msg.0 {
+            jobs.retain(|j| j.owner.as_deref() == Some(owner.as_str()));
+        }
+        Ok(jobs)
     }
 }
 
@@ -559,7 +665,7 @@ impl Handler<JobEvent> for JobRegistry {
                 let _ = self.update(id, |j| j.duration = Some(seconds));
             }
             JobEvent::Failed { id, stage, error } => {
-                tracing::warn!(job_id = %id, stage, %error, "job failed");
+                tracing::warn!(job_id = %id, stage, error = %error.message, kind = ?error.kind, "job failed");
                 self.end_failed(id, error, ctx);
             }
             JobEvent::Dropped { id, stage } => {
@@ -582,7 +688,11 @@ impl Handler<JobMsg<JobOutput>> for JobRegistry {
             self.remove_temp(id);
         } else if let Err(e) = self.finish(msg.ctx, msg.payload) {
             tracing::error!(job_id = %id, error = %e, "cannot store the result");
-            self.end_failed(id, format!("cannot store the result: {e}"), ctx);
+            self.end_failed(
+                id,
+                JobError::internal(format!("cannot store the result: {e}")),
+                ctx,
+            );
             return Ok(());
         }
         self.active.remove(&id);
@@ -618,6 +728,9 @@ mod tests {
             filename: "a.wav".into(),
             audio_file: "audio.wav".into(),
             options: JobOptions::default(),
+            owner: None,
+            quota: None,
+            bytes: 1,
         };
         registry.send(created).await.unwrap().unwrap();
         let mut told = registry.send(WatchJob(id)).await.unwrap();

@@ -6,12 +6,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::http::{multipart, read_response, request};
 use common::{config, repo_path};
 use serde_json::Value;
 
@@ -112,91 +113,6 @@ fn storage(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("colloquy-api-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
-}
-
-fn multipart(filename: &str, data: &[u8]) -> (String, Vec<u8>) {
-    let boundary = "colloquy-test-boundary-7d9a";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(data);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
-}
-
-/// A minimal HTTP/1.1 client (one request per connection).
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, Value) {
-    let (code, _, body) = raw_request(addr, method, path, headers, body);
-    let v = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&body).unwrap_or(Value::Null)
-    };
-    (code, v)
-}
-
-fn raw_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, String, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    read_response(&mut s)
-}
-
-fn read_response(s: &mut TcpStream) -> (u16, String, Vec<u8>) {
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("http response head");
-    let head = String::from_utf8_lossy(&buf[..split]).to_string();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let mut body = buf[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body = dechunk(&body);
-    }
-    (code, head, body)
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
-        let n =
-            usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
-        b = &b[eol + 2 + n + 2..];
-    }
-    out
 }
 
 /// speech_en.flac three times over (about 30 s): long enough to catch a job
@@ -331,8 +247,11 @@ fn upload_poll_results_and_the_error_paths() {
             .contains("not a supported audio file"),
         "{st}"
     );
+    assert_eq!(st["error_kind"], "input");
+    // the user's file, not our failure: 422, not 500
     let (code, e) = srv.get(&format!("/api/results/{bad}"));
-    assert_eq!(code, 500, "{e}");
+    assert_eq!(code, 422, "{e}");
+    assert_eq!(e["error"], "bad_input");
     assert_eq!(srv.temp_entries(), 0);
 
     // 404: unknown ids, and ids that are not UUIDs (never looked up on disk)

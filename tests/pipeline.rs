@@ -11,13 +11,9 @@ use std::time::Duration;
 
 use colloquy::actors::pipeline::Engines;
 use colloquy::config::Config;
-use colloquy::diarize::rttm::Turn;
-use colloquy::diarize::{Diarization, DiarizeError, SpeakerBounds, SpeakerDiarizer};
 use colloquy::local::LocalRunner;
 use colloquy::registry::JobOptions;
-use colloquy::runtime::{DeviceUsed, StopFlag};
-use colloquy::whisper::gate::SpeechMap;
-use colloquy::whisper::{Segment, SpeechToText, Transcript, WhisperError, Word};
+use common::fakes::{self, FakeDiarizer, FakeWhisper};
 
 /// How long a fake waits for the other branch to start before it says the
 /// branches did not run side by side (a bound on a failure, not a sleep).
@@ -52,121 +48,26 @@ impl Rendezvous {
     }
 }
 
-fn word(w: &str, start: f64, end: f64) -> Word {
-    Word {
-        word: w.into(),
-        start,
-        end,
-        probability: 0.9,
-    }
-}
-
-struct FakeWhisper {
-    meet: Option<Rendezvous>,
-    samples_seen: Arc<Mutex<Vec<usize>>>,
-}
-
-impl SpeechToText for FakeWhisper {
-    fn transcribe_until(
-        &mut self,
-        samples: &[f32],
-        _: Option<&SpeechMap>,
-        _: Option<StopFlag>,
-    ) -> Result<Transcript, WhisperError> {
-        self.samples_seen.lock().unwrap().push(samples.len());
-        if let Some(m) = &self.meet {
-            if !m.meet() {
-                return Err(WhisperError::Settings(
-                    "diarization did not run beside transcription".into(),
-                ));
-            }
-        }
-        let words = vec![
-            word(" Hello", 0.2, 0.6),
-            word(" there.", 0.6, 1.0),
-            word(" Hi!", 1.4, 1.8),
-        ];
-        let segment = Segment {
-            id: 1,
-            start: 0.2,
-            end: 1.8,
-            text: " Hello there. Hi!".into(),
-            tokens: vec![],
-            avg_logprob: -0.1,
-            no_speech_prob: 0.0,
-            temperature: 0.0,
-            compression_ratio: 1.0,
-            words,
-        };
-        Ok(Transcript {
-            language: "en".into(),
-            duration: samples.len() as f64 / 16000.0,
-            segments: vec![segment],
-            timings: Default::default(),
-        })
-    }
-    fn model_name(&self) -> &str {
-        "fake"
-    }
-    fn device(&self) -> DeviceUsed {
-        DeviceUsed::Cpu
-    }
-}
-
-struct FakeDiarizer {
-    meet: Option<Rendezvous>,
-}
-
-impl SpeakerDiarizer for FakeDiarizer {
-    fn diarize_until(
-        &mut self,
-        _: &[f32],
-        bounds: SpeakerBounds,
-        _: Option<StopFlag>,
-    ) -> Result<Diarization, DiarizeError> {
-        if bounds.num_speakers == Some(7) {
-            return Err(DiarizeError::BadFile {
-                path: "fake.onnx".into(),
-                reason: "a fake failure".into(),
-            });
-        }
-        if let Some(m) = &self.meet {
-            if !m.meet() {
-                return Err(DiarizeError::Cancelled);
-            }
-        }
-        let turn = |s: &str, start, end| Turn {
-            speaker: s.into(),
-            start,
-            end,
-        };
-        Ok(Diarization {
-            turns: vec![turn("SPEAKER_00", 0.1, 1.1), turn("SPEAKER_01", 1.3, 1.9)],
-            num_speakers: 2,
-            timings: Default::default(),
-            activity: Default::default(),
-        })
-    }
-    fn device(&self) -> DeviceUsed {
-        DeviceUsed::Cpu
-    }
-}
-
 fn wav_file(dir: &std::path::Path, seconds: f64) -> std::path::PathBuf {
-    let tone: Vec<f32> = (0..(seconds * 16000.0) as usize)
-        .map(|i| (i as f32 * 0.05).sin() * 0.25)
-        .collect();
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join("tone.wav");
-    std::fs::write(&path, common::wav_bytes(&tone, 16000)).unwrap();
+    std::fs::write(&path, fakes::tone_wav(seconds)).unwrap();
     path
 }
 
 fn fake_config() -> Config {
-    let mut config =
-        Config::load_with_env(None, Vec::<(String, String)>::new()).expect("default config");
-    config.vad.enabled = false;
-    config
+    fakes::config(&[])
+}
+
+/// A hook that fails unless the other branch's fake also started.
+fn meeting(r: Rendezvous) -> Option<fakes::Hook> {
+    Some(Box::new(move || {
+        if r.meet() {
+            Ok(())
+        } else {
+            Err("diarization did not run beside transcription".into())
+        }
+    }))
 }
 
 #[actix_rt::test]
@@ -175,10 +76,10 @@ async fn transcription_and_diarization_run_side_by_side_and_meet_in_the_result()
     let seen = Arc::new(Mutex::new(Vec::new()));
     let engines = Engines {
         whisper: vec![Box::new(FakeWhisper {
-            meet: Some(a),
+            hook: meeting(a),
             samples_seen: seen.clone(),
         })],
-        diarization: vec![Box::new(FakeDiarizer { meet: Some(b) })],
+        diarization: vec![Box::new(FakeDiarizer { hook: meeting(b) })],
         vad: vec![],
     };
     let dir = std::env::temp_dir().join(format!("colloquy-fork-{}", std::process::id()));
@@ -245,10 +146,10 @@ async fn a_failing_branch_fails_the_job_once_and_the_next_job_completes() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let engines = Engines {
         whisper: vec![Box::new(FakeWhisper {
-            meet: None,
+            hook: None,
             samples_seen: seen.clone(),
         })],
-        diarization: vec![Box::new(FakeDiarizer { meet: None })],
+        diarization: vec![Box::new(FakeDiarizer { hook: None })],
         vad: vec![],
     };
     let dir = std::env::temp_dir().join(format!("colloquy-fork-fail-{}", std::process::id()));
@@ -258,7 +159,7 @@ async fn a_failing_branch_fails_the_job_once_and_the_next_job_completes() {
         .submit(
             &clip,
             JobOptions {
-                num_speakers: Some(7),
+                num_speakers: Some(fakes::FAILING_SPEAKER_COUNT),
                 ..Default::default()
             },
         )

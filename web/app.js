@@ -64,11 +64,56 @@
   const stem = (name) => (name || 'transcript').replace(/\.[^.]+$/, '') || 'transcript';
 
   // ---------- HTTP ----------
+  // The API key (servers with server.auth = "keys"), kept for this tab only.
+  const KEY_STORE = 'colloquy.apiKey';
+  const storedKey = () => { try { return sessionStorage.getItem(KEY_STORE) || ''; } catch (_) { return ''; } };
+  function authHeaders() {
+    const k = storedKey();
+    return k ? { Authorization: `Bearer ${k}` } : {};
+  }
+
   async function api(method, path) {
-    const res = await fetch(path, { method, headers: { Accept: 'application/json' } });
+    const res = await fetch(path, { method, headers: { Accept: 'application/json', ...authHeaders() } });
     let body = null;
     try { body = await res.json(); } catch (_) { /* empty or not JSON */ }
+    if (res.status === 401) askForKey(storedKey() ? 'This key was not accepted (unknown or revoked). Enter another one.' : '');
     return { status: res.status, body, headers: res.headers };
+  }
+
+  // Shows the key form (with `problem` when a key was refused).
+  function askForKey(problem) {
+    $('key-card').hidden = false;
+    const err = $('key-error');
+    err.textContent = problem || '';
+    err.hidden = !problem;
+    if (!problem) $('key-input').focus();
+  }
+
+  async function useKey(ev) {
+    ev.preventDefault();
+    const k = $('key-input').value.trim();
+    if (!k) { askForKey('Enter a key first.'); return; }
+    try { sessionStorage.setItem(KEY_STORE, k); } catch (_) { /* private mode: not kept */ }
+    const r = await api('GET', '/api/jobs');
+    if (r.status === 200) {
+      $('key-input').value = '';
+      $('key-card').hidden = true;
+      $('forget-key').hidden = false;
+      refreshJobs();
+    }
+  }
+
+  function forgetKey() {
+    try { sessionStorage.removeItem(KEY_STORE); } catch (_) { /* nothing kept */ }
+    // nothing of the last key's jobs stays on the page
+    stopPolling();
+    state.current = null;
+    $('results').hidden = true;
+    $('progress').hidden = true;
+    location.hash = '';
+    $('forget-key').hidden = true;
+    askForKey('');
+    refreshJobs();
   }
 
   // Plain words for an upload the server refused.
@@ -76,8 +121,15 @@
     const msg = body && body.message ? body.message : '';
     switch (status) {
       case 400: return `The server did not accept this file. ${msg}`;
+      case 401: return 'This server needs an API key: enter it above, then upload again.';
+      case 403: return `The server refused the upload. ${msg}`;
+      case 408: return `The upload was too slow and the server gave up. ${msg}`;
       case 413: return `This file is too large for the server. ${msg}`;
-      case 429: return `The server is busy: too many recordings are already waiting. Try again${retryAfter ? ` in ${retryAfter} seconds` : ' in a moment'}.`;
+      case 429: return (body && body.error === 'queue_full')
+        ? `The server is busy: too many recordings are already waiting. Try again${retryAfter ? ` in ${retryAfter} seconds` : ' in a moment'}.`
+        : `Not now: ${msg || 'too many requests'}${retryAfter ? ` (try again in ${retryAfter} seconds)` : ''}.`;
+      case 503: return `The server is receiving too many uploads at once. Try again${retryAfter ? ` in ${retryAfter} seconds` : ' in a moment'}.`;
+      case 507: return 'The server\'s storage is full; the file was not kept. Ask its administrator to make room.';
       case 0: return 'The upload did not get through: the server closed the connection (it does that to files over its size limit) or is not running.';
       default: return `Upload failed (HTTP ${status}). ${msg}`;
     }
@@ -130,6 +182,7 @@
     const xhr = new XMLHttpRequest();
     xhr.open('POST', `/api/upload${query}`);
     xhr.setRequestHeader('Accept', 'application/json');
+    if (storedKey()) xhr.setRequestHeader('Authorization', `Bearer ${storedKey()}`);
     $('upload-button').disabled = true;
     showProgress(file.name);
     setProgress(0, 'Uploading…');
@@ -150,6 +203,7 @@
       } else {
         $('progress').hidden = true;
         $('upload-button').disabled = false;
+        if (xhr.status === 401) askForKey(storedKey() ? 'This key was not accepted (unknown or revoked). Enter another one.' : '');
         showUploadError(uploadRefusal(xhr.status, body, xhr.getResponseHeader('Retry-After')));
       }
     };
@@ -276,8 +330,10 @@
     if (r.status === 202) { track(id, filename); return; }
     if (r.status !== 200 || !r.body) {
       showProgress(filename || '');
+      const why = (r.body && r.body.message) || `HTTP ${r.status}`;
       progressError(r.status === 404 ? 'This job no longer exists on the server.'
-        : `The results could not be loaded: ${(r.body && r.body.message) || `HTTP ${r.status}`}`);
+        : r.status === 422 ? `This file could not be transcribed: ${why}`
+          : `The results could not be loaded: ${why}`);
       return;
     }
     $('progress').hidden = true;
@@ -645,6 +701,12 @@
     let r;
     try { r = await api('GET', '/api/jobs'); } catch (_) { r = { status: 0 }; }
     const list = $('job-list');
+    if (r.status === 401) {   // the key form is shown; the list waits for a key
+      $('jobs-empty').hidden = false;
+      $('jobs-empty').textContent = 'Enter an API key to see your jobs.';
+      list.replaceChildren();
+      return;
+    }
     if (r.status !== 200 || !r.body) {
       $('jobs-empty').hidden = false;
       $('jobs-empty').textContent = 'The job list could not be loaded.';
@@ -761,7 +823,12 @@
     $('dl-srt').addEventListener('click', () => state.current && save(toSrt(state.current), `${stem(state.current.filename)}.srt`, 'application/x-subrip'));
     $('dl-vtt').addEventListener('click', () => state.current && save(toVtt(state.current), `${stem(state.current.filename)}.vtt`, 'text/vtt'));
 
+    $('key-form').addEventListener('submit', useKey);
+    $('forget-key').addEventListener('click', forgetKey);
     api('GET', '/health').then((r) => {
+      if (r.body && r.body.auth === 'keys') {
+        if (storedKey()) $('forget-key').hidden = false; else askForKey('');
+      }
       if (r.status === 200 && r.body) {
         const d = r.body.device || {};
         const dev = typeof d === 'string' ? d : (d.whisper || d.transcriber || Object.values(d)[0] || '');

@@ -1,7 +1,14 @@
 //! The HTTP handlers. Each answers from the registry; uploads are streamed
 //! to `temp/{id}/` chunk by chunk, never held whole in memory.
+//!
+//! An upload is refused as early as its refusal is known: a bad key (401),
+//! the key's rate (429), its query (400), its announced size (413), every
+//! upload slot taken (503), a full queue or a key over its quota (429) all
+//! before a byte of the body is read; a body that stalls or crawls is
+//! dropped (408) and a full disk answered (507), with the temp folder gone.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use actix_multipart::Multipart;
 use actix_web::http::header;
@@ -12,10 +19,13 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
+use super::access::{Bucket, Caller};
 use super::error::ApiError;
 use super::AppState;
+use crate::actors::FailureKind;
 use crate::registry::{
-    CreateJob, DeleteJob, GetJob, JobOptions, JobStatus, ListJobs, RegistryError, Stats,
+    Admission, CreateJob, DeleteJob, GetJob, Job, JobOptions, JobStatus, ListJobs, RegistryError,
+    Stats,
 };
 
 /// Multipart framing allowed on top of the file when checking Content-Length.
@@ -61,6 +71,80 @@ fn job_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::try_parse(raw).map_err(|_| ApiError::NotFound)
 }
 
+/// A file name as users gave it, made safe to store and show: its last path
+/// component only, no control or bidirectional-override characters, at
+/// most 200 characters; "upload" when nothing is left. (The audio itself is
+/// stored as `temp/{id}/audio.<ext>`: the name never becomes a path.)
+pub fn clean_filename(raw: &str) -> String {
+    let base = raw.rsplit(['/', '\\']).next().unwrap_or("");
+    let invisible = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    };
+    let kept: String = base.chars().filter(|&c| !invisible(c)).take(200).collect();
+    let kept = kept.trim();
+    if kept.is_empty() {
+        "upload".into()
+    } else {
+        kept.to_string()
+    }
+}
+
+/// The job if the caller may see it; otherwise "not found" (never "forbidden":
+/// another key's job ids are not confirmed).
+async fn visible_job(state: &AppState, caller: &Caller, id: Uuid) -> Result<Job, ApiError> {
+    state
+        .registry
+        .send(GetJob(id))
+        .await??
+        .filter(|job| caller.sees(job))
+        .ok_or(ApiError::NotFound)
+}
+
+fn refused(e: RegistryError, retry_after: u64) -> ApiError {
+    match e {
+        RegistryError::QueueFull { .. } => ApiError::QueueFull { retry_after },
+        RegistryError::OverQuota(message) => ApiError::OverQuota {
+            message,
+            retry_after,
+        },
+        e => e.into(),
+    }
+}
+
+/// The next chunk of an upload, within the read timeout and above the
+/// minimum average rate (checked once the first timeout's worth has passed).
+async fn next_chunk<S, T, E>(
+    stream: &mut S,
+    started: Instant,
+    received: u64,
+    state: &AppState,
+) -> Result<Option<T>, ApiError>
+where
+    S: futures::Stream<Item = Result<T, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let server = &state.config.server;
+    let timeout = Duration::from_secs(server.upload_read_timeout_seconds);
+    let elapsed = started.elapsed();
+    if elapsed > timeout
+        && (received as f64) < server.upload_min_bytes_per_second as f64 * elapsed.as_secs_f64()
+    {
+        return Err(ApiError::Timeout(format!(
+            "the upload is too slow ({received} bytes in {:.0} s; at least {} bytes/s are needed)",
+            elapsed.as_secs_f64(),
+            server.upload_min_bytes_per_second
+        )));
+    }
+    match tokio::time::timeout(timeout, stream.try_next()).await {
+        Ok(r) => r.map_err(|e| ApiError::BadRequest(format!("upload interrupted: {e}"))),
+        Err(_) => Err(ApiError::Timeout(format!(
+            "the upload sent nothing for {} s",
+            server.upload_read_timeout_seconds
+        ))),
+    }
+}
+
 /// Removes a half-written upload unless disarmed.
 struct TempGuard(Option<PathBuf>);
 
@@ -75,12 +159,17 @@ impl Drop for TempGuard {
 /// `POST /api/upload?num_speakers=N`: multipart form with a `file` field.
 pub async fn upload(
     state: web::Data<AppState>,
-    query: web::Query<UploadQuery>,
+    caller: Caller,
     req: HttpRequest,
     mut form: Multipart,
 ) -> Result<HttpResponse, ApiError> {
+    state.limits.check(&caller, Bucket::Uploads)?;
+    // the query is parsed here (not by an extractor) so that a bad key is 401 first
+    let query = web::Query::<UploadQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let options = query.options()?;
-    let limit = state.config.server.max_upload_bytes;
+    let server = &state.config.server;
+    let limit = server.max_upload_bytes;
     let announced = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -94,29 +183,40 @@ pub async fn upload(
         );
         return Err(ApiError::TooLarge { limit });
     }
+    let _slot = state
+        .upload_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Busy {
+            retry_after: server.retry_after_seconds,
+        })?;
+    let (owner, quota) = (caller.owner(), caller.quota(server));
+    state
+        .registry
+        .send(Admission {
+            owner: owner.clone(),
+            quota,
+        })
+        .await?
+        .map_err(|e| refused(e, server.retry_after_seconds))?;
+    let started = Instant::now();
+    let mut received: u64 = 0;
     let id = Uuid::new_v4();
     let dir = state.storage.temp_dir(id);
     let mut guard = TempGuard(None);
     let mut stored: Option<(String, String, u64)> = None;
-    while let Some(mut field) = form
-        .try_next()
-        .await
-        .map_err(|e| ApiError::BadRequest(format!("bad multipart body: {e}")))?
-    {
+    while let Some(mut field) = next_chunk(&mut form, started, received, &state).await? {
         let filename = field
             .content_disposition()
             .and_then(|cd| cd.get_filename())
-            .map(str::to_string);
+            .map(clean_filename);
         let is_file = field.name() == Some("file") && stored.is_none();
         let Some(filename) = filename.filter(|_| is_file) else {
             // another field: read (bounded) and ignore
             let mut n = 0;
-            while let Some(chunk) = field
-                .try_next()
-                .await
-                .map_err(|e| ApiError::BadRequest(e.to_string()))?
-            {
+            while let Some(chunk) = next_chunk(&mut field, started, received, &state).await? {
                 n += chunk.len();
+                received += chunk.len() as u64;
                 if n > MAX_FIELD {
                     return Err(ApiError::BadRequest("form field too large".into()));
                 }
@@ -145,12 +245,9 @@ pub async fn upload(
         let audio_file = format!("audio.{ext}");
         let mut file = tokio::fs::File::create(dir.join(&audio_file)).await?;
         let mut written: u64 = 0;
-        while let Some(chunk) = field
-            .try_next()
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("upload interrupted: {e}")))?
-        {
+        while let Some(chunk) = next_chunk(&mut field, started, received, &state).await? {
             written += chunk.len() as u64;
+            received += chunk.len() as u64;
             if written > limit {
                 tracing::info!(job_id = %id, limit, "upload refused: too large");
                 return Err(ApiError::TooLarge { limit });
@@ -176,6 +273,9 @@ pub async fn upload(
             filename,
             audio_file,
             options,
+            owner,
+            quota,
+            bytes,
         })
         .await?;
     match created {
@@ -188,38 +288,31 @@ pub async fn upload(
                 "message": "File uploaded successfully. Processing started.",
             })))
         }
-        Err(RegistryError::QueueFull { .. }) => Err(ApiError::QueueFull {
-            retry_after: state.config.server.retry_after_seconds,
-        }),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(refused(e, server.retry_after_seconds)),
     }
 }
 
 /// `GET /api/status/{id}`.
 pub async fn status(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    state.limits.check(&caller, Bucket::Reads)?;
     let id = job_id(&path)?;
-    let job = state
-        .registry
-        .send(GetJob(id))
-        .await??
-        .ok_or(ApiError::NotFound)?;
+    let job = visible_job(&state, &caller, id).await?;
     Ok(HttpResponse::Ok().json(job))
 }
 
 /// `GET /api/results/{id}`: 200 with the result, 202 while queued or processing.
 pub async fn results(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    state.limits.check(&caller, Bucket::Reads)?;
     let id = job_id(&path)?;
-    let job = state
-        .registry
-        .send(GetJob(id))
-        .await??
-        .ok_or(ApiError::NotFound)?;
+    let job = visible_job(&state, &caller, id).await?;
     match job.status {
         JobStatus::Completed => {
             let body = tokio::fs::read(state.storage.result_path(id)).await?;
@@ -228,25 +321,35 @@ pub async fn results(
                 .body(body))
         }
         JobStatus::Queued | JobStatus::Processing => Err(ApiError::NotReady(Box::new(job))),
-        JobStatus::Failed => Err(ApiError::JobFailed(
-            job.error.unwrap_or_else(|| "processing failed".into()),
-        )),
+        JobStatus::Failed => Err(ApiError::JobFailed {
+            // records from before error kinds were kept count as ours
+            kind: job.error_kind.unwrap_or(FailureKind::Internal),
+            message: job.error.unwrap_or_else(|| "processing failed".into()),
+        }),
         JobStatus::Cancelled => Err(ApiError::NotFound),
     }
 }
 
-/// `GET /api/jobs`: every job, oldest first.
-pub async fn jobs(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let jobs = state.registry.send(ListJobs).await??;
+/// `GET /api/jobs`: the caller's jobs (every job for an admin key or
+/// without keys), oldest first.
+pub async fn jobs(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    state.limits.check(&caller, Bucket::Reads)?;
+    let jobs = state
+        .registry
+        .send(ListJobs(caller.list_filter()))
+        .await??;
     Ok(HttpResponse::Ok().json(json!({ "total": jobs.len(), "jobs": jobs })))
 }
 
 /// `DELETE /api/jobs/{id}`: cancels a running job and removes its files.
 pub async fn delete(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    state.limits.check(&caller, Bucket::Reads)?;
     let id = job_id(&path)?;
+    visible_job(&state, &caller, id).await?;
     let job = state
         .registry
         .send(DeleteJob(id))
@@ -283,9 +386,14 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             })
         })
         .collect();
-    let stages: serde_json::Map<String, serde_json::Value> = state
-        .counters
-        .snapshot()
+    let snapshot = state.counters.snapshot();
+    // a stage whose worker threads have ended can take no more jobs
+    let stopped: Vec<&str> = snapshot
+        .iter()
+        .filter(|(_, c)| c.workers_alive < c.workers)
+        .map(|(name, _)| *name)
+        .collect();
+    let stages: serde_json::Map<String, serde_json::Value> = snapshot
         .into_iter()
         .map(|(name, c)| {
             (
@@ -294,8 +402,15 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             )
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "status": "healthy",
+    let mut res = if stopped.is_empty() {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::ServiceUnavailable()
+    };
+    Ok(res.json(json!({
+        "status": if stopped.is_empty() { "healthy" } else { "degraded" },
+        "stopped_stages": stopped,
+        "auth": state.config.server.auth,
         "models_ready": true,
         "runtime": "onnxruntime",
         "device": state.devices,

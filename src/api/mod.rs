@@ -2,27 +2,39 @@
 //!
 //! | route | |
 //! |---|---|
-//! | `POST /api/upload?num_speakers=N` | multipart `file`; 200 `{job_id, status: "queued", message}`, 400, 413, 429 |
+//! | `POST /api/upload?num_speakers=N` | multipart `file`; 200 `{job_id, status: "queued", message}`, 400, 408, 413, 429, 503, 507 |
 //! | `GET /api/status/{id}` | the job; 404 |
-//! | `GET /api/results/{id}` | 200 result, 202 not ready, 404, 500 failed |
-//! | `GET /api/jobs` | every job |
+//! | `GET /api/results/{id}` | 200 result, 202 not ready, 404, 422 bad input, 500 failed |
+//! | `GET /api/jobs` | the caller's jobs (every job for admin keys) |
 //! | `DELETE /api/jobs/{id}` | cancel + remove files; 404 |
-//! | `GET /health` | models, devices, jobs, stage counters |
+//! | `GET/POST /api/keys`, `DELETE /api/keys/{id}` | API keys (admin) |
+//! | `GET /health` | models, devices, jobs, stage counters and workers |
 //! | `GET /`, `/app.js`, `/styles.css` | the web UI (`ui.rs`: `web/*` compiled in) |
 //!
-//! Handlers only talk to the registry actor; errors become HTTP statuses in
-//! one place, `error.rs`.
+//! Every `/api` route takes a [`access::Caller`]: with `server.auth =
+//! "keys"` a request without a live key gets 401 before anything else, and
+//! a key sees only its own jobs. [`guard`] refuses foreign Host names and
+//! cross-origin writes before any route runs. Handlers only talk to the
+//! registry actor; errors become HTTP statuses in one place, `error.rs`.
 
+pub mod access;
 pub mod error;
+pub mod guard;
 pub mod handlers;
+pub mod keys;
 pub mod ui;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use actix::prelude::*;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
 
 use crate::actors::pipeline::{Devices, Engines, Pipeline, PipelineCounters};
+use crate::auth::KeyStore;
 use crate::config::Config;
 use crate::registry::{Attach, JobRegistry, Storage};
 use error::ApiError;
@@ -34,6 +46,39 @@ pub struct AppState {
     pub storage: Storage,
     pub counters: PipelineCounters,
     pub devices: Devices,
+    pub keys: KeyStore,
+    pub limits: access::RateLimits,
+    pub boundary: guard::Boundary,
+    /// One permit per upload being received (`server.max_concurrent_uploads`).
+    pub upload_slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// The whole application: routes, the boundary check, CORS for the listed
+/// origins. `colloquy serve` and the in-process tests build the same one.
+pub fn app(
+    state: web::Data<AppState>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let origins = !state.config.server.cors_origins.is_empty();
+    let boundary = state.boundary.clone();
+    let cors = actix_cors::Cors::default()
+        .allowed_origin_fn(move |origin, _| origin.to_str().is_ok_and(|o| boundary.lists_origin(o)))
+        .allowed_methods(["GET", "POST", "DELETE"])
+        .allowed_headers(["authorization", "content-type", "accept"])
+        .expose_headers(["retry-after"])
+        .max_age(600);
+    App::new()
+        .app_data(state)
+        .configure(routes)
+        .wrap(Condition::new(origins, cors))
+        .wrap(from_fn(guard::check_request))
 }
 
 /// Registers the routes (also used by in-process tests).
@@ -49,6 +94,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/api/results/{id}", web::get().to(handlers::results))
     .route("/api/jobs", web::get().to(handlers::jobs))
     .route("/api/jobs/{id}", web::delete().to(handlers::delete))
+    .route("/api/keys", web::get().to(keys::list))
+    .route("/api/keys", web::post().to(keys::create))
+    .route("/api/keys/{id}", web::delete().to(keys::revoke))
+    .app_data(
+        web::JsonConfig::default()
+            .limit(64 * 1024)
+            .error_handler(|e, _| ApiError::BadRequest(format!("bad JSON body: {e}")).into()),
+    )
     .configure(ui::routes);
 }
 
@@ -64,6 +117,7 @@ pub async fn start_engine(
         config.pipeline.max_active_jobs,
         config.server.max_queued_jobs,
     )?;
+    let keys = KeyStore::open(registry.db()).map_err(|e| anyhow::anyhow!(e))?;
     let registry = JobRegistry::start_in_arbiter(&Arbiter::new().handle(), move |_| registry);
     let pipeline = Pipeline::spawn(
         config,
@@ -81,6 +135,12 @@ pub async fn start_engine(
         storage,
         counters: pipeline.counters(),
         devices: pipeline.devices,
+        keys,
+        limits: access::RateLimits::new(&config.server),
+        boundary: guard::Boundary::new(&config.server),
+        upload_slots: Arc::new(tokio::sync::Semaphore::new(
+            config.server.max_concurrent_uploads,
+        )),
     };
     Ok((state, pipeline))
 }
@@ -96,9 +156,11 @@ pub async fn serve(
     let state = web::Data::new(state);
     let server = HttpServer::new({
         let state = state.clone();
-        move || App::new().app_data(state.clone()).configure(routes)
+        move || app(state.clone())
     })
     .workers(config.server.http_workers.max(1))
+    // headers must arrive within 5 s of the connection (slow-header clients)
+    .client_request_timeout(std::time::Duration::from_secs(5))
     .bind((config.server.bind.as_str(), config.server.port))?;
     if let Some(addr) = server.addrs().first() {
         on_bound(*addr);

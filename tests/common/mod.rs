@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 use colloquy::config::Config;
 
+pub mod fakes;
+pub mod http;
+
 /// `make test` sets this so that missing models fail the run instead of skipping.
 pub const REQUIRE_MODELS: &str = "COLLOQUY_REQUIRE_MODELS";
 

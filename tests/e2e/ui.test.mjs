@@ -103,24 +103,39 @@ function twoVoiceClip() {
 const clip = twoVoiceClip();
 const skip = !clip ? 'no two-voice clip: ../shared/data/synthetic/conv1.mp3 is absent and espeak-ng is not installed' : false;
 
+/// `colloquy serve` on a free port with its own storage folder under tmp;
+/// its log goes to target/e2e/<logName>.
+async function startServer(storageName, logName, env) {
+  const log = fs.openSync(path.join(OUT, logName), 'w');
+  const proc = spawn(BIN, ['serve', '--port', '0', '--storage', path.join(tmp, storageName)], {
+    env: { ...process.env, COLLOQUY__SERVER__BIND: '127.0.0.1', ...env },
+    stdio: ['ignore', 'pipe', log],
+  });
+  const url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`colloquy serve printed no address in 60 s (see target/e2e/${logName})`)), 60000);
+    proc.once('exit', (code) => reject(new Error(`colloquy serve exited with ${code} (see target/e2e/${logName})`)));
+    createInterface({ input: proc.stdout }).on('line', (line) => {
+      const m = /^colloquy listening on (http:\/\/\S+)/.exec(line);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+  });
+  return { proc, url };
+}
+
+async function stopServer(proc) {
+  if (!proc || proc.exitCode !== null) return;
+  const gone = new Promise((r) => proc.once('exit', r));
+  proc.kill('SIGTERM');
+  const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
+  await gone; clearTimeout(t);
+}
+
 before(async () => {
   if (skip) return;
   assert.ok(fs.existsSync(BIN), `${BIN} is missing: run cargo build --release`);
   assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install chromium`);
   fs.mkdirSync(OUT, { recursive: true });
-  const log = fs.openSync(path.join(OUT, 'server.log'), 'w');
-  server = spawn(BIN, ['serve', '--port', '0', '--storage', path.join(tmp, 'storage')], {
-    env: { ...process.env, COLLOQUY__SERVER__BIND: '127.0.0.1' },
-    stdio: ['ignore', 'pipe', log],
-  });
-  baseUrl = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('colloquy serve printed no address in 60 s (see target/e2e/server.log)')), 60000);
-    server.once('exit', (code) => reject(new Error(`colloquy serve exited with ${code} (see target/e2e/server.log)`)));
-    createInterface({ input: server.stdout }).on('line', (line) => {
-      const m = /^colloquy listening on (http:\/\/\S+)/.exec(line);
-      if (m) { clearTimeout(timer); resolve(m[1]); }
-    });
-  });
+  ({ proc: server, url: baseUrl } = await startServer('storage', 'server.log', {}));
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
@@ -131,12 +146,7 @@ before(async () => {
 
 after(async () => {
   if (browser) await browser.close();
-  if (server && server.exitCode === null) {
-    const gone = new Promise((r) => server.once('exit', r));
-    server.kill('SIGTERM');
-    const t = setTimeout(() => server.kill('SIGKILL'), 5000);
-    await gone; clearTimeout(t);
-  }
+  await stopServer(server);
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -403,4 +413,61 @@ test('upload a two-voice clip, read who said what, click through the audio', { s
 
   assert.deepEqual(errors, [], `errors in the page: ${errors.join('\n')}`);
   await page.close();
+});
+
+test('with API keys on, the page asks for a key, keeps it for the tab and shows only that key\'s jobs', { skip, timeout: 240000 }, async (t) => {
+  // keys are made on the storage folder before the server holds it, as `colloquy keys create` is used
+  const storage = path.join(tmp, 'storage-keys');
+  const key = (name) => {
+    const r = spawnSync(BIN, ['keys', '--storage', storage, 'create', '--name', name], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    assert.match(lines[lines.length - 1], /^cq_[0-9a-f]{64}$/, 'the key alone on the last line');
+    return lines[lines.length - 1];
+  };
+  const alice = key('alice'); const bob = key('bob');
+  const { proc, url } = await startServer('storage-keys', 'server-keys.log', { COLLOQUY__SERVER__AUTH: 'keys' });
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  try {
+    await page.goto(url);
+    await page.locator('#key-card').waitFor({ state: 'visible' });
+    assert.match(await page.locator('#jobs-empty').innerText(), /API key/);
+    await page.fill('#key-input', 'cq_wrong');
+    await page.click('#key-button');
+    await page.locator('#key-error').waitFor({ state: 'visible' });
+    assert.match(await page.locator('#key-error').innerText(), /not accepted/);
+    await page.fill('#key-input', alice);
+    await page.click('#key-button');
+    await page.locator('#key-card').waitFor({ state: 'hidden' });
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('colloquy.apiKey')), alice);
+    assert.equal(await page.evaluate(() => localStorage.getItem('colloquy.apiKey')), null, 'never in localStorage');
+    await page.setInputFiles('#file-input', clip.file);
+    await page.selectOption('#num-speakers', '2');
+    await page.click('#upload-button');
+    await page.locator('#transcript .seg').first().waitFor({ timeout: 180000 });
+    const text = (await page.locator('#transcript').innerText()).toLowerCase();
+    for (const w of WORDS) assert.ok(text.includes(w), `"${w}" not in the transcript`);
+    // a reload keeps the key for this tab; the list shows alice's job
+    await page.reload();
+    await page.locator('#job-list .job').first().waitFor();
+    assert.equal(await page.locator('#key-card').isVisible(), false);
+    // bob's key sees none of it, and the server refuses a request without a key
+    const seen = await page.evaluate(async (k) => {
+      const asBob = await fetch('/api/jobs', { headers: { Authorization: `Bearer ${k}` } }).then((r) => r.json());
+      const none = await fetch('/api/jobs').then((r) => r.status);
+      return { bob: asBob.total, none };
+    }, bob);
+    assert.deepEqual(seen, { bob: 0, none: 401 });
+    await page.click('#forget-key');
+    await page.locator('#key-card').waitFor({ state: 'visible' });
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('colloquy.apiKey')), null);
+    assert.equal(await page.locator('#results').isVisible(), false, 'the transcript is gone with the key');
+    await page.screenshot({ path: path.join(OUT, 'key-prompt.png') });
+    assert.deepEqual(errors, [], `errors in the page: ${errors.join('\n')}`);
+  } finally {
+    await page.close();
+    await stopServer(proc);
+  }
 });

@@ -1,0 +1,462 @@
+//! The server's boundaries on fake engines (no models): the real HTTP stack
+//! and registry, in this process, on a free port. API keys and per-key
+//! isolation, Host and Origin checks, admission before the body, upload
+//! timeouts, rate limits and quotas, bad input told from our failures,
+//! file names cleaned.
+//!
+//! Jobs are held in a stage by a channel the test releases; the only waits
+//! are bounded polls of a job's status and the upload read timeout (1 s).
+
+mod common;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use colloquy::auth::KeyStore;
+use colloquy::config::Config;
+use common::fakes;
+use common::http::{multipart, raw_request, read_response, request};
+use serde_json::Value;
+
+struct Server {
+    addr: SocketAddr,
+    storage: PathBuf,
+}
+
+impl Server {
+    /// Serves `config` (storage in a fresh folder named `name`) with `engines`.
+    fn start(
+        name: &str,
+        mut config: Config,
+        engines: colloquy::actors::pipeline::Engines,
+    ) -> Server {
+        let storage = storage(name);
+        config.server.storage_dir = storage.display().to_string();
+        config.server.port = 0;
+        Server::start_at(storage, config, engines)
+    }
+
+    fn start_at(
+        storage: PathBuf,
+        config: Config,
+        engines: colloquy::actors::pipeline::Engines,
+    ) -> Server {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            actix_rt::System::new()
+                .block_on(colloquy::api::serve(config, engines, move |addr| {
+                    tx.send(addr).unwrap()
+                }))
+                .unwrap()
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("server started");
+        Server { addr, storage }
+    }
+
+    fn call(&self, method: &str, path: &str, key: Option<&str>) -> (u16, Value) {
+        let auth = key.map(|k| format!("Bearer {k}"));
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("Authorization", a)])
+            .unwrap_or_default();
+        request(self.addr, method, path, &headers, b"")
+    }
+
+    fn upload(&self, key: Option<&str>, name: &str, data: &[u8]) -> (u16, Value) {
+        self.upload_with(key, name, data, &[])
+    }
+
+    fn upload_with(
+        &self,
+        key: Option<&str>,
+        name: &str,
+        data: &[u8],
+        extra: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let (ct, body) = multipart(name, data);
+        let auth = key.map(|k| format!("Bearer {k}"));
+        let mut headers = vec![("Content-Type", ct.as_str())];
+        if let Some(a) = &auth {
+            headers.push(("Authorization", a));
+        }
+        headers.extend_from_slice(extra);
+        request(self.addr, "POST", "/api/upload", &headers, &body)
+    }
+
+    /// Polls the job's status until it is finished (bounded).
+    fn wait_finished(&self, id: &str, key: Option<&str>) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (code, v) = self.call("GET", &format!("/api/status/{id}"), key);
+            assert_eq!(code, 200, "{v}");
+            if ["completed", "failed"].contains(&v["status"].as_str().unwrap_or("")) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "job {id} did not finish: {v}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn temp_entries(&self) -> usize {
+        std::fs::read_dir(self.storage.join("temp"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+fn storage(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("colloquy-svc-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn id_of(v: &Value) -> String {
+    v["job_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no job_id in {v}"))
+        .to_string()
+}
+
+/// Keys created in the storage folder before the server opens it, as
+/// `colloquy keys create` does.
+fn create_keys(storage: &std::path::Path, keys: &[(&str, bool)]) -> Vec<String> {
+    let store = KeyStore::open_folder(&storage.join("jobs.sled")).unwrap();
+    keys.iter()
+        .map(|(name, admin)| store.create(name, *admin).unwrap().1)
+        .collect()
+}
+
+#[test]
+fn with_keys_every_api_route_needs_one_and_a_key_sees_only_its_own_jobs() {
+    let storage = storage("keys");
+    let tokens = create_keys(
+        &storage,
+        &[("admin", true), ("alice", false), ("bob", false)],
+    );
+    let (admin, alice, bob) = (&tokens[0], &tokens[1], &tokens[2]);
+    let mut config = fakes::config(&[("server.auth", "keys")]);
+    config.server.storage_dir = storage.display().to_string();
+    config.server.port = 0;
+    let srv = Server::start_at(storage, config, fakes::engines(None));
+
+    let (code, up) = srv.upload(Some(alice), "a.wav", &fakes::tone_wav(2.0));
+    assert_eq!(code, 200, "{up}");
+    let id = id_of(&up);
+    assert_eq!(srv.wait_finished(&id, Some(alice))["status"], "completed");
+
+    // without a key (or with a wrong or malformed one) every API route is 401
+    let routes = [
+        ("GET", "/api/jobs".to_string()),
+        ("GET", format!("/api/status/{id}")),
+        ("GET", format!("/api/results/{id}")),
+        ("DELETE", format!("/api/jobs/{id}")),
+        ("GET", "/api/keys".to_string()),
+        ("POST", "/api/upload".to_string()),
+        ("POST", "/api/keys".to_string()),
+    ];
+    for (method, path) in &routes {
+        for key in [None, Some("cq_0123"), Some("not-a-key")] {
+            let (code, v) = srv.call(method, path, key);
+            assert_eq!(code, 401, "{method} {path} with {key:?}: {v}");
+            assert_eq!(v["error"], "unauthorized");
+        }
+    }
+    // bob cannot see, read or delete alice's job: it does not exist for him
+    for (method, path) in &routes[1..4] {
+        let (code, v) = srv.call(method, path, Some(bob));
+        assert_eq!(code, 404, "{method} {path} as bob: {v}");
+    }
+    let (_, list) = srv.call("GET", "/api/jobs", Some(bob));
+    assert_eq!(list["total"], 0, "{list}");
+    // alice sees it; the admin sees every job
+    let (code, r) = srv.call("GET", &format!("/api/results/{id}"), Some(alice));
+    assert_eq!(code, 200);
+    assert_eq!(r["num_speakers"], 2);
+    let (_, list) = srv.call("GET", "/api/jobs", Some(alice));
+    assert_eq!(list["total"], 1);
+    let (_, list) = srv.call("GET", "/api/jobs", Some(admin));
+    assert_eq!(list["total"], 1);
+    assert!(list["jobs"][0]["owner"]
+        .as_str()
+        .unwrap()
+        .starts_with("key_"));
+    // keys: admin only; a key made through the API works at once, and stops when revoked
+    let (code, _) = srv.call("GET", "/api/keys", Some(alice));
+    assert_eq!(code, 403);
+    let body = br#"{"name": "carol"}"#;
+    let auth = format!("Bearer {admin}");
+    let (code, made) = request(
+        srv.addr,
+        "POST",
+        "/api/keys",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body,
+    );
+    assert_eq!(code, 201, "{made}");
+    let carol = made["key"].as_str().unwrap().to_string();
+    assert_eq!(made["admin"], false);
+    assert!(made.get("hash").is_none());
+    let (code, list) = srv.call("GET", "/api/keys", Some(admin));
+    assert_eq!(code, 200);
+    assert_eq!(list["total"], 4);
+    assert!(!list.to_string().contains(&carol[3..]), "no token in lists");
+    assert_eq!(srv.call("GET", "/api/jobs", Some(&carol)).0, 200);
+    let carol_id = made["id"].as_str().unwrap();
+    let (code, _) = srv.call("DELETE", &format!("/api/keys/{carol_id}"), Some(admin));
+    assert_eq!(code, 200);
+    assert_eq!(srv.call("GET", "/api/jobs", Some(&carol)).0, 401);
+    // bob cannot delete it; alice can
+    assert_eq!(
+        srv.call("DELETE", &format!("/api/jobs/{id}"), Some(bob)).0,
+        404
+    );
+    assert_eq!(
+        srv.call("DELETE", &format!("/api/jobs/{id}"), Some(alice))
+            .0,
+        200
+    );
+}
+
+#[test]
+fn a_foreign_host_and_a_cross_origin_post_are_refused_and_leave_nothing() {
+    let srv = Server::start("boundary", fakes::config(&[]), fakes::engines(None));
+    let wav = fakes::tone_wav(1.0);
+    let (code, v) = request(
+        srv.addr,
+        "GET",
+        "/api/jobs",
+        &[("Host", "evil.example")],
+        b"",
+    );
+    assert_eq!(code, 403, "{v}");
+    let (code, v) = request(srv.addr, "GET", "/", &[("Host", "evil.example:8000")], b"");
+    assert_eq!(code, 403, "the page too: {v}");
+    let (code, v) = srv.upload_with(None, "a.wav", &wav, &[("Origin", "http://evil.example")]);
+    assert_eq!(code, 403, "{v}");
+    let (code, _) = srv.upload_with(None, "a.wav", &wav, &[("Sec-Fetch-Site", "cross-site")]);
+    assert_eq!(code, 403);
+    let (_, list) = srv.call("GET", "/api/jobs", None);
+    assert_eq!(list["total"], 0, "nothing was taken: {list}");
+    assert_eq!(srv.temp_entries(), 0);
+    // the server's own page may post
+    let own = format!("http://{}", srv.addr);
+    let (code, v) = srv.upload_with(None, "a.wav", &wav, &[("Origin", &own)]);
+    assert_eq!(code, 200, "{v}");
+    let (code, _) = request(srv.addr, "GET", "/api/jobs", &[("Host", "localhost")], b"");
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn a_full_queue_and_a_key_over_quota_are_refused_before_the_body_is_sent() {
+    let storage = storage("admission");
+    let tokens = create_keys(&storage, &[("alice", false), ("bob", false)]);
+    let (alice, bob) = (&tokens[0], &tokens[1]);
+    let mut config = fakes::config(&[
+        ("server.auth", "keys"),
+        ("server.max_queued_jobs", "2"),
+        ("server.max_queued_jobs_per_key", "1"),
+        ("pipeline.max_active_jobs", "1"),
+    ]);
+    config.server.storage_dir = storage.display().to_string();
+    config.server.port = 0;
+    // the transcriber holds each job until the test lets it go
+    let (release, gate) = mpsc::channel::<()>();
+    let gate = std::sync::Mutex::new(gate);
+    let hook: fakes::Hook = Box::new(move || {
+        gate.lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(60))
+            .map_err(|e| e.to_string())
+    });
+    let srv = Server::start_at(storage, config, fakes::engines(Some(hook)));
+    let wav = fakes::tone_wav(1.0);
+    let running = id_of(&srv.upload(Some(alice), "1.wav", &wav).1); // admitted, held
+    let queued = id_of(&srv.upload(Some(alice), "2.wav", &wav).1); // alice's one waiting job
+
+    // alice: over her quota. Only the head is sent; the answer comes without the body.
+    let over = headers_only(srv.addr, alice, 100_000_000);
+    assert_eq!(over.0, 429, "{}", over.1);
+    assert!(
+        over.1.to_ascii_lowercase().contains("retry-after"),
+        "{}",
+        over.1
+    );
+    assert!(over.2.contains("over_quota"), "{}", over.2);
+    // bob may still queue one; then the server's queue (2) is full for everyone
+    assert_eq!(srv.upload(Some(bob), "3.wav", &wav).0, 200);
+    let full = headers_only(srv.addr, bob, 100_000_000);
+    assert_eq!(full.0, 429, "{}", full.1);
+    assert!(full.2.contains("queue_full"), "{}", full.2);
+    assert_eq!(
+        srv.temp_entries(),
+        3,
+        "only the three accepted uploads are kept"
+    );
+
+    for _ in 0..3 {
+        release.send(()).unwrap();
+    }
+    assert_eq!(
+        srv.wait_finished(&running, Some(alice))["status"],
+        "completed"
+    );
+    assert_eq!(
+        srv.wait_finished(&queued, Some(alice))["status"],
+        "completed"
+    );
+}
+
+/// Sends an upload's head announcing `length` bytes and no body; returns
+/// the status, head and body of the answer.
+fn headers_only(addr: SocketAddr, key: &str, length: u64) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST /api/upload HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: {length}\r\n\r\n"
+    )
+    .unwrap();
+    let (code, head, body) = read_response(&mut s);
+    (code, head, String::from_utf8_lossy(&body).to_string())
+}
+
+#[test]
+fn a_stalled_upload_is_dropped_after_the_read_timeout_with_its_temp_folder() {
+    let srv = Server::start(
+        "stall",
+        fakes::config(&[("server.upload_read_timeout_seconds", "1")]),
+        fakes::engines(None),
+    );
+    let (ct, body) = multipart("a.wav", &fakes::tone_wav(1.0));
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST /api/upload HTTP/1.1\r\nHost: {}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+        srv.addr,
+        body.len()
+    )
+    .unwrap();
+    // half the body, then nothing: the file was opened in temp/
+    s.write_all(&body[..body.len() / 2]).unwrap();
+    let t0 = Instant::now();
+    let (code, _, answer) = read_response(&mut s);
+    assert_eq!(code, 408, "{}", String::from_utf8_lossy(&answer));
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        srv.temp_entries(),
+        0,
+        "the stalled upload's folder is removed"
+    );
+    // the server goes on
+    assert_eq!(srv.upload(None, "b.wav", &fakes::tone_wav(1.0)).0, 200);
+}
+
+#[test]
+fn uploads_over_the_rate_limit_get_429_with_retry_after() {
+    let srv = Server::start(
+        "rate",
+        fakes::config(&[("server.uploads_per_minute", "2")]),
+        fakes::engines(None),
+    );
+    let wav = fakes::tone_wav(1.0);
+    assert_eq!(srv.upload(None, "a.wav", &wav).0, 200);
+    assert_eq!(srv.upload(None, "b.wav", &wav).0, 200);
+    let (ct, body) = multipart("c.wav", &wav);
+    let (code, head, answer) = raw_request(
+        srv.addr,
+        "POST",
+        "/api/upload",
+        &[("Content-Type", &ct)],
+        &body,
+    );
+    assert_eq!(code, 429, "{}", String::from_utf8_lossy(&answer));
+    let retry: u64 = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("retry-after:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("Retry-After");
+    assert!((1..=60).contains(&retry), "{retry}");
+    // reads have their own bucket
+    assert_eq!(srv.call("GET", "/api/jobs", None).0, 200);
+}
+
+#[test]
+fn a_file_that_is_not_audio_fails_as_bad_input_with_422_and_the_next_job_completes() {
+    let srv = Server::start("badinput", fakes::config(&[]), fakes::engines(None));
+    let (code, up) = srv.upload(None, "notes.wav", b"this is a text file, not a recording\n");
+    assert_eq!(code, 200, "{up}");
+    let id = id_of(&up);
+    let job = srv.wait_finished(&id, None);
+    assert_eq!(job["status"], "failed");
+    assert_eq!(job["error_kind"], "input");
+    let (code, r) = srv.call("GET", &format!("/api/results/{id}"), None);
+    assert_eq!(code, 422, "{r}");
+    assert_eq!(r["error"], "bad_input");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a supported audio file"),
+        "{r}"
+    );
+    let good = id_of(&srv.upload(None, "tone.wav", &fakes::tone_wav(1.0)).1);
+    assert_eq!(srv.wait_finished(&good, None)["status"], "completed");
+    assert_eq!(srv.temp_entries(), 0);
+}
+
+#[test]
+fn file_names_are_stored_without_folders_or_invisible_characters() {
+    let srv = Server::start("names", fakes::config(&[]), fakes::engines(None));
+    let wav = fakes::tone_wav(1.0);
+    for (given, kept) in [
+        ("../../etc/passwd.wav", "passwd.wav"),
+        // a quoted-string: `\\` on the wire is one backslash
+        ("C:\\\\Users\\\\x\\\\call.wav", "call.wav"),
+        ("a\u{202e}vaw.exe.wav", "avaw.exe.wav"),
+    ] {
+        let (code, up) = srv.upload(None, given, &wav);
+        assert_eq!(code, 200, "{given}: {up}");
+        let (_, job) = srv.call("GET", &format!("/api/status/{}", id_of(&up)), None);
+        assert_eq!(job["filename"], kept, "{given}");
+    }
+    // path-like ids are 404 before any lookup
+    for id in [
+        "..%2F..%2Fjobs.sled",
+        "%2e%2e",
+        "00000000-0000-0000-0000-00000000000g",
+    ] {
+        assert_eq!(
+            srv.call("GET", &format!("/api/status/{id}"), None).0,
+            404,
+            "{id}"
+        );
+    }
+}
+
+#[test]
+fn health_shows_every_stages_workers_alive() {
+    let srv = Server::start("health", fakes::config(&[]), fakes::engines(None));
+    let (code, h) = srv.call("GET", "/health", None);
+    assert_eq!(code, 200, "{h}");
+    assert_eq!(h["status"], "healthy");
+    assert_eq!(h["auth"], "none");
+    let stages = h["stages"].as_object().unwrap();
+    assert!(stages.len() >= 5, "{h}");
+    for (name, s) in stages {
+        assert!(s["workers"].as_i64().unwrap() >= 1, "{name}");
+        assert_eq!(s["workers_alive"], s["workers"], "{name}");
+    }
+}
