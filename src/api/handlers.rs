@@ -145,13 +145,28 @@ where
     }
 }
 
-/// Removes a half-written upload unless disarmed.
-struct TempGuard(Option<PathBuf>);
+/// Removes a half-written upload unless disarmed: its file and folder by
+/// `unlink` and `rmdir`, which need no file descriptor (an upload that
+/// failed because descriptors ran out must still leave nothing behind).
+#[derive(Default)]
+struct TempGuard {
+    dir: Option<PathBuf>,
+    file: Option<PathBuf>,
+}
 
 impl Drop for TempGuard {
     fn drop(&mut self) {
-        if let Some(dir) = self.0.take() {
-            let _ = std::fs::remove_dir_all(dir);
+        if let Some(file) = self.file.take() {
+            let _ = std::fs::remove_file(file);
+        }
+        if let Some(dir) = self.dir.take() {
+            if std::fs::remove_dir(&dir).is_err() {
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(path = %dir.display(), error = %e, "cannot remove an upload's temp folder");
+                    }
+                }
+            }
         }
     }
 }
@@ -203,7 +218,7 @@ pub async fn upload(
     let mut received: u64 = 0;
     let id = Uuid::new_v4();
     let dir = state.storage.temp_dir(id);
-    let mut guard = TempGuard(None);
+    let mut guard = TempGuard::default();
     let mut stored: Option<(String, String, u64)> = None;
     while let Some(mut field) = next_chunk(&mut form, started, received, &state).await? {
         let filename = field
@@ -241,8 +256,9 @@ pub async fn upload(
             )));
         }
         tokio::fs::create_dir_all(&dir).await?;
-        guard.0 = Some(dir.clone());
+        guard.dir = Some(dir.clone());
         let audio_file = format!("audio.{ext}");
+        guard.file = Some(dir.join(&audio_file));
         let mut file = tokio::fs::File::create(dir.join(&audio_file)).await?;
         let mut written: u64 = 0;
         while let Some(chunk) = next_chunk(&mut field, started, received, &state).await? {
@@ -280,7 +296,7 @@ pub async fn upload(
         .await?;
     match created {
         Ok(job) => {
-            guard.0 = None;
+            (guard.dir, guard.file) = (None, None); // the job owns them now
             tracing::info!(job_id = %id, bytes, filename = %job.filename, "upload stored");
             Ok(HttpResponse::Ok().json(json!({
                 "job_id": id,
