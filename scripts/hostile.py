@@ -27,128 +27,21 @@ matrix sends about 90 uploads in a minute; tests/service.rs tests the limit);
 everything else is the default config.
 """
 
-import http.client
-import json
 import os
 import random
-import resource
 import shutil
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("COLLOQUY_BIN", os.path.join(ROOT, "target", "release", "colloquy"))
-FORMATS = os.path.join(ROOT, "tests", "data", "formats")
+from suite import BIN, FORMATS, Checks, Server, multipart
+
 READ_TIMEOUT = 5
-
-failures = []
-passed = 0
-
-
-def check(name, ok, detail=""):
-    global passed
-    if ok:
-        passed += 1
-    else:
-        failures.append(f"{name}: {detail}")
-        print(f"  FAIL {name}: {detail}", flush=True)
-
-
-class Server:
-    def __init__(self, storage, nofile=None, extra_env=None):
-        self.storage = storage
-        env = dict(os.environ)
-        env.update(extra_env or {})
-        env.update({
-            "COLLOQUY__SERVER__BIND": "127.0.0.1",
-            "COLLOQUY__SERVER__UPLOAD_READ_TIMEOUT_SECONDS": str(READ_TIMEOUT),
-            # the matrix sends ~90 uploads in a minute: the per-key rate limit
-            # (tested in tests/service.rs) would answer most of them 429
-            "COLLOQUY__SERVER__UPLOADS_PER_MINUTE": "0",
-            "COLLOQUY_LOG": "warn",
-        })
-
-        def limit():
-            if nofile:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-
-        self.log = open(os.path.join(storage + ".log"), "w")
-        self.proc = subprocess.Popen(
-            [BIN, "serve", "--port", "0", "--storage", storage],
-            stdout=subprocess.PIPE, stderr=self.log, env=env, preexec_fn=limit, text=True)
-        line = self.proc.stdout.readline()
-        prefix = "colloquy listening on http://"
-        if not line.startswith(prefix):
-            raise SystemExit(f"hostile: FAIL the server did not start: {line!r} (see {storage}.log)")
-        host, port = line.strip()[len(prefix):].rsplit(":", 1)
-        self.addr = (host, int(port))
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
-    def alive(self):
-        try:
-            code, body, _ = self.request("GET", "/health")
-            return self.proc.poll() is None and code == 200 and body.get("status") == "healthy"
-        except OSError:
-            return False
-
-    def request(self, method, path, body=b"", headers=None, timeout=60):
-        c = http.client.HTTPConnection(*self.addr, timeout=timeout)
-        try:
-            c.request(method, path, body=body, headers=headers or {})
-            r = c.getresponse()
-            raw = r.read()
-            try:
-                data = json.loads(raw) if raw else {}
-            except ValueError:
-                data = {"raw": raw[:200].decode("latin1")}
-            return r.status, data, dict(r.getheaders())
-        finally:
-            c.close()
-
-    def upload(self, name, data, query="", headers=None, field="file"):
-        ct, body = multipart(name, data, field)
-        h = {"Content-Type": ct}
-        h.update(headers or {})
-        return self.request("POST", f"/api/upload{query}", body, h)
-
-    def temp_entries(self):
-        try:
-            return sorted(os.listdir(os.path.join(self.storage, "temp")))
-        except FileNotFoundError:
-            return []
-
-    def wait_jobs(self, ids, seconds=600):
-        """Polls until every job is finished; returns {id: status record}."""
-        deadline = time.time() + seconds
-        done = {}
-        while len(done) < len(ids) and time.time() < deadline:
-            for i in ids:
-                if i in done:
-                    continue
-                code, st, _ = self.request("GET", f"/api/status/{i}")
-                if code == 200 and st.get("status") in ("completed", "failed"):
-                    done[i] = st
-            time.sleep(0.2)
-        return done
-
-
-def multipart(name, data, field="file"):
-    b = "hostile-boundary-5b1c"
-    head = (f'--{b}\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n").encode()
-    return f"multipart/form-data; boundary={b}", head + data + f"\r\n--{b}--\r\n".encode()
-
+# the matrix sends ~90 uploads in a minute: the per-key rate limit (tested in
+# tests/service.rs) would answer most of them 429
+ENV = {"COLLOQUY__SERVER__UPLOAD_READ_TIMEOUT_SECONDS": str(READ_TIMEOUT),
+       "COLLOQUY__SERVER__UPLOADS_PER_MINUTE": "0"}
+check = Checks()
 
 def raw_head(addr, length, extra=""):
     s = socket.create_connection(addr, timeout=30)
@@ -360,7 +253,7 @@ def main():
     clip = open(os.path.join(FORMATS, "clip.wav"), "rb").read()
     t0 = time.time()
     try:
-        srv = Server(os.path.join(tmp, "storage"))
+        srv = Server(os.path.join(tmp, "storage"), ENV, suite="hostile")
         try:
             part_refusals(srv, clip)
             jobs, outcome = part_jobs(srv, rnd)
@@ -369,8 +262,8 @@ def main():
             srv.stop()
         print("file descriptors limited to 200, upload slots 1000", flush=True)
         # every upload may take a slot, so descriptors (not slots) run out first
-        srv = Server(os.path.join(tmp, "storage-fd"), nofile=200,
-                     extra_env={"COLLOQUY__SERVER__MAX_CONCURRENT_UPLOADS": "1000"})
+        srv = Server(os.path.join(tmp, "storage-fd"),
+                     {**ENV, "COLLOQUY__SERVER__MAX_CONCURRENT_UPLOADS": "1000"}, nofile=200, suite="hostile")
         try:
             stalled_fd = stall(srv, 300, "300 stalled uploads, 200 descriptors")
             code, b, _ = srv.upload("after.flac", open(os.path.join(FORMATS, "clip.flac"), "rb").read())
@@ -386,16 +279,10 @@ def main():
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     total = time.time() - t0
-    figures = (f"{passed + len(failures)} checks; {jobs} bad-input jobs: {outcome['completed']} completed, "
-               f"{outcome['input']} failed as bad input, {outcome['internal']} internal; "
-               f"1 byte/s client dropped after {slow:.0f} s; 300 stalled uploads closed in {stalled:.1f} s "
-               f"({stalled_fd:.1f} s with 200 descriptors); {total:.0f} s in all")
-    if failures:
-        print(f"hostile: FAIL {len(failures)} of {figures}")
-        for f in failures:
-            print(f"  - {f}")
-        sys.exit(1)
-    print(f"hostile: PASS {figures}")
+    check.finish("hostile", f"{jobs} bad-input jobs: {outcome['completed']} completed, "
+                 f"{outcome['input']} failed as bad input, {outcome['internal']} internal; "
+                 f"1 byte/s client dropped after {slow:.0f} s; 300 stalled uploads closed in {stalled:.1f} s "
+                 f"({stalled_fd:.1f} s with 200 descriptors); {total:.0f} s in all")
 
 
 if __name__ == "__main__":

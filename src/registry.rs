@@ -704,6 +704,98 @@ impl Handler<JobMsg<JobOutput>> for JobRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A pipeline entry that only records the jobs it is given.
+    struct Entry(Arc<Mutex<Vec<Uuid>>>);
+
+    impl Actor for Entry {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<JobMsg<()>> for Entry {
+        type Result = Result<(), ActorExitStatus>;
+        fn handle(&mut self, msg: JobMsg<()>, _: &mut Context<Self>) -> Self::Result {
+            self.0.lock().unwrap().push(msg.ctx.id);
+            Ok(())
+        }
+    }
+
+    fn record(id: Uuid, status: JobStatus, minute: i64) -> Job {
+        let at = DateTime::<Utc>::from_timestamp(1_700_000_000 + minute * 60, 0).unwrap();
+        Job {
+            job_id: id,
+            status,
+            progress: 50,
+            step: "Analyzing speakers".into(),
+            error: None,
+            error_kind: None,
+            owner: Some("key_1".into()),
+            bytes: 10,
+            result_bytes: None,
+            filename: "a.wav".into(),
+            audio_file: "audio.wav".into(),
+            options: JobOptions::default(),
+            duration: None,
+            created_at: at,
+            updated_at: at,
+            started_at: None,
+            finished_at: None,
+            attempts: 1,
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_restart_requeues_interrupted_jobs_in_order_and_removes_orphan_temp_folders() {
+        let root =
+            std::env::temp_dir().join(format!("colloquy-registry-recover-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let storage = Storage::new(root.clone());
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let orphan = Uuid::new_v4();
+        {
+            // what a killed process left: one job processing, one queued, one done
+            let before = JobRegistry::open(storage.clone(), 1, 10).unwrap();
+            before.store(&record(a, JobStatus::Processing, 0)).unwrap();
+            before.store(&record(b, JobStatus::Queued, 1)).unwrap();
+            before.store(&record(c, JobStatus::Completed, 2)).unwrap();
+            before.flush();
+            for id in [a, b, orphan] {
+                std::fs::create_dir_all(storage.temp_dir(id)).unwrap();
+            }
+        }
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let entry = Entry(seen.clone()).start();
+        let registry = JobRegistry::open(storage.clone(), 1, 10).unwrap().start();
+        let recovered = registry
+            .send(Attach(entry.recipient()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(recovered, 2);
+        let stats = registry.send(Stats).await.unwrap();
+        assert_eq!((stats.active_jobs, stats.queued_jobs), (1, 1));
+        // the oldest first: a is admitted again (second attempt), b waits
+        let job = |id| registry.send(GetJob(id));
+        let ja = job(a).await.unwrap().unwrap().unwrap();
+        assert_eq!((ja.status, ja.attempts), (JobStatus::Processing, 2));
+        let jb = job(b).await.unwrap().unwrap().unwrap();
+        assert_eq!(jb.status, JobStatus::Queued);
+        assert_eq!(jb.step, "Queued (recovered after a restart)");
+        assert_eq!(jb.owner.as_deref(), Some("key_1"), "the owner survives");
+        assert_eq!(
+            job(c).await.unwrap().unwrap().unwrap().status,
+            JobStatus::Completed
+        );
+        // the entry is reached through a spawned send: wait for it without a clock
+        while seen.lock().unwrap().is_empty() {
+            actix_rt::task::yield_now().await;
+        }
+        assert_eq!(*seen.lock().unwrap(), vec![a]);
+        assert!(storage.temp_dir(a).exists() && storage.temp_dir(b).exists());
+        assert!(!storage.temp_dir(orphan).exists(), "no live job owns it");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[actix_rt::test]
     async fn watchers_are_told_when_a_job_ends_without_polling() {

@@ -460,3 +460,52 @@ fn health_shows_every_stages_workers_alive() {
         assert_eq!(s["workers_alive"], s["workers"], "{name}");
     }
 }
+
+#[test]
+fn deleting_a_running_job_frees_its_slot_for_the_next_and_leaves_nothing() {
+    let (release, gate) = mpsc::channel::<()>();
+    let gate = std::sync::Mutex::new(gate);
+    let hook: fakes::Hook = Box::new(move || {
+        gate.lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(60))
+            .map_err(|e| e.to_string())
+    });
+    let srv = Server::start(
+        "cancel",
+        fakes::config(&[("pipeline.max_active_jobs", "1")]),
+        fakes::engines(Some(hook)),
+    );
+    let wav = fakes::tone_wav(1.0);
+    let running = id_of(&srv.upload(None, "a.wav", &wav).1);
+    let waiting = id_of(&srv.upload(None, "b.wav", &wav).1);
+    // wait (bounded) until the first job is in the transcriber, held by the hook
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while srv.call("GET", &format!("/api/status/{running}"), None).1["progress"]
+        .as_u64()
+        .unwrap_or(0)
+        < 25
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first job never reached the transcriber"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (_, st) = srv.call("GET", &format!("/api/status/{waiting}"), None);
+    assert_eq!(st["status"], "queued", "one slot: the second job waits");
+    let (code, d) = srv.call("DELETE", &format!("/api/jobs/{running}"), None);
+    assert_eq!(code, 200, "{d}");
+    assert_eq!(d["status"], "cancelled");
+    assert_eq!(
+        srv.call("GET", &format!("/api/status/{running}"), None).0,
+        404
+    );
+    // the engine call in hand ends; the stage drops the job and the slot goes to the next
+    release.send(()).unwrap();
+    release.send(()).unwrap();
+    assert_eq!(srv.wait_finished(&waiting, None)["status"], "completed");
+    let (_, list) = srv.call("GET", "/api/jobs", None);
+    assert_eq!(list["total"], 1, "{list}");
+    assert_eq!(srv.temp_entries(), 0);
+}
