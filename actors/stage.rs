@@ -469,4 +469,46 @@ mod tests {
         }
         assert_eq!(*events.lock().unwrap(), ["dropped", "failed"]);
     }
+
+    /// A registry that goes away after its first message.
+    struct Vanishing;
+    impl Actor for Vanishing {
+        type Context = Context<Self>;
+    }
+    impl Handler<JobEvent> for Vanishing {
+        type Result = ();
+        fn handle(&mut self, _: JobEvent, ctx: &mut Context<Self>) {
+            ctx.stop();
+        }
+    }
+
+    #[actix::test]
+    async fn a_worker_that_ends_is_counted_with_its_exit_for_health() {
+        let stage = spawn_stage(
+            vec![Stopping],
+            2,
+            Sink.start().recipient(),
+            Vanishing.start().recipient(),
+        );
+        assert_eq!(stage.counters.snapshot().workers_alive, 1);
+        let ctx = JobCtx::new(
+            Uuid::new_v4(),
+            "unused".into(),
+            JobOptions::default(),
+            CancelToken::default(),
+        );
+        stage
+            .addr
+            .send(JobMsg {
+                ctx,
+                payload: false,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        // the progress report stops the registry; the failure report then finds it gone
+        let snap = stage.counters.wait_until(|c| c.workers_alive == 0).await;
+        assert_eq!(snap.workers, 1);
+        assert_eq!(snap.worker_exits, ["worker 0: downstream_closed"]);
+    }
 }
