@@ -19,10 +19,12 @@ run: setup build
 	./target/release/colloquy serve
 
 ## Unit and integration tests with the real models (set up first), then the
-## web UI end to end in headless Chromium (scripts/e2e.sh installs what it needs).
+## web UI end to end in headless Chromium (scripts/e2e.sh installs what it needs),
+## then every export format read back by pysrt/webvtt-py (scripts/check_exports.py).
 test: setup
 	COLLOQUY_REQUIRE_MODELS=1 $(CARGO) test --release
 	bash scripts/e2e.sh
+	python3 scripts/check_exports.py
 
 ## The web UI end-to-end test alone (needs the models: make setup).
 e2e:

@@ -6,19 +6,18 @@
 //!   with the words and cutting the transcript into one utterance per change
 //!   of speaker (`crate::align`);
 //! - building speaker turns;
-//! - assembling the result JSON (segments, aligned_segments, full_text,
-//!   language, duration, speaker_turns, provider, performance_metrics), with
+//! - assembling the job's [`JobResult`] (segments, aligned_segments,
+//!   full_text, language, duration, speaker_turns, provider), with
 //!   timestamps shifted back by any trimmed leading silence.
 //!
 //! Its output goes to the job registry, which stores it and ends the job.
-
-use serde_json::{json, Value};
 
 use super::diarizer::Diarized;
 use super::fork::Joined;
 use super::stage::{JobError, StageWork};
 use super::JobCtx;
 use crate::align::{align, count_speakers, speaker_turns, AlignOptions, TextSegment};
+use crate::result::{JobResult, Provider};
 
 pub struct Aligner {
     opts: AlignOptions,
@@ -30,11 +29,11 @@ impl Aligner {
     }
 }
 
-/// A finished job's result (the body of `GET /api/results/{id}`, without
-/// `performance_metrics`, which the registry completes).
+/// A finished job's result (without `performance_metrics`, which the
+/// registry completes).
 #[derive(Debug, Clone)]
 pub struct JobOutput {
-    pub result: Value,
+    pub result: JobResult,
 }
 
 impl StageWork for Aligner {
@@ -82,23 +81,28 @@ impl StageWork for Aligner {
         activity.shift(offset);
         let alignment = align(&segments, &turns, Some(&activity), self.opts);
         let speaker_turns = speaker_turns(&turns, self.opts.merge_gap);
-        let result = json!({
-            "segments": alignment.segments,
-            "aligned_segments": alignment.aligned,
-            "full_text": transcribed.transcript.full_text(),
-            "language": transcribed.transcript.language,
-            "duration": transcribed.duration,
-            "num_speakers": count_speakers(&turns),
-            "speaker_turns": speaker_turns,
-            "provider": {
-                "runtime": "onnxruntime",
-                "device": if transcribed.device == diarizer_device { transcribed.device.to_string() } else { "mixed".into() },
-                "transcriber_device": transcribed.device,
-                "diarizer_device": diarizer_device,
-                "whisper_model": transcribed.model,
+        let result = JobResult {
+            segments: alignment.segments,
+            aligned_segments: alignment.aligned,
+            full_text: transcribed.transcript.full_text(),
+            language: transcribed.transcript.language.clone(),
+            duration: transcribed.duration,
+            num_speakers: count_speakers(&turns),
+            speaker_turns,
+            provider: Provider {
+                runtime: "onnxruntime".into(),
+                device: if transcribed.device == diarizer_device {
+                    transcribed.device.to_string()
+                } else {
+                    "mixed".into()
+                },
+                transcriber_device: transcribed.device,
+                diarizer_device,
+                whisper_model: transcribed.model.clone(),
             },
-            "diarization_metrics": diarization.timings,
-        });
+            diarization_metrics: diarization.timings,
+            performance_metrics: None,
+        };
         Ok(JobOutput { result })
     }
 }

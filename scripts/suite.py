@@ -91,19 +91,24 @@ class Server:
         except OSError:
             return False
 
-    def request(self, method, path, body=b"", headers=None, timeout=60):
+    def request_raw(self, method, path, body=b"", headers=None, timeout=60):
+        """(status, body bytes, headers)."""
         c = http.client.HTTPConnection(*self.addr, timeout=timeout)
         try:
             c.request(method, path, body=body, headers=headers or {})
             r = c.getresponse()
-            raw = r.read()
-            try:
-                data = json.loads(raw) if raw else {}
-            except ValueError:
-                data = {"raw": raw[:200].decode("latin1")}
-            return r.status, data, dict(r.getheaders())
+            return r.status, r.read(), dict(r.getheaders())
         finally:
             c.close()
+
+    def request(self, method, path, body=b"", headers=None, timeout=60):
+        """(status, JSON body or {"raw": ...}, headers)."""
+        status, raw, headers = self.request_raw(method, path, body, headers, timeout)
+        try:
+            data = json.loads(raw) if raw else {}
+        except ValueError:
+            data = {"raw": raw[:200].decode("latin1")}
+        return status, data, headers
 
     def upload(self, name, data, query="", headers=None, field="file"):
         ct, body = multipart(name, data, field)

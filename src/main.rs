@@ -26,10 +26,30 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+/// Output of `transcribe`: the formats of `GET /api/results/{id}?format=`
+/// (`--whisper-only` prints json or txt).
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Format {
     Json,
     Txt,
+    Srt,
+    Vtt,
+    Tsv,
+    Rttm,
+}
+
+impl Format {
+    fn export(self) -> colloquy::export::Format {
+        use colloquy::export::Format as F;
+        match self {
+            Format::Json => F::Json,
+            Format::Txt => F::Txt,
+            Format::Srt => F::Srt,
+            Format::Vtt => F::Vtt,
+            Format::Tsv => F::Tsv,
+            Format::Rttm => F::Rttm,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -261,6 +281,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = whisper.config(cli.config.as_deref())?;
             if whisper_only {
+                if !matches!(format, Format::Json | Format::Txt) {
+                    anyhow::bail!(
+                        "--whisper-only prints json or txt (speakers are needed for the others)"
+                    );
+                }
                 transcribe(&config, &files, format)
             } else {
                 let SpeakerArgs {
@@ -616,23 +641,28 @@ fn transcribe_pipeline(
         Ok::<_, anyhow::Error>(outputs)
     })?;
     for v in outputs {
-        match format {
-            Format::Json => println!("{v}"),
-            Format::Txt => {
-                if files.len() > 1 {
-                    println!("# {}", v["file"].as_str().unwrap_or_default());
-                }
-                for s in v["aligned_segments"].as_array().into_iter().flatten() {
-                    println!(
-                        "[{} --> {}] {}: {}",
-                        clock(s["start"].as_f64().unwrap_or(0.0)),
-                        clock(s["end"].as_f64().unwrap_or(0.0)),
-                        s["speaker"].as_str().unwrap_or("?"),
-                        s["text"].as_str().unwrap_or_default().trim()
-                    );
-                }
-            }
+        if format == Format::Json {
+            println!("{v}");
+            continue;
         }
+        let file = v["file"].as_str().unwrap_or_default().to_string();
+        if files.len() > 1 {
+            println!("# {file}");
+        }
+        let result: colloquy::result::JobResult = serde_json::from_value(v)?;
+        let stem = std::path::Path::new(&file)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("audio");
+        print!(
+            "{}",
+            colloquy::export::render(
+                &result,
+                format.export(),
+                &colloquy::export::Names::default(),
+                stem
+            )
+        );
     }
     Ok(())
 }
@@ -667,7 +697,7 @@ fn transcribe(config: &Config, files: &[PathBuf], format: Format) -> anyhow::Res
         let wall = t0.elapsed().as_secs_f64();
         match format {
             Format::Txt => print_txt(&transcript, files.len() > 1, path),
-            Format::Json => {
+            Format::Json | Format::Srt | Format::Vtt | Format::Tsv | Format::Rttm => {
                 let out = json!({
                     "file": path.display().to_string(),
                     "language": transcript.language,

@@ -21,13 +21,13 @@ use std::path::{Path, PathBuf};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::actors::aligner::JobOutput;
 use crate::actors::{
     ActorExitStatus, CancelToken, FailureKind, JobCtx, JobError, JobEvent, JobMsg,
 };
+use crate::result::PerformanceMetrics;
 
 /// Speaker-count hints given at upload.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -410,21 +410,19 @@ impl JobRegistry {
             return Ok(());
         };
         let total: f64 = ctx.admitted_at.elapsed().as_secs_f64();
-        let stages: serde_json::Map<String, serde_json::Value> = ctx
-            .timings
-            .iter()
-            .map(|(name, s)| (name.to_string(), json!(s)))
-            .collect();
         let mut result = output.result;
-        let duration = result["duration"].as_f64().unwrap_or(0.0);
-        let queued = job
-            .started_at
-            .map(|s| (s - job.created_at).num_milliseconds() as f64 / 1000.0);
-        result["performance_metrics"] = json!({
-            "total_duration": total,
-            "stages": stages,
-            "queued_seconds": queued,
-            "speed": if total > 0.0 { duration / total } else { 0.0 },
+        let duration = result.duration;
+        result.performance_metrics = Some(PerformanceMetrics {
+            total_duration: total,
+            stages: ctx
+                .timings
+                .iter()
+                .map(|(name, s)| (name.to_string(), *s))
+                .collect(),
+            queued_seconds: job
+                .started_at
+                .map(|s| (s - job.created_at).num_milliseconds() as f64 / 1000.0),
+            speed: if total > 0.0 { duration / total } else { 0.0 },
         });
         let path = self.storage.result_path(id);
         let tmp = path.with_extension("json.tmp");

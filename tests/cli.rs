@@ -64,7 +64,7 @@ fn whisper_only_json_has_segments_provider_and_timings() {
 }
 
 #[test]
-fn transcribe_txt_prints_timestamped_lines() {
+fn transcribe_txt_and_srt_print_the_api_exports() {
     if config().is_none() {
         return;
     }
@@ -80,12 +80,32 @@ fn transcribe_txt_prints_timestamped_lines() {
         "stderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // the API's txt export: one paragraph per speaker turn
     let text = String::from_utf8_lossy(&out.stdout);
     let first = text.lines().next().unwrap();
     assert!(
-        first.starts_with("[00:00:0") && first.contains(" --> "),
+        first.starts_with("[0:0") && first.contains(" - 0:") && first.contains("] Speaker 1: "),
         "{text}"
     );
+    // the other export formats too
+    let srt = colloquy()
+        .args([
+            "transcribe",
+            "--format",
+            "srt",
+            repo_path("tests/data/speech_en.flac").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(srt.status.success());
+    let srt = String::from_utf8_lossy(&srt.stdout);
+    let lines: Vec<&str> = srt.lines().collect();
+    assert_eq!(lines[0], "1", "{srt}");
+    assert!(
+        lines[1].starts_with("00:00:0") && lines[1].contains(" --> 00:00:"),
+        "{srt}"
+    );
+    assert!(lines[2].starts_with("Speaker 1: "), "{srt}");
 }
 
 #[test]

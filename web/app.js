@@ -49,12 +49,6 @@
     return h ? `${h}:${pad(m)}:${pad(s)}` : `${m}:${pad(s)}`;
   }
   const clockTenths = (sec) => `${clock(sec)}.${Math.floor(((sec || 0) % 1) * 10)}`;   // 1:05.3
-  function stamp(sec, sep) {       // 00:01:02,345 (SRT) or 00:01:02.345 (VTT)
-    const ms = Math.max(0, Math.round((sec || 0) * 1000));
-    const h = Math.floor(ms / 3600000), m = Math.floor((ms % 3600000) / 60000);
-    const s = Math.floor((ms % 60000) / 1000), r = ms % 1000;
-    return `${pad(h)}:${pad(m)}:${pad(s)}${sep}${pad(r, 3)}`;
-  }
   function size(bytes) {
     if (bytes < 1024) return `${bytes} bytes`;
     if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(0)} KB`;
@@ -397,8 +391,6 @@
     ].filter(Boolean);
     $('results-summary').textContent = parts.join(' · ');
 
-    $('dl-json').href = `/api/results/${id}`;
-    $('dl-json').setAttribute('download', `${stem(filename)}.json`);
 
     setupPlayer(id);
     renderSpeakers();
@@ -616,7 +608,7 @@
     head.style.setProperty('--at', String(frac));
   }
 
-  // ---------- downloads (client-side from aligned_segments) ----------
+  // ---------- downloads (rendered by the server: GET /api/results/{id}?format=) ----------
   function save(text, filename, type) {
     const url = URL.createObjectURL(new Blob([text], { type }));
     const a = el('a', { href: url, download: filename });
@@ -625,72 +617,25 @@
     a.remove();
     setTimeout(() => URL.revokeObjectURL(url), 1000);
   }
-  function toTxt(cur) {
-    return `${groupTurns(cur.segs).map((g) => `[${clock(g.start)} - ${clock(g.end)}] ${speakerName(g.speaker)}: ${g.segs.map((s) => s.text).join(' ')}`).join('\n\n')}\n`;
+  // The current job in `format`, with the speaker names shown on the page
+  // (renames stay in this browser; the server only uses them for this answer).
+  async function exported(format) {
+    const cur = state.current;
+    const names = JSON.stringify(Object.fromEntries(cur.speakers.map((s) => [s, speakerName(s)])));
+    const res = await fetch(`/api/results/${cur.id}?format=${format}&names=${encodeURIComponent(names)}`,
+      { headers: authHeaders() });
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    return res.text();
   }
-  // Subtitle cues: one speaker each (utterances are), at most two lines of
-  // ~42 characters (the "Name: " counted) and ~7 s, cut at word boundaries,
-  // times from the words. Results without word times share each utterance's
-  // time among its words by characters.
-  const LINE = 42, CUE_S = 7;
-  function cueWords(s) {
-    if (s.words.length) return s.words;
-    const toks = s.text.match(/\s*\S+/g) || [];
-    const total = toks.reduce((a, x) => a + x.length, 0) || 1;
-    let c = 0;
-    return toks.map((x) => {
-      const w = { text: x, start: s.start + ((s.end - s.start) * c) / total };
-      c += x.length;
-      w.end = s.start + ((s.end - s.start) * c) / total;
-      return w;
-    });
-  }
-  function cutCue(ws, room, out) {
-    const fill = (a, b) => Math.max(joinWords(ws.slice(a, b)).length / room, (ws[b - 1].end - ws[a].start) / CUE_S);
-    if (ws.length < 2 || fill(0, ws.length) <= 1) { out.push(ws); return; }
-    let best = 1, bestScore = Infinity;
-    for (let k = 1; k < ws.length; k++) {
-      let score = Math.max(fill(0, k), fill(k, ws.length));
-      const prev = ws[k - 1].text;
-      if (/[.?!]["')\]]?$/.test(prev)) score -= 0.25; else if (/[,;:]$/.test(prev)) score -= 0.1;
-      if (ws[k].start - ws[k - 1].end > 0.3) score -= 0.1;
-      if (!/^\s/.test(ws[k].text)) score += 1;        // "10" | "%."
-      if (score < bestScore) { bestScore = score; best = k; }
+  const TYPES = { json: 'application/json', txt: 'text/plain', srt: 'application/x-subrip', vtt: 'text/vtt', tsv: 'text/tab-separated-values', rttm: 'text/plain' };
+  async function download(format) {
+    if (!state.current) return;
+    const name = `${stem(state.current.filename)}.${format}`;
+    try {
+      save(await exported(format), name, TYPES[format]);
+    } catch (e) {
+      progressError(`The ${format.toUpperCase()} file could not be made: ${e.message}`);
     }
-    cutCue(ws.slice(0, best), room, out);
-    cutCue(ws.slice(best), room, out);
-  }
-  // "Name: text" in one line, or two balanced lines broken at a space.
-  function cueLines(lead, ws) {
-    const whole = lead + joinWords(ws);
-    if (whole.length <= LINE) return whole;
-    let best = null;
-    for (let k = 1; k < ws.length; k++) {
-      if (!/^\s/.test(ws[k].text)) continue;
-      const a = lead + joinWords(ws.slice(0, k)), b = joinWords(ws.slice(k));
-      if (!best || Math.max(a.length, b.length) < best.w) best = { w: Math.max(a.length, b.length), text: `${a}\n${b}` };
-    }
-    return best ? best.text : whole;
-  }
-  function cues(cur) {
-    const out = [];
-    for (const s of cur.segs) {
-      const name = speakerName(s.speaker);
-      const parts = [];
-      cutCue(cueWords(s), Math.max(LINE, 2 * LINE - name.length - 2), parts);
-      for (const ws of parts) {
-        const start = ws[0].start, end = Math.max(ws[ws.length - 1].end, start + 0.01);
-        out.push({ start, end, name, lines: cueLines('', ws), srt: cueLines(`${name}: `, ws) });
-      }
-    }
-    return out.sort((a, b) => a.start - b.start);
-  }
-  function toSrt(cur) {
-    return cues(cur).map((c, k) => `${k + 1}\n${stamp(c.start, ',')} --> ${stamp(c.end, ',')}\n${c.srt}\n`).join('\n');
-  }
-  function toVtt(cur) {
-    const esc = (t) => t.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
-    return `WEBVTT\n\n${cues(cur).map((c) => `${stamp(c.start, '.')} --> ${stamp(c.end, '.')}\n<v ${esc(c.name)}>${esc(c.lines)}\n`).join('\n')}`;
   }
 
   // ---------- job list ----------
@@ -819,9 +764,7 @@
       }
     });
 
-    $('dl-txt').addEventListener('click', () => state.current && save(toTxt(state.current), `${stem(state.current.filename)}.txt`, 'text/plain'));
-    $('dl-srt').addEventListener('click', () => state.current && save(toSrt(state.current), `${stem(state.current.filename)}.srt`, 'application/x-subrip'));
-    $('dl-vtt').addEventListener('click', () => state.current && save(toVtt(state.current), `${stem(state.current.filename)}.vtt`, 'text/vtt'));
+    for (const f of Object.keys(TYPES)) $(`dl-${f}`).addEventListener('click', () => download(f));
 
     $('key-form').addEventListener('submit', useKey);
     $('forget-key').addEventListener('click', forgetKey);
@@ -842,9 +785,10 @@
     if (m) openResult(m[1], '');
   }
 
-  // for tests and the curious: the text exports, as the buttons save them
+  // for tests and the curious: the text exports, as the buttons save them (from the server)
   window.colloquy = {
-    exports: () => (state.current ? { txt: toTxt(state.current), srt: toSrt(state.current), vtt: toVtt(state.current) } : null),
+    exports: async () => (state.current
+      ? { txt: await exported('txt'), srt: await exported('srt'), vtt: await exported('vtt') } : null),
   };
 
   init();

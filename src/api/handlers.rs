@@ -23,10 +23,12 @@ use super::access::{Bucket, Caller};
 use super::error::ApiError;
 use super::AppState;
 use crate::actors::FailureKind;
+use crate::export::{self, Format, Names};
 use crate::registry::{
     Admission, CreateJob, DeleteJob, GetJob, Job, JobOptions, JobStatus, ListJobs, RegistryError,
     Stats,
 };
+use crate::result::JobResult;
 
 /// Multipart framing allowed on top of the file when checking Content-Length.
 const MULTIPART_SLACK: u64 = 64 * 1024;
@@ -320,21 +322,54 @@ pub async fn status(
     Ok(HttpResponse::Ok().json(job))
 }
 
-/// `GET /api/results/{id}`: 200 with the result, 202 while queued or processing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultsQuery {
+    /// json (default), txt, srt, vtt, tsv, rttm.
+    pub format: Option<Format>,
+    /// Speaker names for the text formats, as a JSON object:
+    /// `{"SPEAKER_00": "Dana"}` (the page's renames; nothing is stored).
+    pub names: Option<String>,
+}
+
+/// `GET /api/results/{id}?format=srt&names={...}`: 200 with the result in
+/// that format, 202 while queued or processing.
 pub async fn results(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
+    query: web::Query<ResultsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     state.limits.check(&caller, Bucket::Reads)?;
     let id = job_id(&path)?;
+    let names: std::collections::HashMap<String, String> = match &query.names {
+        Some(raw) => serde_json::from_str(raw).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "names must be a JSON object of speaker labels to names: {e}"
+            ))
+        })?,
+        None => Default::default(),
+    };
     let job = visible_job(&state, &caller, id).await?;
     match job.status {
         JobStatus::Completed => {
             let body = tokio::fs::read(state.storage.result_path(id)).await?;
+            let format = query.format.unwrap_or(Format::Json);
+            if format == Format::Json && names.is_empty() {
+                return Ok(HttpResponse::Ok()
+                    .content_type(format.content_type())
+                    .body(body));
+            }
+            let result: JobResult = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::Internal(format!("stored result unreadable: {e}")))?;
+            let stem = std::path::Path::new(&job.filename)
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("audio");
+            let text = export::render(&result, format, &Names(names), stem);
             Ok(HttpResponse::Ok()
-                .content_type("application/json")
-                .body(body))
+                .content_type(format.content_type())
+                .body(text))
         }
         JobStatus::Queued | JobStatus::Processing => Err(ApiError::NotReady(Box::new(job))),
         JobStatus::Failed => Err(ApiError::JobFailed {

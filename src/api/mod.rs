@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `POST /api/upload?num_speakers=N` | multipart `file`; 200 `{job_id, status: "queued", message}`, 400, 408, 413, 429, 503, 507 |
 //! | `GET /api/status/{id}` | the job; 404 |
-//! | `GET /api/results/{id}` | 200 result, 202 not ready, 404, 422 bad input, 500 failed |
+//! | `GET /api/results/{id}?format=&names=` | 200 result (json, txt, srt, vtt, tsv, rttm: `crate::export`), 202 not ready, 404, 422 bad input, 500 failed |
 //! | `GET /api/jobs` | the caller's jobs (every job for admin keys) |
 //! | `DELETE /api/jobs/{id}` | cancel + remove files; 404 |
 //! | `GET/POST /api/keys`, `DELETE /api/keys/{id}` | API keys (admin) |
