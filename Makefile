@@ -20,11 +20,13 @@ run: setup build
 
 ## Unit and integration tests with the real models (set up first), then the
 ## web UI end to end in headless Chromium (scripts/e2e.sh installs what it needs),
-## then every export format read back by pysrt/webvtt-py (scripts/check_exports.py).
+## then every export format read back by pysrt/webvtt-py (scripts/check_exports.py)
+## and the official openai client against /v1 (scripts/check_openai.py).
 test: setup
 	COLLOQUY_REQUIRE_MODELS=1 $(CARGO) test --release
 	bash scripts/e2e.sh
 	python3 scripts/check_exports.py
+	python3 scripts/check_openai.py
 
 ## The web UI end-to-end test alone (needs the models: make setup).
 e2e:

@@ -8,6 +8,7 @@
 //! | `GET /api/jobs` | the caller's jobs (every job for admin keys) |
 //! | `DELETE /api/jobs/{id}` | cancel + remove files; 404 |
 //! | `GET/POST /api/keys`, `DELETE /api/keys/{id}` | API keys (admin) |
+//! | `POST /v1/audio/transcriptions`, `GET /v1/models` | OpenAI-compatible (`openai.rs`) |
 //! | `GET /health` | models, devices, jobs, stage counters and workers |
 //! | `GET /`, `/app.js`, `/styles.css` | the web UI (`ui.rs`: `web/*` compiled in) |
 //!
@@ -22,7 +23,9 @@ pub mod error;
 pub mod guard;
 pub mod handlers;
 pub mod keys;
+pub mod openai;
 pub mod ui;
+pub mod upload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -89,11 +92,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NotFound.into()))
     .route("/health", web::get().to(handlers::health))
-    .route("/api/upload", web::post().to(handlers::upload))
+    .route("/api/upload", web::post().to(upload::upload))
     .route("/api/status/{id}", web::get().to(handlers::status))
     .route("/api/results/{id}", web::get().to(handlers::results))
     .route("/api/jobs", web::get().to(handlers::jobs))
     .route("/api/jobs/{id}", web::delete().to(handlers::delete))
+    .route(
+        "/v1/audio/transcriptions",
+        web::post().to(openai::transcriptions),
+    )
+    .route("/v1/models", web::get().to(openai::models))
     .route("/api/keys", web::get().to(keys::list))
     .route("/api/keys", web::post().to(keys::create))
     .route("/api/keys/{id}", web::delete().to(keys::revoke))

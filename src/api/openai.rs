@@ -1,0 +1,357 @@
+//! The OpenAI-compatible door: `POST /v1/audio/transcriptions` and
+//! `GET /v1/models`, so the official `openai` clients (and tools built on
+//! them) work unchanged with `base_url = http://host:8000/v1`.
+//!
+//! A transcription request is a job like any other: the upload goes through
+//! the same checks and registry (listed in `/api/jobs`, durable across
+//! restarts, cancellable with `DELETE /api/jobs/{id}`), and the answer comes
+//! when the job ends (the registry tells the handler; nothing polls). Its
+//! `x-colloquy-job-id` header names the job.
+//!
+//! Form fields: `file`, `model` (any value: `whisper-1` and OpenAI's
+//! transcription model names mean the served model; an installed model that
+//! is not the served one is refused with a message, since one server runs
+//! one model), `response_format` = json | text | srt | verbose_json | vtt |
+//! diarized_json, `timestamp_granularities[]` = segment | word (verbose_json),
+//! and Colloquy's `num_speakers`, `min_speakers`, `max_speakers`. `language`,
+//! `prompt` and `temperature` are accepted and checked, and the server's
+//! configured values are used (`whisper.language`, no prompt,
+//! `whisper.temperatures`). Errors use OpenAI's shape:
+//! `{"error": {"message", "type", "param", "code"}}`.
+
+use actix_multipart::Multipart;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use serde_json::{json, Value};
+
+use super::access::{Bucket, Caller};
+use super::error::ApiError;
+use super::upload::{receive, Fields};
+use super::AppState;
+use crate::actors::FailureKind;
+use crate::export::{self, Format, Names};
+use crate::registry::{JobOptions, JobStatus, WatchJob};
+use crate::result::JobResult;
+
+/// OpenAI's names that mean "the model this server runs".
+const ALIASES: [&str; 4] = [
+    "whisper-1",
+    "gpt-4o-transcribe",
+    "gpt-4o-mini-transcribe",
+    "gpt-4o-transcribe-diarize",
+];
+
+/// An [`ApiError`] in OpenAI's error shape (same status codes).
+#[derive(Debug)]
+pub struct OpenAiError(pub ApiError, pub Option<&'static str>);
+
+impl std::fmt::Display for OpenAiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<ApiError> for OpenAiError {
+    fn from(e: ApiError) -> Self {
+        OpenAiError(e, None)
+    }
+}
+
+impl From<actix::MailboxError> for OpenAiError {
+    fn from(e: actix::MailboxError) -> Self {
+        OpenAiError(e.into(), None)
+    }
+}
+
+fn invalid(message: impl Into<String>, param: &'static str) -> OpenAiError {
+    OpenAiError(ApiError::BadRequest(message.into()), Some(param))
+}
+
+impl ResponseError for OpenAiError {
+    fn status_code(&self) -> StatusCode {
+        self.0.status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let ours = self.0.error_response();
+        let status = self.status_code();
+        let kind = match status.as_u16() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            429 => "rate_limit_error",
+            s if s >= 500 => "server_error",
+            _ => "invalid_request_error",
+        };
+        let mut res = HttpResponse::build(status);
+        for (name, value) in ours.headers() {
+            if name != actix_web::http::header::CONTENT_TYPE {
+                res.insert_header((name.clone(), value.clone()));
+            }
+        }
+        res.json(json!({"error": {
+            "message": self.0.to_string(),
+            "type": kind,
+            "param": self.1,
+            "code": Value::Null,
+        }}))
+    }
+}
+
+fn one<'a>(fields: &'a Fields, name: &str) -> Option<&'a str> {
+    fields
+        .get(name)
+        .and_then(|v| v.last())
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+}
+
+fn count(fields: &Fields, name: &'static str) -> Result<Option<usize>, OpenAiError> {
+    match one(fields, name) {
+        None => Ok(None),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=64).contains(&n) => Ok(Some(n)),
+            _ => Err(invalid(
+                format!("{name} must be a whole number from 1 to 64"),
+                name,
+            )),
+        },
+    }
+}
+
+/// What a request asks for, checked before the job runs.
+struct Request {
+    format: ResponseFormat,
+    words: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResponseFormat {
+    Json,
+    Text,
+    Srt,
+    Vtt,
+    VerboseJson,
+    DiarizedJson,
+}
+
+fn parse_request(state: &AppState, fields: &Fields) -> Result<Request, OpenAiError> {
+    let model = one(fields, "model").unwrap_or("whisper-1");
+    let served = &state.config.whisper.model;
+    if !ALIASES.contains(&model) && model != served {
+        let installed = crate::whisper::model::installed_models(&state.config.models_root());
+        if installed.iter().any(|m| m.name == model) {
+            return Err(invalid(
+                format!("this server runs '{served}'; '{model}' is installed but needs whisper.model = \"{model}\" and a restart"),
+                "model",
+            ));
+        }
+        // any other name is a client's choice of label: the served model answers
+    }
+    let format = match one(fields, "response_format").unwrap_or("json") {
+        "json" => ResponseFormat::Json,
+        "text" => ResponseFormat::Text,
+        "srt" => ResponseFormat::Srt,
+        "vtt" => ResponseFormat::Vtt,
+        "verbose_json" => ResponseFormat::VerboseJson,
+        "diarized_json" => ResponseFormat::DiarizedJson,
+        other => {
+            return Err(invalid(
+                format!("response_format '{other}' is not one of json, text, srt, verbose_json, vtt, diarized_json"),
+                "response_format",
+            ))
+        }
+    };
+    let mut words = false;
+    for g in fields
+        .get("timestamp_granularities[]")
+        .into_iter()
+        .chain(fields.get("timestamp_granularities"))
+        .flatten()
+    {
+        match g.trim() {
+            "word" => words = true,
+            "segment" => {}
+            other => {
+                return Err(invalid(
+                    format!("timestamp_granularities: '{other}' is not segment or word"),
+                    "timestamp_granularities",
+                ))
+            }
+        }
+    }
+    if let Some(t) = one(fields, "temperature") {
+        if !t.parse::<f32>().is_ok_and(|t| (0.0..=1.0).contains(&t)) {
+            return Err(invalid(
+                "temperature must be between 0 and 1",
+                "temperature",
+            ));
+        }
+    }
+    if let Some(lang) = one(fields, "language") {
+        if lang.len() > 8 || !lang.chars().all(|c| c.is_ascii_alphabetic() || c == '-') {
+            return Err(invalid(
+                format!("language '{lang}' is not a language code"),
+                "language",
+            ));
+        }
+    }
+    Ok(Request { format, words })
+}
+
+fn options(fields: &Fields) -> Result<JobOptions, OpenAiError> {
+    let o = JobOptions {
+        num_speakers: count(fields, "num_speakers")?,
+        min_speakers: count(fields, "min_speakers")?,
+        max_speakers: count(fields, "max_speakers")?,
+    };
+    if let (Some(a), Some(b)) = (o.min_speakers, o.max_speakers) {
+        if a > b {
+            return Err(invalid(
+                "min_speakers is larger than max_speakers",
+                "min_speakers",
+            ));
+        }
+    }
+    Ok(o)
+}
+
+/// `POST /v1/audio/transcriptions`.
+pub async fn transcriptions(
+    state: web::Data<AppState>,
+    caller: Result<Caller, ApiError>,
+    req: HttpRequest,
+    form: Multipart,
+) -> Result<HttpResponse, OpenAiError> {
+    let caller = caller?;
+    state.limits.check(&caller, Bucket::Uploads)?;
+    let mut checked: Option<Request> = None;
+    let (job, _) = receive(&state, &caller, &req, form, |fields| {
+        let request = parse_request(&state, fields).map_err(|e| e.0)?;
+        checked = Some(request);
+        options(fields).map_err(|e| e.0)
+    })
+    .await?;
+    let request = checked.ok_or_else(|| ApiError::Internal("request not checked".into()))?;
+    let id = job.job_id;
+    // the registry tells us when the job ends
+    let told = state.registry.send(WatchJob(id)).await?;
+    let Some(job) = told.await.ok().flatten() else {
+        return Err(ApiError::BadRequest(format!("job {id} was cancelled")).into());
+    };
+    match job.status {
+        JobStatus::Completed => {}
+        _ => {
+            return Err(ApiError::JobFailed {
+                kind: job.error_kind.unwrap_or(FailureKind::Internal),
+                message: job
+                    .error
+                    .unwrap_or_else(|| "the transcription failed".into()),
+            }
+            .into())
+        }
+    }
+    let body = tokio::fs::read(state.storage.result_path(id))
+        .await
+        .map_err(ApiError::from)?;
+    let result: JobResult = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::Internal(format!("stored result unreadable: {e}")))?;
+    let mut res = HttpResponse::Ok();
+    res.insert_header(("x-colloquy-job-id", id.to_string()));
+    let names = Names::default();
+    Ok(match request.format {
+        ResponseFormat::Json => res.json(json!({ "text": result.full_text.trim() })),
+        ResponseFormat::Text => res
+            .content_type("text/plain; charset=utf-8")
+            .body(format!("{}\n", result.full_text.trim())),
+        ResponseFormat::Srt => res
+            .content_type(Format::Srt.content_type())
+            .body(export::render(&result, Format::Srt, &names, "audio")),
+        ResponseFormat::Vtt => res
+            .content_type(Format::Vtt.content_type())
+            .body(export::render(&result, Format::Vtt, &names, "audio")),
+        ResponseFormat::VerboseJson => res.json(verbose_json(&result, request.words)),
+        ResponseFormat::DiarizedJson => res.json(diarized_json(&result)),
+    })
+}
+
+/// OpenAI's `verbose_json`: segments (decoding statistics the result does
+/// not keep are 0 and tokens empty) and, with word granularity, words.
+fn verbose_json(r: &JobResult, words: bool) -> Value {
+    let segments: Vec<Value> = r
+        .segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            json!({
+                "id": i, "seek": (s.start * 100.0).round() as u64, "start": s.start, "end": s.end,
+                "text": s.text, "tokens": [], "temperature": 0.0, "avg_logprob": 0.0,
+                "compression_ratio": 0.0, "no_speech_prob": 0.0,
+            })
+        })
+        .collect();
+    let mut v = json!({
+        "task": "transcribe",
+        "language": r.language,
+        "duration": r.duration,
+        "text": r.full_text.trim(),
+        "segments": segments,
+    });
+    if words {
+        v["words"] = r
+            .segments
+            .iter()
+            .flat_map(|s| &s.words)
+            .filter(|w| !w.word.word.trim().is_empty())
+            .map(|w| json!({"word": w.word.word.trim(), "start": w.word.start, "end": w.word.end}))
+            .collect();
+    }
+    v
+}
+
+/// OpenAI's `diarized_json`: one segment per speaker utterance.
+fn diarized_json(r: &JobResult) -> Value {
+    let segments: Vec<Value> = r
+        .aligned_segments
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            json!({
+                "type": "transcript.text.segment", "id": format!("seg_{i:03}"),
+                "start": u.start, "end": u.end, "text": u.text.trim(), "speaker": u.speaker,
+            })
+        })
+        .collect();
+    json!({
+        "task": "transcribe",
+        "duration": r.duration,
+        "text": r.full_text.trim(),
+        "segments": segments,
+    })
+}
+
+/// `GET /v1/models`: the served model, OpenAI's aliases for it, and every
+/// installed model.
+pub async fn models(
+    state: web::Data<AppState>,
+    caller: Result<Caller, ApiError>,
+) -> Result<HttpResponse, OpenAiError> {
+    let caller = caller?;
+    state.limits.check(&caller, Bucket::Reads)?;
+    let root = state.config.models_root();
+    let installed = web::block(move || crate::whisper::model::installed_models(&root))
+        .await
+        .unwrap_or_default();
+    let mut ids: Vec<String> = vec![state.config.whisper.model.clone()];
+    ids.extend(ALIASES.iter().map(|a| a.to_string()));
+    for m in installed {
+        if !ids.contains(&m.name) {
+            ids.push(m.name);
+        }
+    }
+    let data: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "colloquy"}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
+}

@@ -1,0 +1,309 @@
+//! `POST /api/upload` (and the upload half of the OpenAI-compatible route):
+//! the body is streamed to `temp/{id}/` chunk by chunk, never held whole in
+//! memory, and the job is created once it is all on disk.
+//!
+//! An upload is refused as early as its refusal is known: a bad key (401),
+//! the key's rate (429), its query (400), its announced size (413), every
+//! upload slot taken (503), a full queue or a key over its quota (429) all
+//! before a byte of the body is read; a body that stalls or crawls is
+//! dropped (408) and a full disk answered (507), with the temp folder gone.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use actix_multipart::Multipart;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures::TryStreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use uuid::Uuid;
+
+use super::access::{Bucket, Caller};
+use super::error::ApiError;
+use super::AppState;
+use crate::registry::{Admission, CreateJob, Job, JobOptions, RegistryError};
+
+/// Multipart framing allowed on top of the file when checking Content-Length.
+const MULTIPART_SLACK: u64 = 64 * 1024;
+/// Largest non-file form field read (it is otherwise discarded).
+const MAX_FIELD: usize = 64 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadQuery {
+    pub num_speakers: Option<usize>,
+    pub min_speakers: Option<usize>,
+    pub max_speakers: Option<usize>,
+}
+
+impl UploadQuery {
+    fn options(&self) -> Result<JobOptions, ApiError> {
+        let bad = |m: &str| Err(ApiError::BadRequest(m.to_string()));
+        for n in [self.num_speakers, self.min_speakers, self.max_speakers]
+            .into_iter()
+            .flatten()
+        {
+            if n == 0 || n > 64 {
+                return bad("speaker counts must be between 1 and 64");
+            }
+        }
+        if let (Some(a), Some(b)) = (self.min_speakers, self.max_speakers) {
+            if a > b {
+                return bad("min_speakers is larger than max_speakers");
+            }
+        }
+        Ok(JobOptions {
+            num_speakers: self.num_speakers,
+            min_speakers: self.min_speakers,
+            max_speakers: self.max_speakers,
+        })
+    }
+}
+
+/// A file name as users gave it, made safe to store and show: its last path
+/// component only, no control or bidirectional-override characters, at
+/// most 200 characters; "upload" when nothing is left. (The audio itself is
+/// stored as `temp/{id}/audio.<ext>`: the name never becomes a path.)
+pub fn clean_filename(raw: &str) -> String {
+    let base = raw.rsplit(['/', '\\']).next().unwrap_or("");
+    let invisible = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    };
+    let kept: String = base.chars().filter(|&c| !invisible(c)).take(200).collect();
+    let kept = kept.trim();
+    if kept.is_empty() {
+        "upload".into()
+    } else {
+        kept.to_string()
+    }
+}
+
+fn refused(e: RegistryError, retry_after: u64) -> ApiError {
+    match e {
+        RegistryError::QueueFull { .. } => ApiError::QueueFull { retry_after },
+        RegistryError::OverQuota(message) => ApiError::OverQuota {
+            message,
+            retry_after,
+        },
+        e => e.into(),
+    }
+}
+
+/// The next chunk of an upload, within the read timeout and above the
+/// minimum average rate (checked once the first timeout's worth has passed).
+async fn next_chunk<S, T, E>(
+    stream: &mut S,
+    started: Instant,
+    received: u64,
+    state: &AppState,
+) -> Result<Option<T>, ApiError>
+where
+    S: futures::Stream<Item = Result<T, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let server = &state.config.server;
+    let timeout = Duration::from_secs(server.upload_read_timeout_seconds);
+    let elapsed = started.elapsed();
+    if elapsed > timeout
+        && (received as f64) < server.upload_min_bytes_per_second as f64 * elapsed.as_secs_f64()
+    {
+        return Err(ApiError::Timeout(format!(
+            "the upload is too slow ({received} bytes in {:.0} s; at least {} bytes/s are needed)",
+            elapsed.as_secs_f64(),
+            server.upload_min_bytes_per_second
+        )));
+    }
+    match tokio::time::timeout(timeout, stream.try_next()).await {
+        Ok(r) => r.map_err(|e| ApiError::BadRequest(format!("upload interrupted: {e}"))),
+        Err(_) => Err(ApiError::Timeout(format!(
+            "the upload sent nothing for {} s",
+            server.upload_read_timeout_seconds
+        ))),
+    }
+}
+
+/// Removes a half-written upload unless disarmed: its file and folder by
+/// `unlink` and `rmdir`, which need no file descriptor (an upload that
+/// failed because descriptors ran out must still leave nothing behind).
+#[derive(Default)]
+struct TempGuard {
+    dir: Option<PathBuf>,
+    file: Option<PathBuf>,
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(file) = self.file.take() {
+            let _ = std::fs::remove_file(file);
+        }
+        if let Some(dir) = self.dir.take() {
+            if std::fs::remove_dir(&dir).is_err() {
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(path = %dir.display(), error = %e, "cannot remove an upload's temp folder");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The form's other fields (text, at most 64 KB each), by name; a name
+/// given more than once (`timestamp_granularities[]`) keeps every value.
+pub type Fields = HashMap<String, Vec<String>>;
+
+/// Receives an upload's `file` into `temp/{id}/` and creates its job, with
+/// the options `options` makes of the form's other fields (called once the
+/// whole body is read). Every refusal of the module doc, in that order.
+pub async fn receive(
+    state: &AppState,
+    caller: &Caller,
+    req: &HttpRequest,
+    mut form: Multipart,
+    options: impl FnOnce(&Fields) -> Result<JobOptions, ApiError>,
+) -> Result<(Job, Fields), ApiError> {
+    let server = &state.config.server;
+    let limit = server.max_upload_bytes;
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit + MULTIPART_SLACK) {
+        tracing::info!(
+            bytes = announced,
+            limit,
+            "upload refused: too large (announced)"
+        );
+        return Err(ApiError::TooLarge { limit });
+    }
+    let _slot = state
+        .upload_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Busy {
+            retry_after: server.retry_after_seconds,
+        })?;
+    let (owner, quota) = (caller.owner(), caller.quota(server));
+    state
+        .registry
+        .send(Admission {
+            owner: owner.clone(),
+            quota,
+        })
+        .await?
+        .map_err(|e| refused(e, server.retry_after_seconds))?;
+    let started = Instant::now();
+    let mut received: u64 = 0;
+    let id = Uuid::new_v4();
+    let dir = state.storage.temp_dir(id);
+    let mut guard = TempGuard::default();
+    let mut stored: Option<(String, String, u64)> = None;
+    let mut fields = Fields::new();
+    while let Some(mut field) = next_chunk(&mut form, started, received, state).await? {
+        let filename = field
+            .content_disposition()
+            .and_then(|cd| cd.get_filename())
+            .map(clean_filename);
+        let is_file = field.name() == Some("file") && stored.is_none();
+        let Some(filename) = filename.filter(|_| is_file) else {
+            // another field: read (bounded), kept as text
+            let name = field.name().unwrap_or_default().to_string();
+            let mut value = Vec::new();
+            while let Some(chunk) = next_chunk(&mut field, started, received, state).await? {
+                received += chunk.len() as u64;
+                value.extend_from_slice(&chunk);
+                if value.len() > MAX_FIELD || fields.len() > 64 {
+                    return Err(ApiError::BadRequest("form field too large".into()));
+                }
+            }
+            fields
+                .entry(name)
+                .or_default()
+                .push(String::from_utf8_lossy(&value).into_owned());
+            continue;
+        };
+        let ext = std::path::Path::new(&filename)
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .unwrap_or_default();
+        if !server
+            .allowed_extensions
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(&ext))
+        {
+            return Err(ApiError::UnsupportedType(format!(
+                "'{filename}': accepted extensions are {}",
+                server.allowed_extensions.join(", ")
+            )));
+        }
+        tokio::fs::create_dir_all(&dir).await?;
+        guard.dir = Some(dir.clone());
+        let audio_file = format!("audio.{ext}");
+        guard.file = Some(dir.join(&audio_file));
+        let mut file = tokio::fs::File::create(dir.join(&audio_file)).await?;
+        let mut written: u64 = 0;
+        while let Some(chunk) = next_chunk(&mut field, started, received, state).await? {
+            written += chunk.len() as u64;
+            received += chunk.len() as u64;
+            if written > limit {
+                tracing::info!(job_id = %id, limit, "upload refused: too large");
+                return Err(ApiError::TooLarge { limit });
+            }
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await?;
+        file.sync_all().await?;
+        stored = Some((filename, audio_file, written));
+    }
+    let Some((filename, audio_file, bytes)) = stored else {
+        return Err(ApiError::BadRequest(
+            "no `file` field with a file name in the form".into(),
+        ));
+    };
+    if bytes == 0 {
+        return Err(ApiError::BadRequest("the uploaded file is empty".into()));
+    }
+    let options = options(&fields)?;
+    let job = state
+        .registry
+        .send(CreateJob {
+            id,
+            filename,
+            audio_file,
+            options,
+            owner,
+            quota,
+            bytes,
+        })
+        .await?
+        .map_err(|e| refused(e, server.retry_after_seconds))?;
+    (guard.dir, guard.file) = (None, None); // the job owns them now
+    tracing::info!(job_id = %id, bytes, filename = %job.filename, "upload stored");
+    Ok((job, fields))
+}
+
+/// `POST /api/upload?num_speakers=N`: multipart form with a `file` field.
+pub async fn upload(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    form: Multipart,
+) -> Result<HttpResponse, ApiError> {
+    state.limits.check(&caller, Bucket::Uploads)?;
+    // the query is parsed here (not by an extractor) so that a bad key is 401 first
+    let query = web::Query::<UploadQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let options = query.options()?;
+    let (job, _) = receive(&state, &caller, &req, form, |_| Ok(options)).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "job_id": job.job_id,
+        "status": "queued",
+        "message": "File uploaded successfully. Processing started.",
+    })))
+}
