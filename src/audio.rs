@@ -606,14 +606,16 @@ fn decode_packets(
                 buf.copy_to_vec_interleaved(&mut interleaved);
                 let scale = 1.0 / ch as f32;
                 mono.clear();
-                // a float file's NaN or infinity (or a mean that overflows) is
-                // silence: it would make the resampler's FFT fail, and the models' input
+                // full scale is 1.0: a float file's samples past it are clipped,
+                // as a decode to 16-bit PCM clips them (faster-whisper's PyAV
+                // decode), and its NaN is silence; either made the resampler's
+                // FFT fail (found by `make fuzz`: 1e36 in a float WAV overflows)
                 mono.extend(interleaved.chunks_exact(ch).map(|frame| {
                     let v = frame.iter().sum::<f32>() * scale;
-                    if v.is_finite() {
-                        v
-                    } else {
+                    if v.is_nan() {
                         0.0
+                    } else {
+                        v.clamp(-1.0, 1.0)
                     }
                 }));
                 decoded += mono.len() as u64;
@@ -1242,20 +1244,31 @@ mod tests {
         b
     }
 
-    /// Found by `make fuzz`: NaN in a float WAV made rubato's FFT fail
-    /// ("Imaginary part of first value was non-zero", a panic in rubato).
+    /// Found by `make fuzz`: NaN, infinity or 1e36 in a float WAV made
+    /// rubato's FFT fail ("Imaginary part of first value was non-zero", a
+    /// panic in rubato).
     #[test]
-    fn nan_and_infinity_in_a_float_file_are_silence() {
+    fn a_float_file_is_clipped_at_full_scale_and_its_nan_is_silence() {
         let mut samples: Vec<f32> = (0..44_100).map(|i| (i as f32 * 0.05).sin() * 0.5).collect();
         samples[1000] = f32::NAN;
         samples[2000] = f32::INFINITY;
         samples[3000] = f32::NEG_INFINITY;
+        samples[4000..5000].fill(7.9e36);
+        samples[5000] = -1.5;
         let audio = from_bytes(wav_f32_bytes(44_100, &samples), "wav").unwrap();
         assert_eq!(audio.samples.len(), 16_000);
-        assert!(audio.samples.iter().all(|s| s.is_finite()));
+        assert!(audio.samples.iter().all(|s| s.is_finite() && s.abs() < 1.2));
         let p = temp_file("nan.wav", &wav_f32_bytes(44_100, &samples));
         let whole = decode_file(&p).unwrap();
-        assert_eq!(whole.samples[1000], 0.0);
+        assert_eq!(
+            (
+                whole.samples[1000],
+                whole.samples[2000],
+                whole.samples[3000]
+            ),
+            (0.0, 1.0, -1.0)
+        );
+        assert_eq!((whole.samples[4500], whole.samples[5000]), (1.0, -1.0));
         assert_eq!(whole.samples[999], samples[999]);
         std::fs::remove_file(p).unwrap();
     }
