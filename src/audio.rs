@@ -773,13 +773,15 @@ impl StreamResampler {
         })
     }
 
-    /// Runs one chunk: `partial` Some(n) for a last chunk of n frames (0: zeros to flush).
+    /// Runs one chunk: `partial` Some(n) for a last chunk of n frames (0:
+    /// zeros to flush); returns the frames the resampler produced (the
+    /// trimmed delay included).
     fn run(
         &mut self,
         input: &[f32],
         partial: Option<usize>,
         out: &mut Vec<f32>,
-    ) -> Result<(), AudioError> {
+    ) -> Result<usize, AudioError> {
         let err = |e: &dyn std::fmt::Display| AudioError::Resample(e.to_string());
         let n_in = self.inner.input_frames_next();
         let padded;
@@ -806,7 +808,7 @@ impl StreamResampler {
         let skip = self.to_trim.min(produced);
         self.to_trim -= skip;
         out.extend_from_slice(&self.chunk_out[skip..produced]);
-        Ok(())
+        Ok(produced)
     }
 
     fn push(&mut self, samples: &[f32], out: &mut Vec<f32>) -> Result<(), AudioError> {
@@ -818,7 +820,7 @@ impl StreamResampler {
         let mut used = 0;
         // as `process_all_into_buffer`: full chunks while more than one chunk is left
         while pending.len() - used > n_in {
-            self.run(&pending[used..used + n_in], None, out)?;
+            let _ = self.run(&pending[used..used + n_in], None, out)?;
             used += n_in;
         }
         pending.drain(..used);
@@ -832,15 +834,27 @@ impl StreamResampler {
         let expected = (self.inner.resample_ratio() * self.input_len as f64).ceil() as usize;
         if !self.pending.is_empty() {
             let rest = std::mem::take(&mut self.pending);
-            self.run(&rest, Some(rest.len()), out)?;
+            let _ = self.run(&rest, Some(rest.len()), out)?;
         }
+        // A call may produce nothing: the FFT's block can span several input
+        // chunks (at 270144 Hz, found by `make fuzz`, 4221 input frames give
+        // 250 output frames, in chunks of 1024). Past a block's worth of
+        // calls without output, the resampler has stopped.
+        let ratio = self.inner.resample_ratio();
+        let block_in = self.inner.output_frames_max() as f64 / ratio;
+        let calls_per_block =
+            (block_in / self.inner.input_frames_next().max(1) as f64).ceil() as usize + 1;
+        let mut idle = 0;
         while out.len() < expected {
-            let before = out.len();
-            self.run(&[], Some(0), out)?;
-            if out.len() == before && self.to_trim == 0 {
-                return Err(AudioError::Resample(
-                    "the resampler stopped producing output".into(),
-                ));
+            if self.run(&[], Some(0), out)? > 0 {
+                idle = 0;
+            } else {
+                idle += 1;
+                if idle > calls_per_block {
+                    return Err(AudioError::Resample(
+                        "the resampler stopped producing output".into(),
+                    ));
+                }
             }
         }
         out.truncate(expected);
@@ -1008,6 +1022,41 @@ mod tests {
         );
         std::fs::remove_file(p).unwrap();
         std::fs::remove_file(same).unwrap();
+    }
+
+    /// Found by `make fuzz`: at 270144 Hz the resampler's FFT block spans
+    /// five 1024-frame chunks, and the flush took a chunk without output
+    /// for a resampler that had stopped.
+    #[test]
+    fn a_rate_whose_resampling_block_spans_several_chunks() {
+        for (rate, n) in [
+            (270_144u32, 4040usize),
+            (270_144, 30_000),
+            (44_100, 7),
+            (7919, 5000),
+        ] {
+            let frames: Vec<Vec<i16>> = (0..n).map(|i| vec![((i * 37) % 2000) as i16]).collect();
+            let bytes = wav_bytes(rate, 1, &frames);
+            let whole =
+                resample(&from_bytes_native(bytes.clone()).samples, rate, TARGET_RATE).unwrap();
+            let streamed = from_bytes(bytes, "wav").unwrap();
+            assert_eq!(streamed.samples.len(), whole.len(), "{rate} Hz, {n} frames");
+            let worst = streamed
+                .samples
+                .iter()
+                .zip(&whole)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst < 1e-5, "{rate} Hz: largest difference {worst}");
+        }
+    }
+
+    /// `decode_file` of bytes (through a temporary file).
+    fn from_bytes_native(bytes: Vec<u8>) -> MonoAudio {
+        let p = temp_file("native.wav", &bytes);
+        let a = decode_file(&p).unwrap();
+        std::fs::remove_file(p).unwrap();
+        a
     }
 
     #[test]
