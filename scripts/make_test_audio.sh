@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates tests/data/speech_en*.flac, the committed speech clips the
 # integration tests transcribe (espeak-ng 1.51 and sox, Debian packages).
+# The Opus files (tests/data/jfk*) come from scripts/make_opus_audio.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../tests/data"
 tmp=$(mktemp -d)

@@ -10,7 +10,12 @@
 # are reused when their inputs (wheel sha256, requirements, converter script)
 # are unchanged, so a second run takes seconds.
 #
-# Usage: scripts/setup.sh [--models tiny.en,base]
+# Also installs Debian's cmake when it is missing (apt-get, with sudo when not
+# root): the Opus decoder (symphonia-adapter-libopus) builds its bundled
+# libopus with cmake when cargo compiles Colloquy.
+#
+# Usage: scripts/setup.sh [--models tiny.en,base] [--build-tools]
+#   --build-tools       only make sure the build tools (cmake) are there, then stop
 #   COLLOQUY_VERIFY=1   also check each model against CTranslate2 (scripts/verify_whisper.py)
 #   PYTHON=python3.11   interpreter used to create the venvs (Python >= 3.11)
 #   MODEL_DIR=/path     also convert this CTranslate2 Whisper folder (faster-whisper's, e.g.
@@ -26,6 +31,7 @@ ROOT=$CACHE/$LAYOUT
 DOWNLOADS=$CACHE/downloads
 PYTHON=${PYTHON:-python3}
 MODELS=tiny.en,base
+BUILD_TOOLS_ONLY=0
 
 say() { echo "setup: $*"; }
 die() { echo "setup: error: $*" >&2; exit 1; }
@@ -38,6 +44,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --models) [ $# -ge 2 ] || die "--models needs a value"; MODELS=$2; shift 2 ;;
     --models=*) MODELS=${1#--models=}; shift ;;
+    --build-tools) BUILD_TOOLS_ONLY=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
@@ -61,6 +68,17 @@ model_spec() {
     *) die "unknown model '$1' (known: tiny.en, base)" ;;
   esac
 }
+
+# cmake, only when missing (as scripts/e2e.sh installs chromium).
+if ! command -v cmake >/dev/null; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  say "installing Debian's cmake (cargo builds the bundled libopus with it)"
+  $sudo apt-get update -qq || die "apt-get update failed"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake >/dev/null \
+    || die "apt-get install cmake failed (install cmake by hand)"
+fi
+[ "$BUILD_TOOLS_ONLY" = 0 ] || exit 0
 
 IFS=, read -r -a SELECTED <<< "$MODELS"
 [ ${#SELECTED[@]} -gt 0 ] || die "--models is empty"

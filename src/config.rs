@@ -86,6 +86,8 @@ pub struct PipelineConfig {
     pub normalise: bool,
     pub trim_silence: bool,
     pub trim_threshold_db: f32,
+    /// Longest recording accepted, in seconds; 0: no limit.
+    pub max_audio_seconds: u64,
     pub decoder: StageConfig,
     pub preprocessor: StageConfig,
     pub transcriber: StageConfig,
@@ -269,6 +271,12 @@ impl Config {
                     "pipeline.{name}.mailbox and .threads must be at least 1"
                 ));
             }
+        }
+        if p.max_audio_seconds > 24 * 3600 {
+            return bad(format!(
+                "pipeline.max_audio_seconds must be 0 (no limit) or at most 86400 (24 h), not {}",
+                p.max_audio_seconds
+            ));
         }
         if p.max_active_jobs == 0 {
             return bad("pipeline.max_active_jobs must be at least 1".into());
@@ -473,6 +481,26 @@ mod tests {
             Config::load_with_env(None, env).unwrap().vad.max_speech_s,
             30.0
         );
+    }
+
+    #[test]
+    fn max_audio_seconds_default_and_checks() {
+        let c = Config::load_with_env(None, no_env()).unwrap();
+        assert_eq!(c.pipeline.max_audio_seconds, 14400);
+        let with = |v: &str| {
+            Config::load_with_env(
+                None,
+                vec![(
+                    "COLLOQUY__PIPELINE__MAX_AUDIO_SECONDS".to_string(),
+                    v.to_string(),
+                )],
+            )
+        };
+        assert_eq!(with("0").unwrap().pipeline.max_audio_seconds, 0);
+        assert_eq!(with("86400").unwrap().pipeline.max_audio_seconds, 86400);
+        let err = with("86401").unwrap_err().to_string();
+        assert!(err.contains("pipeline.max_audio_seconds"), "{err}");
+        assert!(with("-1").is_err());
     }
 
     #[test]

@@ -465,9 +465,10 @@ fn diarize(
     bounds: colloquy::diarize::SpeakerBounds,
 ) -> anyhow::Result<()> {
     let mut engine = colloquy::diarize::DiarizationEngine::load(config)?;
+    let limits = colloquy::audio::DecodeLimits::max_seconds(config.pipeline.max_audio_seconds);
     let t0 = Instant::now();
-    let audio =
-        colloquy::audio::load_16k_mono(path).with_context(|| format!("{}", path.display()))?;
+    let audio = colloquy::audio::load_16k_mono(path, limits)
+        .with_context(|| format!("{}", path.display()))?;
     let d = engine
         .diarize(&audio.samples, bounds)
         .with_context(|| format!("{}", path.display()))?;
@@ -676,10 +677,11 @@ fn transcribe(config: &Config, files: &[PathBuf], format: Format) -> anyhow::Res
         None
     };
     let load_s = t_load.elapsed().as_secs_f64();
+    let limits = colloquy::audio::DecodeLimits::max_seconds(config.pipeline.max_audio_seconds);
     for path in files {
         let t0 = Instant::now();
-        let audio =
-            colloquy::audio::load_16k_mono(path).with_context(|| format!("{}", path.display()))?;
+        let audio = colloquy::audio::load_16k_mono(path, limits)
+            .with_context(|| format!("{}", path.display()))?;
         let decode_s = t0.elapsed().as_secs_f64();
         let t_vad = Instant::now();
         let speech = match vad.as_mut() {

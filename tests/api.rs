@@ -118,7 +118,11 @@ fn storage(name: &str) -> PathBuf {
 /// speech_en.flac three times over (about 30 s): long enough to catch a job
 /// while it is processing.
 fn long_clip() -> Vec<u8> {
-    let a = colloquy::audio::load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
+    let a = colloquy::audio::load_16k_mono(
+        &repo_path("tests/data/speech_en.flac"),
+        colloquy::audio::DecodeLimits::NONE,
+    )
+    .unwrap();
     let mut s = Vec::new();
     for _ in 0..3 {
         s.extend_from_slice(&a.samples);

@@ -2,7 +2,7 @@
 
 mod common;
 
-use colloquy::audio::load_16k_mono;
+use colloquy::audio::{load_16k_mono, DecodeLimits};
 use colloquy::diarize::der::{der, DerBreakdown};
 use colloquy::diarize::rttm::{parse_rttm, parse_uem};
 use colloquy::diarize::{DiarizationEngine, SpeakerBounds};
@@ -23,7 +23,7 @@ fn ami(
     let mut total = DerBreakdown::default();
     let mut counts = Vec::new();
     for id in ids {
-        let audio = load_16k_mono(&dir.join(format!("{id}.wav"))).unwrap();
+        let audio = load_16k_mono(&dir.join(format!("{id}.wav")), DecodeLimits::NONE).unwrap();
         let d = engine
             .diarize(&audio.samples, SpeakerBounds::default())
             .unwrap();
@@ -61,7 +61,7 @@ fn falcon_three_speakers_without_hint() {
         return;
     };
     let Some(mut engine) = engine() else { return };
-    let audio = load_16k_mono(&path).unwrap();
+    let audio = load_16k_mono(&path, DecodeLimits::NONE).unwrap();
     let d = engine
         .diarize(&audio.samples, SpeakerBounds::default())
         .unwrap();
@@ -77,7 +77,7 @@ fn conv1_with_two_speaker_hint() {
     let Some(mut engine) = engine() else { return };
     let reference = parse_rttm(&std::fs::read_to_string(dir.join("conv1.rttm")).unwrap()).unwrap();
     let r = reference.values().next().unwrap();
-    let audio = load_16k_mono(&dir.join("conv1.wav")).unwrap();
+    let audio = load_16k_mono(&dir.join("conv1.wav"), DecodeLimits::NONE).unwrap();
     let d = engine
         .diarize(
             &audio.samples,
@@ -122,7 +122,11 @@ fn ami_tst_reported() {
 
 /// The project's own two-voice clip (tests/data, made by scripts/make_test_audio.sh).
 fn two_voices() -> (Vec<f32>, Vec<colloquy::diarize::rttm::Turn>) {
-    let audio = load_16k_mono(&common::repo_path("tests/data/two_voices.flac")).unwrap();
+    let audio = load_16k_mono(
+        &common::repo_path("tests/data/two_voices.flac"),
+        DecodeLimits::NONE,
+    )
+    .unwrap();
     let rttm = parse_rttm(
         &std::fs::read_to_string(common::repo_path("tests/data/two_voices.rttm")).unwrap(),
     )

@@ -5,7 +5,7 @@
 
 mod common;
 
-use colloquy::audio::load_16k_mono;
+use colloquy::audio::{load_16k_mono, DecodeLimits};
 use colloquy::config::Config;
 use colloquy::text::{normalize_words, word_errors};
 use colloquy::vad::{SileroVad, SpeechDetector};
@@ -92,7 +92,7 @@ fn jfk_after_eight_seconds_of_silence_word_for_word() {
     let Some(path) = shared_data("asr/whisper_jfk.flac") else {
         return;
     };
-    let audio = load_16k_mono(&path).unwrap();
+    let audio = load_16k_mono(&path, DecodeLimits::NONE).unwrap();
     let Some(t) = after_silence(&audio.samples) else {
         return;
     };
@@ -107,7 +107,7 @@ fn jfk_after_eight_seconds_of_silence_word_for_word() {
 
 #[test]
 fn committed_clip_after_eight_seconds_of_silence_keeps_its_words() {
-    let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
+    let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac"), DecodeLimits::NONE).unwrap();
     let Some(t) = after_silence(&audio.samples) else {
         return;
     };

@@ -663,7 +663,11 @@ fn decode_raw_windows(cfg: &Config, samples: &[f32]) {
 /// Whisper through the engine (seek loop, fallback, segments) on two seconds
 /// of speech: it must stop, and every segment's tokens obey the rules.
 fn transcribe_two_seconds(cfg: &Config) -> colloquy::whisper::Transcript {
-    let audio = colloquy::audio::load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
+    let audio = colloquy::audio::load_16k_mono(
+        &repo_path("tests/data/speech_en.flac"),
+        colloquy::audio::DecodeLimits::NONE,
+    )
+    .unwrap();
     let samples = &audio.samples[..32_000];
     let mut engine =
         WhisperEngine::load(cfg).unwrap_or_else(|e| panic!("load {}: {e}", cfg.whisper.model));

@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::time::Instant;
 
-use colloquy::audio::load_16k_mono;
+use colloquy::audio::{load_16k_mono, DecodeLimits};
 use colloquy::config::{Config, Device, RuntimeConfig};
 use colloquy::diarize::rttm::parse_rttm;
 use colloquy::runtime;
@@ -25,7 +25,7 @@ fn engine() -> Option<SileroVad> {
 }
 
 fn speech_en() -> Vec<f32> {
-    load_16k_mono(&repo_path("tests/data/speech_en.flac"))
+    load_16k_mono(&repo_path("tests/data/speech_en.flac"), DecodeLimits::NONE)
         .expect("decode speech_en.flac")
         .samples
 }
@@ -234,7 +234,7 @@ fn check_coverage(
     rttm: &Path,
     id: &str,
 ) -> (usize, usize, f64, f64) {
-    let samples = load_16k_mono(audio).unwrap().samples;
+    let samples = load_16k_mono(audio, DecodeLimits::NONE).unwrap().samples;
     let turns = &parse_rttm(&std::fs::read_to_string(rttm).unwrap()).unwrap()[id];
     let reference: Vec<SpeechRegion> = turns
         .iter()
@@ -318,7 +318,11 @@ fn asr_clips() -> Option<Vec<f32>> {
     for line in std::fs::read_to_string(&manifest).unwrap().lines().skip(1) {
         let cols: Vec<&str> = line.split('\t').collect();
         if cols[2] == "single" {
-            samples.extend(load_16k_mono(&dir.join(cols[1])).unwrap().samples);
+            samples.extend(
+                load_16k_mono(&dir.join(cols[1]), DecodeLimits::NONE)
+                    .unwrap()
+                    .samples,
+            );
         }
     }
     Some(samples)

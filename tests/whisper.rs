@@ -3,7 +3,7 @@
 
 mod common;
 
-use colloquy::audio::load_16k_mono;
+use colloquy::audio::{load_16k_mono, DecodeLimits};
 use colloquy::text::{normalize_words, word_errors};
 use colloquy::whisper::WhisperEngine;
 use common::{config, config_with, repo_path, shared_data, vad_config};
@@ -17,7 +17,7 @@ fn engine() -> Option<WhisperEngine> {
 #[test]
 fn transcribes_the_committed_clip() {
     let Some(mut engine) = engine() else { return };
-    let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
+    let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac"), DecodeLimits::NONE).unwrap();
     let t = engine.transcribe(&audio.samples).unwrap();
     let errs = word_errors(CLIP_TEXT, &t.full_text());
     assert!(
@@ -39,8 +39,12 @@ fn transcribes_the_committed_clip() {
 #[test]
 fn resampled_stereo_gives_the_same_words() {
     let Some(mut engine) = engine() else { return };
-    let mono = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
-    let stereo = load_16k_mono(&repo_path("tests/data/speech_en_44k_stereo.flac")).unwrap();
+    let mono = load_16k_mono(&repo_path("tests/data/speech_en.flac"), DecodeLimits::NONE).unwrap();
+    let stereo = load_16k_mono(
+        &repo_path("tests/data/speech_en_44k_stereo.flac"),
+        DecodeLimits::NONE,
+    )
+    .unwrap();
     assert_eq!(stereo.channels, 2);
     assert!((stereo.samples.len() as i64 - mono.samples.len() as i64).abs() < 16);
     let a = engine.transcribe(&mono.samples).unwrap().full_text();
@@ -80,7 +84,7 @@ fn silence_and_faint_noise_give_no_text() {
 #[test]
 fn long_audio_is_transcribed_across_windows() {
     let Some(mut engine) = engine() else { return };
-    let clip = load_16k_mono(&repo_path("tests/data/speech_en.flac"))
+    let clip = load_16k_mono(&repo_path("tests/data/speech_en.flac"), DecodeLimits::NONE)
         .unwrap()
         .samples;
     // clip, 4 s pause, clip, ...: about 60 s, three windows or more
@@ -115,7 +119,7 @@ fn int8_model_transcribes_the_clip() {
         return;
     };
     let mut engine = WhisperEngine::load(&config).unwrap();
-    let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
+    let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac"), DecodeLimits::NONE).unwrap();
     let t = engine.transcribe(&audio.samples).unwrap();
     let errs = word_errors(CLIP_TEXT, &t.full_text());
     assert!(
@@ -132,7 +136,7 @@ fn jfk_word_for_word() {
         return;
     };
     let Some(mut engine) = engine() else { return };
-    let audio = load_16k_mono(&path).unwrap();
+    let audio = load_16k_mono(&path, DecodeLimits::NONE).unwrap();
     let t = engine.transcribe(&audio.samples).unwrap();
     let reference = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
     assert_eq!(
@@ -150,7 +154,7 @@ fn base_model_detects_english() {
         return;
     };
     let mut engine = WhisperEngine::load(&config).unwrap();
-    let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
+    let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac"), DecodeLimits::NONE).unwrap();
     let t = engine.transcribe(&audio.samples).unwrap();
     assert_eq!(t.language, "en");
     let errs = word_errors(CLIP_TEXT, &t.full_text());
@@ -187,7 +191,7 @@ fn cuda_request_falls_back_to_cpu_without_a_gpu() {
         return;
     }
     assert_eq!(engine.device(), colloquy::runtime::DeviceUsed::Cpu);
-    let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
+    let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac"), DecodeLimits::NONE).unwrap();
     let t = engine.transcribe(&audio.samples).unwrap();
     assert!(
         word_errors(CLIP_TEXT, &t.full_text()).wer() <= 0.10,
@@ -227,7 +231,7 @@ fn tokenizer_round_trip_and_timestamps() {
 #[test]
 fn a_set_stop_flag_stops_before_the_next_window() {
     let Some(mut engine) = engine() else { return };
-    let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
+    let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac"), DecodeLimits::NONE).unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let err = engine
         .transcribe_until(&audio.samples, None, Some(stop.clone()))
@@ -257,7 +261,7 @@ fn words_have_times_inside_their_segments() {
         engine.word_timestamps(),
         "word timestamps are on by default"
     );
-    let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac")).unwrap();
+    let audio = load_16k_mono(&repo_path("tests/data/speech_en.flac"), DecodeLimits::NONE).unwrap();
     let t = engine.transcribe(&audio.samples).unwrap();
     let mut last = 0.0f64;
     let mut all = Vec::new();
@@ -375,7 +379,7 @@ fn batched_jfk_word_for_word() {
     let Some((config, mut engine, mut vad)) = engine_with_vad("8") else {
         return;
     };
-    let audio = load_16k_mono(&path).unwrap();
+    let audio = load_16k_mono(&path, DecodeLimits::NONE).unwrap();
     let (t, map) = with_speech(&config, &mut engine, &mut vad, &audio.samples);
     let reference = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
     assert_eq!(
@@ -413,7 +417,11 @@ fn batched_long_audio_keeps_every_word() {
     assert_eq!(items.len(), 14);
     let (mut long, mut reference) = (Vec::new(), Vec::new());
     for item in &items {
-        long.extend(load_16k_mono(&item.audio).unwrap().samples);
+        long.extend(
+            load_16k_mono(&item.audio, DecodeLimits::NONE)
+                .unwrap()
+                .samples,
+        );
         long.extend(std::iter::repeat(0.0).take(16_000 * 2));
         reference.push(item.reference_text.clone().unwrap_or_default());
     }
@@ -481,7 +489,7 @@ fn batched_decoder_matches_decode_once() {
     .unwrap();
     let opts = common::greedy_options(&dir);
     let front = MelFrontEnd::new(dir.config.n_mels);
-    let clip = load_16k_mono(&repo_path("tests/data/speech_en.flac"))
+    let clip = load_16k_mono(&repo_path("tests/data/speech_en.flac"), DecodeLimits::NONE)
         .unwrap()
         .samples;
     // three windows of different lengths: the first 4 s, the whole clip, its second half
