@@ -504,6 +504,17 @@ mod tests {
     }
 
     #[test]
+    fn opus_webm_and_mkv_uploads_are_accepted() {
+        let c = Config::load_with_env(None, no_env()).unwrap();
+        for ext in ["opus", "webm", "mkv"] {
+            assert!(
+                c.server.allowed_extensions.iter().any(|e| e == ext),
+                "{ext}"
+            );
+        }
+    }
+
+    #[test]
     fn env_overrides_and_types() {
         let env = vec![
             ("COLLOQUY__WHISPER__MODEL".to_string(), "base".to_string()),

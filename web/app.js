@@ -9,7 +9,7 @@
 (() => {
   // Mirrors server.allowed_extensions and server.max_upload_bytes in
   // config/default.toml; the server checks again and its message is shown.
-  const ALLOWED = ['wav', 'wave', 'flac', 'mp3', 'm4a', 'mp4', 'aac', 'ogg', 'oga', 'mka', 'mkv', 'webm', 'aif', 'aiff', 'caf'];
+  const ALLOWED = ['wav', 'wave', 'flac', 'mp3', 'm4a', 'mp4', 'aac', 'ogg', 'oga', 'opus', 'mka', 'mkv', 'webm', 'aif', 'aiff', 'caf'];
   const MAX_BYTES = 500 * 1024 * 1024;
   const POLL_MS = 1000;
   // Readable on the dark background (contrast >= 7:1 on #161a22).
