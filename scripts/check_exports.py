@@ -24,26 +24,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import urllib.parse
 
-from suite import ROOT, Checks, Server
+from suite import ROOT, Checks, Server, venv_python
 
-VENV = os.path.join(ROOT, "target", "exports-venv")
 PINS = ["pysrt==1.1.2", "webvtt-py==0.6.0"]
 check = Checks()
-
-
-def venv_python():
-    py = os.path.join(VENV, "bin", "python")
-    stamp = os.path.join(VENV, "pins.txt")
-    if not (os.path.exists(py) and os.path.exists(stamp) and open(stamp).read() == "\n".join(PINS)):
-        shutil.rmtree(VENV, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
-        subprocess.run([py, "-m", "pip", "install", "-q", *PINS], check=True)
-        open(stamp, "w").write("\n".join(PINS))
-    return py
 
 
 # Runs inside the venv: parses the SRT and VTT files, prints JSON.
@@ -71,7 +58,7 @@ def words_of(text):
 def main():
     conv1 = os.path.join(ROOT, "..", "shared", "data", "synthetic", "conv1.mp3")
     clip = conv1 if os.path.exists(conv1) else os.path.join(ROOT, "tests", "data", "two_voices.flac")
-    py = venv_python()
+    py = venv_python("exports-venv", PINS)
     tmp = tempfile.mkdtemp(prefix="colloquy-exports-")
     try:
         srv = Server(os.path.join(tmp, "storage"), suite="exports")

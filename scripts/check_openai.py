@@ -18,12 +18,10 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 
-from suite import BIN, ROOT, Checks, Server
+from suite import BIN, ROOT, Checks, Server, venv_python
 
-VENV = os.path.join(ROOT, "target", "openai-venv")
 PINS = ["openai==3.60.0"]
 check = Checks()
 
@@ -60,21 +58,10 @@ print(json.dumps({"openai": openai.__version__, **out}))
 """
 
 
-def venv_python():
-    py = os.path.join(VENV, "bin", "python")
-    stamp = os.path.join(VENV, "pins.txt")
-    if not (os.path.exists(py) and os.path.exists(stamp) and open(stamp).read() == "\n".join(PINS)):
-        shutil.rmtree(VENV, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
-        subprocess.run([py, "-m", "pip", "install", "-q", *PINS], check=True)
-        open(stamp, "w").write("\n".join(PINS))
-    return py
-
-
 def main():
     conv1 = os.path.join(ROOT, "..", "shared", "data", "synthetic", "conv1.mp3")
     clip = conv1 if os.path.exists(conv1) else os.path.join(ROOT, "tests", "data", "two_voices.flac")
-    py = venv_python()
+    py = venv_python("openai-venv", PINS)
     tmp = tempfile.mkdtemp(prefix="colloquy-openai-")
     storage = os.path.join(tmp, "storage")
     try:

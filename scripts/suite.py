@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -144,3 +145,17 @@ def multipart(name, data, field="file"):
     return f"multipart/form-data; boundary={b}", head + data + f"\r\n--{b}--\r\n".encode()
 
 
+
+
+def venv_python(name, pins):
+    """The python of a venv under target/<name> with exactly `pins`
+    installed (made again when the pins change)."""
+    venv = os.path.join(ROOT, "target", name)
+    py = os.path.join(venv, "bin", "python")
+    stamp = os.path.join(venv, "pins.txt")
+    if not (os.path.exists(py) and os.path.exists(stamp) and open(stamp).read() == "\n".join(pins)):
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        subprocess.run([py, "-m", "pip", "install", "-q", *pins], check=True)
+        open(stamp, "w").write("\n".join(pins))
+    return py

@@ -26,7 +26,9 @@ use crate::result::JobResult;
 pub const LINE: usize = 42;
 pub const CUE_SECONDS: f64 = 7.0;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Json,

@@ -26,31 +26,9 @@ struct Cli {
     command: Command,
 }
 
-/// Output of `transcribe`: the formats of `GET /api/results/{id}?format=`
-/// (`--whisper-only` prints json or txt).
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
-    Json,
-    Txt,
-    Srt,
-    Vtt,
-    Tsv,
-    Rttm,
-}
-
-impl Format {
-    fn export(self) -> colloquy::export::Format {
-        use colloquy::export::Format as F;
-        match self {
-            Format::Json => F::Json,
-            Format::Txt => F::Txt,
-            Format::Srt => F::Srt,
-            Format::Vtt => F::Vtt,
-            Format::Tsv => F::Tsv,
-            Format::Rttm => F::Rttm,
-        }
-    }
-}
+// Output of `transcribe`: the formats of `GET /api/results/{id}?format=`
+// (`--whisper-only` prints json or txt).
+use colloquy::export::Format;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum DiarizeFormat {
@@ -657,12 +635,7 @@ fn transcribe_pipeline(
             .unwrap_or("audio");
         print!(
             "{}",
-            colloquy::export::render(
-                &result,
-                format.export(),
-                &colloquy::export::Names::default(),
-                stem
-            )
+            colloquy::export::render(&result, format, &colloquy::export::Names::default(), stem)
         );
     }
     Ok(())
