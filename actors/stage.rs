@@ -403,6 +403,22 @@ mod tests {
         }
     }
 
+    /// Puts a new job with `payload` into the stage's queue.
+    async fn submit(stage: &StageHandle<Stopping>, payload: bool) {
+        let ctx = JobCtx::new(
+            Uuid::new_v4(),
+            "unused".into(),
+            JobOptions::default(),
+            CancelToken::default(),
+        );
+        stage
+            .addr
+            .send(JobMsg { ctx, payload })
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
     struct Sink;
     impl Actor for Sink {
         type Context = Context<Self>;
@@ -439,21 +455,7 @@ mod tests {
             Events(events.clone()).start().recipient(),
         );
         for cancel_first in [true, false] {
-            let ctx = JobCtx::new(
-                Uuid::new_v4(),
-                "unused".into(),
-                JobOptions::default(),
-                CancelToken::default(),
-            );
-            stage
-                .addr
-                .send(JobMsg {
-                    ctx,
-                    payload: cancel_first,
-                })
-                .await
-                .unwrap()
-                .unwrap();
+            submit(&stage, cancel_first).await;
         }
         let done = stage
             .counters
@@ -491,21 +493,7 @@ mod tests {
             Vanishing.start().recipient(),
         );
         assert_eq!(stage.counters.snapshot().workers_alive, 1);
-        let ctx = JobCtx::new(
-            Uuid::new_v4(),
-            "unused".into(),
-            JobOptions::default(),
-            CancelToken::default(),
-        );
-        stage
-            .addr
-            .send(JobMsg {
-                ctx,
-                payload: false,
-            })
-            .await
-            .unwrap()
-            .unwrap();
+        submit(&stage, false).await;
         // the progress report stops the registry; the failure report then finds it gone
         let snap = stage.counters.wait_until(|c| c.workers_alive == 0).await;
         assert_eq!(snap.workers, 1);

@@ -82,6 +82,15 @@ impl Names {
     }
 }
 
+/// A recording's name without folder and extension (`call` of
+/// `calls/call.mp3`): the file id of RTTM lines.
+pub fn stem(name: &str) -> &str {
+    std::path::Path::new(name)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("audio")
+}
+
 /// Renders `result` as `format`; `file_id` names the recording in RTTM.
 pub fn render(result: &JobResult, format: Format, names: &Names, file_id: &str) -> String {
     match format {

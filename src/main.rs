@@ -629,13 +629,14 @@ fn transcribe_pipeline(
             println!("# {file}");
         }
         let result: colloquy::result::JobResult = serde_json::from_value(v)?;
-        let stem = std::path::Path::new(&file)
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("audio");
         print!(
             "{}",
-            colloquy::export::render(&result, format, &colloquy::export::Names::default(), stem)
+            colloquy::export::render(
+                &result,
+                format,
+                &colloquy::export::Names::default(),
+                colloquy::export::stem(&file)
+            )
         );
     }
     Ok(())

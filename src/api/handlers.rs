@@ -14,6 +14,22 @@ use crate::export::{self, Format, Names};
 use crate::registry::{DeleteJob, GetJob, Job, JobStatus, ListJobs, Stats};
 use crate::result::JobResult;
 
+/// A failed job as the error its results answer with: 422 when its file
+/// was the cause, 500 when we were (records from before error kinds were
+/// kept count as ours).
+pub fn failure(job: Job) -> ApiError {
+    ApiError::JobFailed {
+        kind: job.error_kind.unwrap_or(FailureKind::Internal),
+        message: job.error.unwrap_or_else(|| "processing failed".into()),
+    }
+}
+
+/// A stored result (`results/{id}.json`) as its type.
+pub fn typed_result(body: &[u8]) -> Result<JobResult, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::Internal(format!("stored result unreadable: {e}")))
+}
+
 /// The job id from the path: anything but a UUID is "not found", before
 /// any lookup or file access.
 pub fn job_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -81,23 +97,14 @@ pub async fn results(
                     .content_type(format.content_type())
                     .body(body));
             }
-            let result: JobResult = serde_json::from_slice(&body)
-                .map_err(|e| ApiError::Internal(format!("stored result unreadable: {e}")))?;
-            let stem = std::path::Path::new(&job.filename)
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or("audio");
-            let text = export::render(&result, format, &Names(names), stem);
+            let result = typed_result(&body)?;
+            let text = export::render(&result, format, &Names(names), export::stem(&job.filename));
             Ok(HttpResponse::Ok()
                 .content_type(format.content_type())
                 .body(text))
         }
         JobStatus::Queued | JobStatus::Processing => Err(ApiError::NotReady(Box::new(job))),
-        JobStatus::Failed => Err(ApiError::JobFailed {
-            // records from before error kinds were kept count as ours
-            kind: job.error_kind.unwrap_or(FailureKind::Internal),
-            message: job.error.unwrap_or_else(|| "processing failed".into()),
-        }),
+        JobStatus::Failed => Err(failure(job)),
         JobStatus::Cancelled => Err(ApiError::NotFound),
     }
 }

@@ -26,9 +26,9 @@ use serde_json::{json, Value};
 
 use super::access::{Bucket, Caller};
 use super::error::ApiError;
+use super::handlers::{failure, typed_result};
 use super::upload::{receive, Fields};
 use super::AppState;
-use crate::actors::FailureKind;
 use crate::export::{self, Format, Names};
 use crate::registry::{JobOptions, JobStatus, WatchJob};
 use crate::result::JobResult;
@@ -239,23 +239,13 @@ pub async fn transcriptions(
     let Some(job) = told.await.ok().flatten() else {
         return Err(ApiError::BadRequest(format!("job {id} was cancelled")).into());
     };
-    match job.status {
-        JobStatus::Completed => {}
-        _ => {
-            return Err(ApiError::JobFailed {
-                kind: job.error_kind.unwrap_or(FailureKind::Internal),
-                message: job
-                    .error
-                    .unwrap_or_else(|| "the transcription failed".into()),
-            }
-            .into())
-        }
+    if job.status != JobStatus::Completed {
+        return Err(failure(job).into());
     }
     let body = tokio::fs::read(state.storage.result_path(id))
         .await
         .map_err(ApiError::from)?;
-    let result: JobResult = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::Internal(format!("stored result unreadable: {e}")))?;
+    let result = typed_result(&body)?;
     let mut res = HttpResponse::Ok();
     res.insert_header(("x-colloquy-job-id", id.to_string()));
     let names = Names::default();
