@@ -327,6 +327,7 @@ mod tests {
                 JobEvent::Failed { stage, .. } => format!("failed {stage}"),
                 JobEvent::Dropped { stage, .. } => format!("dropped {stage}"),
                 JobEvent::Duration { .. } => "duration".into(),
+                JobEvent::Segments { segments, .. } => format!("segments {}", segments.len()),
             };
             self.0 .0.lock().unwrap().push(line);
         }

@@ -152,6 +152,10 @@ pub struct JobCtx {
     pub admitted_at: Instant,
     /// Carries `job_id` onto every log line of the job's work.
     pub span: tracing::Span,
+    /// Where the stage working on the job reports (set by the stage's
+    /// worker before its work runs): for events a stage tells while it
+    /// works, such as partial segments.
+    pub events: Option<actix::Recipient<JobEvent>>,
 }
 
 impl JobCtx {
@@ -164,6 +168,15 @@ impl JobCtx {
             cancel,
             timings: Vec::new(),
             admitted_at: Instant::now(),
+            events: None,
+        }
+    }
+
+    /// Tells the registry something while the job is being worked on,
+    /// without waiting (a stage's work never blocks on the registry).
+    pub fn tell(&self, event: JobEvent) {
+        if let Some(events) = &self.events {
+            events.do_send(event);
         }
     }
 }
@@ -194,6 +207,12 @@ pub enum JobEvent {
     },
     /// The audio's length is known (decoder).
     Duration { id: Uuid, seconds: f64 },
+    /// Transcript segments just decoded, before the speakers are known
+    /// (provisional; shown live, replaced by the result).
+    Segments {
+        id: Uuid,
+        segments: Vec<crate::result::PartialSegment>,
+    },
     /// A stage failed the job; the pipeline drops it.
     Failed {
         id: Uuid,

@@ -299,6 +299,7 @@ fn worker_loop<W: StageWork>(
         }
         tracing::info!(stage = W::NAME, progress, step, "stage started");
         counters.gauge(&counters.working, 1);
+        ctx.events = Some(reporter.clone());
         let t0 = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| work.process(&mut ctx, payload)));
         let busy = t0.elapsed().as_secs_f64();

@@ -8,6 +8,8 @@
 //!   configured device with CPU fallback) on this worker's own engine,
 //!   loaded once at start, stopping between 30 s windows when the job is
 //!   cancelled;
+//! - telling the registry each window's segments as soon as they are
+//!   decoded (partial results: `GET /api/jobs/{id}/events` streams them);
 //! - passing on the transcript with what the aligner needs to know of the
 //!   audio (its duration and trim offset), not the samples: the diarizer
 //!   holds its own reference to them, and they are freed once both branches
@@ -15,9 +17,10 @@
 
 use super::preprocessor::Audio16k;
 use super::stage::{JobError, StageWork};
-use super::JobCtx;
+use super::{JobCtx, JobEvent};
+use crate::result::PartialSegment;
 use crate::runtime::DeviceUsed;
-use crate::whisper::{SpeechToText, Transcript};
+use crate::whisper::{Segment, SpeechToText, Transcript};
 
 pub struct Transcriber {
     engine: Box<dyn SpeechToText>,
@@ -48,10 +51,25 @@ impl StageWork for Transcriber {
     const PROGRESS: (u8, &'static str) = (25, "Transcribing with Whisper");
 
     fn process(&mut self, ctx: &mut JobCtx, audio: Audio16k) -> Result<Transcribed, JobError> {
-        let transcript = self.engine.transcribe_until(
+        let (id, offset, events) = (ctx.id, audio.offset, &*ctx);
+        // times on the original recording, as in the result
+        let mut tell = |segments: &[Segment]| {
+            let segments = segments
+                .iter()
+                .map(|s| {
+                    let mut p = PartialSegment::from(s);
+                    p.start += offset;
+                    p.end += offset;
+                    p
+                })
+                .collect();
+            events.tell(JobEvent::Segments { id, segments })
+        };
+        let transcript = self.engine.transcribe_live(
             &audio.samples,
             audio.speech.as_ref(),
             Some(ctx.cancel.flag()),
+            &mut tell,
         )?;
         tracing::info!(segments = transcript.segments.len(), language = %transcript.language, "transcribed");
         Ok(Transcribed {

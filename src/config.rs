@@ -55,6 +55,12 @@ pub struct ServerConfig {
     pub reads_per_minute: u32,
     pub max_queued_jobs_per_key: usize,
     pub max_stored_bytes_per_key: u64,
+    pub max_event_streams: usize,
+    pub callback_attempts: u32,
+    pub callback_first_retry_seconds: f64,
+    pub callback_max_retry_seconds: f64,
+    pub callback_timeout_seconds: f64,
+    pub callback_allowed_hosts: Vec<String>,
 }
 
 /// `server.auth`: who may use the API.
@@ -68,6 +74,18 @@ pub enum AuthMode {
 }
 
 impl ServerConfig {
+    /// How job callbacks are made.
+    pub fn callback_policy(&self) -> crate::callback::Policy {
+        let secs = |s: f64| std::time::Duration::from_secs_f64(s.clamp(0.0, 86_400.0));
+        crate::callback::Policy {
+            attempts: self.callback_attempts,
+            first_backoff: secs(self.callback_first_retry_seconds),
+            max_backoff: secs(self.callback_max_retry_seconds),
+            timeout: secs(self.callback_timeout_seconds),
+            allowed_hosts: self.callback_allowed_hosts.clone(),
+        }
+    }
+
     /// True when `bind` only accepts connections from this machine.
     pub fn binds_loopback(&self) -> bool {
         let host = self.bind.trim_start_matches('[').trim_end_matches(']');
@@ -289,6 +307,17 @@ impl Config {
                  with `colloquy keys create --name NAME --admin`",
                 srv.bind
             ));
+        }
+        if srv.callback_attempts == 0
+            || !(srv.callback_timeout_seconds > 0.0)
+            || !(srv.callback_first_retry_seconds >= 0.0)
+            || srv.max_event_streams == 0
+        {
+            return bad(
+                "server.callback_attempts, server.callback_timeout_seconds and \
+                 server.max_event_streams must be above 0"
+                    .into(),
+            );
         }
         if srv.upload_read_timeout_seconds == 0 || srv.max_concurrent_uploads == 0 {
             return bad(

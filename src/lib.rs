@@ -10,6 +10,7 @@ pub mod align;
 pub mod api;
 pub mod audio;
 pub mod auth;
+pub mod callback;
 pub mod config;
 pub mod diarize;
 pub mod eval;

@@ -120,6 +120,7 @@ impl LocalRunner {
                 owner: None,
                 quota: None,
                 bytes,
+                callback_url: None,
             })
             .await??;
         Ok(id)

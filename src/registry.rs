@@ -13,7 +13,15 @@
 //! - cancelling and deleting jobs (DELETE);
 //! - on start, re-queueing jobs that were queued or processing when the
 //!   previous process stopped (they start again from the beginning) and
-//!   removing temp folders no live job owns.
+//!   removing temp folders no live job owns;
+//! - publishing each job's updates and partial segments to the clients that
+//!   follow it live ([`feed`]), and estimating the seconds it has left
+//!   ([`eta`]);
+//! - calling back the `callback_url` of a job that ended, with retries
+//!   ([`crate::callback`] makes each request, off the actor's thread).
+
+pub mod eta;
+pub mod feed;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -23,11 +31,26 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::actors::aligner::JobOutput;
+use crate::actors::aligner::{Aligner, JobOutput};
+use crate::actors::decoder::Decoder;
+use crate::actors::diarizer::Diarizer;
+use crate::actors::preprocessor::Preprocessor;
+use crate::actors::stage::StageWork;
+use crate::actors::transcriber::Transcriber;
 use crate::actors::{
     ActorExitStatus, CancelToken, FailureKind, JobCtx, JobError, JobEvent, JobMsg,
 };
+use crate::callback::{self, Callback, Outcome};
 use crate::result::PerformanceMetrics;
+
+/// The pipeline's stages as the estimates see them (`actors/mod.rs`).
+const SHAPE: eta::Shape = eta::Shape {
+    in_turn: &[Decoder::NAME, Preprocessor::NAME, Aligner::NAME],
+    side_by_side: &[Transcriber::NAME, Diarizer::NAME],
+};
+
+/// Callbacks being delivered at once; more wait their turn.
+const MAX_DELIVERIES: usize = 16;
 
 /// Speaker-count hints given at upload.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +112,14 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
     /// Times the job was admitted into the pipeline (2 after a restart interrupted it).
     pub attempts: u32,
+    /// Seconds left, estimated from the audio's length and this machine's
+    /// measured speed ([`eta`]); while processing, once the length is known.
+    /// In answers only, never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<f64>,
+    /// Where the final record is POSTed when the job ends, and how that went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<Callback>,
 }
 
 /// Where jobs' files live.
@@ -170,6 +201,16 @@ pub struct JobRegistry {
     queue: VecDeque<Uuid>,
     /// Who waits for a job to end (`WatchJob`): told once, with the final record.
     watchers: HashMap<Uuid, Vec<tokio::sync::oneshot::Sender<Option<Job>>>>,
+    /// Live updates for `GET /api/jobs/{id}/events`.
+    feeds: feed::Feeds,
+    /// Seconds of work per second of audio, per stage (kept in `speeds_tree`).
+    speeds: eta::Speeds,
+    speeds_tree: sled::Tree,
+    callbacks: callback::Policy,
+    /// Callbacks being delivered now.
+    deliveries: usize,
+    /// Ended jobs whose callbacks a restart interrupted (resumed on `Attach`).
+    pending_callbacks: Vec<Uuid>,
 }
 
 impl JobRegistry {
@@ -182,6 +223,11 @@ impl JobRegistry {
         storage.create_dirs()?;
         let db = sled::open(storage.database())?;
         let jobs = db.open_tree("jobs")?;
+        let speeds_tree = db.open_tree("stage_speeds")?;
+        let speeds = match speeds_tree.get("speeds")? {
+            Some(v) => serde_json::from_slice(&v).unwrap_or_default(),
+            None => eta::Speeds::default(),
+        };
         Ok(JobRegistry {
             db,
             jobs,
@@ -192,7 +238,36 @@ impl JobRegistry {
             active: HashMap::new(),
             queue: VecDeque::new(),
             watchers: HashMap::new(),
+            feeds: feed::Feeds::default(),
+            speeds,
+            speeds_tree,
+            callbacks: callback::Policy::default(),
+            deliveries: 0,
+            pending_callbacks: Vec::new(),
         })
+    }
+
+    /// How callbacks are made (default: [`callback::Policy::default`]).
+    pub fn with_callbacks(mut self, policy: callback::Policy) -> JobRegistry {
+        self.callbacks = policy;
+        self
+    }
+
+    /// The job as answers show it: with its estimated seconds left.
+    fn view(&self, mut job: Job) -> Job {
+        job.eta_seconds = None;
+        if job.status != JobStatus::Processing {
+            return job;
+        }
+        let (Some(duration), Some(started)) = (job.duration, job.started_at) else {
+            return job;
+        };
+        if let Some(expected) = self.speeds.expected(&SHAPE, duration) {
+            let elapsed = (Utc::now() - started).num_milliseconds().max(0) as f64 / 1000.0;
+            let left = eta::remaining(expected, elapsed, job.progress);
+            job.eta_seconds = Some((left * 10.0).round() / 10.0);
+        }
+        job
     }
 
     /// The database, shared with the key store ([`crate::auth::KeyStore`]).
@@ -235,6 +310,7 @@ impl JobRegistry {
         f(&mut job);
         job.updated_at = Utc::now();
         self.store(&job)?;
+        self.feeds.status(&self.view(job.clone()));
         Ok(Some(job))
     }
 
@@ -246,11 +322,89 @@ impl JobRegistry {
 
     /// Tells the watchers of job `id` that it ended (with its record, None once deleted).
     fn notify(&mut self, id: Uuid) {
+        let job = self.load(id).ok().flatten();
+        self.feeds.end(id, job.as_ref());
         if let Some(watchers) = self.watchers.remove(&id) {
-            let job = self.load(id).ok().flatten();
             for w in watchers {
                 let _ = w.send(job.clone());
             }
+        }
+    }
+
+    /// Starts delivering the job's callback if it has one not yet done.
+    fn call_back(&mut self, id: Uuid, ctx: &mut Context<Self>) {
+        let job = match self.load(id) {
+            Ok(Some(job)) => job,
+            _ => return,
+        };
+        let Some(cb) = job.callback.clone().filter(|c| !c.done) else {
+            return;
+        };
+        if self.deliveries >= MAX_DELIVERIES {
+            ctx.run_later(std::time::Duration::from_secs(1), move |act, ctx| {
+                act.call_back(id, ctx)
+            });
+            return;
+        }
+        self.deliveries += 1;
+        let event = match job.status {
+            JobStatus::Completed => "job.completed",
+            JobStatus::Failed => "job.failed",
+            _ => "job.ended",
+        };
+        let body = serde_json::to_vec(&serde_json::json!({ "event": event, "job": job }))
+            .unwrap_or_default();
+        let timeout = self.callbacks.timeout;
+        tracing::info!(job_id = %id, url = %cb.url, attempt = cb.attempts + 1, "calling back");
+        let attempt = tokio::task::spawn_blocking(move || callback::post(&cb.url, &body, timeout));
+        ctx.spawn(attempt.into_actor(self).map(move |res, act, ctx| {
+            act.deliveries -= 1;
+            let outcome =
+                res.unwrap_or_else(|e| Outcome::Retry(format!("the attempt did not run: {e}")));
+            act.called_back(id, outcome, ctx);
+        }));
+    }
+
+    /// Records an attempt's outcome; schedules the next one when worth it.
+    fn called_back(&mut self, id: Uuid, outcome: Outcome, ctx: &mut Context<Self>) {
+        let max = self.callbacks.attempts;
+        let mut retry = None;
+        let updated = self.update(id, |j| {
+            let Some(cb) = j.callback.as_mut() else {
+                return;
+            };
+            cb.attempts += 1;
+            match &outcome {
+                Outcome::Delivered => {
+                    cb.delivered_at = Some(Utc::now());
+                    cb.last_error = None;
+                    cb.done = true;
+                }
+                Outcome::Refused(e) => {
+                    cb.last_error = Some(e.clone());
+                    cb.done = true;
+                }
+                Outcome::Retry(e) => {
+                    cb.last_error = Some(e.clone());
+                    cb.done = cb.attempts >= max;
+                    if !cb.done {
+                        retry = Some(cb.attempts);
+                    }
+                }
+            }
+        });
+        if let Err(e) = updated {
+            tracing::error!(job_id = %id, error = %e, "cannot record a callback attempt");
+        }
+        self.flush();
+        match (&outcome, retry) {
+            (Outcome::Delivered, _) => tracing::info!(job_id = %id, "callback delivered"),
+            (_, Some(attempt)) => {
+                let wait = self.callbacks.backoff(attempt);
+                tracing::warn!(job_id = %id, ?outcome, retry_in = ?wait, "callback failed, will retry");
+                ctx.run_later(wait, move |act, ctx| act.call_back(id, ctx));
+            }
+            _ => tracing::warn!(job_id = %id, ?outcome, "callback given up"),
         }
     }
 
@@ -277,6 +431,9 @@ impl JobRegistry {
                     live.push(job.job_id.to_string());
                     recovered += 1;
                 }
+                _ if job.callback.as_ref().is_some_and(|c| !c.done) => {
+                    self.pending_callbacks.push(job.job_id);
+                }
                 _ => {}
             }
         }
@@ -301,6 +458,7 @@ impl JobRegistry {
             let Some(id) = self.queue.pop_front() else {
                 break;
             };
+            self.feeds.open(id);
             let job = match self.update(id, |j| {
                 j.status = JobStatus::Processing;
                 j.progress = 0;
@@ -401,6 +559,7 @@ impl JobRegistry {
         self.flush();
         self.notify(id);
         self.active.remove(&id);
+        self.call_back(id, ctx);
         self.admit(ctx);
     }
 
@@ -424,6 +583,12 @@ impl JobRegistry {
                 .map(|s| (s - job.created_at).num_milliseconds() as f64 / 1000.0),
             speed: if total > 0.0 { duration / total } else { 0.0 },
         });
+        self.speeds.learn(&ctx.timings, duration);
+        if let Ok(v) = serde_json::to_vec(&self.speeds) {
+            if let Err(e) = self.speeds_tree.insert("speeds", v) {
+                tracing::warn!(error = %e, "cannot keep the stages' speeds");
+            }
+        }
         let path = self.storage.result_path(id);
         let tmp = path.with_extension("json.tmp");
         let body = serde_json::to_vec_pretty(&result)?;
@@ -473,6 +638,9 @@ impl Handler<Attach> for JobRegistry {
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Self::Result {
         self.entry = Some(msg.0);
         let n = self.recover()?;
+        for id in std::mem::take(&mut self.pending_callbacks) {
+            self.call_back(id, ctx);
+        }
         self.admit(ctx);
         Ok(n)
     }
@@ -507,6 +675,8 @@ pub struct CreateJob {
     /// Its limits, checked again now that the size is known.
     pub quota: Option<Quota>,
     pub bytes: u64,
+    /// Where to POST the final record when the job ends (already checked).
+    pub callback_url: Option<String>,
 }
 
 impl Handler<CreateJob> for JobRegistry {
@@ -533,6 +703,11 @@ impl Handler<CreateJob> for JobRegistry {
             started_at: None,
             finished_at: None,
             attempts: 0,
+            eta_seconds: None,
+            callback: msg.callback_url.map(|url| Callback {
+                url,
+                ..Callback::default()
+            }),
         };
         self.store(&job)?;
         self.db.flush()?;
@@ -550,7 +725,7 @@ pub struct GetJob(pub Uuid);
 impl Handler<GetJob> for JobRegistry {
     type Result = Result<Option<Job>, RegistryError>;
     fn handle(&mut self, msg: GetJob, _: &mut Context<Self>) -> Self::Result {
-        self.load(msg.0)
+        Ok(self.load(msg.0)?.map(|job| self.view(job)))
     }
 }
 
@@ -566,7 +741,7 @@ impl Handler<ListJobs> for JobRegistry {
         if let Some(owner) = msg.0 {
             jobs.retain(|j| j.owner.as_deref() == Some(owner.as_str()));
         }
-        Ok(jobs)
+        Ok(jobs.into_iter().map(|job| self.view(job)).collect())
     }
 }
 
@@ -631,6 +806,25 @@ impl Handler<WatchJob> for JobRegistry {
     }
 }
 
+/// Follows a job live: its record now (with its estimate) and, unless it
+/// has ended, its partial segments so far and a receiver of every later
+/// update. None: no such job.
+#[derive(Message)]
+#[rtype(result = "Result<Option<(Job, Option<feed::Subscription>)>, RegistryError>")]
+pub struct Subscribe(pub Uuid);
+
+impl Handler<Subscribe> for JobRegistry {
+    type Result = MessageResult<Subscribe>;
+    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.load(msg.0).map(|found| {
+            found.map(|job| {
+                let live = (!job.status.is_finished()).then(|| self.feeds.subscribe(msg.0));
+                (self.view(job), live)
+            })
+        }))
+    }
+}
+
 #[derive(Message)]
 #[rtype(result = "RegistryStats")]
 pub struct Stats;
@@ -653,14 +847,29 @@ impl Handler<JobEvent> for JobRegistry {
             JobEvent::Progress { id, progress, step } => {
                 if self.active.get(&id).is_some_and(|c| !c.is_cancelled()) {
                     tracing::info!(job_id = %id, progress, step, "progress");
+                    // never backwards within an attempt (the branches report in any order)
                     let _ = self.update(id, |j| {
-                        j.progress = progress;
+                        j.progress = j.progress.max(progress);
                         j.step = step.to_string();
                     });
                 }
             }
             JobEvent::Duration { id, seconds } => {
                 let _ = self.update(id, |j| j.duration = Some(seconds));
+            }
+            JobEvent::Segments { id, segments } => {
+                if !self.active.get(&id).is_some_and(|c| !c.is_cancelled()) {
+                    return;
+                }
+                // transcription runs from 25% to 75%, as far as it has decoded
+                if let Some(end) = self.feeds.segments(id, segments) {
+                    let _ = self.update(id, |j| {
+                        if let Some(d) = j.duration.filter(|d| *d > 0.0) {
+                            let at = 25.0 + 50.0 * (end / d).clamp(0.0, 1.0);
+                            j.progress = j.progress.max(at as u8).min(74);
+                        }
+                    });
+                }
             }
             JobEvent::Failed { id, stage, error } => {
                 tracing::warn!(job_id = %id, stage, error = %error.message, kind = ?error.kind, "job failed");
@@ -694,6 +903,9 @@ impl Handler<JobMsg<JobOutput>> for JobRegistry {
             return Ok(());
         }
         self.active.remove(&id);
+        if !cancelled {
+            self.call_back(id, ctx);
+        }
         self.admit(ctx);
         Ok(())
     }
@@ -740,6 +952,8 @@ mod tests {
             started_at: None,
             finished_at: None,
             attempts: 1,
+            eta_seconds: None,
+            callback: None,
         }
     }
 
@@ -821,6 +1035,7 @@ mod tests {
             owner: None,
             quota: None,
             bytes: 1,
+            callback_url: None,
         };
         registry.send(created).await.unwrap().unwrap();
         let mut told = registry.send(WatchJob(id)).await.unwrap();

@@ -58,3 +58,25 @@ pub struct PerformanceMetrics {
     /// Seconds of audio per second of processing.
     pub speed: f64,
 }
+
+/// A transcript segment as soon as its window is decoded, before the
+/// speakers are known: provisional text for a live view (the job's events).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartialSegment {
+    /// Arrival order within the job, from 1 (numbered by the registry).
+    pub id: usize,
+    pub start: f64,
+    pub end: f64,
+    pub text: String,
+}
+
+impl From<&crate::whisper::Segment> for PartialSegment {
+    fn from(s: &crate::whisper::Segment) -> Self {
+        PartialSegment {
+            id: 0,
+            start: s.start,
+            end: s.end,
+            text: s.text.trim().to_string(),
+        }
+    }
+}

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use colloquy::auth::KeyStore;
 use colloquy::config::Config;
 use common::fakes;
-use common::http::{multipart, raw_request, read_response, request};
+use common::http::{multipart, raw_request, read_response, request, EventStream};
 use serde_json::Value;
 
 struct Server {
@@ -508,4 +508,266 @@ fn deleting_a_running_job_frees_its_slot_for_the_next_and_leaves_nothing() {
     let (_, list) = srv.call("GET", "/api/jobs", None);
     assert_eq!(list["total"], 1, "{list}");
     assert_eq!(srv.temp_entries(), 0);
+}
+
+/// One fake Whisper and one fake diarizer held by `hook` (transcription
+/// ends, and its segments are out, while the diarizer holds the job).
+fn diarizer_held(hook: fakes::Hook) -> colloquy::actors::pipeline::Engines {
+    colloquy::actors::pipeline::Engines {
+        whisper: vec![Box::new(fakes::FakeWhisper::new(None))],
+        diarization: vec![Box::new(fakes::FakeDiarizer { hook: Some(hook) })],
+        vad: vec![],
+    }
+}
+
+fn events(srv: &Server, id: &str) -> EventStream {
+    let s = EventStream::open(srv.addr, &format!("/api/jobs/{id}/events"), &[]);
+    assert_eq!(s.status, 200);
+    s
+}
+
+#[test]
+fn a_job_followed_live_streams_its_steps_partial_segments_before_the_end_then_one_done() {
+    let (release, hook) = held();
+    let srv = Server::start("events", fakes::config(&[]), diarizer_held(hook));
+    let (code, up) = srv.upload(None, "a.wav", &fakes::tone_wav(2.0));
+    assert_eq!(code, 200, "{up}");
+    let id = id_of(&up);
+    let mut early = events(&srv, &id);
+    // the state at connection first, then the transcript while the diarizer holds the job
+    let first = early.next().unwrap();
+    assert_eq!(first.event, "status", "{first:?}");
+    assert_eq!(first.data["job_id"], id.as_str());
+    let mut steps = vec![first.data["step"].as_str().unwrap().to_string()];
+    let segment = loop {
+        let e = early.next().expect("the stream goes on while the job runs");
+        match e.event.as_str() {
+            "status" => steps.push(e.data["step"].as_str().unwrap().to_string()),
+            "segment" => break e.data,
+            other => panic!("{other} before any segment: {e:?}"),
+        }
+    };
+    assert_eq!(segment["id"], 1);
+    assert_eq!(segment["text"], "Hello there. Hi!");
+    let (_, st) = srv.call("GET", &format!("/api/status/{id}"), None);
+    assert_eq!(
+        st["status"], "processing",
+        "the segment came before the end"
+    );
+    // a client that connects now gets the record, then every segment so far
+    let mut late = events(&srv, &id);
+    let (a, b) = (late.next().unwrap(), late.next().unwrap());
+    assert_eq!((a.event.as_str(), b.event.as_str()), ("status", "segment"));
+    assert_eq!(b.data, segment);
+    release.send(()).unwrap();
+    let mut progress = vec![];
+    let done = loop {
+        let e = early.next().expect("a final event");
+        match e.event.as_str() {
+            "status" => {
+                steps.push(e.data["step"].as_str().unwrap().to_string());
+                progress.push(e.data["progress"].as_u64().unwrap());
+            }
+            "done" => break e.data,
+            other => panic!("unexpected {other}: {e:?}"),
+        }
+    };
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(early.next().is_none(), "the stream ends after done");
+    assert!(steps.iter().any(|s| s == "Aligning speakers"), "{steps:?}");
+    assert_eq!(steps.last().map(String::as_str), Some("Complete"));
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+    let rest: Vec<String> = std::iter::from_fn(|| late.next().map(|e| e.event)).collect();
+    assert_eq!(rest.last().map(String::as_str), Some("done"), "{rest:?}");
+    // a finished job: its record and done at once; unknown jobs are 404
+    let mut after = events(&srv, &id);
+    let (a, b) = (after.next().unwrap(), after.next().unwrap());
+    assert_eq!((a.event.as_str(), b.event.as_str()), ("status", "done"));
+    assert!(after.next().is_none());
+    let other = uuid::Uuid::new_v4();
+    let s = EventStream::open(srv.addr, &format!("/api/jobs/{other}/events"), &[]);
+    assert_eq!(s.status, 404);
+}
+
+#[test]
+fn a_followed_job_that_is_deleted_ends_its_stream_with_cancelled() {
+    let (release, hook) = held();
+    let srv = Server::start(
+        "events-cancel",
+        fakes::config(&[]),
+        fakes::engines(Some(hook)),
+    );
+    let id = id_of(&srv.upload(None, "a.wav", &fakes::tone_wav(1.0)).1);
+    let mut stream = events(&srv, &id);
+    assert_eq!(stream.next().unwrap().event, "status");
+    assert_eq!(srv.call("DELETE", &format!("/api/jobs/{id}"), None).0, 200);
+    let done = std::iter::from_fn(|| stream.next())
+        .find(|e| e.event == "done")
+        .expect("done");
+    assert_eq!(done.data["status"], "cancelled", "{done:?}");
+    release.send(()).unwrap();
+}
+
+#[test]
+fn status_carries_an_estimate_once_this_machine_has_measured_a_job() {
+    let (release, hook) = held();
+    let srv = Server::start("eta", fakes::config(&[]), fakes::engines(Some(hook)));
+    let wav = fakes::tone_wav(2.0);
+    let in_transcriber = |id: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, st) = srv.call("GET", &format!("/api/status/{id}"), None);
+            if st["progress"].as_u64().unwrap_or(0) >= 25 && st["duration"].is_number() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "{st}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let first = id_of(&srv.upload(None, "a.wav", &wav).1);
+    let st = in_transcriber(&first);
+    assert!(
+        st.get("eta_seconds").is_none(),
+        "nothing measured yet: {st}"
+    );
+    release.send(()).unwrap();
+    srv.wait_finished(&first, None);
+    let second = id_of(&srv.upload(None, "b.wav", &wav).1);
+    let st = in_transcriber(&second);
+    let eta = st["eta_seconds"].as_f64().unwrap_or_else(|| panic!("{st}"));
+    assert!(eta >= 1.0, "a running job has at least a second left: {st}");
+    release.send(()).unwrap();
+    let done = srv.wait_finished(&second, None);
+    assert!(done.get("eta_seconds").is_none(), "{done}");
+}
+
+/// A callback receiver: answers each POST with the next status of
+/// `answers` (the last one again when they run out) and keeps the bodies.
+fn receiver(answers: Vec<u16>) -> (String, mpsc::Receiver<Value>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for (i, conn) in listener.incoming().enumerate() {
+            let Ok(mut s) = conn else { return };
+            let (_, head, body) = {
+                // the request: head, then Content-Length bytes
+                use std::io::{BufRead, Read};
+                let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+                let mut head = String::new();
+                let mut len = 0;
+                loop {
+                    let mut line = String::new();
+                    r.read_line(&mut line).unwrap();
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                let mut body = vec![0; len];
+                r.read_exact(&mut body).unwrap();
+                (0, head, body)
+            };
+            assert!(head.starts_with("POST /hook"), "{head}");
+            let _ = tx.send(serde_json::from_slice(&body).unwrap());
+            let code = answers[i.min(answers.len() - 1)];
+            let _ = write!(
+                s,
+                "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn a_callback_is_retried_with_backoff_until_delivered_and_recorded_on_the_job() {
+    let srv = Server::start(
+        "callback",
+        fakes::config(&[("server.callback_first_retry_seconds", "0.05")]),
+        fakes::engines(None),
+    );
+    let wav = fakes::tone_wav(1.0);
+    // a bad URL is refused before the body is read
+    let (ct, body) = multipart("a.wav", &wav);
+    let (code, v) = request(
+        srv.addr,
+        "POST",
+        "/api/upload?callback_url=file:///etc/passwd",
+        &[("Content-Type", ct.as_str())],
+        &body,
+    );
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("http or https"),
+        "{v}"
+    );
+
+    let (url, bodies) = receiver(vec![503, 503, 200]);
+    let (code, v) = request(
+        srv.addr,
+        "POST",
+        &format!("/api/upload?callback_url={url}"),
+        &[("Content-Type", ct.as_str())],
+        &body,
+    );
+    assert_eq!(code, 200, "{v}");
+    let id = id_of(&v);
+    for attempt in 1..=3 {
+        let b = bodies.recv_timeout(Duration::from_secs(60)).unwrap();
+        assert_eq!(b["event"], "job.completed", "attempt {attempt}: {b}");
+        assert_eq!(b["job"]["job_id"], id.as_str());
+        assert_eq!(b["job"]["status"], "completed");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let cb = loop {
+        let (_, st) = srv.call("GET", &format!("/api/status/{id}"), None);
+        if st["callback"]["done"] == true {
+            break st["callback"].clone();
+        }
+        assert!(Instant::now() < deadline, "{st}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(cb["attempts"], 3, "{cb}");
+    assert!(cb["delivered_at"].is_string(), "{cb}");
+    assert!(cb.get("last_error").is_none(), "{cb}");
+
+    // a receiver that refuses (404) is not asked again
+    let (url, bodies) = receiver(vec![404]);
+    let (ct, body) = multipart("b.wav", &wav);
+    let mut form = body.clone();
+    // as a form field this time
+    let field = format!(
+        "--colloquy-test-boundary-7d9a\r\nContent-Disposition: form-data; name=\"callback_url\"\r\n\r\n{url}\r\n"
+    );
+    form.splice(0..0, field.into_bytes());
+    let (code, v) = request(
+        srv.addr,
+        "POST",
+        "/api/upload",
+        &[("Content-Type", ct.as_str())],
+        &form,
+    );
+    assert_eq!(code, 200, "{v}");
+    let id = id_of(&v);
+    bodies.recv_timeout(Duration::from_secs(60)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let cb = loop {
+        let (_, st) = srv.call("GET", &format!("/api/status/{id}"), None);
+        if st["callback"]["done"] == true {
+            break st["callback"].clone();
+        }
+        assert!(Instant::now() < deadline, "{st}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(cb["attempts"], 1, "{cb}");
+    assert!(cb["last_error"].as_str().unwrap().contains("404"), "{cb}");
+    assert!(cb.get("delivered_at").is_none(), "{cb}");
+    assert!(
+        bodies.recv_timeout(Duration::from_millis(300)).is_err(),
+        "not asked again"
+    );
 }

@@ -1,7 +1,10 @@
 // Colloquy web UI: plain JavaScript, no framework, only the REST API.
 //
-// Flow: pick or drop a file -> POST /api/upload -> poll GET /api/status/{id}
-// every second -> GET /api/results/{id} -> transcript, timeline, player.
+// Flow: pick or drop a file -> POST /api/upload -> follow the job live
+// (GET /api/jobs/{id}/events, Server-Sent Events read with fetch so the API
+// key header goes along: progress, ETA and the transcript as it is decoded),
+// or poll GET /api/status/{id} every second when the stream cannot be had
+// -> GET /api/results/{id} -> transcript, timeline, player.
 // The player plays the local File the user picked (the server deletes audio
 // when a job ends), so it is there for jobs uploaded from this page only.
 'use strict';
@@ -35,6 +38,8 @@
     current: null,           // { id, filename, result, names, segs, turns, speakers }
     pollTimer: null,
     pollingId: null,
+    stream: null,            // AbortController of the live event stream
+    partials: new Map(),     // partial segment id -> { start, end, text }
     activeSeg: -1,
     activeWord: null,        // the word object highlighted now
     jobsTimer: null,
@@ -217,8 +222,9 @@
     $('cancel-button').hidden = false;
   }
 
-  function setProgress(pct, step) {
+  function setProgress(pct, step, eta) {
     pct = Math.max(0, Math.min(100, pct | 0));
+    if (eta != null && eta > 0) step = `${step}, about ${clock(Math.ceil(eta))} left`;
     $('progress-fill').style.width = `${pct}%`;
     const bar = $('progress-bar');
     bar.setAttribute('aria-valuenow', String(pct));
@@ -230,14 +236,110 @@
     clearTimeout(state.pollTimer);
     state.pollTimer = null;
     state.pollingId = null;
+    if (state.stream) state.stream.abort();
+    state.stream = null;
   }
 
-  // Polls one job's status every second until it ends.
-  function track(id, filename) {
+  // ---------- live transcript ----------
+  function clearPartials() {
+    state.partials.clear();
+    $('live-text').textContent = '';
+    $('live').hidden = true;
+  }
+
+  function addPartial(seg) {
+    state.partials.set(seg.id, seg);
+    const text = [...state.partials.values()]
+      .sort((a, b) => a.start - b.start)
+      .map((s) => s.text)
+      .join(' ');
+    const box = $('live-text');
+    const atEnd = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+    box.textContent = text;
+    if (atEnd) box.scrollTop = box.scrollHeight;
+    $('live').hidden = !text;
+  }
+
+  // One status record of job `id` (from the stream or a poll); true once
+  // the job has ended (and its outcome is shown).
+  async function onStatus(id, job) {
+    if (job.filename) $('progress-filename').textContent = job.filename + (job.duration ? ` · ${clock(job.duration)} of audio` : '');
+    if (job.status === 'queued') setProgress(0, 'Waiting for a free slot');
+    else setProgress(job.progress, job.step || job.status, job.eta_seconds);
+    if (job.status === 'completed') {
+      stopPolling();
+      refreshJobs();
+      await openResult(id, job.filename);
+      return true;
+    }
+    if (job.status === 'failed') {
+      stopPolling();
+      refreshJobs();
+      progressError(`Processing failed: ${job.error || 'unknown error'}`);
+      return true;
+    }
+    if (job.status === 'cancelled') {
+      stopPolling();
+      progressError('This job was cancelled.');
+      return true;
+    }
+    return false;
+  }
+
+  // Follows job `id` through its event stream until its `done` event: true
+  // then; false (or an error) when the stream could not be had or broke off.
+  async function follow(id) {
+    const ctrl = new AbortController();
+    state.stream = ctrl;
+    const res = await fetch(`/api/jobs/${id}/events`, {
+      headers: { Accept: 'text/event-stream', ...authHeaders() },
+      signal: ctrl.signal,
+    });
+    if (res.status !== 200 || !res.body) return false;
+    document.body.dataset.live = 'events';
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return false;
+      buf += value;
+      let at;
+      while ((at = buf.indexOf('\n\n')) >= 0) {
+        const block = buf.slice(0, at);
+        buf = buf.slice(at + 2);
+        let event = 'message';
+        let data = '';
+        for (const line of block.split('\n')) {
+          if (line.startsWith('event:')) event = line.slice(6).trim();
+          else if (line.startsWith('data:')) data += line.slice(5).trim();
+        }
+        if (!data || state.pollingId !== id) continue;
+        const msg = JSON.parse(data);
+        if (event === 'segment') addPartial(msg);
+        else if (event === 'status') { if (await onStatus(id, msg)) return true; }
+        else if (event === 'done') {
+          if (!(await onStatus(id, msg))) progressError('The job ended without a result.');
+          return true;
+        }
+      }
+    }
+  }
+
+  // Follows one job until it ends: live when the event stream can be had,
+  // else by polling its status every second.
+  async function track(id, filename) {
     stopPolling();
     state.pollingId = id;
     showProgress(filename || '');
+    clearPartials();
     $('results').hidden = true;
+    delete document.body.dataset.live;
+    try {
+      if (await follow(id)) return;
+    } catch (_) { /* blocked, refused or broken off: poll instead */ }
+    if (state.pollingId !== id) return;
+    state.stream = null;
+    document.body.dataset.live = 'polling';
     const tick = async () => {
       if (state.pollingId !== id) return;
       let r;
@@ -252,24 +354,7 @@
         state.pollTimer = setTimeout(tick, POLL_MS);
         return;
       }
-      const job = r.body;
-      if (job.filename) $('progress-filename').textContent = job.filename + (job.duration ? ` · ${clock(job.duration)} of audio` : '');
-      if (job.status === 'queued') setProgress(0, 'Waiting for a free slot');
-      else setProgress(job.progress, job.step || job.status);
-      if (job.status === 'completed') {
-        stopPolling();
-        refreshJobs();
-        await openResult(id, job.filename);
-      } else if (job.status === 'failed') {
-        stopPolling();
-        refreshJobs();
-        progressError(`Processing failed: ${job.error || 'unknown error'}`);
-      } else if (job.status === 'cancelled') {
-        stopPolling();
-        progressError('This job was cancelled.');
-      } else {
-        state.pollTimer = setTimeout(tick, POLL_MS);
-      }
+      if (!(await onStatus(id, r.body))) state.pollTimer = setTimeout(tick, POLL_MS);
     };
     tick();
   }

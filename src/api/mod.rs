@@ -20,6 +20,7 @@
 
 pub mod access;
 pub mod error;
+pub mod events;
 pub mod guard;
 pub mod handlers;
 pub mod keys;
@@ -54,6 +55,10 @@ pub struct AppState {
     pub boundary: guard::Boundary,
     /// One permit per upload being received (`server.max_concurrent_uploads`).
     pub upload_slots: Arc<tokio::sync::Semaphore>,
+    /// One permit per client following a job live (`server.max_event_streams`).
+    pub event_streams: Arc<tokio::sync::Semaphore>,
+    /// How job callbacks are made (URLs are checked at upload).
+    pub callbacks: crate::callback::Policy,
 }
 
 /// The whole application: routes, the boundary check, CORS for the listed
@@ -97,6 +102,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/api/results/{id}", web::get().to(handlers::results))
     .route("/api/jobs", web::get().to(handlers::jobs))
     .route("/api/jobs/{id}", web::delete().to(handlers::delete))
+    .route("/api/jobs/{id}/events", web::get().to(events::events))
     .route(
         "/v1/audio/transcriptions",
         web::post().to(openai::transcriptions),
@@ -124,7 +130,8 @@ pub async fn start_engine(
         storage.clone(),
         config.pipeline.max_active_jobs,
         config.server.max_queued_jobs,
-    )?;
+    )?
+    .with_callbacks(config.server.callback_policy());
     let keys = KeyStore::open(registry.db()).map_err(|e| anyhow::anyhow!(e))?;
     let registry = JobRegistry::start_in_arbiter(&Arbiter::new().handle(), move |_| registry);
     let pipeline = Pipeline::spawn(
@@ -149,6 +156,8 @@ pub async fn start_engine(
         upload_slots: Arc::new(tokio::sync::Semaphore::new(
             config.server.max_concurrent_uploads,
         )),
+        event_streams: Arc::new(tokio::sync::Semaphore::new(config.server.max_event_streams)),
+        callbacks: config.server.callback_policy(),
     };
     Ok((state, pipeline))
 }

@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use super::access::{Bucket, Caller};
 use super::error::ApiError;
 use super::handlers::{failure, typed_result};
-use super::upload::{receive, Fields};
+use super::upload::{receive, Fields, Submission};
 use super::AppState;
 use crate::export::{self, Format, Names};
 use crate::registry::{JobOptions, JobStatus, WatchJob};
@@ -229,7 +229,7 @@ pub async fn transcriptions(
     let (job, _) = receive(&state, &caller, &req, form, |fields| {
         let request = parse_request(&state, fields).map_err(|e| e.0)?;
         checked = Some(request);
-        options(fields).map_err(|e| e.0)
+        options(fields).map(Submission::options).map_err(|e| e.0)
     })
     .await?;
     let request = checked.ok_or_else(|| ApiError::Internal("request not checked".into()))?;

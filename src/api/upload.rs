@@ -37,6 +37,24 @@ pub struct UploadQuery {
     pub num_speakers: Option<usize>,
     pub min_speakers: Option<usize>,
     pub max_speakers: Option<usize>,
+    /// POSTed the job's final record when it ends (also a form field).
+    pub callback_url: Option<String>,
+}
+
+/// What an upload asks for besides its file.
+#[derive(Debug, Clone, Default)]
+pub struct Submission {
+    pub options: JobOptions,
+    pub callback_url: Option<String>,
+}
+
+impl Submission {
+    pub fn options(options: JobOptions) -> Submission {
+        Submission {
+            options,
+            callback_url: None,
+        }
+    }
 }
 
 impl UploadQuery {
@@ -164,7 +182,7 @@ pub async fn receive(
     caller: &Caller,
     req: &HttpRequest,
     mut form: Multipart,
-    options: impl FnOnce(&Fields) -> Result<JobOptions, ApiError>,
+    submission: impl FnOnce(&Fields) -> Result<Submission, ApiError>,
 ) -> Result<(Job, Fields), ApiError> {
     let server = &state.config.server;
     let limit = server.max_upload_bytes;
@@ -269,7 +287,10 @@ pub async fn receive(
     if bytes == 0 {
         return Err(ApiError::BadRequest("the uploaded file is empty".into()));
     }
-    let options = options(&fields)?;
+    let Submission {
+        options,
+        callback_url,
+    } = submission(&fields)?;
     let job = state
         .registry
         .send(CreateJob {
@@ -280,6 +301,7 @@ pub async fn receive(
             owner,
             quota,
             bytes,
+            callback_url,
         })
         .await?
         .map_err(|e| refused(e, server.retry_after_seconds))?;
@@ -300,7 +322,30 @@ pub async fn upload(
     let query = web::Query::<UploadQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let options = query.options()?;
-    let (job, _) = receive(&state, &caller, &req, form, |_| Ok(options)).await?;
+    // a bad callback_url in the query is refused before the body is read
+    let policy = &state.callbacks;
+    if let Some(url) = &query.callback_url {
+        policy.check_url(url).map_err(ApiError::BadRequest)?;
+    }
+    let (job, _) = receive(&state, &caller, &req, form, |fields| {
+        let field = fields
+            .get("callback_url")
+            .and_then(|v| v.last())
+            .filter(|v| !v.is_empty());
+        let callback_url = match (&query.callback_url, field) {
+            (Some(q), _) => Some(q.clone()),
+            (None, Some(f)) => {
+                policy.check_url(f).map_err(ApiError::BadRequest)?;
+                Some(f.clone())
+            }
+            (None, None) => None,
+        };
+        Ok(Submission {
+            options,
+            callback_url,
+        })
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(json!({
         "job_id": job.job_id,
         "status": "queued",

@@ -65,6 +65,21 @@ pub trait SpeechToText: Send {
         speech: Option<&gate::SpeechMap>,
         stop: Option<StopFlag>,
     ) -> Result<Transcript, WhisperError>;
+    /// As [`SpeechToText::transcribe_until`], and tells `partial` the
+    /// segments of each window as soon as they are decoded (provisional:
+    /// the returned transcript is the result). An engine that cannot tell
+    /// earlier tells them all once at the end.
+    fn transcribe_live(
+        &mut self,
+        samples: &[f32],
+        speech: Option<&gate::SpeechMap>,
+        stop: Option<StopFlag>,
+        partial: &mut dyn FnMut(&[Segment]),
+    ) -> Result<Transcript, WhisperError> {
+        let transcript = self.transcribe_until(samples, speech, stop)?;
+        partial(&transcript.segments);
+        Ok(transcript)
+    }
     /// The model's name, reported in results.
     fn model_name(&self) -> &str;
     /// Where the model really runs.
@@ -79,6 +94,15 @@ impl SpeechToText for WhisperEngine {
         stop: Option<StopFlag>,
     ) -> Result<Transcript, WhisperError> {
         WhisperEngine::transcribe_until(self, samples, speech, stop)
+    }
+    fn transcribe_live(
+        &mut self,
+        samples: &[f32],
+        speech: Option<&gate::SpeechMap>,
+        stop: Option<StopFlag>,
+        partial: &mut dyn FnMut(&[Segment]),
+    ) -> Result<Transcript, WhisperError> {
+        WhisperEngine::transcribe_with(self, samples, speech, stop, Some(partial))
     }
     fn model_name(&self) -> &str {
         WhisperEngine::model_name(self)
@@ -233,6 +257,18 @@ impl WhisperEngine {
         speech: Option<&gate::SpeechMap>,
         stop: Option<StopFlag>,
     ) -> Result<Transcript, WhisperError> {
+        self.transcribe_with(samples, speech, stop, None)
+    }
+
+    /// [`WhisperEngine::transcribe_until`], telling `partial` each window's
+    /// segments as soon as they are decoded (before gating: provisional).
+    pub fn transcribe_with(
+        &mut self,
+        samples: &[f32],
+        speech: Option<&gate::SpeechMap>,
+        stop: Option<StopFlag>,
+        partial: Option<&mut dyn FnMut(&[Segment])>,
+    ) -> Result<Transcript, WhisperError> {
         let mut timings = Timings::default();
         let t0 = Instant::now();
         let features = self.mel.compute(samples);
@@ -275,6 +311,11 @@ impl WhisperEngine {
             loop_opts: &loop_opts,
             rng: &mut rng,
             timings: &mut timings,
+            // a shorter-lived borrow of the same sink
+            partial: match partial {
+                Some(p) => Some(p),
+                None => None,
+            },
         })?;
         if let Some(map) = speech {
             segments = gate::gate_segments(segments, map, self.gate);

@@ -263,6 +263,10 @@ pub struct Job<'j, 'm> {
     pub loop_opts: &'j LoopOptions,
     pub rng: &'j mut fastrand::Rng,
     pub timings: &'j mut Timings,
+    /// Told each window's segments as soon as they are decoded (before
+    /// speech gating and before the other lanes': provisional text for a
+    /// live view; the returned transcript is the result).
+    pub partial: Option<&'j mut dyn FnMut(&[Segment])>,
 }
 
 /// Transcribes the whole of `mel`: batched over the speech regions when
@@ -287,6 +291,7 @@ fn transcribe_sequential(job: Job) -> Result<Vec<Segment>, ModelError> {
         loop_opts,
         rng,
         timings,
+        mut partial,
     } = job;
     let sp = &tok.special;
     let content_frames = mel.n_frames.saturating_sub(1);
@@ -381,7 +386,13 @@ fn transcribe_sequential(job: Job) -> Result<Vec<Segment>, ModelError> {
             hold_in_window(&mut kept, time_offset, segment_size);
             timings.word_timing += t2.elapsed().as_secs_f64();
         }
+        let before = segments.len();
         append_segments(&mut segments, kept);
+        if let Some(tell) = partial.as_mut() {
+            if segments.len() > before {
+                tell(&segments[before..]);
+            }
+        }
         if !loop_opts.condition_on_previous_text
             || result.temperature > loop_opts.prompt_reset_on_temperature
         {
@@ -416,6 +427,7 @@ fn transcribe_batched(
         loop_opts,
         rng,
         timings,
+        mut partial,
     } = job;
     let sp = &tok.special;
     let content_frames = mel.n_frames.saturating_sub(1);
@@ -511,6 +523,11 @@ fn transcribe_batched(
                 )?;
                 hold_in_window(&mut kept, offset, size);
                 timings.word_timing += t2.elapsed().as_secs_f64();
+            }
+            if let Some(tell) = partial.as_mut() {
+                if !kept.is_empty() {
+                    tell(&kept);
+                }
             }
             lane_segments[lane].extend(kept);
         }

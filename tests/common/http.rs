@@ -93,3 +93,90 @@ pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub event: String,
+    pub data: Value,
+}
+
+/// A Server-Sent Events stream read as it arrives (chunked transfer).
+pub struct EventStream {
+    reader: std::io::BufReader<TcpStream>,
+    pending: String,
+    pub status: u16,
+}
+
+impl EventStream {
+    /// GETs `path` with `headers`; reads the response head.
+    pub fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> EventStream {
+        use std::io::BufRead;
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        let mut head =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes()).unwrap();
+        let mut reader = std::io::BufReader::new(s);
+        let mut status_line = String::new();
+        reader.read_line(&mut status_line).unwrap();
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+        }
+        EventStream {
+            reader,
+            pending: String::new(),
+            status,
+        }
+    }
+
+    /// The next event (comments and `retry:` lines skipped); None when the
+    /// server ended the stream.
+    pub fn next(&mut self) -> Option<Event> {
+        use std::io::BufRead;
+        loop {
+            while let Some(end) = self.pending.find("\n\n") {
+                let block: String = self.pending.drain(..end + 2).collect();
+                let (mut event, mut data) = (String::new(), String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event: ") {
+                        event = v.to_string();
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data.push_str(v);
+                    }
+                }
+                if !event.is_empty() {
+                    let data = serde_json::from_str(&data).expect("event data is JSON");
+                    return Some(Event { event, data });
+                }
+            }
+            // one chunk: its size in hex, the bytes, CRLF; size 0 ends the body
+            let mut size = String::new();
+            if self.reader.read_line(&mut size).ok()? == 0 {
+                return None;
+            }
+            let n = usize::from_str_radix(size.trim(), 16).ok()?;
+            if n == 0 {
+                return None;
+            }
+            let mut chunk = vec![0u8; n + 2];
+            self.reader.read_exact(&mut chunk).ok()?;
+            self.pending.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    }
+}

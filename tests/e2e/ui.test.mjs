@@ -185,6 +185,12 @@ test('upload a two-voice clip, read who said what, click through the audio', { s
       new MutationObserver(() => window.seenSteps.push(
         `${step.textContent} [${document.getElementById('progress-bar').getAttribute('aria-valuenow')}]`,
       )).observe(step, { childList: true, characterData: true, subtree: true });
+      // the transcript as it grows, and whether the result was up yet
+      window.seenLive = [];
+      const live = document.getElementById('live-text');
+      new MutationObserver(() => window.seenLive.push({
+        text: live.textContent, results: !document.getElementById('results').hidden,
+      })).observe(live, { childList: true, characterData: true, subtree: true });
     });
     await page.click('#upload-button');
     await page.locator('#progress').waitFor({ state: 'visible' });
@@ -197,6 +203,14 @@ test('upload a two-voice clip, read who said what, click through the audio', { s
     assert.ok(steps.some((s) => /\(100%\) \[100\]$/.test(s)) || steps.some((s) => /\[(2[5-9]|[3-9]\d)\]$/.test(s)),
       `the bar never moved: ${steps.join(' | ')}`);
     t.diagnostic(`steps shown: ${[...new Set(steps)].join(' | ')}`);
+    // followed through the event stream, with the text before the speakers
+    assert.equal(await page.evaluate(() => document.body.dataset.live), 'events');
+    const live = await page.evaluate(() => window.seenLive);
+    const early = live.filter((l) => l.text && !l.results);
+    assert.ok(early.length > 0, `no partial transcript before the result: ${JSON.stringify(live)}`);
+    assert.ok(WORDS.some((w) => early[early.length - 1].text.toLowerCase().includes(w)),
+      `partial text: ${early[early.length - 1].text}`);
+    t.diagnostic(`partial transcript shown before the result: "${early[early.length - 1].text.slice(0, 80)}…"`);
   });
 
   await t.test('two speakers, each with a lane, and the expected words', async () => {
@@ -413,7 +427,23 @@ test('upload a two-voice clip, read who said what, click through the audio', { s
     assert.equal(await page.locator('#results').isVisible(), false);
   });
 
-  assert.deepEqual(errors, [], `errors in the page: ${errors.join('\n')}`);
+  await t.test('with the event stream blocked, the page polls and the transcript still arrives', async () => {
+    let blocked = 0;
+    await page.route('**/api/jobs/*/events', (route) => { blocked += 1; return route.abort(); });
+    await page.setInputFiles('#file-input', clip.file);
+    await page.selectOption('#num-speakers', '2');
+    await page.click('#upload-button');
+    await page.locator('#transcript .seg').first().waitFor({ timeout: 180000 });
+    assert.ok(blocked >= 1, 'the page tried the stream');
+    assert.equal(await page.evaluate(() => document.body.dataset.live), 'polling');
+    const text = (await page.locator('#transcript').innerText()).toLowerCase();
+    for (const w of WORDS) assert.ok(text.includes(w), `"${w}" not in the transcript:\n${text}`);
+    assert.equal(await page.locator('#speakers li').count(), 2);
+    await page.unroute('**/api/jobs/*/events');
+  });
+
+  const unexpected = errors.filter((e) => !/ERR_FAILED/.test(e));   // the blocked stream's own console line
+  assert.deepEqual(unexpected, [], `errors in the page: ${unexpected.join('\n')}`);
   await page.close();
 });
 
@@ -449,6 +479,7 @@ test('with API keys on, the page asks for a key, keeps it for the tab and shows 
     await page.selectOption('#num-speakers', '2');
     await page.click('#upload-button');
     await page.locator('#transcript .seg').first().waitFor({ timeout: 180000 });
+    assert.equal(await page.evaluate(() => document.body.dataset.live), 'events', 'the stream takes the key too');
     const text = (await page.locator('#transcript').innerText()).toLowerCase();
     for (const w of WORDS) assert.ok(text.includes(w), `"${w}" not in the transcript`);
     // a reload keeps the key for this tab; the list shows alice's job

@@ -1,0 +1,165 @@
+//! `GET /api/jobs/{id}/events`: a job followed live, as Server-Sent Events.
+//!
+//! Events, each `data` a JSON object:
+//! - `status`: the job's record (status, progress, step, `eta_seconds`):
+//!   first the state at connection, then on every change;
+//! - `segment`: a transcript segment as soon as its window is decoded,
+//!   before the speakers are known (`id` numbers them in arrival order;
+//!   provisional: the result replaces them). A client that connects late
+//!   gets every segment so far after the first `status`;
+//! - `done`: once, when the job has ended (its final record: `completed`,
+//!   `failed` with `error` and `error_kind`, or `cancelled`); then the
+//!   stream ends. A finished job answers `status` and `done` at once.
+//!
+//! A comment line every 15 s keeps idle connections open through proxies.
+//! Nothing polls: the registry publishes every update ([`crate::registry::feed`]).
+//! Streams are bounded by `server.max_event_streams` (503 beyond it); a
+//! client that falls behind the feed is sent the state afresh (segments
+//! again, with the same ids).
+
+use std::time::Duration;
+
+use actix::Addr;
+use actix_web::web::Bytes;
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::OwnedSemaphorePermit;
+use uuid::Uuid;
+
+use super::access::{Bucket, Caller};
+use super::error::ApiError;
+use super::handlers::{job_id, visible_job};
+use super::AppState;
+use crate::registry::feed::{Subscription, Update};
+use crate::registry::{Job, JobRegistry, Subscribe};
+
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// One event, framed.
+fn frame(event: &str, data: &impl Serialize) -> Bytes {
+    let data = serde_json::to_string(data).unwrap_or_else(|_| "{}".into());
+    Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
+}
+
+/// The final event of a job that ended (None: deleted).
+fn done(id: Uuid, job: Option<&Job>) -> Bytes {
+    match job {
+        Some(job) => frame("done", job),
+        None => frame("done", &json!({ "job_id": id, "status": "cancelled" })),
+    }
+}
+
+/// Where a stream is.
+struct Follow {
+    id: Uuid,
+    registry: Addr<JobRegistry>,
+    /// Frames ready to go, oldest first.
+    ready: std::collections::VecDeque<Bytes>,
+    /// None once the job has ended (the stream ends when `ready` is empty).
+    live: Option<tokio::sync::broadcast::Receiver<Update>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Follow {
+    /// Queues the state at subscription: the record, the segments so far,
+    /// and `done` when the job has already ended.
+    fn start(&mut self, job: &Job, live: Option<Subscription>) {
+        self.ready.push_back(frame("status", job));
+        match live {
+            Some(sub) => {
+                for s in &sub.segments {
+                    self.ready.push_back(frame("segment", s));
+                }
+                self.live = Some(sub.updates);
+            }
+            None => {
+                self.ready.push_back(done(self.id, Some(job)));
+                self.live = None;
+            }
+        }
+    }
+
+    async fn resubscribe(&mut self) {
+        match self.registry.send(Subscribe(self.id)).await {
+            Ok(Ok(Some((job, live)))) => self.start(&job, live),
+            Ok(Ok(None)) => {
+                self.ready.push_back(done(self.id, None));
+                self.live = None;
+            }
+            _ => self.live = None,
+        }
+    }
+
+    /// The next frame; None ends the stream.
+    async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(f) = self.ready.pop_front() {
+                return Some(f);
+            }
+            let rx = self.live.as_mut()?;
+            match tokio::time::timeout(KEEP_ALIVE, rx.recv()).await {
+                Err(_) => return Some(Bytes::from_static(b": keep-alive\n\n")),
+                Ok(Ok(Update::Status(job))) => return Some(frame("status", &job)),
+                Ok(Ok(Update::Segments(segments))) => {
+                    self.ready
+                        .extend(segments.iter().map(|s| frame("segment", s)));
+                }
+                Ok(Ok(Update::End(job))) => {
+                    self.live = None;
+                    return Some(done(self.id, job.as_deref()));
+                }
+                Ok(Err(RecvError::Lagged(n))) => {
+                    tracing::debug!(job_id = %self.id, missed = n, "event stream fell behind");
+                    self.resubscribe().await;
+                }
+                // the registry is gone (shutting down)
+                Ok(Err(RecvError::Closed)) => self.live = None,
+            }
+        }
+    }
+}
+
+/// `GET /api/jobs/{id}/events`.
+pub async fn events(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state.limits.check(&caller, Bucket::Reads)?;
+    let id = job_id(&path)?;
+    visible_job(&state, &caller, id).await?;
+    let permit = state
+        .event_streams
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Busy {
+            retry_after: state.config.server.retry_after_seconds,
+        })?;
+    let (job, live) = state
+        .registry
+        .send(Subscribe(id))
+        .await??
+        .ok_or(ApiError::NotFound)?;
+    let mut follow = Follow {
+        id,
+        registry: state.registry.clone(),
+        ready: Default::default(),
+        live: None,
+        _permit: permit,
+    };
+    follow
+        .ready
+        .push_back(Bytes::from_static(b"retry: 2000\n\n"));
+    follow.start(&job, live);
+    let stream = futures::stream::unfold(follow, |mut f| async move {
+        let frame = f.next().await?;
+        Some((Ok::<_, actix_web::Error>(frame), f))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(stream))
+}
