@@ -21,12 +21,15 @@ run: setup build
 ## Unit and integration tests with the real models (set up first), then the
 ## web UI end to end in headless Chromium (scripts/e2e.sh installs what it needs),
 ## then every export format read back by pysrt/webvtt-py (scripts/check_exports.py)
-## and the official openai client against /v1 (scripts/check_openai.py).
+## and the official openai client against /v1 (scripts/check_openai.py), then
+## live events, ETA and /metrics (prometheus_client's parsers) on the real
+## server (scripts/check_live.py).
 test: setup
 	COLLOQUY_REQUIRE_MODELS=1 $(CARGO) test --release
 	bash scripts/e2e.sh
 	python3 scripts/check_exports.py
 	python3 scripts/check_openai.py
+	python3 scripts/check_live.py
 
 ## The web UI end-to-end test alone (needs the models: make setup).
 e2e:

@@ -16,6 +16,7 @@ pub mod diarize;
 pub mod eval;
 pub mod export;
 pub mod local;
+pub mod metrics;
 pub mod models;
 pub mod registry;
 pub mod result;

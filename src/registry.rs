@@ -211,6 +211,8 @@ pub struct JobRegistry {
     deliveries: usize,
     /// Ended jobs whose callbacks a restart interrupted (resumed on `Attach`).
     pending_callbacks: Vec<Uuid>,
+    /// Job outcomes, durations and callbacks for `GET /metrics`.
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl JobRegistry {
@@ -244,12 +246,19 @@ impl JobRegistry {
             callbacks: callback::Policy::default(),
             deliveries: 0,
             pending_callbacks: Vec::new(),
+            metrics: Default::default(),
         })
     }
 
     /// How callbacks are made (default: [`callback::Policy::default`]).
     pub fn with_callbacks(mut self, policy: callback::Policy) -> JobRegistry {
         self.callbacks = policy;
+        self
+    }
+
+    /// Where job outcomes are counted (shared with the API's `/metrics`).
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> JobRegistry {
+        self.metrics = metrics;
         self
     }
 
@@ -369,6 +378,11 @@ impl JobRegistry {
     fn called_back(&mut self, id: Uuid, outcome: Outcome, ctx: &mut Context<Self>) {
         let max = self.callbacks.attempts;
         let mut retry = None;
+        self.metrics.callback(match &outcome {
+            Outcome::Delivered => "delivered",
+            Outcome::Retry(_) => "retry",
+            Outcome::Refused(_) => "refused",
+        });
         let updated = self.update(id, |j| {
             let Some(cb) = j.callback.as_mut() else {
                 return;
@@ -558,6 +572,7 @@ impl JobRegistry {
         self.remove_temp(id);
         self.flush();
         self.notify(id);
+        self.metrics.finished("failed");
         self.active.remove(&id);
         self.call_back(id, ctx);
         self.admit(ctx);
@@ -605,6 +620,7 @@ impl JobRegistry {
         self.flush();
         self.remove_temp(id);
         self.notify(id);
+        self.metrics.completed(total, duration);
         tracing::info!(job_id = %id, seconds = total, "job completed");
         tracing::info!(job_id = %id, "removed temp files");
         Ok(())
@@ -773,6 +789,7 @@ impl Handler<DeleteJob> for JobRegistry {
         if !job.status.is_finished() {
             job.status = JobStatus::Cancelled;
             job.step = "Cancelled".into();
+            self.metrics.finished("cancelled");
         }
         tracing::info!(job_id = %id, status = ?job.status, "job deleted");
         self.notify(id);
@@ -822,6 +839,48 @@ impl Handler<Subscribe> for JobRegistry {
                 (self.view(job), live)
             })
         }))
+    }
+}
+
+/// How many jobs the registry holds, by status (`GET /metrics`; reads
+/// every record).
+#[derive(Message)]
+#[rtype(result = "Result<std::collections::BTreeMap<String, usize>, RegistryError>")]
+pub struct CountJobs;
+
+impl Handler<CountJobs> for JobRegistry {
+    type Result = Result<std::collections::BTreeMap<String, usize>, RegistryError>;
+    fn handle(&mut self, _: CountJobs, _: &mut Context<Self>) -> Self::Result {
+        let mut counts: std::collections::BTreeMap<String, usize> = [
+            JobStatus::Queued,
+            JobStatus::Processing,
+            JobStatus::Completed,
+            JobStatus::Failed,
+        ]
+        .iter()
+        .map(|s| {
+            (
+                serde_json::to_value(s)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                0,
+            )
+        })
+        .collect();
+        for kv in self.jobs.iter() {
+            let (_, v) = kv?;
+            #[derive(Deserialize)]
+            struct Status {
+                status: JobStatus,
+            }
+            let s: Status = serde_json::from_slice(&v)?;
+            let name = serde_json::to_value(s.status)?;
+            *counts
+                .entry(name.as_str().unwrap_or_default().to_string())
+                .or_default() += 1;
+        }
+        Ok(counts)
     }
 }
 

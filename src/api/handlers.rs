@@ -1,6 +1,11 @@
 //! The HTTP handlers that read jobs: status, results (every export
-//! format), the job list, delete, health. Uploads are in `upload.rs`.
+//! format), the job list, delete, health, metrics (and the middleware that
+//! counts every request for them). Uploads are in `upload.rs`, live events
+//! in `events.rs`.
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
@@ -11,7 +16,8 @@ use super::error::ApiError;
 use super::AppState;
 use crate::actors::FailureKind;
 use crate::export::{self, Format, Names};
-use crate::registry::{DeleteJob, GetJob, Job, JobStatus, ListJobs, Stats};
+use crate::metrics::Scrape;
+use crate::registry::{CountJobs, DeleteJob, GetJob, Job, JobStatus, ListJobs, Stats};
 use crate::result::JobResult;
 
 /// A failed job as the error its results answer with: 422 when its file
@@ -200,4 +206,54 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         "max_active_jobs": stats.max_active_jobs,
         "stages": stages,
     })))
+}
+
+/// Counts every request for `GET /metrics` by its route's pattern (never
+/// the raw path: ids would make a series each), method and status; the
+/// outermost middleware, so refusals by the boundary checks count too.
+pub async fn count_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = std::time::Instant::now();
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
+    let method: &'static str = match req.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "DELETE" => "DELETE",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
+    let res = next.call(req).await?;
+    if let Some(metrics) = metrics {
+        let route = res.request().match_pattern();
+        metrics.http(
+            route.as_deref().unwrap_or("other"),
+            method,
+            res.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+    }
+    Ok(res)
+}
+
+/// `GET /metrics`: Prometheus / OpenMetrics text (`crate::metrics`).
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let stats = state.registry.send(Stats).await?;
+    let jobs = state.registry.send(CountJobs).await??;
+    let scrape = Scrape {
+        jobs,
+        queued_jobs: stats.queued_jobs,
+        active_jobs: stats.active_jobs,
+        max_active_jobs: stats.max_active_jobs,
+        stages: state.counters.snapshot(),
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(crate::metrics::CONTENT_TYPE)
+        .body(state.metrics.render(&scrape)))
 }

@@ -59,6 +59,8 @@ pub struct AppState {
     pub event_streams: Arc<tokio::sync::Semaphore>,
     /// How job callbacks are made (URLs are checked at upload).
     pub callbacks: crate::callback::Policy,
+    /// Shared with the registry; rendered by `GET /metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The whole application: routes, the boundary check, CORS for the listed
@@ -87,6 +89,7 @@ pub fn app(
         .configure(routes)
         .wrap(Condition::new(origins, cors))
         .wrap(from_fn(guard::check_request))
+        .wrap(from_fn(handlers::count_request))
 }
 
 /// Registers the routes (also used by in-process tests).
@@ -97,6 +100,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NotFound.into()))
     .route("/health", web::get().to(handlers::health))
+    .route("/metrics", web::get().to(handlers::metrics))
     .route("/api/upload", web::post().to(upload::upload))
     .route("/api/status/{id}", web::get().to(handlers::status))
     .route("/api/results/{id}", web::get().to(handlers::results))
@@ -126,12 +130,14 @@ pub async fn start_engine(
     engines: Engines,
 ) -> anyhow::Result<(AppState, Pipeline)> {
     let storage = Storage::new(config.storage_root());
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     let registry = JobRegistry::open(
         storage.clone(),
         config.pipeline.max_active_jobs,
         config.server.max_queued_jobs,
     )?
-    .with_callbacks(config.server.callback_policy());
+    .with_callbacks(config.server.callback_policy())
+    .with_metrics(metrics.clone());
     let keys = KeyStore::open(registry.db()).map_err(|e| anyhow::anyhow!(e))?;
     let registry = JobRegistry::start_in_arbiter(&Arbiter::new().handle(), move |_| registry);
     let pipeline = Pipeline::spawn(
@@ -158,6 +164,7 @@ pub async fn start_engine(
         )),
         event_streams: Arc::new(tokio::sync::Semaphore::new(config.server.max_event_streams)),
         callbacks: config.server.callback_policy(),
+        metrics,
     };
     Ok((state, pipeline))
 }
