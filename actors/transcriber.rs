@@ -20,7 +20,7 @@ use super::stage::{JobError, StageWork};
 use super::{JobCtx, JobEvent};
 use crate::result::PartialSegment;
 use crate::runtime::DeviceUsed;
-use crate::whisper::{Segment, SpeechToText, Transcript};
+use crate::whisper::{Segment, SpeechToText, Transcript, WhisperError};
 
 pub struct Transcriber {
     engine: Box<dyn SpeechToText>,
@@ -65,12 +65,24 @@ impl StageWork for Transcriber {
                 .collect();
             events.tell(JobEvent::Segments { id, segments })
         };
-        let transcript = self.engine.transcribe_live(
-            &audio.samples,
-            audio.speech.as_ref(),
-            Some(ctx.cancel.flag()),
-            &mut tell,
-        )?;
+        let overrides = &ctx.options.whisper;
+        let transcript = self
+            .engine
+            .transcribe_live(
+                &audio.samples,
+                audio.speech.as_ref(),
+                Some(ctx.cancel.flag()),
+                overrides,
+                &mut tell,
+            )
+            .map_err(|e| match e {
+                // a language or prompt this upload asked for
+                WhisperError::Settings(m) if !overrides.is_empty() => JobError::input(m),
+                WhisperError::Tokenizer(t) if !overrides.is_empty() => {
+                    JobError::input(format!("the prompt cannot be tokenised: {t}"))
+                }
+                e => JobError::from(e),
+            })?;
         tracing::info!(segments = transcript.segments.len(), language = %transcript.language, "transcribed");
         Ok(Transcribed {
             transcript,

@@ -8,7 +8,9 @@ create`, given to the client as its api_key), points
 `client.audio.transcriptions.create(model="whisper-1", file=...)` on conv1
 (../shared/data/synthetic; without it tests/data/two_voices.flac) with each
 response format: json, text, srt, vtt, verbose_json (with word timestamps)
-and diarized_json (two speakers, `num_speakers` through `extra_body`); then
+and diarized_json (two speakers, `num_speakers` through `extra_body`), a
+`prompt` (applied: the text changes) and `language="de"` (400 on the
+English-only model); then
 `client.models.list()`, a wrong key (AuthenticationError) and a bad
 response_format (BadRequestError). Each transcription is a job the server
 lists. Ends with `openai: PASS ...` or `openai: FAIL ...` (exit 1).
@@ -43,6 +45,12 @@ out["verbose"] = {"language": v.language, "duration": v.duration, "segments": le
 d = run("diarized_json", extra_body={"num_speakers": 2})
 d = d if isinstance(d, dict) else d.model_dump()
 out["diarized"] = [(s["speaker"], s["start"], s["end"], s["text"], s["type"]) for s in d["segments"]]
+out["prompted"] = run("text", prompt="um, uh, so like, good morning, uh, thanks for joining")
+try:
+    run("json", language="de")
+    out["german"] = "accepted"
+except openai.BadRequestError as e:
+    out["german"] = e.body
 out["models"] = [m.id for m in client.models.list().data]
 try:
     openai.OpenAI(base_url=url + "/v1", api_key="cq_wrong", max_retries=0).models.list()
@@ -99,16 +107,21 @@ def main():
     check("diarized_json: two speakers, typed segments in order",
           len(speakers) == 2 and all(t == "transcript.text.segment" for *_, t in d)
           and all(a[1] <= b[1] for a, b in zip(d, d[1:])), f"{speakers} {d[:2]}")
+    check("prompt: applied to the request's job (the text changes, the words stay)",
+          out["prompted"].strip().lower() != text.strip() and "budget" in out["prompted"].lower(),
+          out["prompted"][:120])
+    check("language: one the served English-only model cannot do is a 400 naming it",
+          isinstance(out["german"], dict) and "English-only" in json.dumps(out["german"]), str(out["german"]))
     check("models: whisper-1 and the served model", "whisper-1" in out["models"] and len(out["models"]) >= 2,
           str(out["models"]))
     check("a wrong key: AuthenticationError in OpenAI's shape",
           isinstance(out["wrong_key"], dict) and "message" in out["wrong_key"], str(out["wrong_key"]))
     check("a bad response_format: BadRequestError", isinstance(out["bad_format"], dict), str(out["bad_format"]))
-    check("every transcription is a listed, completed job", len(jobs) == 6
+    check("every transcription is a listed, completed job", len(jobs) == 7
           and all(j["status"] == "completed" for j in jobs), str([j["status"] for j in jobs]))
     check.finish("openai", f"openai {out['openai']} client: json, text, srt, vtt, verbose_json ({len(words)} words), "
                  f"diarized_json ({len(d)} segments, {len(speakers)} speakers), models ({len(out['models'])}) on "
-                 f"{os.path.basename(clip)}; 6 jobs listed")
+                 f"{os.path.basename(clip)}; a prompt applied, language=de refused; 7 jobs listed")
 
 
 if __name__ == "__main__":

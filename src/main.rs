@@ -275,6 +275,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     num_speakers,
                     min_speakers,
                     max_speakers,
+                    ..Default::default()
                 };
                 transcribe_pipeline(config, &files, format, options)
             }

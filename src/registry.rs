@@ -52,12 +52,15 @@ const SHAPE: eta::Shape = eta::Shape {
 /// Callbacks being delivered at once; more wait their turn.
 const MAX_DELIVERIES: usize = 16;
 
-/// Speaker-count hints given at upload.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What an upload asks of the pipeline: speaker-count hints, and changes
+/// to the configured decoding (the OpenAI-compatible route's).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobOptions {
     pub num_speakers: Option<usize>,
     pub min_speakers: Option<usize>,
     pub max_speakers: Option<usize>,
+    #[serde(default, skip_serializing_if = "crate::whisper::Overrides::is_empty")]
+    pub whisper: crate::whisper::Overrides,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

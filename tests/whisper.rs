@@ -546,3 +546,44 @@ fn batched_decoder_matches_decode_once() {
         );
     }
 }
+
+/// A request's own decoding (the OpenAI-compatible route's `prompt`,
+/// `language`, `temperature`): the prompt is read as the text before the
+/// first window and changes the style Whisper writes in; a language the
+/// model cannot do is refused; a first temperature samples.
+#[test]
+fn a_requests_prompt_language_and_temperature_apply_to_its_job_only() {
+    use colloquy::whisper::Overrides;
+    let Some(mut engine) = engine() else { return };
+    let jfk = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
+    let audio = load_16k_mono(&repo_path("tests/data/jfk.opus"), DecodeLimits::NONE).unwrap();
+    let mut run = |o: &Overrides| {
+        engine
+            .transcribe_with(&audio.samples, None, None, o, None)
+            .map(|t| t.full_text())
+    };
+    let plain = run(&Overrides::default()).unwrap();
+    // a lower-case, unpunctuated prompt: Whisper follows its style
+    let style = Overrides {
+        prompt: Some("um, uh, so like, and so my fellow americans, uh, ask not".into()),
+        ..Default::default()
+    };
+    let prompted = run(&style).unwrap();
+    assert_ne!(prompted, plain, "the prompt changed nothing");
+    assert!(prompted.contains("americans"), "{prompted}");
+    assert!(word_errors(jfk, &prompted).wer() <= 0.1, "{prompted}");
+    // nothing kept between calls: the next plain call is the first one again
+    assert_eq!(run(&Overrides::default()).unwrap(), plain);
+    let german = Overrides {
+        language: Some("de".into()),
+        ..Default::default()
+    };
+    let err = run(&german).unwrap_err().to_string();
+    assert!(err.contains("English-only"), "{err}");
+    let hot = Overrides {
+        temperature: Some(0.8),
+        ..Default::default()
+    };
+    let sampled = run(&hot).unwrap();
+    assert!(word_errors(jfk, &sampled).wer() <= 0.25, "{sampled}");
+}

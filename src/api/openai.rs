@@ -13,10 +13,11 @@
 //! is not the served one is refused with a message, since one server runs
 //! one model), `response_format` = json | text | srt | verbose_json | vtt |
 //! diarized_json, `timestamp_granularities[]` = segment | word (verbose_json),
-//! and Colloquy's `num_speakers`, `min_speakers`, `max_speakers`. `language`,
-//! `prompt` and `temperature` are accepted and checked, and the server's
-//! configured values are used (`whisper.language`, no prompt,
-//! `whisper.temperatures`). Errors use OpenAI's shape:
+//! and Colloquy's `num_speakers`, `min_speakers`, `max_speakers`.
+//! `language`, `prompt` and `temperature` apply to the request's job (a
+//! language the served model does not know is a 400; the prompt is the text
+//! before the first window; a temperature above 0 is the first one tried,
+//! the configured ones above it the fallback). Errors use OpenAI's shape:
 //! `{"error": {"message", "type", "param", "code"}}`.
 
 use actix_multipart::Multipart;
@@ -31,6 +32,10 @@ use super::upload::{receive, Fields, Submission};
 use super::AppState;
 use crate::export::{self, Format, Names};
 use crate::registry::{JobOptions, JobStatus, WatchJob};
+use crate::whisper::Overrides;
+
+/// Longest `prompt` taken (Whisper reads at most its last 223 tokens).
+const MAX_PROMPT_CHARS: usize = 4000;
 use crate::result::JobResult;
 
 /// OpenAI's names that mean "the model this server runs".
@@ -195,6 +200,19 @@ fn parse_request(state: &AppState, fields: &Fields) -> Result<Request, OpenAiErr
                 "language",
             ));
         }
+        // the served model must know it (an English-only model: "en" only)
+        let installed = crate::whisper::model::installed_models(&state.config.models_root());
+        if let Some(m) = installed.iter().find(|m| &m.name == served) {
+            let c = &m.config;
+            crate::whisper::check_language(served, c.multilingual, &c.languages, lang)
+                .map_err(|e| invalid(e, "language"))?;
+        }
+    }
+    if one(fields, "prompt").is_some_and(|p| p.chars().count() > MAX_PROMPT_CHARS) {
+        return Err(invalid(
+            format!("prompt is longer than {MAX_PROMPT_CHARS} characters (Whisper reads its last 223 tokens)"),
+            "prompt",
+        ));
     }
     Ok(Request { format, words })
 }
@@ -204,6 +222,17 @@ fn options(fields: &Fields) -> Result<JobOptions, OpenAiError> {
         num_speakers: count(fields, "num_speakers")?,
         min_speakers: count(fields, "min_speakers")?,
         max_speakers: count(fields, "max_speakers")?,
+        // checked by parse_request
+        whisper: Overrides {
+            language: one(fields, "language").map(String::from),
+            prompt: one(fields, "prompt")
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(String::from),
+            temperature: one(fields, "temperature")
+                .and_then(|t| t.parse::<f32>().ok())
+                .filter(|t| *t > 0.0),
+        },
     };
     if let (Some(a), Some(b)) = (o.min_speakers, o.max_speakers) {
         if a > b {

@@ -77,6 +77,7 @@ impl UploadQuery {
             num_speakers: self.num_speakers,
             min_speakers: self.min_speakers,
             max_speakers: self.max_speakers,
+            whisper: Default::default(),
         })
     }
 }

@@ -53,6 +53,29 @@ pub enum WhisperError {
     Settings(String),
 }
 
+/// Per-job changes to the configured decoding: the OpenAI-compatible
+/// route's `language`, `prompt` and `temperature`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct Overrides {
+    /// A language code instead of `whisper.language`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// Text given as the text before the first window (spellings, names,
+    /// style), as faster-whisper's `initial_prompt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// The first temperature; the configured ones above it follow as the
+    /// fallback. 0 (or none): the configured list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+}
+
+impl Overrides {
+    pub fn is_empty(&self) -> bool {
+        self == &Overrides::default()
+    }
+}
+
 /// What the pipeline's transcription stage needs from a speech recogniser:
 /// [`WhisperEngine`] in service, a fake in the pipeline's own tests (no
 /// models, no clock).
@@ -69,13 +92,17 @@ pub trait SpeechToText: Send {
     /// segments of each window as soon as they are decoded (provisional:
     /// the returned transcript is the result). An engine that cannot tell
     /// earlier tells them all once at the end.
+    /// `overrides` change the configured decoding for this call (an engine
+    /// that has none of these settings ignores them).
     fn transcribe_live(
         &mut self,
         samples: &[f32],
         speech: Option<&gate::SpeechMap>,
         stop: Option<StopFlag>,
+        overrides: &Overrides,
         partial: &mut dyn FnMut(&[Segment]),
     ) -> Result<Transcript, WhisperError> {
+        let _ = overrides;
         let transcript = self.transcribe_until(samples, speech, stop)?;
         partial(&transcript.segments);
         Ok(transcript)
@@ -100,9 +127,10 @@ impl SpeechToText for WhisperEngine {
         samples: &[f32],
         speech: Option<&gate::SpeechMap>,
         stop: Option<StopFlag>,
+        overrides: &Overrides,
         partial: &mut dyn FnMut(&[Segment]),
     ) -> Result<Transcript, WhisperError> {
-        WhisperEngine::transcribe_with(self, samples, speech, stop, Some(partial))
+        WhisperEngine::transcribe_with(self, samples, speech, stop, overrides, Some(partial))
     }
     fn model_name(&self) -> &str {
         WhisperEngine::model_name(self)
@@ -174,17 +202,8 @@ impl WhisperEngine {
             "auto" if mc.multilingual => None,
             "auto" => Some("en".to_string()),
             code => {
-                if !mc.multilingual && code != "en" {
-                    return Err(WhisperError::Settings(format!(
-                        "model {} is English-only; language '{code}' needs a multilingual model such as base",
-                        w.model
-                    )));
-                }
-                if mc.multilingual && !mc.languages.iter().any(|l| l == code) {
-                    return Err(WhisperError::Settings(format!(
-                        "unknown language code '{code}'"
-                    )));
-                }
+                check_language(&w.model, mc.multilingual, &mc.languages, code)
+                    .map_err(WhisperError::Settings)?;
                 Some(code.to_string())
             }
         };
@@ -257,7 +276,7 @@ impl WhisperEngine {
         speech: Option<&gate::SpeechMap>,
         stop: Option<StopFlag>,
     ) -> Result<Transcript, WhisperError> {
-        self.transcribe_with(samples, speech, stop, None)
+        self.transcribe_with(samples, speech, stop, &Overrides::default(), None)
     }
 
     /// [`WhisperEngine::transcribe_until`], telling `partial` each window's
@@ -267,15 +286,35 @@ impl WhisperEngine {
         samples: &[f32],
         speech: Option<&gate::SpeechMap>,
         stop: Option<StopFlag>,
+        overrides: &Overrides,
         partial: Option<&mut dyn FnMut(&[Segment])>,
     ) -> Result<Transcript, WhisperError> {
+        let mc = &self.model.config;
+        if let Some(code) = &overrides.language {
+            check_language(&mc.name, mc.multilingual, &mc.languages, code)
+                .map_err(WhisperError::Settings)?;
+        }
+        let initial_prompt = match overrides.prompt.as_deref().map(str::trim) {
+            Some(p) if !p.is_empty() => self.tok.encode(&format!(" {p}"))?,
+            _ => Vec::new(),
+        };
+        let opts = match overrides.temperature {
+            Some(t) if t > 0.0 => {
+                let mut o = self.opts.clone();
+                o.temperatures = std::iter::once(t)
+                    .chain(self.opts.temperatures.iter().copied().filter(|c| *c > t))
+                    .collect();
+                std::borrow::Cow::Owned(o)
+            }
+            _ => std::borrow::Cow::Borrowed(&self.opts),
+        };
         let mut timings = Timings::default();
         let t0 = Instant::now();
         let features = self.mel.compute(samples);
         timings.features = t0.elapsed().as_secs_f64();
         let duration = samples.len() as f64 / mel::SAMPLE_RATE as f64;
         let mut rng = fastrand::Rng::with_seed(self.seed);
-        let language = match &self.language {
+        let language = match overrides.language.as_ref().or(self.language.as_ref()) {
             Some(l) => l.clone(),
             None => detect_language(&mut self.model, self.tok.special.sot, &features)?,
         };
@@ -301,13 +340,14 @@ impl WhisperEngine {
             language: language.clone(),
             speech: speech.map(|m| m.regions.clone()),
             batch_size: self.batch_size,
+            initial_prompt,
         };
         let mut segments = transcribe_features(Job {
             model: &mut self.model,
             tok: &self.tok,
             samples,
             mel: &features,
-            opts: &self.opts,
+            opts: &opts,
             loop_opts: &loop_opts,
             rng: &mut rng,
             timings: &mut timings,
@@ -344,6 +384,24 @@ impl WhisperEngine {
             .language_token(code)
             .ok_or_else(|| WhisperError::Settings(format!("no language token for '{code}'")))
     }
+}
+
+/// Whether `model` can transcribe language `code`; the error is for the user.
+pub fn check_language(
+    model: &str,
+    multilingual: bool,
+    languages: &[String],
+    code: &str,
+) -> Result<(), String> {
+    if !multilingual && code != "en" {
+        return Err(format!(
+            "model {model} is English-only; language '{code}' needs a multilingual model such as base"
+        ));
+    }
+    if multilingual && !languages.iter().any(|l| l == code) {
+        return Err(format!("unknown language code '{code}'"));
+    }
+    Ok(())
 }
 
 /// The most probable language of the first 30 s (multilingual models).

@@ -250,6 +250,10 @@ pub struct LoopOptions {
     /// Windows decoded at once. 1: the sequential seek loop (faster-whisper's
     /// `transcribe`); more, with `speech`: that many lanes of speech, their windows batched.
     pub batch_size: usize,
+    /// Tokens of a prompt given before the first window (faster-whisper's
+    /// `initial_prompt`): the text before the first window in the seek
+    /// loop, and before every window when batched.
+    pub initial_prompt: Vec<u32>,
 }
 
 /// One recording's transcription: the model's parts, the audio and its
@@ -297,7 +301,7 @@ fn transcribe_sequential(job: Job) -> Result<Vec<Segment>, ModelError> {
     let content_frames = mel.n_frames.saturating_sub(1);
     let max_prompt = opts.max_length / 2 - 1;
     let mut seek = 0usize;
-    let mut all_tokens: Vec<u32> = Vec::new();
+    let mut all_tokens: Vec<u32> = loop_opts.initial_prompt.clone();
     let mut prompt_reset_since = 0usize;
     let mut segments = Vec::new();
     let mut last_speech = 0.0f64;
@@ -436,7 +440,14 @@ fn transcribe_batched(
         loop_opts.batch_size.max(1),
         N_FRAMES as f64 * SECONDS_PER_FRAME,
     );
-    let mut prompt = loop_opts.sot_sequence.clone();
+    let mut prompt = Vec::new();
+    if !loop_opts.initial_prompt.is_empty() {
+        let max_prompt = opts.max_length / 2 - 1;
+        let p = &loop_opts.initial_prompt;
+        prompt.push(sp.sot_prev);
+        prompt.extend_from_slice(&p[p.len().saturating_sub(max_prompt)..]);
+    }
+    prompt.extend_from_slice(&loop_opts.sot_sequence);
     if opts.without_timestamps {
         prompt.push(sp.no_timestamps);
     }
