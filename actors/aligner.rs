@@ -70,6 +70,13 @@ impl StageWork for Aligner {
                         ..w.clone()
                     })
                     .collect(),
+                decoding: Some(crate::align::Decoding {
+                    tokens: s.tokens.clone(),
+                    temperature: s.temperature,
+                    avg_logprob: s.avg_logprob,
+                    compression_ratio: s.compression_ratio,
+                    no_speech_prob: s.no_speech_prob,
+                }),
             })
             .collect();
         let mut turns = diarization.turns;

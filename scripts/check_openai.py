@@ -41,7 +41,8 @@ out["srt"] = run("srt")
 out["vtt"] = run("vtt")
 v = run("verbose_json", timestamp_granularities=["word", "segment"])
 out["verbose"] = {"language": v.language, "duration": v.duration, "segments": len(v.segments or []),
-                  "words": [(w.word, w.start, w.end) for w in (v.words or [])]}
+                  "words": [(w.word, w.start, w.end) for w in (v.words or [])],
+                  "stats": [(s.avg_logprob, len(s.tokens), s.compression_ratio) for s in (v.segments or [])]}
 d = run("diarized_json", extra_body={"num_speakers": 2})
 d = d if isinstance(d, dict) else d.model_dump()
 out["diarized"] = [(s["speaker"], s["start"], s["end"], s["text"], s["type"]) for s in d["segments"]]
@@ -102,6 +103,8 @@ def main():
     check("verbose_json: word timestamps in order, inside the audio",
           len(words) > 20 and all(0 <= s <= e <= v["duration"] + 0.01 for _, s, e in words)
           and all(a[1] <= b[1] for a, b in zip(words, words[1:])), str(words[:5]))
+    check("verbose_json: each segment with its tokens and decoding statistics",
+          v["stats"] and all(lp < 0 and n > 0 and cr > 0 for lp, n, cr in v["stats"]), str(v["stats"][:3]))
     d = out["diarized"]
     speakers = sorted({s for s, *_ in d})
     check("diarized_json: two speakers, typed segments in order",

@@ -39,6 +39,9 @@ pub struct TextSegment {
     pub text: String,
     #[serde(default)]
     pub words: Vec<Word>,
+    /// Whisper's decoding statistics, passed through to the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoding: Option<Decoding>,
 }
 
 /// A word with its speaker.
@@ -58,6 +61,20 @@ pub struct WordSegment {
     pub end: f64,
     pub text: String,
     pub words: Vec<SpeakerWord>,
+    /// How Whisper decoded the segment (absent in results from before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoding: Option<Decoding>,
+}
+
+/// Whisper's decoding statistics of one segment (OpenAI's `verbose_json`
+/// segment fields).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decoding {
+    pub tokens: Vec<u32>,
+    pub temperature: f32,
+    pub avg_logprob: f64,
+    pub compression_ratio: f64,
+    pub no_speech_prob: f32,
 }
 
 /// One speaker's utterance (the result's `aligned_segments`).
@@ -392,6 +409,7 @@ pub fn align(
             end: seg.end,
             text: seg.text.clone(),
             words,
+            decoding: seg.decoding.clone(),
         });
         out.aligned.extend(utterances);
     }
@@ -458,6 +476,7 @@ mod tests {
             end: t,
             text: format!(" {text}"),
             words,
+            decoding: None,
         }
     }
 
@@ -498,6 +517,7 @@ mod tests {
             end: 1.0,
             text: " hi".into(),
             words: vec![],
+            decoding: None,
         };
         let out = align(&[seg], &[], None, AlignOptions::default());
         assert_eq!(out.aligned[0].speaker, DEFAULT_SPEAKER);
@@ -709,6 +729,7 @@ mod tests {
                 w(" three", 1.6, 1.9),
                 w(" four", 2.2, 2.8),
             ],
+            decoding: None,
         };
         let out = align(&[seg], &turns, Some(&act), AlignOptions::default());
         let got: Vec<(&str, bool)> = out.segments[0]

@@ -294,18 +294,24 @@ pub async fn transcriptions(
     })
 }
 
-/// OpenAI's `verbose_json`: segments (decoding statistics the result does
-/// not keep are 0 and tokens empty) and, with word granularity, words.
+/// OpenAI's `verbose_json`: segments with Whisper's decoding statistics
+/// (0 and no tokens for results from before they were kept) and, with word
+/// granularity, words.
 fn verbose_json(r: &JobResult, words: bool) -> Value {
     let segments: Vec<Value> = r
         .segments
         .iter()
         .enumerate()
         .map(|(i, s)| {
+            let d = s.decoding.as_ref();
             json!({
                 "id": i, "seek": (s.start * 100.0).round() as u64, "start": s.start, "end": s.end,
-                "text": s.text, "tokens": [], "temperature": 0.0, "avg_logprob": 0.0,
-                "compression_ratio": 0.0, "no_speech_prob": 0.0,
+                "text": s.text,
+                "tokens": d.map(|d| d.tokens.clone()).unwrap_or_default(),
+                "temperature": d.map_or(0.0, |d| d.temperature),
+                "avg_logprob": d.map_or(0.0, |d| d.avg_logprob),
+                "compression_ratio": d.map_or(0.0, |d| d.compression_ratio),
+                "no_speech_prob": d.map_or(0.0, |d| d.no_speech_prob),
             })
         })
         .collect();
