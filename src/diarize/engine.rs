@@ -61,10 +61,26 @@ impl From<ort::Error> for DiarizeError {
 pub struct Diarization {
     pub turns: Vec<Turn>,
     pub num_speakers: usize,
+    /// One voice print per speaker of `turns`: the mean of its unit CAM++
+    /// embeddings (what known speakers are matched against). Not serialised:
+    /// prints are kept apart from results.
+    #[serde(skip)]
+    pub voices: Vec<Voice>,
     pub timings: DiarizeTimings,
     /// Frame-level speaker activity behind the turns (not serialised: large).
     #[serde(skip)]
     pub activity: SpeakerActivity,
+}
+
+/// A speaker's voice print in one recording.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Voice {
+    /// The speaker's label in the turns (`SPEAKER_00`, ...).
+    pub speaker: String,
+    /// Unit length.
+    pub embedding: Vec<f32>,
+    /// Embedded pieces of speech behind it.
+    pub pieces: usize,
 }
 
 /// Seconds spent per part.
@@ -527,7 +543,11 @@ impl DiarizationEngine {
                 }
             })
             .collect();
-        let Reconstruction { turns, activity } = reconstruct(
+        let Reconstruction {
+            turns,
+            activity,
+            clusters,
+        } = reconstruct(
             &windows,
             k,
             self.grid(),
@@ -542,9 +562,28 @@ impl DiarizationEngine {
         names.sort();
         names.dedup();
         let num_speakers = names.len();
+        let unit: Vec<Vec<f32>> = embeddings
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
+                crate::diarize::cluster::l2_normalise(&mut e);
+                e
+            })
+            .collect();
+        let cents = crate::diarize::cluster::centroids(&unit, &labels, k);
+        let voices = clusters
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| Voice {
+                speaker: format!("SPEAKER_{i:02}"),
+                embedding: cents[c].clone(),
+                pieces: labels.iter().filter(|&&l| l == c).count(),
+            })
+            .collect();
         Ok(Diarization {
             turns,
             num_speakers,
+            voices,
             timings,
             activity,
         })

@@ -118,6 +118,8 @@ impl SpeakerActivity {
 pub struct Reconstruction {
     pub turns: Vec<Turn>,
     pub activity: SpeakerActivity,
+    /// The cluster each output speaker came from: `SPEAKER_{i}` is cluster `clusters[i]`.
+    pub clusters: Vec<usize>,
 }
 
 /// Speaker turns labelled `SPEAKER_00`, `SPEAKER_01`, ... in order of first appearance.
@@ -249,7 +251,11 @@ pub fn reconstruct(
         scores,
         count: counts,
     };
-    Reconstruction { turns, activity }
+    Reconstruction {
+        turns,
+        activity,
+        clusters: names,
+    }
 }
 
 #[cfg(test)]
