@@ -42,7 +42,7 @@ pub struct TextSegment {
 }
 
 /// A word with its speaker.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SpeakerWord {
     #[serde(flatten)]
     pub word: Word,
@@ -52,7 +52,7 @@ pub struct SpeakerWord {
 }
 
 /// A transcript segment with its words' speakers (the result's `segments`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WordSegment {
     pub start: f64,
     pub end: f64,
@@ -61,7 +61,7 @@ pub struct WordSegment {
 }
 
 /// One speaker's utterance (the result's `aligned_segments`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlignedSegment {
     pub start: f64,
     pub end: f64,

@@ -30,14 +30,14 @@ use crate::actors::{
 use crate::result::PerformanceMetrics;
 
 /// Speaker-count hints given at upload.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobOptions {
     pub num_speakers: Option<usize>,
     pub min_speakers: Option<usize>,
     pub max_speakers: Option<usize>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     Queued,
@@ -57,7 +57,7 @@ impl JobStatus {
 }
 
 /// One job, as stored and as `GET /api/status/{id}` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Job {
     pub job_id: Uuid,
     pub status: JobStatus,

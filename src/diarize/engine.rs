@@ -68,7 +68,7 @@ pub struct Diarization {
 }
 
 /// Seconds spent per part.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct DiarizeTimings {
     pub segmentation: f64,
     pub embeddings: f64,
