@@ -14,6 +14,13 @@ use crate::auth::{ApiKey, KeyError};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
+    /// 1 to 64 characters, without control characters, not only spaces
+    /// (`auth::check_name`).
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
     /// Admin keys see every job and manage keys.
     #[serde(default)]

@@ -243,7 +243,7 @@ pub struct TranscriptionForm {
     #[schema(default = "whisper-1", nullable = false)]
     pub model: Option<String>,
     /// A language code (checked; the server's `whisper.language` is used).
-    #[schema(nullable = false)]
+    #[schema(nullable = false, pattern = r"^\s*[A-Za-z-]{0,8}\s*$")]
     pub language: Option<String>,
     /// Accepted and not used.
     #[schema(nullable = false)]
@@ -379,7 +379,10 @@ pub enum TranscriptionJson {
             (String = "text/plain"),
             (String = "application/x-subrip"),
             (String = "text/vtt"),
-        ), headers(("x-colloquy-job-id" = String, description = "The job (listed in /api/jobs)"))),
+        ), headers(("x-colloquy-job-id" = String, description = "The job (listed in /api/jobs)")), links(
+            ("status" = (operation_id = "job_status", parameters(("id" = "$response.header.x-colloquy-job-id")))),
+            ("results" = (operation_id = "job_results", parameters(("id" = "$response.header.x-colloquy-job-id")))),
+        )),
         (status = 400, description = "A bad form field (named in `param`), file type or model, or the job was cancelled", body = OpenAiErrorBody),
         (status = 401, description = "No live API key (`server.auth = keys`)", body = OpenAiErrorBody),
         (status = 408, description = "The body stalled or crawled", body = OpenAiErrorBody),

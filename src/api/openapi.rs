@@ -53,7 +53,7 @@ use super::{handlers, keys, openai, ui, upload};
     ),
     // schemas named only by query parameters (IntoParams) are not collected by themselves
     components(schemas(crate::export::Format)),
-    modifiers(&BearerKeys, &Boundary),
+    modifiers(&BearerKeys, &Boundary, &FilePart),
     tags(
         (name = "jobs", description = "Uploads, their jobs and results"),
         (name = "keys", description = "API keys (admin keys only)"),
@@ -114,6 +114,41 @@ impl Modify for Boundary {
                     .responses
                     .entry("403".into())
                     .or_insert_with(|| RefOr::T(forbidden.clone()));
+            }
+        }
+    }
+}
+
+/// A form's `file` part: its file name needs one of the accepted
+/// extensions (`upload::receive` refuses others with 400), which only the
+/// part's `Content-Disposition` can say.
+struct FilePart;
+
+impl Modify for FilePart {
+    fn modify(&self, doc: &mut Document) {
+        let mut disposition = utoipa::openapi::header::Header::new(
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::String)
+                .build(),
+        );
+        disposition.description = Some(
+            "The part must carry a file name whose extension is one of \
+             `server.allowed_extensions` (by default wav, flac, mp3, m4a, ogg, opus, webm and others)"
+                .into(),
+        );
+        disposition.example = Some(r#"form-data; name="file"; filename="talk.wav""#.into());
+        let mut encoding = utoipa::openapi::encoding::Encoding::default();
+        encoding.content_type = Some("application/octet-stream".into());
+        encoding
+            .headers
+            .insert("Content-Disposition".into(), RefOr::T(disposition));
+        for item in doc.paths.paths.values_mut() {
+            let Some(RefOr::T(body)) = item.post.as_mut().and_then(|op| op.request_body.as_mut())
+            else {
+                continue;
+            };
+            if let Some(RefOr::T(form)) = body.content.get_mut("multipart/form-data") {
+                form.encoding.insert("file".into(), encoding.clone());
             }
         }
     }

@@ -323,7 +323,11 @@ pub async fn receive(
     params(UploadQuery),
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses(
-        (status = 200, description = "Stored and queued", body = Uploaded),
+        (status = 200, description = "Stored and queued", body = Uploaded, links(
+            ("status" = (operation_id = "job_status", parameters(("id" = "$response.body#/job_id")))),
+            ("results" = (operation_id = "job_results", parameters(("id" = "$response.body#/job_id")))),
+            ("delete" = (operation_id = "delete_job", parameters(("id" = "$response.body#/job_id")))),
+        )),
         (status = 400, description = "A bad query, form or file type, or an empty file", body = ErrorBody),
         (status = 401, description = "No live API key (`server.auth = keys`)", body = ErrorBody),
         (status = 408, description = "The body stalled or crawled (`server.upload_read_timeout_seconds`)", body = ErrorBody),
