@@ -53,7 +53,7 @@ use super::{handlers, keys, openai, ui, upload};
     ),
     // schemas named only by query parameters (IntoParams) are not collected by themselves
     components(schemas(crate::export::Format)),
-    modifiers(&BearerKeys, &Boundary, &FilePart),
+    modifiers(&BearerKeys, &Boundary, &ServerFailure, &FilePart),
     tags(
         (name = "jobs", description = "Uploads, their jobs and results"),
         (name = "keys", description = "API keys (admin keys only)"),
@@ -114,6 +114,43 @@ impl Modify for Boundary {
                     .responses
                     .entry("403".into())
                     .or_insert_with(|| RefOr::T(forbidden.clone()));
+            }
+        }
+    }
+}
+
+/// Every route that checks a key reads the key store and the job registry:
+/// when those fail the answer is 500 (`internal`; OpenAI's shape on `/v1`).
+struct ServerFailure;
+
+impl Modify for ServerFailure {
+    fn modify(&self, doc: &mut Document) {
+        let failure = |schema| {
+            utoipa::openapi::ResponseBuilder::new()
+                .description("The server failed (key store, job registry or storage)")
+                .content(
+                    "application/json",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(schema))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let schema = if path.starts_with("/v1/") {
+                openai::OpenAiErrorBody::schema_ref()
+            } else {
+                ErrorBody::schema_ref()
+            };
+            for op in [&mut item.get, &mut item.post, &mut item.delete]
+                .into_iter()
+                .flatten()
+                .filter(|op| op.security.is_some())
+            {
+                op.responses
+                    .responses
+                    .entry("500".into())
+                    .or_insert_with(|| RefOr::T(failure(schema.clone())));
             }
         }
     }
