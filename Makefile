@@ -22,7 +22,7 @@ run: setup build
 ## web UI end to end in headless Chromium (scripts/e2e.sh installs what it needs),
 ## then every export format read back by pysrt/webvtt-py (scripts/check_exports.py),
 ## the official openai client against /v1 (scripts/check_openai.py) and
-## schemathesis against /openapi.json (scripts/check_openapi.py, ~30 s).
+## schemathesis against /openapi.json (scripts/check_openapi.py, ~50 s).
 test: setup
 	COLLOQUY_REQUIRE_MODELS=1 $(CARGO) test --release
 	bash scripts/e2e.sh

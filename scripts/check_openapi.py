@@ -18,10 +18,14 @@ create --admin`) on a temp storage folder, then:
    results in every format, with names; a job that fails as bad input; a
    result asked for too early; /v1/audio/transcriptions with every
    response_format; keys created, listed, revoked; a job deleted) and
-   validates each response against the document with the same checks.
+   validates each response against the document with the same checks;
+3. the same fuzzing, half the examples, against a server with keys off
+   (`server.auth = none`, loopback), sending no key.
 
-Ends with `openapi: PASS ...` or `openapi: FAIL ...` (exit 1); schemathesis's
-own report is kept in target/openapi-schemathesis.log.
+Uploads are not rate-limited here (`server.uploads_per_minute = 0`), so that
+each reaches the handler rather than 429. Ends with `openapi: PASS ...` or
+`openapi: FAIL ...` (exit 1); schemathesis's own reports are kept in
+target/openapi-schemathesis-{keys,none}.log.
 """
 
 import json
@@ -37,7 +41,6 @@ PINS = ["schemathesis==4.32.5"]
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
           "response_headers_conformance,response_schema_conformance")
 check = Checks()
-LOG = os.path.join(ROOT, "target", "openapi-schemathesis.log")
 
 LIFECYCLE = r"""
 import json, sys, time
@@ -115,48 +118,71 @@ print(json.dumps({"schemathesis": schemathesis.__version__, "cases": seen}))
 """
 
 
+def fuzz(st, url, key, examples, tmp, name):
+    """One `schemathesis run` (with `key`, when given: then also
+    ignored_auth); returns (operations, test cases) or None each."""
+    cmd = [st, "run", f"{url}/openapi.json", "--checks", CHECKS + (",ignored_auth" if key else ""),
+           "--max-examples", str(examples), "--seed", "13", "--workers", "1", "--request-timeout", "120",
+           "--no-color"]
+    if key:
+        cmd += ["--header", f"Authorization: Bearer {key}"]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, timeout=1200)
+    out = run.stdout + run.stderr
+    with open(os.path.join(ROOT, "target", f"openapi-schemathesis-{name}.log"), "w") as f:
+        f.write(out)
+    ops = re.search(r"Operations:\s+(\d+) selected / (\d+) total", out)
+    cases = re.search(r"Test cases:\s*\n\s*(\d+) generated, (.*)", out)
+    check(f"{name}: schemathesis ran every operation", ops is not None and ops.group(1) == ops.group(2),
+          out[-3000:])
+    check(f"{name}: schemathesis found no failure", run.returncode == 0 and cases is not None
+          and re.fullmatch(r"\d+ passed(, \d+ skipped)?", cases.group(2).strip()) is not None, out[-6000:])
+    return (ops.group(1) if ops else "?"), (cases.group(1) if cases else "?")
+
+
+def serve(storage, auth):
+    # no upload rate limit: schemathesis sends hundreds of uploads a minute, and
+    # each should reach the handler's checks rather than stop at 429
+    return Server(storage, {"COLLOQUY__SERVER__AUTH": auth, "COLLOQUY__SERVER__UPLOADS_PER_MINUTE": "0"},
+                  suite="openapi")
+
+
 def main():
     clip = os.path.join(FORMATS, "clip.wav")
-    examples = os.environ.get("OPENAPI_EXAMPLES", "100")
+    examples = int(os.environ.get("OPENAPI_EXAMPLES", "100"))
     py = venv_python("schemathesis-venv", PINS)
     st = os.path.join(os.path.dirname(py), "schemathesis")
     tmp = tempfile.mkdtemp(prefix="colloquy-openapi-")
-    storage = os.path.join(tmp, "storage")
+    lifecycle = {"cases": []}
     try:
+        # keys on, an admin key: every operation, and keys enforced
+        storage = os.path.join(tmp, "keys")
         made = subprocess.run([BIN, "keys", "--storage", storage, "create", "--name", "schemathesis", "--admin"],
                               capture_output=True, text=True, check=True)
         key = made.stdout.strip().splitlines()[-1]
-        # no upload rate limit: schemathesis sends hundreds of uploads a minute, and
-        # each should reach the handler's checks rather than stop at 429
-        srv = Server(storage, {"COLLOQUY__SERVER__AUTH": "keys", "COLLOQUY__SERVER__UPLOADS_PER_MINUTE": "0"},
-                     suite="openapi")
+        srv = serve(storage, "keys")
         try:
             url = f"http://{srv.addr[0]}:{srv.addr[1]}"
-            fuzz = subprocess.run(
-                [st, "run", f"{url}/openapi.json", "--checks", f"{CHECKS},ignored_auth",
-                 "--max-examples", examples, "--seed", "13", "--workers", "1", "--request-timeout", "120",
-                 "--header", f"Authorization: Bearer {key}", "--no-color"],
-                capture_output=True, text=True, cwd=tmp, timeout=1200)
-            out = fuzz.stdout + fuzz.stderr
-            with open(LOG, "w") as f:
-                f.write(out)
-            ops = re.search(r"Operations:\s+(\d+) selected / (\d+) total", out)
-            cases = re.search(r"Test cases:\s*\n\s*(\d+) generated, (.*)", out)
-            check("schemathesis ran every operation", ops is not None and ops.group(1) == ops.group(2),
-                  out[-3000:])
-            check("schemathesis found no failure", fuzz.returncode == 0 and cases is not None
-                  and re.fullmatch(r"\d+ passed(, \d+ skipped)?", cases.group(2).strip()) is not None, out[-6000:])
+            ops, cases = fuzz(st, url, key, examples, tmp, "keys")
             life = subprocess.run([py, "-c", LIFECYCLE, url, key, clip], capture_output=True, text=True,
                                   cwd=tmp, timeout=1200)
             check("the job lifecycle conforms", life.returncode == 0, (life.stdout + life.stderr)[-3000:])
-            lifecycle = json.loads(life.stdout) if life.returncode == 0 else {"cases": []}
-            check("the server is still healthy", srv.alive())
+            if life.returncode == 0:
+                lifecycle = json.loads(life.stdout)
+            check("keys: the server is still healthy", srv.alive())
+        finally:
+            srv.stop()
+        # keys off (loopback): the same document, no key sent
+        srv = serve(os.path.join(tmp, "none"), "none")
+        try:
+            url = f"http://{srv.addr[0]}:{srv.addr[1]}"
+            _, open_cases = fuzz(st, url, None, max(1, examples // 2), tmp, "none")
+            check("none: the server is still healthy", srv.alive())
         finally:
             srv.stop()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    figures = (f"schemathesis {PINS[0].split('==')[1]}: {ops.group(1) if ops else '?'} operations, "
-               f"{cases.group(1) if cases else '?'} test cases ({examples} examples each, seed 13), "
+    figures = (f"schemathesis {PINS[0].split('==')[1]}: {ops} operations; {cases} test cases with keys "
+               f"({examples} examples each), {open_cases} without ({max(1, examples // 2)} each), seed 13; "
                f"{len(lifecycle['cases'])} lifecycle cases validated")
     check.finish("openapi", figures)
 
