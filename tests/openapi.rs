@@ -231,3 +231,67 @@ fn with_keys_the_document_and_the_page_need_none_and_the_page_loads_nothing_from
         }
     }
 }
+
+/// The documented form of `/v1/audio/transcriptions` is the one its parser
+/// reads: each checked field, given a bad value under its documented name,
+/// is refused naming that field.
+#[test]
+fn the_documented_transcription_form_fields_are_the_ones_checked() {
+    let addr = serve("form", &[]);
+    let (_, spec) = request(addr, "GET", "/openapi.json", &[], b"");
+    let form = &spec["components"]["schemas"]["TranscriptionForm"]["properties"];
+    let bad = [
+        ("response_format", "yaml"),
+        ("timestamp_granularities[]", "paragraph"),
+        ("temperature", "7"),
+        ("language", "not a language"),
+        ("num_speakers", "0"),
+        ("min_speakers", "65"),
+        ("max_speakers", "many"),
+    ];
+    let mut names: Vec<&str> = form
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    names.sort();
+    let mut expected: Vec<&str> = bad.iter().map(|(n, _)| *n).collect();
+    // file: the audio; model: any label (another installed model is refused); prompt: not used
+    expected.extend(["file", "model", "prompt"]);
+    expected.sort();
+    assert_eq!(names, expected, "the documented fields");
+    let boundary = "openapi-form-boundary";
+    for (name, value) in bad {
+        let mut body = Vec::new();
+        for (field, filename, data) in [
+            ("file", Some("a.wav"), fakes::tone_wav(1.0)),
+            (name, None, value.as_bytes().to_vec()),
+        ] {
+            let disposition = match filename {
+                Some(f) => format!("form-data; name=\"{field}\"; filename=\"{f}\""),
+                None => format!("form-data; name=\"{field}\""),
+            };
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n").as_bytes(),
+            );
+            body.extend_from_slice(&data);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        let ct = format!("multipart/form-data; boundary={boundary}");
+        let (code, v) = request(
+            addr,
+            "POST",
+            "/v1/audio/transcriptions",
+            &[("Content-Type", &ct)],
+            &body,
+        );
+        assert_eq!(code, 400, "{name}={value}: {v}");
+        assert_eq!(
+            v["error"]["param"].as_str(),
+            Some(name.trim_end_matches("[]")),
+            "{name}={value}: {v}"
+        );
+    }
+}

@@ -404,12 +404,23 @@ pub async fn transcriptions(
     let caller = caller?;
     state.limits.check(&caller, Bucket::Uploads)?;
     let mut checked: Option<Request> = None;
-    let (job, _) = receive(&state, &caller, &req, form, |fields| {
-        let request = parse_request(&state, fields).map_err(|e| e.0)?;
-        checked = Some(request);
-        options(fields).map_err(|e| e.0)
+    // the form field a refusal names (OpenAI's `param`), kept across `receive`
+    let mut param: Option<&'static str> = None;
+    let received = receive(&state, &caller, &req, form, |fields| {
+        let parsed = parse_request(&state, fields).and_then(|r| Ok((r, options(fields)?)));
+        match parsed {
+            Ok((request, options)) => {
+                checked = Some(request);
+                Ok(options)
+            }
+            Err(OpenAiError(e, field)) => {
+                param = field;
+                Err(e)
+            }
+        }
     })
-    .await?;
+    .await;
+    let (job, _) = received.map_err(|e| OpenAiError(e, param))?;
     let request = checked.ok_or_else(|| ApiError::Internal("request not checked".into()))?;
     let id = job.job_id;
     // the registry tells us when the job ends
