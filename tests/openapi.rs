@@ -4,7 +4,9 @@
 //! with its method, and every documented operation is registered and
 //! answers a plain request with one of its documented statuses. The
 //! document and the Swagger UI page at `/docs/` need no key with keys on,
-//! and the page loads nothing from another host. Fake engines; no models.
+//! and the page loads nothing from another host. The documented form of
+//! `/v1/audio/transcriptions` is the one its parser checks. Fake engines;
+//! no models.
 
 mod common;
 
