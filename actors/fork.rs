@@ -368,6 +368,7 @@ mod tests {
         let diarization = Diarization {
             turns: vec![],
             num_speakers: 0,
+            voices: vec![],
             timings: Default::default(),
             activity: Default::default(),
         };

@@ -79,7 +79,9 @@ impl From<actix::MailboxError> for ActorExitStatus {
 
 /// Whose fault a failed job is: the file the user sent (not audio, corrupt,
 /// too long: the API answers 422 with the message) or ours (500).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum FailureKind {
     Input,

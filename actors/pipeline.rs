@@ -156,7 +156,8 @@ impl Engines {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+/// The device each engine really runs on (`/health`'s `device`).
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
 pub struct Devices {
     pub transcriber: DeviceUsed,
     pub diarizer: DeviceUsed,

@@ -81,7 +81,7 @@ pub struct StageCounters {
 }
 
 /// A point-in-time copy of [`StageCounters`].
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CountersSnapshot {
     pub jobs_in: u64,
     pub jobs_out: u64,

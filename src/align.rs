@@ -45,7 +45,7 @@ pub struct TextSegment {
 }
 
 /// A word with its speaker.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SpeakerWord {
     #[serde(flatten)]
     pub word: Word,
@@ -55,7 +55,7 @@ pub struct SpeakerWord {
 }
 
 /// A transcript segment with its words' speakers (the result's `segments`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WordSegment {
     pub start: f64,
     pub end: f64,
@@ -68,7 +68,7 @@ pub struct WordSegment {
 
 /// Whisper's decoding statistics of one segment (OpenAI's `verbose_json`
 /// segment fields).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Decoding {
     pub tokens: Vec<u32>,
     pub temperature: f32,
@@ -78,7 +78,7 @@ pub struct Decoding {
 }
 
 /// One speaker's utterance (the result's `aligned_segments`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlignedSegment {
     pub start: f64,
     pub end: f64,

@@ -37,15 +37,17 @@ impl From<sled::Error> for KeyError {
 }
 
 /// One key as stored (never the token itself).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiKey {
     /// Short public id (`key_` + 12 hex digits): owner of jobs, shown in lists.
     pub id: String,
     pub name: String,
     /// Admin keys see every job and manage keys.
     pub admin: bool,
-    /// SHA-256 of the token, hex.
+    /// SHA-256 of the token, hex (stored only: the API sends
+    /// [`ApiKey::public`], which has none, so the schema has none either).
     #[serde(skip_serializing_if = "String::is_empty", default)]
+    #[schema(ignore)]
     pub hash: String,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,

@@ -79,7 +79,7 @@ impl Policy {
 }
 
 /// Deliveries of one job's callback, as recorded on the job.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Callback {
     pub url: String,
     /// Attempts made so far.

@@ -64,7 +64,7 @@ pub struct ServerConfig {
 }
 
 /// `server.auth`: who may use the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     /// Anyone who reaches the port (only allowed on a loopback address).

@@ -54,7 +54,7 @@ const MAX_DELIVERIES: usize = 16;
 
 /// What an upload asks of the pipeline: speaker-count hints, and changes
 /// to the configured decoding (the OpenAI-compatible route's).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobOptions {
     pub num_speakers: Option<usize>,
     pub min_speakers: Option<usize>,
@@ -63,7 +63,7 @@ pub struct JobOptions {
     pub whisper: crate::whisper::Overrides,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     Queued,
@@ -83,7 +83,7 @@ impl JobStatus {
 }
 
 /// One job, as stored and as `GET /api/status/{id}` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Job {
     pub job_id: Uuid,
     pub status: JobStatus,

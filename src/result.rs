@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::align::{AlignedSegment, WordSegment};
 use crate::diarize::engine::DiarizeTimings;
@@ -14,7 +15,7 @@ use crate::diarize::rttm::Turn;
 use crate::runtime::DeviceUsed;
 
 /// The body of `GET /api/results/{id}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobResult {
     /// Whisper's segments, each word with its speaker.
     pub segments: Vec<WordSegment>,
@@ -36,7 +37,7 @@ pub struct JobResult {
 }
 
 /// What ran the job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Provider {
     pub runtime: String,
     /// `cpu`, `cuda`, or `mixed` when the engines ran on different devices.
@@ -47,7 +48,7 @@ pub struct Provider {
 }
 
 /// How long the job took.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PerformanceMetrics {
     /// Seconds from admission to the stored result.
     pub total_duration: f64,
@@ -61,7 +62,7 @@ pub struct PerformanceMetrics {
 
 /// A transcript segment as soon as its window is decoded, before the
 /// speakers are known: provisional text for a live view (the job's events).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PartialSegment {
     /// Arrival order within the job, from 1 (numbered by the registry).
     pub id: usize,

@@ -64,7 +64,7 @@ pub fn stopped(stop: Option<&StopFlag>) -> bool {
 }
 
 /// The execution provider a session really runs on (after any fallback).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceUsed {
     Cpu,

@@ -1,12 +1,61 @@
 //! Every API error, and the one place that maps errors to HTTP statuses.
-//! Bodies are JSON: `{"error": "<kind>", "message": "<text>"}`.
+//! Bodies are JSON: `{"error": "<kind>", "message": "<text>"}` ([`ErrorBody`];
+//! 202 "not ready" adds the job's progress: [`Pending`]).
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
 
 use crate::actors::FailureKind;
-use crate::registry::{Job, RegistryError};
+use crate::registry::{Job, JobStatus, RegistryError};
+
+/// What went wrong, in one word: the `error` of every error body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    NotFound,
+    BadRequest,
+    UnsupportedType,
+    TooLarge,
+    QueueFull,
+    NotReady,
+    Unauthorized,
+    Forbidden,
+    RateLimited,
+    OverQuota,
+    Busy,
+    Timeout,
+    StorageFull,
+    /// The job's file could not be processed (422).
+    BadInput,
+    /// The job failed through our fault (500).
+    JobFailed,
+    Internal,
+}
+
+/// The body of every API error.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorKind,
+    /// For people: what happened and, where there is one, what to do.
+    pub message: String,
+}
+
+/// The body of 202 from `GET /api/results/{id}`: the job has not ended yet.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Pending {
+    /// Always `not_ready`.
+    pub error: ErrorKind,
+    pub message: String,
+    pub job_id: Uuid,
+    pub status: JobStatus,
+    /// Percent done.
+    pub progress: u8,
+    /// The stage the job is in.
+    pub step: String,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -54,27 +103,27 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            ApiError::NotFound => "not_found",
-            ApiError::BadRequest(_) => "bad_request",
-            ApiError::UnsupportedType(_) => "unsupported_type",
-            ApiError::TooLarge { .. } => "too_large",
-            ApiError::QueueFull { .. } => "queue_full",
-            ApiError::NotReady(_) => "not_ready",
-            ApiError::Unauthorized(_) => "unauthorized",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::OverQuota { .. } => "over_quota",
-            ApiError::Busy { .. } => "busy",
-            ApiError::Timeout(_) => "timeout",
-            ApiError::StorageFull => "storage_full",
+            ApiError::NotFound => ErrorKind::NotFound,
+            ApiError::BadRequest(_) => ErrorKind::BadRequest,
+            ApiError::UnsupportedType(_) => ErrorKind::UnsupportedType,
+            ApiError::TooLarge { .. } => ErrorKind::TooLarge,
+            ApiError::QueueFull { .. } => ErrorKind::QueueFull,
+            ApiError::NotReady(_) => ErrorKind::NotReady,
+            ApiError::Unauthorized(_) => ErrorKind::Unauthorized,
+            ApiError::Forbidden(_) => ErrorKind::Forbidden,
+            ApiError::RateLimited { .. } => ErrorKind::RateLimited,
+            ApiError::OverQuota { .. } => ErrorKind::OverQuota,
+            ApiError::Busy { .. } => ErrorKind::Busy,
+            ApiError::Timeout(_) => ErrorKind::Timeout,
+            ApiError::StorageFull => ErrorKind::StorageFull,
             ApiError::JobFailed {
                 kind: FailureKind::Input,
                 ..
-            } => "bad_input",
-            ApiError::JobFailed { .. } => "job_failed",
-            ApiError::Internal(_) => "internal",
+            } => ErrorKind::BadInput,
+            ApiError::JobFailed { .. } => ErrorKind::JobFailed,
+            ApiError::Internal(_) => ErrorKind::Internal,
         }
     }
 }
@@ -129,7 +178,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut res = HttpResponse::build(self.status_code());
-        let mut body = json!({ "error": self.kind(), "message": self.to_string() });
+        let (error, message) = (self.kind(), self.to_string());
         match self {
             ApiError::QueueFull { retry_after }
             | ApiError::RateLimited { retry_after }
@@ -141,10 +190,14 @@ impl ResponseError for ApiError {
                 res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
             ApiError::NotReady(job) => {
-                body["job_id"] = json!(job.job_id);
-                body["status"] = json!(job.status);
-                body["progress"] = json!(job.progress);
-                body["step"] = json!(job.step);
+                return res.json(Pending {
+                    error,
+                    message,
+                    job_id: job.job_id,
+                    status: job.status,
+                    progress: job.progress,
+                    step: job.step.clone(),
+                });
             }
             ApiError::TooLarge { .. } | ApiError::Timeout(_) => {
                 // the rest of the body is not read: the connection cannot be reused
@@ -152,6 +205,6 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        res.json(body)
+        res.json(ErrorBody { error, message })
     }
 }

@@ -29,13 +29,36 @@ use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
 use super::access::{Bucket, Caller};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::handlers::{job_id, visible_job};
 use super::AppState;
 use crate::registry::feed::{Subscription, Update};
 use crate::registry::{Job, JobRegistry, Subscribe};
 
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The name of an event of the stream.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EventName {
+    /// `data`: the job's record (a Job).
+    Status,
+    /// `data`: a PartialSegment.
+    Segment,
+    /// `data`: the final record (a Job; `{"job_id", "status": "cancelled"}` once deleted).
+    Done,
+}
+
+/// One Server-Sent Event of `GET /api/jobs/{id}/events`, as a client's
+/// parser sees it (the wire format is `event:`/`data:` lines).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StreamEvent {
+    pub event: EventName,
+    /// JSON text: a Job for `status` and `done`, a PartialSegment for `segment`.
+    pub data: String,
+    /// Milliseconds a client waits before reconnecting (sent once, first).
+    pub retry: Option<u64>,
+}
 
 /// One event, framed.
 fn frame(event: &str, data: &impl Serialize) -> Bytes {
@@ -122,6 +145,27 @@ impl Follow {
 }
 
 /// `GET /api/jobs/{id}/events`.
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}/events",
+    operation_id = "job_events",
+    tag = "jobs",
+    summary = "A job followed live (Server-Sent Events)",
+    description = "Events `status` (the job's record: first the state at connection, then on every \
+        change), `segment` (a PartialSegment: transcript text as soon as its window is decoded, \
+        before the speakers are known; every segment so far right after the first `status`) and \
+        `done` (once, the final record), then the stream ends. A comment line every 15 s keeps \
+        the connection open.",
+    params(("id" = String, Path, description = "The job id (a UUID; anything else is 404)")),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = StreamEvent),
+        (status = 401, description = "No live API key (`server.auth = keys`)", body = ErrorBody),
+        (status = 404, description = "No such job, or another key's job", body = ErrorBody),
+        (status = 429, description = "Over the key's read rate (`Retry-After`)", body = ErrorBody),
+        (status = 503, description = "`server.max_event_streams` streams already open (`Retry-After`)", body = ErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
 pub async fn events(
     state: web::Data<AppState>,
     caller: Caller,

@@ -3,18 +3,23 @@
 //! counts every request for them). Uploads are in `upload.rs`, live events
 //! in `events.rs`.
 
+use std::collections::BTreeMap;
+
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::access::{Bucket, Caller};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody, Pending};
 use super::AppState;
+use crate::actors::pipeline::Devices;
+use crate::actors::stage::CountersSnapshot;
 use crate::actors::FailureKind;
+use crate::config::AuthMode;
 use crate::export::{self, Format, Names};
 use crate::metrics::Scrape;
 use crate::registry::{CountJobs, DeleteJob, GetJob, Job, JobStatus, ListJobs, Stats};
@@ -54,6 +59,21 @@ pub async fn visible_job(state: &AppState, caller: &Caller, id: Uuid) -> Result<
 }
 
 /// `GET /api/status/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/status/{id}",
+    operation_id = "job_status",
+    tag = "jobs",
+    summary = "A job's status and progress",
+    params(("id" = String, Path, description = "The job id (a UUID; anything else is 404)")),
+    responses(
+        (status = 200, description = "The job", body = Job),
+        (status = 401, description = "No live API key (`server.auth = keys`)", body = ErrorBody),
+        (status = 404, description = "No such job, or another key's job", body = ErrorBody),
+        (status = 429, description = "Over the key's read rate (`Retry-After`)", body = ErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
 pub async fn status(
     state: web::Data<AppState>,
     caller: Caller,
@@ -65,8 +85,9 @@ pub async fn status(
     Ok(HttpResponse::Ok().json(job))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ResultsQuery {
     /// json (default), txt, srt, vtt, tsv, rttm.
     pub format: Option<Format>,
@@ -77,6 +98,34 @@ pub struct ResultsQuery {
 
 /// `GET /api/results/{id}?format=srt&names={...}`: 200 with the result in
 /// that format, 202 while queued or processing.
+#[utoipa::path(
+    get,
+    path = "/api/results/{id}",
+    operation_id = "job_results",
+    tag = "jobs",
+    summary = "A finished job's transcript, in any export format",
+    params(
+        ("id" = String, Path, description = "The job id (a UUID; anything else is 404)"),
+        ResultsQuery,
+    ),
+    responses(
+        (status = 200, description = "The result: `json` (default) is the JobResult; `txt` and `rttm` are text/plain, `srt` application/x-subrip, `vtt` text/vtt, `tsv` text/tab-separated-values", content(
+            (JobResult = "application/json"),
+            (String = "text/plain"),
+            (String = "application/x-subrip"),
+            (String = "text/vtt"),
+            (String = "text/tab-separated-values"),
+        )),
+        (status = 202, description = "The job is queued or processing: ask again later", body = Pending),
+        (status = 400, description = "A bad `format` or `names`, or an unknown query parameter", body = ErrorBody),
+        (status = 401, description = "No live API key (`server.auth = keys`)", body = ErrorBody),
+        (status = 404, description = "No such job, another key's job, or a cancelled one", body = ErrorBody),
+        (status = 422, description = "The job failed because of its file (`bad_input`)", body = ErrorBody),
+        (status = 429, description = "Over the key's read rate (`Retry-After`)", body = ErrorBody),
+        (status = 500, description = "The job failed through the server's fault (`job_failed`)", body = ErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
 pub async fn results(
     state: web::Data<AppState>,
     caller: Caller,
@@ -115,18 +164,66 @@ pub async fn results(
     }
 }
 
+/// The body of `GET /api/jobs`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    pub total: usize,
+    /// Oldest first.
+    pub jobs: Vec<Job>,
+}
+
 /// `GET /api/jobs`: the caller's jobs (every job for an admin key or
 /// without keys), oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/jobs",
+    operation_id = "list_jobs",
+    tag = "jobs",
+    summary = "The caller's jobs (every job for an admin key, or without keys)",
+    responses(
+        (status = 200, description = "The jobs, oldest first", body = JobList),
+        (status = 401, description = "No live API key (`server.auth = keys`)", body = ErrorBody),
+        (status = 429, description = "Over the key's read rate (`Retry-After`)", body = ErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
 pub async fn jobs(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     state.limits.check(&caller, Bucket::Reads)?;
     let jobs = state
         .registry
         .send(ListJobs(caller.list_filter()))
         .await??;
-    Ok(HttpResponse::Ok().json(json!({ "total": jobs.len(), "jobs": jobs })))
+    Ok(HttpResponse::Ok().json(JobList {
+        total: jobs.len(),
+        jobs,
+    }))
+}
+
+/// The body of `DELETE /api/jobs/{id}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deleted {
+    pub job_id: Uuid,
+    /// The job's status when it was deleted (`cancelled` if it was running).
+    pub status: JobStatus,
+    pub message: String,
 }
 
 /// `DELETE /api/jobs/{id}`: cancels a running job and removes its files.
+#[utoipa::path(
+    delete,
+    path = "/api/jobs/{id}",
+    operation_id = "delete_job",
+    tag = "jobs",
+    summary = "Cancel a job and remove its files and record",
+    params(("id" = String, Path, description = "The job id (a UUID; anything else is 404)")),
+    responses(
+        (status = 200, description = "Deleted", body = Deleted),
+        (status = 401, description = "No live API key (`server.auth = keys`)", body = ErrorBody),
+        (status = 404, description = "No such job, or another key's job", body = ErrorBody),
+        (status = 429, description = "Over the key's read rate (`Retry-After`)", body = ErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
 pub async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
@@ -140,72 +237,120 @@ pub async fn delete(
         .send(DeleteJob(id))
         .await??
         .ok_or(ApiError::NotFound)?;
-    Ok(HttpResponse::Ok().json(json!({
-        "job_id": id,
-        "status": job.status,
-        "message": "Job deleted",
-    })))
+    Ok(HttpResponse::Ok().json(Deleted {
+        job_id: id,
+        status: job.status,
+        message: "Job deleted".into(),
+    }))
+}
+
+/// `healthy`, or `degraded` when a stage has lost its workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Healthy,
+    Degraded,
+}
+
+/// An installed Whisper model's shape (`/health`'s `whisper_models`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WhisperModelInfo {
+    pub name: String,
+    pub n_mels: usize,
+    pub d_model: usize,
+    pub n_encoder_layers: usize,
+    pub n_decoder_layers: usize,
+    pub n_vocab: usize,
+    pub multilingual: bool,
+}
+
+/// The body of `GET /health`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: HealthStatus,
+    /// Stages whose worker threads have ended (they take no more jobs).
+    pub stopped_stages: Vec<String>,
+    pub auth: AuthMode,
+    pub models_ready: bool,
+    pub runtime: String,
+    pub device: Devices,
+    /// The Whisper model this server runs.
+    pub whisper_model: String,
+    /// Every installed Whisper model.
+    pub whisper_models: Vec<WhisperModelInfo>,
+    pub active_jobs: usize,
+    pub queued_jobs: usize,
+    pub max_active_jobs: usize,
+    /// Each stage's counters, by stage name.
+    pub stages: BTreeMap<String, CountersSnapshot>,
 }
 
 /// `GET /health`. `whisper_models` lists every installed Whisper model
 /// (read from the model cache on each request, so `colloquy models add`
 /// shows up without a restart; `whisper_model` is the one this server runs).
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "health",
+    tag = "server",
+    summary = "Models, devices, jobs and each stage's counters (no key needed)",
+    responses(
+        (status = 200, description = "Healthy", body = Health),
+        (status = 503, description = "Degraded: a stage has lost its workers (`stopped_stages`)", body = Health),
+        (status = 500, description = "The job registry does not answer", body = ErrorBody),
+    ),
+)]
 pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let stats = state.registry.send(Stats).await?;
     let root = state.config.models_root();
     let installed = web::block(move || crate::whisper::model::installed_models(&root))
         .await
         .unwrap_or_default();
-    let whisper_models: Vec<serde_json::Value> = installed
+    let whisper_models = installed
         .iter()
         .map(|m| {
             let c = &m.config;
-            json!({
-                "name": m.name,
-                "n_mels": c.n_mels,
-                "d_model": c.d_model,
-                "n_encoder_layers": c.n_encoder_layers,
-                "n_decoder_layers": c.n_decoder_layers,
-                "n_vocab": c.n_vocab,
-                "multilingual": c.multilingual,
-            })
+            WhisperModelInfo {
+                name: m.name.clone(),
+                n_mels: c.n_mels,
+                d_model: c.d_model,
+                n_encoder_layers: c.n_encoder_layers,
+                n_decoder_layers: c.n_decoder_layers,
+                n_vocab: c.n_vocab,
+                multilingual: c.multilingual,
+            }
         })
         .collect();
     let snapshot = state.counters.snapshot();
     // a stage whose worker threads have ended can take no more jobs
-    let stopped: Vec<&str> = snapshot
+    let stopped_stages: Vec<String> = snapshot
         .iter()
         .filter(|(_, c)| c.workers_alive < c.workers)
-        .map(|(name, _)| *name)
+        .map(|(name, _)| name.to_string())
         .collect();
-    let stages: serde_json::Map<String, serde_json::Value> = snapshot
+    let stages = snapshot
         .into_iter()
-        .map(|(name, c)| {
-            (
-                name.to_string(),
-                serde_json::to_value(c).unwrap_or_default(),
-            )
-        })
+        .map(|(name, c)| (name.to_string(), c))
         .collect();
-    let mut res = if stopped.is_empty() {
-        HttpResponse::Ok()
+    let (mut res, status) = if stopped_stages.is_empty() {
+        (HttpResponse::Ok(), HealthStatus::Healthy)
     } else {
-        HttpResponse::ServiceUnavailable()
+        (HttpResponse::ServiceUnavailable(), HealthStatus::Degraded)
     };
-    Ok(res.json(json!({
-        "status": if stopped.is_empty() { "healthy" } else { "degraded" },
-        "stopped_stages": stopped,
-        "auth": state.config.server.auth,
-        "models_ready": true,
-        "runtime": "onnxruntime",
-        "device": state.devices,
-        "whisper_model": state.config.whisper.model,
-        "whisper_models": whisper_models,
-        "active_jobs": stats.active_jobs,
-        "queued_jobs": stats.queued_jobs,
-        "max_active_jobs": stats.max_active_jobs,
-        "stages": stages,
-    })))
+    Ok(res.json(Health {
+        status,
+        stopped_stages,
+        auth: state.config.server.auth,
+        models_ready: true,
+        runtime: "onnxruntime".into(),
+        device: state.devices,
+        whisper_model: state.config.whisper.model.clone(),
+        whisper_models,
+        active_jobs: stats.active_jobs,
+        queued_jobs: stats.queued_jobs,
+        max_active_jobs: stats.max_active_jobs,
+        stages,
+    }))
 }
 
 /// Counts every request for `GET /metrics` by its route's pattern (never
@@ -243,6 +388,16 @@ pub async fn count_request(
 }
 
 /// `GET /metrics`: Prometheus / OpenMetrics text (`crate::metrics`).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "server",
+    summary = "Counters for Prometheus (OpenMetrics text)",
+    responses(
+        (status = 200, description = "Every series: HTTP requests, jobs by status, queue, per-stage counters, job duration and real-time-factor histograms", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String),
+    ),
+)]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let stats = state.registry.send(Stats).await?;
     let jobs = state.registry.send(CountJobs).await??;

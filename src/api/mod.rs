@@ -10,6 +10,7 @@
 //! | `GET/POST /api/keys`, `DELETE /api/keys/{id}` | API keys (admin) |
 //! | `POST /v1/audio/transcriptions`, `GET /v1/models` | OpenAI-compatible (`openai.rs`) |
 //! | `GET /health` | models, devices, jobs, stage counters and workers |
+//! | `GET /openapi.json`, `GET /docs/` | this API as OpenAPI 3.1 (`openapi.rs`), and Swagger UI on it |
 //! | `GET /`, `/app.js`, `/styles.css` | the web UI (`ui.rs`: `web/*` compiled in) |
 //!
 //! Every `/api` route takes a [`access::Caller`]: with `server.auth =
@@ -25,6 +26,7 @@ pub mod guard;
 pub mod handlers;
 pub mod keys;
 pub mod openai;
+pub mod openapi;
 pub mod ui;
 pub mod upload;
 
@@ -120,6 +122,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .limit(64 * 1024)
             .error_handler(|e, _| ApiError::BadRequest(format!("bad JSON body: {e}")).into()),
     )
+    .configure(openapi::routes)
     .configure(ui::routes);
 }
 

@@ -23,7 +23,8 @@
 use actix_multipart::Multipart;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::access::{Bucket, Caller};
 use super::error::ApiError;
@@ -68,6 +69,26 @@ impl From<actix::MailboxError> for OpenAiError {
     }
 }
 
+/// OpenAI's error body: `{"error": {"message", "type", "param", "code"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiErrorBody {
+    pub error: OpenAiErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiErrorDetail {
+    pub message: String,
+    /// `invalid_request_error`, `authentication_error`, `permission_error`,
+    /// `not_found_error`, `rate_limit_error` or `server_error`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The form field at fault, when one is.
+    pub param: Option<&'static str>,
+    /// Always null (OpenAI's field, kept for its clients).
+    #[schema(value_type = Option<String>)]
+    pub code: Option<()>,
+}
+
 fn invalid(message: impl Into<String>, param: &'static str) -> OpenAiError {
     OpenAiError(ApiError::BadRequest(message.into()), Some(param))
 }
@@ -94,12 +115,14 @@ impl ResponseError for OpenAiError {
                 res.insert_header((name.clone(), value.clone()));
             }
         }
-        res.json(json!({"error": {
-            "message": self.0.to_string(),
-            "type": kind,
-            "param": self.1,
-            "code": Value::Null,
-        }}))
+        res.json(OpenAiErrorBody {
+            error: OpenAiErrorDetail {
+                message: self.0.to_string(),
+                kind,
+                param: self.1,
+                code: None,
+            },
+        })
     }
 }
 
@@ -126,18 +149,8 @@ fn count(fields: &Fields, name: &'static str) -> Result<Option<usize>, OpenAiErr
 
 /// What a request asks for, checked before the job runs.
 struct Request {
-    format: ResponseFormat,
+    format: OpenAiFormat,
     words: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ResponseFormat {
-    Json,
-    Text,
-    Srt,
-    Vtt,
-    VerboseJson,
-    DiarizedJson,
 }
 
 fn parse_request(state: &AppState, fields: &Fields) -> Result<Request, OpenAiError> {
@@ -154,12 +167,12 @@ fn parse_request(state: &AppState, fields: &Fields) -> Result<Request, OpenAiErr
         // any other name is a client's choice of label: the served model answers
     }
     let format = match one(fields, "response_format").unwrap_or("json") {
-        "json" => ResponseFormat::Json,
-        "text" => ResponseFormat::Text,
-        "srt" => ResponseFormat::Srt,
-        "vtt" => ResponseFormat::Vtt,
-        "verbose_json" => ResponseFormat::VerboseJson,
-        "diarized_json" => ResponseFormat::DiarizedJson,
+        "json" => OpenAiFormat::Json,
+        "text" => OpenAiFormat::Text,
+        "srt" => OpenAiFormat::Srt,
+        "vtt" => OpenAiFormat::Vtt,
+        "verbose_json" => OpenAiFormat::VerboseJson,
+        "diarized_json" => OpenAiFormat::DiarizedJson,
         other => {
             return Err(invalid(
                 format!("response_format '{other}' is not one of json, text, srt, verbose_json, vtt, diarized_json"),
@@ -245,7 +258,172 @@ fn options(fields: &Fields) -> Result<JobOptions, OpenAiError> {
     Ok(o)
 }
 
+/// The form of `POST /v1/audio/transcriptions`: OpenAI's fields and
+/// Colloquy's speaker counts (read by `parse_request` and `options`; other
+/// fields are ignored).
+#[derive(Debug, ToSchema)]
+pub struct TranscriptionForm {
+    /// The audio; its file name's extension must be one of
+    /// `server.allowed_extensions`.
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+    /// `whisper-1`, OpenAI's transcription model names or any other label
+    /// mean the served model; another installed model is refused (400).
+    #[schema(default = "whisper-1", nullable = false)]
+    pub model: Option<String>,
+    /// A language code (checked; the server's `whisper.language` is used).
+    #[schema(nullable = false, pattern = r"^\s*[A-Za-z-]{0,8}\s*$")]
+    pub language: Option<String>,
+    /// Accepted and not used.
+    #[schema(nullable = false)]
+    pub prompt: Option<String>,
+    #[schema(nullable = false)]
+    pub response_format: Option<OpenAiFormat>,
+    /// 0 to 1 (checked; the server's `whisper.temperatures` are used).
+    #[schema(minimum = 0.0, maximum = 1.0, nullable = false)]
+    pub temperature: Option<f32>,
+    /// `word` adds `words` to `verbose_json`.
+    #[schema(rename = "timestamp_granularities[]", nullable = false)]
+    pub timestamp_granularities: Option<Vec<Granularity>>,
+    #[schema(minimum = 1, maximum = 64, nullable = false)]
+    pub num_speakers: Option<usize>,
+    #[schema(minimum = 1, maximum = 64, nullable = false)]
+    pub min_speakers: Option<usize>,
+    #[schema(minimum = 1, maximum = 64, nullable = false)]
+    pub max_speakers: Option<usize>,
+}
+
+/// `response_format` of a transcription request (default `json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OpenAiFormat {
+    Json,
+    Text,
+    Srt,
+    Vtt,
+    VerboseJson,
+    DiarizedJson,
+}
+
+/// A `timestamp_granularities[]` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Granularity {
+    Segment,
+    Word,
+}
+
+/// `response_format = json`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Transcription {
+    pub text: String,
+}
+
+/// A segment of `verbose_json` (decoding statistics the result does not
+/// keep are 0, `tokens` empty).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerboseSegment {
+    pub id: usize,
+    pub seek: u64,
+    pub start: f64,
+    pub end: f64,
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub temperature: f64,
+    pub avg_logprob: f64,
+    pub compression_ratio: f64,
+    pub no_speech_prob: f64,
+}
+
+/// A word of `verbose_json` (with `timestamp_granularities[] = word`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TimedWord {
+    pub word: String,
+    pub start: f64,
+    pub end: f64,
+}
+
+/// `response_format = verbose_json`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerboseTranscription {
+    /// Always `transcribe`.
+    pub task: &'static str,
+    pub language: String,
+    pub duration: f64,
+    pub text: String,
+    pub segments: Vec<VerboseSegment>,
+    /// Only with word granularity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub words: Option<Vec<TimedWord>>,
+}
+
+/// One speaker utterance of `diarized_json`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DiarizedSegment {
+    /// Always `transcript.text.segment`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// `seg_000`, `seg_001`, ...
+    pub id: String,
+    pub start: f64,
+    pub end: f64,
+    pub text: String,
+    pub speaker: String,
+}
+
+/// `response_format = diarized_json`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiarizedTranscription {
+    /// Always `transcribe`.
+    pub task: &'static str,
+    pub duration: f64,
+    pub text: String,
+    pub segments: Vec<DiarizedSegment>,
+}
+
+/// The JSON answers of a transcription, by `response_format` (no extra
+/// fields, so that each body matches exactly one of them).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum TranscriptionJson {
+    Json(Transcription),
+    VerboseJson(VerboseTranscription),
+    DiarizedJson(DiarizedTranscription),
+}
+
 /// `POST /v1/audio/transcriptions`.
+#[utoipa::path(
+    post,
+    path = "/v1/audio/transcriptions",
+    operation_id = "create_transcription",
+    tag = "openai",
+    summary = "OpenAI-compatible transcription (answered when its job ends)",
+    request_body(content = TranscriptionForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The transcript in `response_format`: json, verbose_json, diarized_json (application/json), text (text/plain), srt (application/x-subrip), vtt (text/vtt); the `x-colloquy-job-id` header names the job", content(
+            (TranscriptionJson = "application/json"),
+            (String = "text/plain"),
+            (String = "application/x-subrip"),
+            (String = "text/vtt"),
+        ), headers(("x-colloquy-job-id" = String, description = "The job (listed in /api/jobs)")), links(
+            ("status" = (operation_id = "job_status", parameters(("id" = "$response.header.x-colloquy-job-id")))),
+            ("results" = (operation_id = "job_results", parameters(("id" = "$response.header.x-colloquy-job-id")))),
+        )),
+        (status = 400, description = "A bad form field (named in `param`), file type or model, or the job was cancelled", body = OpenAiErrorBody),
+        (status = 401, description = "No live API key (`server.auth = keys`)", body = OpenAiErrorBody),
+        (status = 408, description = "The body stalled or crawled", body = OpenAiErrorBody),
+        (status = 413, description = "Over `server.max_upload_bytes`", body = OpenAiErrorBody),
+        (status = 422, description = "The file could not be processed", body = OpenAiErrorBody),
+        (status = 429, description = "Over the key's upload rate, the queue full, or the key over its quota (`Retry-After`)", body = OpenAiErrorBody),
+        (status = 500, description = "The job failed through the server's fault", body = OpenAiErrorBody),
+        (status = 503, description = "Every upload slot is taken (`Retry-After`)", body = OpenAiErrorBody),
+        (status = 507, description = "The server's storage is full", body = OpenAiErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
 pub async fn transcriptions(
     state: web::Data<AppState>,
     caller: Result<Caller, ApiError>,
@@ -255,12 +433,23 @@ pub async fn transcriptions(
     let caller = caller?;
     state.limits.check(&caller, Bucket::Uploads)?;
     let mut checked: Option<Request> = None;
-    let (job, _) = receive(&state, &caller, &req, form, |fields| {
-        let request = parse_request(&state, fields).map_err(|e| e.0)?;
-        checked = Some(request);
-        options(fields).map(Submission::options).map_err(|e| e.0)
+    // the form field a refusal names (OpenAI's `param`), kept across `receive`
+    let mut param: Option<&'static str> = None;
+    let received = receive(&state, &caller, &req, form, |fields| {
+        let parsed = parse_request(&state, fields).and_then(|r| Ok((r, options(fields)?)));
+        match parsed {
+            Ok((request, options)) => {
+                checked = Some(request);
+                Ok(Submission::options(options))
+            }
+            Err(OpenAiError(e, field)) => {
+                param = field;
+                Err(e)
+            }
+        }
     })
-    .await?;
+    .await;
+    let (job, _) = received.map_err(|e| OpenAiError(e, param))?;
     let request = checked.ok_or_else(|| ApiError::Internal("request not checked".into()))?;
     let id = job.job_id;
     // the registry tells us when the job ends
@@ -279,84 +468,132 @@ pub async fn transcriptions(
     res.insert_header(("x-colloquy-job-id", id.to_string()));
     let names = Names::default();
     Ok(match request.format {
-        ResponseFormat::Json => res.json(json!({ "text": result.full_text.trim() })),
-        ResponseFormat::Text => res
+        OpenAiFormat::Json => res.json(TranscriptionJson::Json(Transcription {
+            text: result.full_text.trim().to_string(),
+        })),
+        OpenAiFormat::Text => res
             .content_type("text/plain; charset=utf-8")
             .body(format!("{}\n", result.full_text.trim())),
-        ResponseFormat::Srt => res
+        OpenAiFormat::Srt => res
             .content_type(Format::Srt.content_type())
             .body(export::render(&result, Format::Srt, &names, "audio")),
-        ResponseFormat::Vtt => res
+        OpenAiFormat::Vtt => res
             .content_type(Format::Vtt.content_type())
             .body(export::render(&result, Format::Vtt, &names, "audio")),
-        ResponseFormat::VerboseJson => res.json(verbose_json(&result, request.words)),
-        ResponseFormat::DiarizedJson => res.json(diarized_json(&result)),
+        OpenAiFormat::VerboseJson => res.json(TranscriptionJson::VerboseJson(verbose_json(
+            &result,
+            request.words,
+        ))),
+        OpenAiFormat::DiarizedJson => {
+            res.json(TranscriptionJson::DiarizedJson(diarized_json(&result)))
+        }
     })
 }
 
 /// OpenAI's `verbose_json`: segments with Whisper's decoding statistics
 /// (0 and no tokens for results from before they were kept) and, with word
 /// granularity, words.
-fn verbose_json(r: &JobResult, words: bool) -> Value {
-    let segments: Vec<Value> = r
+fn verbose_json(r: &JobResult, words: bool) -> VerboseTranscription {
+    let segments = r
         .segments
         .iter()
         .enumerate()
         .map(|(i, s)| {
             let d = s.decoding.as_ref();
-            json!({
-                "id": i, "seek": (s.start * 100.0).round() as u64, "start": s.start, "end": s.end,
-                "text": s.text,
-                "tokens": d.map(|d| d.tokens.clone()).unwrap_or_default(),
-                "temperature": d.map_or(0.0, |d| d.temperature),
-                "avg_logprob": d.map_or(0.0, |d| d.avg_logprob),
-                "compression_ratio": d.map_or(0.0, |d| d.compression_ratio),
-                "no_speech_prob": d.map_or(0.0, |d| d.no_speech_prob),
-            })
+            VerboseSegment {
+                id: i,
+                seek: (s.start * 100.0).round() as u64,
+                start: s.start,
+                end: s.end,
+                text: s.text.clone(),
+                tokens: d.map(|d| d.tokens.clone()).unwrap_or_default(),
+                temperature: d.map_or(0.0, |d| f64::from(d.temperature)),
+                avg_logprob: d.map_or(0.0, |d| d.avg_logprob),
+                compression_ratio: d.map_or(0.0, |d| d.compression_ratio),
+                no_speech_prob: d.map_or(0.0, |d| f64::from(d.no_speech_prob)),
+            }
         })
         .collect();
-    let mut v = json!({
-        "task": "transcribe",
-        "language": r.language,
-        "duration": r.duration,
-        "text": r.full_text.trim(),
-        "segments": segments,
-    });
-    if words {
-        v["words"] = r
-            .segments
+    let words = words.then(|| {
+        r.segments
             .iter()
             .flat_map(|s| &s.words)
             .filter(|w| !w.word.word.trim().is_empty())
-            .map(|w| json!({"word": w.word.word.trim(), "start": w.word.start, "end": w.word.end}))
-            .collect();
+            .map(|w| TimedWord {
+                word: w.word.word.trim().to_string(),
+                start: w.word.start,
+                end: w.word.end,
+            })
+            .collect()
+    });
+    VerboseTranscription {
+        task: "transcribe",
+        language: r.language.clone(),
+        duration: r.duration,
+        text: r.full_text.trim().to_string(),
+        segments,
+        words,
     }
-    v
 }
 
 /// OpenAI's `diarized_json`: one segment per speaker utterance.
-fn diarized_json(r: &JobResult) -> Value {
-    let segments: Vec<Value> = r
+fn diarized_json(r: &JobResult) -> DiarizedTranscription {
+    let segments = r
         .aligned_segments
         .iter()
         .enumerate()
-        .map(|(i, u)| {
-            json!({
-                "type": "transcript.text.segment", "id": format!("seg_{i:03}"),
-                "start": u.start, "end": u.end, "text": u.text.trim(), "speaker": u.speaker,
-            })
+        .map(|(i, u)| DiarizedSegment {
+            kind: "transcript.text.segment",
+            id: format!("seg_{i:03}"),
+            start: u.start,
+            end: u.end,
+            text: u.text.trim().to_string(),
+            speaker: u.speaker.clone(),
         })
         .collect();
-    json!({
-        "task": "transcribe",
-        "duration": r.duration,
-        "text": r.full_text.trim(),
-        "segments": segments,
-    })
+    DiarizedTranscription {
+        task: "transcribe",
+        duration: r.duration,
+        text: r.full_text.trim().to_string(),
+        segments,
+    }
+}
+
+/// One model of `GET /v1/models`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Model {
+    pub id: String,
+    /// Always `model`.
+    pub object: &'static str,
+    /// Always 0.
+    pub created: u64,
+    /// Always `colloquy`.
+    pub owned_by: &'static str,
+}
+
+/// The body of `GET /v1/models`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelList {
+    /// Always `list`.
+    pub object: &'static str,
+    pub data: Vec<Model>,
 }
 
 /// `GET /v1/models`: the served model, OpenAI's aliases for it, and every
 /// installed model.
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    operation_id = "list_models",
+    tag = "openai",
+    summary = "The served model, OpenAI's aliases for it, every installed model",
+    responses(
+        (status = 200, description = "The models", body = ModelList),
+        (status = 401, description = "No live API key (`server.auth = keys`)", body = OpenAiErrorBody),
+        (status = 429, description = "Over the key's read rate (`Retry-After`)", body = OpenAiErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
 pub async fn models(
     state: web::Data<AppState>,
     caller: Result<Caller, ApiError>,
@@ -374,9 +611,17 @@ pub async fn models(
             ids.push(m.name);
         }
     }
-    let data: Vec<Value> = ids
-        .iter()
-        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "colloquy"}))
+    let data = ids
+        .into_iter()
+        .map(|id| Model {
+            id,
+            object: "model",
+            created: 0,
+            owned_by: "colloquy",
+        })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
+    Ok(HttpResponse::Ok().json(ModelList {
+        object: "list",
+        data,
+    }))
 }

@@ -16,7 +16,7 @@ const CSP: &str = "default-src 'self'; media-src 'self' blob:; img-src 'self' da
 /// `GET /`, `/index.html`, `/app.js`, `/styles.css`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(index))
-        .route("/index.html", web::get().to(index))
+        .route("/index.html", web::get().to(index_html))
         .route("/app.js", web::get().to(app_js))
         .route("/styles.css", web::get().to(styles_css));
 }
@@ -32,15 +32,47 @@ fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
         .body(body)
 }
 
-async fn index() -> HttpResponse {
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "web UI",
+    summary = "The web page",
+    responses((status = 200, description = "web/index.html", body = String, content_type = "text/html")),
+)]
+pub async fn index() -> HttpResponse {
     asset("text/html; charset=utf-8", INDEX_HTML)
 }
 
-async fn app_js() -> HttpResponse {
+#[utoipa::path(
+    get,
+    path = "/index.html",
+    tag = "web UI",
+    summary = "The web page (as at /)",
+    responses((status = 200, description = "web/index.html", body = String, content_type = "text/html")),
+)]
+pub async fn index_html() -> HttpResponse {
+    index().await
+}
+
+#[utoipa::path(
+    get,
+    path = "/app.js",
+    tag = "web UI",
+    summary = "The page's script",
+    responses((status = 200, description = "web/app.js", body = String, content_type = "text/javascript")),
+)]
+pub async fn app_js() -> HttpResponse {
     asset("text/javascript; charset=utf-8", APP_JS)
 }
 
-async fn styles_css() -> HttpResponse {
+#[utoipa::path(
+    get,
+    path = "/styles.css",
+    tag = "web UI",
+    summary = "The page's styles",
+    responses((status = 200, description = "web/styles.css", body = String, content_type = "text/css")),
+)]
+pub async fn styles_css() -> HttpResponse {
     asset("text/css; charset=utf-8", STYLES_CSS)
 }
 

@@ -16,26 +16,32 @@ use actix_multipart::Multipart;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::TryStreamExt;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::access::{Bucket, Caller};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::AppState;
-use crate::registry::{Admission, CreateJob, Job, JobOptions, RegistryError};
+use crate::registry::{Admission, CreateJob, Job, JobOptions, JobStatus, RegistryError};
 
 /// Multipart framing allowed on top of the file when checking Content-Length.
 const MULTIPART_SLACK: u64 = 64 * 1024;
 /// Largest non-file form field read (it is otherwise discarded).
 const MAX_FIELD: usize = 64 * 1024;
 
-#[derive(Debug, Deserialize)]
+/// Speaker-count hints, each 1 to 64 (unknown parameters are refused).
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
+    /// Exactly this many speakers.
+    #[param(minimum = 1, maximum = 64)]
     pub num_speakers: Option<usize>,
+    #[param(minimum = 1, maximum = 64)]
     pub min_speakers: Option<usize>,
+    #[param(minimum = 1, maximum = 64)]
     pub max_speakers: Option<usize>,
     /// POSTed the job's final record when it ends (also a form field).
     pub callback_url: Option<String>,
@@ -55,6 +61,25 @@ impl Submission {
             callback_url: None,
         }
     }
+}
+
+/// The form of `POST /api/upload` (what [`receive`] reads: the first
+/// `file` part with a file name; other parts are read and ignored).
+#[derive(Debug, ToSchema)]
+pub struct UploadForm {
+    /// The audio; its file name's extension must be one of
+    /// `server.allowed_extensions`.
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+}
+
+/// The body of a stored upload: its job is queued.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Uploaded {
+    pub job_id: Uuid,
+    /// Always `queued`.
+    pub status: JobStatus,
+    pub message: String,
 }
 
 impl UploadQuery {
@@ -312,6 +337,30 @@ pub async fn receive(
 }
 
 /// `POST /api/upload?num_speakers=N`: multipart form with a `file` field.
+#[utoipa::path(
+    post,
+    path = "/api/upload",
+    operation_id = "upload",
+    tag = "jobs",
+    summary = "Upload audio; its transcription runs as a job",
+    params(UploadQuery),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "Stored and queued", body = Uploaded, links(
+            ("status" = (operation_id = "job_status", parameters(("id" = "$response.body#/job_id")))),
+            ("results" = (operation_id = "job_results", parameters(("id" = "$response.body#/job_id")))),
+            ("delete" = (operation_id = "delete_job", parameters(("id" = "$response.body#/job_id")))),
+        )),
+        (status = 400, description = "A bad query, form or file type, or an empty file", body = ErrorBody),
+        (status = 401, description = "No live API key (`server.auth = keys`)", body = ErrorBody),
+        (status = 408, description = "The body stalled or crawled (`server.upload_read_timeout_seconds`)", body = ErrorBody),
+        (status = 413, description = "Over `server.max_upload_bytes`", body = ErrorBody),
+        (status = 429, description = "Over the key's upload rate, the queue full, or the key over its quota (`Retry-After`)", body = ErrorBody),
+        (status = 503, description = "Every upload slot is taken (`Retry-After`)", body = ErrorBody),
+        (status = 507, description = "The server's storage is full", body = ErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
 pub async fn upload(
     state: web::Data<AppState>,
     caller: Caller,
@@ -347,9 +396,9 @@ pub async fn upload(
         })
     })
     .await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "job_id": job.job_id,
-        "status": "queued",
-        "message": "File uploaded successfully. Processing started.",
-    })))
+    Ok(HttpResponse::Ok().json(Uploaded {
+        job_id: job.job_id,
+        status: JobStatus::Queued,
+        message: "File uploaded successfully. Processing started.".into(),
+    }))
 }

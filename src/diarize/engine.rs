@@ -84,7 +84,7 @@ pub struct Voice {
 }
 
 /// Seconds spent per part.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct DiarizeTimings {
     pub segmentation: f64,
     pub embeddings: f64,

@@ -55,7 +55,7 @@ pub enum WhisperError {
 
 /// Per-job changes to the configured decoding: the OpenAI-compatible
 /// route's `language`, `prompt` and `temperature`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Overrides {
     /// A language code instead of `whisper.language`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -33,7 +33,7 @@ const NO_SPACE_LANGUAGES: [&str; 6] = ["zh", "ja", "th", "lo", "my", "yue"];
 
 /// One recognised word with its time in the audio (seconds) and the mean
 /// probability of its tokens.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Word {
     /// The word as Whisper wrote it, with its leading space and attached punctuation.
     pub word: String,

@@ -116,12 +116,25 @@ impl SpeakerDiarizer for FakeDiarizer {
         Ok(Diarization {
             turns: vec![turn("SPEAKER_00", 0.1, 1.1), turn("SPEAKER_01", 1.3, 1.9)],
             num_speakers: 2,
+            voices: vec![voice("SPEAKER_00", 0), voice("SPEAKER_01", 1)],
             timings: Default::default(),
             activity: Default::default(),
         })
     }
     fn device(&self) -> DeviceUsed {
         DeviceUsed::Cpu
+    }
+}
+
+/// A voice print pointing along axis `axis` of 8 (the fakes' speakers are
+/// orthogonal: cosine 0 between them, 1 with themselves).
+pub fn voice(speaker: &str, axis: usize) -> colloquy::diarize::engine::Voice {
+    let mut embedding = vec![0.0; 8];
+    embedding[axis] = 1.0;
+    colloquy::diarize::engine::Voice {
+        speaker: speaker.into(),
+        embedding,
+        pieces: 3,
     }
 }
 
