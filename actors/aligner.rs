@@ -6,6 +6,8 @@
 //!   with the words and cutting the transcript into one utterance per change
 //!   of speaker (`crate::align`);
 //! - building speaker turns;
+//! - naming the speakers the speaker library knows (`crate::speakers`:
+//!   each speaker's voice print against the uploader's library);
 //! - assembling the job's [`JobResult`] (segments, aligned_segments,
 //!   full_text, language, duration, speaker_turns, provider), with
 //!   timestamps shifted back by any trimmed leading silence.
@@ -17,23 +19,35 @@ use super::fork::Joined;
 use super::stage::{JobError, StageWork};
 use super::JobCtx;
 use crate::align::{align, count_speakers, speaker_turns, AlignOptions, TextSegment};
+use crate::diarize::engine::Voice;
 use crate::result::{JobResult, Provider};
+use crate::speakers::SpeakerLibrary;
+
+/// The speaker library and how alike a voice must be to take a known name.
+#[derive(Clone)]
+pub struct Known {
+    pub library: SpeakerLibrary,
+    pub threshold: f32,
+}
 
 pub struct Aligner {
     opts: AlignOptions,
+    known: Option<Known>,
 }
 
 impl Aligner {
-    pub fn new(opts: AlignOptions) -> Aligner {
-        Aligner { opts }
+    pub fn new(opts: AlignOptions, known: Option<Known>) -> Aligner {
+        Aligner { opts, known }
     }
 }
 
 /// A finished job's result (without `performance_metrics`, which the
-/// registry completes).
+/// registry completes), and its speakers' voice prints (kept apart from
+/// the result, for enrolling them later).
 #[derive(Debug, Clone)]
 pub struct JobOutput {
     pub result: JobResult,
+    pub voices: Vec<Voice>,
 }
 
 impl StageWork for Aligner {
@@ -42,7 +56,7 @@ impl StageWork for Aligner {
     const NAME: &'static str = "alignment";
     const PROGRESS: (u8, &'static str) = (75, "Aligning speakers");
 
-    fn process(&mut self, _ctx: &mut JobCtx, input: Joined) -> Result<JobOutput, JobError> {
+    fn process(&mut self, ctx: &mut JobCtx, input: Joined) -> Result<JobOutput, JobError> {
         let Joined {
             transcribed,
             diarized:
@@ -109,7 +123,25 @@ impl StageWork for Aligner {
             },
             diarization_metrics: diarization.timings,
             performance_metrics: None,
+            known_speakers: vec![],
         };
-        Ok(JobOutput { result })
+        let mut result = result;
+        if let Some(known) = &self.known {
+            let only = ctx.options.known_speakers.as_deref();
+            let found = known.library.recognise(
+                ctx.owner.as_deref(),
+                &diarization.voices,
+                only,
+                known.threshold,
+            )?;
+            for r in &found {
+                tracing::info!(label = %r.label, speaker_id = %r.speaker_id, confidence = r.confidence, "known speaker");
+                result.name_speaker(&r.label, &r.speaker_id, &r.name, r.confidence);
+            }
+        }
+        Ok(JobOutput {
+            result,
+            voices: diarization.voices,
+        })
     }
 }

@@ -154,6 +154,9 @@ pub struct JobCtx {
     pub admitted_at: Instant,
     /// Carries `job_id` onto every log line of the job's work.
     pub span: tracing::Span,
+    /// The API key that uploaded the job (None without keys): whose
+    /// speaker library names its speakers.
+    pub owner: Option<String>,
     /// Where the stage working on the job reports (set by the stage's
     /// worker before its work runs): for events a stage tells while it
     /// works, such as partial segments.
@@ -170,6 +173,7 @@ impl JobCtx {
             cancel,
             timings: Vec::new(),
             admitted_at: Instant::now(),
+            owner: None,
             events: None,
         }
     }

@@ -29,8 +29,18 @@ pub struct Config {
     pub whisper: WhisperConfig,
     pub diarization: DiarizationConfig,
     pub vad: VadConfig,
+    pub speakers: SpeakersConfig,
     pub server: ServerConfig,
     pub pipeline: PipelineConfig,
+}
+
+/// `[speakers]`: known speakers (the speaker library).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpeakersConfig {
+    /// Cosine between a recording's speaker and a known speaker's print at
+    /// or above which the speaker takes the known name.
+    pub match_threshold: f32,
 }
 
 /// `[server]`: the HTTP API, upload limits and where jobs are stored.

@@ -465,6 +465,7 @@ mod tests {
             },
             diarization_metrics: Default::default(),
             performance_metrics: None,
+            known_speakers: vec![],
         }
     }
 

@@ -21,6 +21,7 @@ pub mod models;
 pub mod registry;
 pub mod result;
 pub mod runtime;
+pub mod speakers;
 pub mod text;
 pub mod vad;
 pub mod whisper;

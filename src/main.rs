@@ -463,6 +463,7 @@ fn diarize(
                 "duration": audio.duration(),
                 "num_speakers": d.num_speakers,
                 "turns": d.turns,
+                "voices": d.voices,
                 "provider": { "runtime": "onnxruntime", "device": engine.device },
                 "performance_metrics": {
                     "total_seconds": wall,

@@ -61,6 +61,9 @@ pub struct JobOptions {
     pub max_speakers: Option<usize>,
     #[serde(default, skip_serializing_if = "crate::whisper::Overrides::is_empty")]
     pub whisper: crate::whisper::Overrides,
+    /// Known speakers (library ids) to look for; None: the whole library.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_speakers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -146,6 +149,10 @@ impl Storage {
     }
     pub fn result_path(&self, id: Uuid) -> PathBuf {
         self.results_root().join(format!("{id}.json"))
+    }
+    /// The job's speakers' voice prints (never served; for enrolling).
+    pub fn voices_path(&self, id: Uuid) -> PathBuf {
+        self.results_root().join(format!("{id}.voices.json"))
     }
     pub fn database(&self) -> PathBuf {
         self.root.join("jobs.sled")
@@ -493,7 +500,8 @@ impl JobRegistry {
             let cancel = CancelToken::default();
             self.active.insert(id, cancel.clone());
             let audio = self.storage.temp_dir(id).join(&job.audio_file);
-            let jctx = JobCtx::new(id, audio, job.options.clone(), cancel);
+            let mut jctx = JobCtx::new(id, audio, job.options.clone(), cancel);
+            jctx.owner = job.owner.clone();
             tracing::info!(job_id = %id, attempt = job.attempts, active = self.active.len(), "job admitted");
             // at most max_active sends are ever outstanding here
             ctx.spawn(
@@ -610,6 +618,12 @@ impl JobRegistry {
         let path = self.storage.result_path(id);
         let tmp = path.with_extension("json.tmp");
         let body = serde_json::to_vec_pretty(&result)?;
+        let voices = self.storage.voices_path(id);
+        std::fs::write(
+            voices.with_extension("json.tmp"),
+            serde_json::to_vec(&output.voices)?,
+        )?;
+        std::fs::rename(voices.with_extension("json.tmp"), &voices)?;
         std::fs::write(&tmp, &body)?;
         std::fs::rename(&tmp, &path)?;
         self.update(id, |j| {
@@ -784,10 +798,12 @@ impl Handler<DeleteJob> for JobRegistry {
         self.jobs.remove(id.as_bytes())?;
         self.db.flush()?;
         self.remove_temp(id);
-        match std::fs::remove_file(self.storage.result_path(id)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
+        for file in [self.storage.result_path(id), self.storage.voices_path(id)] {
+            match std::fs::remove_file(file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         if !job.status.is_finished() {
             job.status = JobStatus::Cancelled;
@@ -842,6 +858,99 @@ impl Handler<Subscribe> for JobRegistry {
                 (self.view(job), live)
             })
         }))
+    }
+}
+
+/// A finished job's speakers' voice prints (None: no such file, e.g. a
+/// job from before they were kept).
+#[derive(Message)]
+#[rtype(result = "Result<Option<Vec<crate::diarize::engine::Voice>>, RegistryError>")]
+pub struct JobVoices(pub Uuid);
+
+impl Handler<JobVoices> for JobRegistry {
+    type Result = Result<Option<Vec<crate::diarize::engine::Voice>>, RegistryError>;
+    fn handle(&mut self, msg: JobVoices, _: &mut Context<Self>) -> Self::Result {
+        match std::fs::read(self.storage.voices_path(msg.0)) {
+            Ok(v) => Ok(Some(serde_json::from_slice(&v)?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A change of the speaker library, carried into stored results (no
+/// transcription runs again).
+#[derive(Debug, Clone)]
+pub enum SpeakerChange {
+    /// `label` of job `job` is the known speaker `speaker_id` (`name`).
+    Named {
+        job: Uuid,
+        label: String,
+        speaker_id: String,
+        name: String,
+    },
+    /// Speaker `id` is now `new_id` called `name` (renamed: the same id; merged: another).
+    Renamed {
+        id: String,
+        new_id: String,
+        name: String,
+    },
+    /// Speaker `id` was deleted: its labels come back.
+    Deleted { id: String },
+}
+
+/// Applies a [`SpeakerChange`] to the stored results of `owner`'s completed
+/// jobs; replies with how many results changed.
+#[derive(Message)]
+#[rtype(result = "Result<usize, RegistryError>")]
+pub struct ChangeSpeakers {
+    pub owner: Option<String>,
+    pub change: SpeakerChange,
+}
+
+impl Handler<ChangeSpeakers> for JobRegistry {
+    type Result = Result<usize, RegistryError>;
+    fn handle(&mut self, msg: ChangeSpeakers, _: &mut Context<Self>) -> Self::Result {
+        let jobs: Vec<Uuid> = match &msg.change {
+            SpeakerChange::Named { job, .. } => vec![*job],
+            _ => self
+                .all()?
+                .into_iter()
+                .filter(|j| j.status == JobStatus::Completed && j.owner == msg.owner)
+                .map(|j| j.job_id)
+                .collect(),
+        };
+        let mut changed = 0;
+        for id in jobs {
+            let path = self.storage.result_path(id);
+            let body = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let mut result: crate::result::JobResult = serde_json::from_slice(&body)?;
+            let did = match &msg.change {
+                SpeakerChange::Named {
+                    label,
+                    speaker_id,
+                    name,
+                    ..
+                } => result.name_speaker(label, speaker_id, name, 1.0),
+                SpeakerChange::Renamed { id, new_id, name } => {
+                    result.update_known(id, Some((new_id, name)))
+                }
+                SpeakerChange::Deleted { id } => result.update_known(id, None),
+            };
+            if did {
+                let body = serde_json::to_vec_pretty(&result)?;
+                let tmp = path.with_extension("json.tmp");
+                std::fs::write(&tmp, &body)?;
+                std::fs::rename(&tmp, &path)?;
+                let _ = self.update(id, |j| j.result_bytes = Some(body.len() as u64));
+                changed += 1;
+            }
+        }
+        Ok(changed)
     }
 }
 

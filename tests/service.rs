@@ -771,3 +771,151 @@ fn a_callback_is_retried_with_backoff_until_delivered_and_recorded_on_the_job() 
         "not asked again"
     );
 }
+
+fn json_call(srv: &Server, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    request(
+        srv.addr,
+        method,
+        path,
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+}
+
+fn speakers_of(srv: &Server, id: &str) -> Vec<String> {
+    let (code, r) = srv.call("GET", &format!("/api/results/{id}"), None);
+    assert_eq!(code, 200, "{r}");
+    let mut names: Vec<String> = r["aligned_segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["speaker"].as_str().unwrap().to_string())
+        .chain(
+            r["speaker_turns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["speaker"].as_str().unwrap().to_string()),
+        )
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[test]
+fn a_named_speaker_is_recognised_later_and_renaming_or_deleting_it_relabels_results_without_transcribing(
+) {
+    let srv = Server::start("speakers", fakes::config(&[]), fakes::engines(None));
+    let wav = fakes::tone_wav(2.0);
+    let first = id_of(&srv.upload(None, "a.wav", &wav).1);
+    srv.wait_finished(&first, None);
+    assert_eq!(speakers_of(&srv, &first), ["SPEAKER_00", "SPEAKER_01"]);
+    // bad requests: an unknown label, a job that does not exist
+    let enrol = |name: &str, job: &str, speaker: &str| {
+        json_call(
+            &srv,
+            "POST",
+            "/api/speakers",
+            &serde_json::json!({"name": name, "job_id": job, "speaker": speaker}),
+        )
+    };
+    assert_eq!(enrol("Dana", &first, "SPEAKER_09").0, 400);
+    assert_eq!(
+        enrol("Dana", &uuid::Uuid::new_v4().to_string(), "SPEAKER_01").0,
+        404
+    );
+    assert_eq!(enrol(" ", &first, "SPEAKER_01").0, 400);
+    let (code, dana) = enrol("Dana", &first, "SPEAKER_01");
+    assert_eq!(code, 201, "{dana}");
+    let dana_id = dana["id"].as_str().unwrap().to_string();
+    assert!(
+        dana["prints"][0].get("embedding").is_none(),
+        "prints are never shown: {dana}"
+    );
+    // the job's own result names her at once
+    assert_eq!(speakers_of(&srv, &first), ["Dana", "SPEAKER_00"]);
+    let (_, srt) = {
+        let (c, _, b) = raw_request(
+            srv.addr,
+            "GET",
+            &format!("/api/results/{first}?format=srt"),
+            &[],
+            b"",
+        );
+        (c, String::from_utf8(b).unwrap())
+    };
+    assert!(srt.contains("Dana: Hi!"), "{srt}");
+    // a later job: her voice is recognised, the other is not
+    let second = id_of(&srv.upload(None, "b.wav", &wav).1);
+    srv.wait_finished(&second, None);
+    assert_eq!(speakers_of(&srv, &second), ["Dana", "SPEAKER_00"]);
+    let (_, r) = srv.call("GET", &format!("/api/results/{second}"), None);
+    let known = &r["known_speakers"][0];
+    assert_eq!(
+        (known["label"].as_str(), known["speaker_id"].as_str()),
+        (Some("SPEAKER_01"), Some(dana_id.as_str()))
+    );
+    assert!(
+        known["speaker_confidence"].as_f64().unwrap() > 0.99,
+        "{known}"
+    );
+    let before = r["performance_metrics"].clone();
+    // renamed: every result follows, nothing runs again
+    let (code, v) = json_call(
+        &srv,
+        "PATCH",
+        &format!("/api/speakers/{dana_id}"),
+        &serde_json::json!({"name": "Dana K."}),
+    );
+    assert_eq!(code, 200, "{v}");
+    for id in [&first, &second] {
+        assert_eq!(speakers_of(&srv, id), ["Dana K.", "SPEAKER_00"]);
+    }
+    let (_, r) = srv.call("GET", &format!("/api/results/{second}"), None);
+    assert_eq!(r["performance_metrics"], before, "no new transcription");
+    // known_speakers=unknown id: 400 before the body
+    let (ct, body) = multipart("c.wav", &wav);
+    let (code, v) = request(
+        srv.addr,
+        "POST",
+        "/api/upload?known_speakers=spk_000000000000",
+        &[("Content-Type", ct.as_str())],
+        &body,
+    );
+    assert_eq!(code, 400, "{v}");
+    // deleted: the prints are gone, results show the labels again, later jobs too
+    let (code, _) = srv.call("DELETE", &format!("/api/speakers/{dana_id}"), None);
+    assert_eq!(code, 200);
+    let (_, list) = srv.call("GET", "/api/speakers", None);
+    assert_eq!(list["total"], 0, "{list}");
+    for id in [&first, &second] {
+        assert_eq!(speakers_of(&srv, id), ["SPEAKER_00", "SPEAKER_01"]);
+    }
+    let third = id_of(&srv.upload(None, "c.wav", &wav).1);
+    srv.wait_finished(&third, None);
+    assert_eq!(speakers_of(&srv, &third), ["SPEAKER_00", "SPEAKER_01"]);
+    // merge: two names for one voice become one
+    let (_, a) = enrol("Ari", &third, "SPEAKER_00");
+    let (_, b) = enrol("Ari Two", &second, "SPEAKER_00");
+    let (code, m) = json_call(
+        &srv,
+        "POST",
+        &format!("/api/speakers/{}/merge", a["id"].as_str().unwrap()),
+        &serde_json::json!({"from": b["id"]}),
+    );
+    assert_eq!(code, 200, "{m}");
+    assert_eq!(m["prints"].as_array().unwrap().len(), 2);
+    assert_eq!(speakers_of(&srv, &second), ["Ari", "SPEAKER_01"]);
+    // deleting a job removes its voice prints file with its result
+    let voices = srv
+        .storage
+        .join("results")
+        .join(format!("{first}.voices.json"));
+    assert!(voices.exists());
+    assert_eq!(
+        srv.call("DELETE", &format!("/api/jobs/{first}"), None).0,
+        200
+    );
+    assert!(!voices.exists());
+}

@@ -27,6 +27,7 @@ pub mod handlers;
 pub mod keys;
 pub mod openai;
 pub mod openapi;
+pub mod speakers;
 pub mod ui;
 pub mod upload;
 
@@ -63,6 +64,8 @@ pub struct AppState {
     pub callbacks: crate::callback::Policy,
     /// Shared with the registry; rendered by `GET /metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Known speakers (`/api/speakers`; the aligner reads it too).
+    pub speakers: crate::speakers::SpeakerLibrary,
 }
 
 /// The whole application: routes, the boundary check, CORS for the listed
@@ -82,7 +85,7 @@ pub fn app(
     let boundary = state.boundary.clone();
     let cors = actix_cors::Cors::default()
         .allowed_origin_fn(move |origin, _| origin.to_str().is_ok_and(|o| boundary.lists_origin(o)))
-        .allowed_methods(["GET", "POST", "DELETE"])
+        .allowed_methods(["GET", "POST", "PATCH", "DELETE"])
         .allowed_headers(["authorization", "content-type", "accept"])
         .expose_headers(["retry-after"])
         .max_age(600);
@@ -114,6 +117,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::post().to(openai::transcriptions),
     )
     .route("/v1/models", web::get().to(openai::models))
+    .route("/api/speakers", web::get().to(speakers::list))
+    .route("/api/speakers", web::post().to(speakers::enrol))
+    .route("/api/speakers/{id}", web::patch().to(speakers::rename))
+    .route("/api/speakers/{id}", web::delete().to(speakers::delete))
+    .route("/api/speakers/{id}/merge", web::post().to(speakers::merge))
     .route("/api/keys", web::get().to(keys::list))
     .route("/api/keys", web::post().to(keys::create))
     .route("/api/keys/{id}", web::delete().to(keys::revoke))
@@ -142,12 +150,17 @@ pub async fn start_engine(
     .with_callbacks(config.server.callback_policy())
     .with_metrics(metrics.clone());
     let keys = KeyStore::open(registry.db()).map_err(|e| anyhow::anyhow!(e))?;
+    let speakers = crate::speakers::SpeakerLibrary::open(registry.db())?;
     let registry = JobRegistry::start_in_arbiter(&Arbiter::new().handle(), move |_| registry);
     let pipeline = Pipeline::spawn(
         config,
         engines,
         registry.clone().recipient(),
         registry.clone().recipient(),
+        Some(crate::actors::aligner::Known {
+            library: speakers.clone(),
+            threshold: config.speakers.match_threshold,
+        }),
     );
     let recovered = registry.send(Attach(pipeline.entry())).await??;
     if recovered > 0 {
@@ -168,6 +181,7 @@ pub async fn start_engine(
         event_streams: Arc::new(tokio::sync::Semaphore::new(config.server.max_event_streams)),
         callbacks: config.server.callback_policy(),
         metrics,
+        speakers,
     };
     Ok((state, pipeline))
 }

@@ -246,6 +246,7 @@ fn options(fields: &Fields) -> Result<JobOptions, OpenAiError> {
                 .and_then(|t| t.parse::<f32>().ok())
                 .filter(|t| *t > 0.0),
         },
+        known_speakers: None,
     };
     if let (Some(a), Some(b)) = (o.min_speakers, o.max_speakers) {
         if a > b {

@@ -18,7 +18,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::error::ErrorBody;
-use super::{events, handlers, keys, openai, ui, upload};
+use super::{events, handlers, keys, openai, speakers, ui, upload};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -37,6 +37,11 @@ use super::{events, handlers, keys, openai, ui, upload};
         handlers::results,
         handlers::jobs,
         handlers::delete,
+        speakers::list,
+        speakers::enrol,
+        speakers::rename,
+        speakers::delete,
+        speakers::merge,
         keys::list,
         keys::create,
         keys::revoke,
@@ -59,6 +64,7 @@ use super::{events, handlers, keys, openai, ui, upload};
     tags(
         (name = "jobs", description = "Uploads, their jobs and results"),
         (name = "keys", description = "API keys (admin keys only)"),
+        (name = "speakers", description = "Known speakers: named voices recognised in later jobs"),
         (name = "openai", description = "OpenAI-compatible transcription"),
         (name = "server", description = "Health and this description"),
         (name = "web UI", description = "The page's files"),

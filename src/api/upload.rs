@@ -45,6 +45,9 @@ pub struct UploadQuery {
     pub max_speakers: Option<usize>,
     /// POSTed the job's final record when it ends (also a form field).
     pub callback_url: Option<String>,
+    /// Known speakers to look for, by id, comma-separated (`spk_...`); by
+    /// default the whole library. At least that many speakers are looked for.
+    pub known_speakers: Option<String>,
 }
 
 /// What an upload asks for besides its file.
@@ -103,6 +106,7 @@ impl UploadQuery {
             min_speakers: self.min_speakers,
             max_speakers: self.max_speakers,
             whisper: Default::default(),
+            known_speakers: None,
         })
     }
 }
@@ -371,7 +375,42 @@ pub async fn upload(
     // the query is parsed here (not by an extractor) so that a bad key is 401 first
     let query = web::Query::<UploadQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let options = query.options()?;
+    let mut options = query.options()?;
+    if let Some(raw) = &query.known_speakers {
+        let ids: Vec<String> = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        let library = state.speakers.clone();
+        let owner = caller.owner();
+        let wanted = ids.clone();
+        let unknown: Vec<String> = web::block(move || -> Result<Vec<String>, String> {
+            let mine = library.list(owner.as_deref()).map_err(|e| e.to_string())?;
+            Ok(wanted
+                .into_iter()
+                .filter(|id| !mine.iter().any(|s| &s.id == id))
+                .collect())
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::Internal)?;
+        if ids.is_empty() || !unknown.is_empty() {
+            return Err(ApiError::BadRequest(format!(
+                "known_speakers: {} (ids from GET /api/speakers, comma-separated)",
+                if ids.is_empty() {
+                    "no speaker ids".to_string()
+                } else {
+                    format!("unknown {}", unknown.join(", "))
+                }
+            )));
+        }
+        if options.num_speakers.is_none() && options.min_speakers.is_none() {
+            options.min_speakers = Some(ids.len().min(64));
+        }
+        options.known_speakers = Some(ids);
+    }
     // a bad callback_url in the query is refused before the body is read
     let policy = &state.callbacks;
     if let Some(url) = &query.callback_url {

@@ -1,0 +1,334 @@
+//! `/api/speakers`: the caller's speaker library (`crate::speakers`), and
+//! its changes carried into the caller's stored results by the registry
+//! (no transcription runs again).
+//!
+//! - `GET /api/speakers`: the caller's known speakers (prints without
+//!   their embeddings);
+//! - `POST /api/speakers` `{"name", "job_id", "speaker"}`: the job's speaker
+//!   (its label, e.g. `SPEAKER_01`) is `name`: its voice print joins the
+//!   speaker called so (made when new) and the job's result shows the name;
+//! - `PATCH /api/speakers/{id}` `{"name"}`: renamed, in every result too;
+//! - `DELETE /api/speakers/{id}`: the speaker and all its prints are gone;
+//!   results show the diarizer's labels again;
+//! - `POST /api/speakers/{id}/merge` `{"from"}`: `from`'s prints join `id`,
+//!   `from` is deleted, its results show `id`'s name.
+//!
+//! With keys, each key has its own library (admin keys too); without keys
+//! there is one.
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::access::{Bucket, Caller};
+use super::error::{ApiError, ErrorBody};
+use super::handlers::{job_id, visible_job};
+use super::AppState;
+use crate::registry::{ChangeSpeakers, JobStatus, JobVoices, SpeakerChange};
+use crate::speakers::{LibraryError, PrintSource, Speaker, SpeakerLibrary};
+
+impl From<LibraryError> for ApiError {
+    fn from(e: LibraryError) -> Self {
+        match e {
+            LibraryError::NotFound => ApiError::NotFound,
+            LibraryError::Invalid(m) => ApiError::BadRequest(m),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Runs library work off the async threads (sled may touch the disk).
+async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(SpeakerLibrary) -> Result<T, LibraryError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let library = state.speakers.clone();
+    web::block(move || f(library))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::from)
+}
+
+/// The caller's speaker `id`; another library's is "not found".
+async fn own(state: &AppState, caller: &Caller, id: String) -> Result<Speaker, ApiError> {
+    let owner = caller.owner();
+    blocking(state, move |lib| lib.get(&id))
+        .await?
+        .filter(|s| s.owner == owner)
+        .ok_or(ApiError::NotFound)
+}
+
+async fn carry(
+    state: &AppState,
+    caller: &Caller,
+    change: SpeakerChange,
+) -> Result<usize, ApiError> {
+    Ok(state
+        .registry
+        .send(ChangeSpeakers {
+            owner: caller.owner(),
+            change,
+        })
+        .await??)
+}
+
+/// The caller's known speakers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SpeakerList {
+    pub total: usize,
+    pub speakers: Vec<Speaker>,
+}
+
+/// `GET /api/speakers`.
+#[utoipa::path(
+    get,
+    path = "/api/speakers",
+    operation_id = "list_speakers",
+    tag = "speakers",
+    summary = "The caller's known speakers",
+    responses(
+        (status = 200, description = "Known speakers, by name (prints without their embeddings)", body = SpeakerList),
+        (status = 401, description = "No live API key (`server.auth = keys`)", body = ErrorBody),
+        (status = 429, description = "Over the key's read rate (`Retry-After`)", body = ErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
+pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    state.limits.check(&caller, Bucket::Reads)?;
+    let owner = caller.owner();
+    let speakers: Vec<Speaker> = blocking(&state, move |lib| lib.list(owner.as_deref()))
+        .await?
+        .into_iter()
+        .map(Speaker::public)
+        .collect();
+    Ok(HttpResponse::Ok().json(SpeakerList {
+        total: speakers.len(),
+        speakers,
+    }))
+}
+
+/// A finished job's speaker to enrol.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Enrol {
+    /// Who it is (1 to 80 characters). A name the library has already gets
+    /// this voice print added.
+    pub name: String,
+    pub job_id: String,
+    /// The speaker's label in that job's result (`SPEAKER_01`), or the name
+    /// it shows now.
+    pub speaker: String,
+}
+
+/// `POST /api/speakers`.
+#[utoipa::path(
+    post,
+    path = "/api/speakers",
+    operation_id = "enrol_speaker",
+    tag = "speakers",
+    summary = "Name a finished job's speaker; their voice is recognised in later jobs",
+    request_body = Enrol,
+    responses(
+        (status = 201, description = "The known speaker (new, or with one more print)", body = Speaker),
+        (status = 400, description = "A bad name, no such speaker in the job, or a job that is not finished", body = ErrorBody),
+        (status = 401, description = "No live API key (`server.auth = keys`)", body = ErrorBody),
+        (status = 404, description = "No such job, or another key's job", body = ErrorBody),
+        (status = 429, description = "Over the key's read rate (`Retry-After`)", body = ErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
+pub async fn enrol(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<Enrol>,
+) -> Result<HttpResponse, ApiError> {
+    state.limits.check(&caller, Bucket::Reads)?;
+    let Enrol {
+        name,
+        job_id: raw,
+        speaker,
+    } = body.into_inner();
+    let id = job_id(&raw)?;
+    let job = visible_job(&state, &caller, id).await?;
+    if job.status != JobStatus::Completed {
+        return Err(ApiError::BadRequest(format!(
+            "job {id} is {}: speakers are named once it has completed",
+            serde_json::to_value(job.status)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
+        )));
+    }
+    let voices = state.registry.send(JobVoices(id)).await??.ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "job {id} has no voice prints (it ran before they were kept): upload it again"
+        ))
+    })?;
+    // the label, or the name the result shows for it now
+    let body = tokio::fs::read(state.storage.result_path(id)).await?;
+    let result = super::handlers::typed_result(&body)?;
+    let label = result
+        .known_speakers
+        .iter()
+        .find(|k| k.speaker == speaker)
+        .map(|k| k.label.clone())
+        .unwrap_or(speaker.clone());
+    let voice = voices
+        .into_iter()
+        .find(|v| v.speaker == label)
+        .ok_or_else(|| ApiError::BadRequest(format!("job {id} has no speaker {speaker:?}")))?;
+    let owner = caller.owner();
+    let source = PrintSource::Job {
+        job_id: id,
+        speaker: label.clone(),
+    };
+    let known = blocking(&state, move |lib| {
+        lib.enrol(owner.as_deref(), &name, voice.embedding, source)
+    })
+    .await?;
+    carry(
+        &state,
+        &caller,
+        SpeakerChange::Named {
+            job: id,
+            label,
+            speaker_id: known.id.clone(),
+            name: known.name.clone(),
+        },
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(known.public()))
+}
+
+/// A new name.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rename {
+    pub name: String,
+}
+
+/// `PATCH /api/speakers/{id}`.
+#[utoipa::path(
+    patch,
+    path = "/api/speakers/{id}",
+    operation_id = "rename_speaker",
+    tag = "speakers",
+    summary = "Rename a known speaker (in every stored result too)",
+    params(("id" = String, Path, description = "The speaker's id (`spk_...`)")),
+    request_body = Rename,
+    responses(
+        (status = 200, description = "The renamed speaker", body = Speaker),
+        (status = 400, description = "A bad name", body = ErrorBody),
+        (status = 401, description = "No live API key (`server.auth = keys`)", body = ErrorBody),
+        (status = 404, description = "No such speaker in the caller's library", body = ErrorBody),
+        (status = 429, description = "Over the key's read rate (`Retry-After`)", body = ErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
+pub async fn rename(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<Rename>,
+) -> Result<HttpResponse, ApiError> {
+    state.limits.check(&caller, Bucket::Reads)?;
+    let id = path.into_inner();
+    own(&state, &caller, id.clone()).await?;
+    let name = body.into_inner().name;
+    let moved = id.clone();
+    let renamed = blocking(&state, move |lib| lib.rename(&moved, &name)).await?;
+    carry(
+        &state,
+        &caller,
+        SpeakerChange::Renamed {
+            id: id.clone(),
+            new_id: id,
+            name: renamed.name.clone(),
+        },
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(renamed.public()))
+}
+
+/// `DELETE /api/speakers/{id}`.
+#[utoipa::path(
+    delete,
+    path = "/api/speakers/{id}",
+    operation_id = "delete_speaker",
+    tag = "speakers",
+    summary = "Forget a known speaker and every voice print of them",
+    params(("id" = String, Path, description = "The speaker's id (`spk_...`)")),
+    responses(
+        (status = 200, description = "The speaker as it was (results show the diarizer's labels again)", body = Speaker),
+        (status = 401, description = "No live API key (`server.auth = keys`)", body = ErrorBody),
+        (status = 404, description = "No such speaker in the caller's library", body = ErrorBody),
+        (status = 429, description = "Over the key's read rate (`Retry-After`)", body = ErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
+pub async fn delete(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state.limits.check(&caller, Bucket::Reads)?;
+    let id = path.into_inner();
+    own(&state, &caller, id.clone()).await?;
+    let moved = id.clone();
+    let gone = blocking(&state, move |lib| lib.delete(&moved))
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    carry(&state, &caller, SpeakerChange::Deleted { id }).await?;
+    Ok(HttpResponse::Ok().json(gone.public()))
+}
+
+/// The speaker whose prints join.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Merge {
+    pub from: String,
+}
+
+/// `POST /api/speakers/{id}/merge`.
+#[utoipa::path(
+    post,
+    path = "/api/speakers/{id}/merge",
+    operation_id = "merge_speakers",
+    tag = "speakers",
+    summary = "Merge another known speaker into this one",
+    params(("id" = String, Path, description = "The speaker that stays (`spk_...`)")),
+    request_body = Merge,
+    responses(
+        (status = 200, description = "The speaker with both's prints", body = Speaker),
+        (status = 400, description = "A speaker merged into itself", body = ErrorBody),
+        (status = 401, description = "No live API key (`server.auth = keys`)", body = ErrorBody),
+        (status = 404, description = "Either speaker is not in the caller's library", body = ErrorBody),
+        (status = 429, description = "Over the key's read rate (`Retry-After`)", body = ErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
+pub async fn merge(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<Merge>,
+) -> Result<HttpResponse, ApiError> {
+    state.limits.check(&caller, Bucket::Reads)?;
+    let into = path.into_inner();
+    let from = body.into_inner().from;
+    own(&state, &caller, into.clone()).await?;
+    own(&state, &caller, from.clone()).await?;
+    let (a, b) = (into.clone(), from.clone());
+    let merged = blocking(&state, move |lib| lib.merge(&a, &b)).await?;
+    carry(
+        &state,
+        &caller,
+        SpeakerChange::Renamed {
+            id: from,
+            new_id: into,
+            name: merged.name.clone(),
+        },
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(merged.public()))
+}
