@@ -24,7 +24,8 @@ run: setup build
 ## the official openai client against /v1 (scripts/check_openai.py),
 ## schemathesis against /openapi.json (scripts/check_openapi.py, ~50 s), then
 ## live events, ETA and /metrics (prometheus_client's parsers) on the real
-## server (scripts/check_live.py).
+## server (scripts/check_live.py), and known speakers on the AMI excerpts and
+## realmix1 (scripts/check_speakers.py).
 test: setup
 	COLLOQUY_REQUIRE_MODELS=1 $(CARGO) test --release
 	bash scripts/e2e.sh
@@ -32,6 +33,7 @@ test: setup
 	python3 scripts/check_openai.py
 	python3 scripts/check_openapi.py
 	python3 scripts/check_live.py
+	python3 scripts/check_speakers.py
 
 ## schemathesis (pinned, in a venv under target/) against the server's own
 ## /openapi.json: no 5xx, every status, content type, header and body as
