@@ -8,7 +8,8 @@ it overlaps most, as a user listening to it would name it) and must carry
 their names in dev01; tst00's speakers are named from its job and must
 carry them in tst01 (those who speak at least 1 s); no dev name may appear
 in tst00/tst01, nor a tst name in dev01 run again afterwards. Then the
-LibriVox reader is named from one clip uploaded alone and must carry the
+LibriVox reader is enrolled from one clip (`POST /api/speakers`, multipart
+name + file) and must carry the
 name in realmix1's reader turns, and no other voice there.
 
 Prints every job's speakers (label, reference speaker, seconds, name given,
@@ -133,10 +134,17 @@ def main():
         check("dev01 again: no tst name", not (set(t) & tst), str(list(t)))
         judge("dev01 again", t, dev, dev)
 
-        clip, r = run(srv, "asr/librivox_ss01_0870.wav", "?num_speakers=1")
-        code, sp, _ = srv.request("POST", "/api/speakers", json.dumps(
-            {"name": "reader", "job_id": clip, "speaker": "SPEAKER_00"}).encode(), {"Content-Type": "application/json"})
-        check("enrol the reader from one clip", code == 201, str(sp)[:200])
+        # a reference clip (multipart name + file): enrolled, its job gone
+        b = "speakers-boundary-1f3a"
+        clip = open(os.path.join(DATA, "asr", "librivox_ss01_0870.wav"), "rb").read()
+        body = (f'--{b}\r\nContent-Disposition: form-data; name="name"\r\n\r\nreader\r\n'
+                f'--{b}\r\nContent-Disposition: form-data; name="file"; filename="librivox_ss01_0870.wav"\r\n'
+                "Content-Type: audio/wav\r\n\r\n").encode() + clip + f"\r\n--{b}--\r\n".encode()
+        code, sp, _ = srv.request("POST", "/api/speakers", body, {"Content-Type": f"multipart/form-data; boundary={b}"})
+        check("enrol the reader from one clip (multipart)", code == 201 and sp["prints"][0]["source"]["kind"] == "clip",
+              str(sp)[:200])
+        code, jobs, _ = srv.request("GET", "/api/jobs")
+        check("the clip's job is gone", not any(j["filename"] == "librivox_ss01_0870.wav" for j in jobs["jobs"]), "")
         mix = rttm(os.path.join(DATA, "mix", "realmix1.rttm"), "realmix1")
         _, r = run(srv, "mix/realmix1.wav", "?num_speakers=6")
         t = speakers(r, mix); show("realmix1", t)

@@ -919,3 +919,40 @@ fn a_named_speaker_is_recognised_later_and_renaming_or_deleting_it_relabels_resu
     );
     assert!(!voices.exists());
 }
+
+#[test]
+fn a_reference_clip_enrols_a_voice_and_leaves_no_job_behind() {
+    let srv = Server::start("speaker-clip", fakes::config(&[]), fakes::engines(None));
+    let clip = |name: &str, seconds: f64| {
+        let (ct, mut body) = multipart("dana.wav", &fakes::tone_wav(seconds));
+        let field = format!(
+            "--colloquy-test-boundary-7d9a\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\n{name}\r\n"
+        );
+        body.splice(0..0, field.into_bytes());
+        request(
+            srv.addr,
+            "POST",
+            "/api/speakers",
+            &[("Content-Type", ct.as_str())],
+            &body,
+        )
+    };
+    let (code, v) = clip("Dana", 1.0);
+    assert_eq!(code, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("2 to 30 s"), "{v}");
+    assert_eq!(clip("", 3.0).0, 400, "a name is needed");
+    let (code, dana) = clip("Dana", 3.0);
+    assert_eq!(code, 201, "{dana}");
+    assert_eq!(dana["prints"][0]["source"]["kind"], "clip", "{dana}");
+    let (_, jobs) = srv.call("GET", "/api/jobs", None);
+    assert_eq!(jobs["total"], 0, "the clips' jobs are gone: {jobs}");
+    assert_eq!(srv.temp_entries(), 0);
+    let results = std::fs::read_dir(srv.storage.join("results"))
+        .unwrap()
+        .count();
+    assert_eq!(results, 0, "no result or print file kept");
+    // the fakes' first voice is SPEAKER_00's: a later job names it
+    let id = id_of(&srv.upload(None, "a.wav", &fakes::tone_wav(2.0)).1);
+    srv.wait_finished(&id, None);
+    assert_eq!(speakers_of(&srv, &id), ["Dana", "SPEAKER_01"]);
+}

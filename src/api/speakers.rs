@@ -7,6 +7,9 @@
 //! - `POST /api/speakers` `{"name", "job_id", "speaker"}`: the job's speaker
 //!   (its label, e.g. `SPEAKER_01`) is `name`: its voice print joins the
 //!   speaker called so (made when new) and the job's result shows the name;
+//!   or a multipart form `name` + `file`: a reference clip of one voice
+//!   (2 to 30 s), run as a job of one speaker through the same pipeline,
+//!   its print kept and the job (audio, result) deleted;
 //! - `PATCH /api/speakers/{id}` `{"name"}`: renamed, in every result too;
 //! - `DELETE /api/speakers/{id}`: the speaker and all its prints are gone;
 //!   results show the diarizer's labels again;
@@ -16,15 +19,20 @@
 //! With keys, each key has its own library (admin keys too); without keys
 //! there is one.
 
-use actix_web::{web, HttpResponse};
+use actix_multipart::Multipart;
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::access::{Bucket, Caller};
 use super::error::{ApiError, ErrorBody};
 use super::handlers::{job_id, visible_job};
+use super::upload::{receive, Submission};
 use super::AppState;
-use crate::registry::{ChangeSpeakers, JobStatus, JobVoices, SpeakerChange};
+use crate::registry::{
+    ChangeSpeakers, DeleteJob, JobOptions, JobStatus, JobVoices, SpeakerChange, WatchJob,
+};
 use crate::speakers::{LibraryError, PrintSource, Speaker, SpeakerLibrary};
 
 impl From<LibraryError> for ApiError {
@@ -120,17 +128,41 @@ pub struct Enrol {
     pub speaker: String,
 }
 
-/// `POST /api/speakers`.
+/// A reference clip to enrol (multipart form).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct EnrolClip {
+    /// Who it is.
+    pub name: String,
+    /// 2 to 30 seconds of that one voice, in any format an upload takes.
+    #[schema(format = Binary, content_media_type = "application/octet-stream")]
+    pub file: String,
+}
+
+/// Largest reference clip accepted (bytes): 30 s of 16-bit stereo 48 kHz WAV and more.
+const MAX_CLIP_BYTES: u64 = 16 * 1024 * 1024;
+/// A clip's length, seconds.
+const CLIP_SECONDS: (f64, f64) = (2.0, 30.0);
+
+/// `POST /api/speakers`: JSON (a job's speaker) or multipart (a clip).
 #[utoipa::path(
     post,
     path = "/api/speakers",
     operation_id = "enrol_speaker",
     tag = "speakers",
-    summary = "Name a finished job's speaker; their voice is recognised in later jobs",
-    request_body = Enrol,
+    summary = "Name a finished job's speaker, or enrol a reference clip; the voice is recognised in later jobs",
+    request_body(content(
+        (Enrol = "application/json"),
+        (EnrolClip = "multipart/form-data"),
+    )),
     responses(
         (status = 201, description = "The known speaker (new, or with one more print)", body = Speaker),
-        (status = 400, description = "A bad name, no such speaker in the job, or a job that is not finished", body = ErrorBody),
+        (status = 400, description = "A bad name, no such speaker in the job, a job that is not finished, or a clip that is not 2 to 30 s of audio", body = ErrorBody),
+        (status = 408, description = "The clip's upload stalled", body = ErrorBody),
+        (status = 413, description = "A clip over 16 MB, or of no announced length", body = ErrorBody),
+        (status = 422, description = "The clip is not audio Colloquy reads", body = ErrorBody),
+        (status = 503, description = "No upload slot free (`Retry-After`)", body = ErrorBody),
+        (status = 507, description = "The server's storage is full", body = ErrorBody),
         (status = 401, description = "No live API key (`server.auth = keys`)", body = ErrorBody),
         (status = 404, description = "No such job, or another key's job", body = ErrorBody),
         (status = 429, description = "Over the key's read rate (`Retry-After`)", body = ErrorBody),
@@ -140,9 +172,21 @@ pub struct Enrol {
 pub async fn enrol(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<Enrol>,
+    req: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    if multipart {
+        return enrol_clip(state, caller, req, payload).await;
+    }
     state.limits.check(&caller, Bucket::Reads)?;
+    let body = web::Json::<Enrol>::from_request(&req, &mut payload.into_inner())
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("bad JSON body: {e}")))?;
     let Enrol {
         name,
         job_id: raw,
@@ -198,6 +242,85 @@ pub async fn enrol(
     )
     .await?;
     Ok(HttpResponse::Created().json(known.public()))
+}
+
+/// A reference clip: uploaded as a job of one speaker (the same checks,
+/// limits and pipeline as any upload), its print enrolled, the job deleted.
+async fn enrol_clip(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    state.limits.check(&caller, Bucket::Uploads)?;
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_none_or(|n| n > MAX_CLIP_BYTES) {
+        return Err(ApiError::TooLarge {
+            limit: MAX_CLIP_BYTES,
+        });
+    }
+    let form = Multipart::new(req.headers(), payload.into_inner());
+    let mut name = None;
+    let (job, _) = receive(&state, &caller, &req, form, |fields| {
+        let given = fields
+            .get("name")
+            .and_then(|v| v.last())
+            .cloned()
+            .unwrap_or_default();
+        name = Some(crate::speakers::clean_name(&given)?);
+        Ok(Submission::options(JobOptions {
+            num_speakers: Some(1),
+            ..Default::default()
+        }))
+    })
+    .await?;
+    let id = job.job_id;
+    let name = name.unwrap_or_default();
+    let told = state.registry.send(WatchJob(id)).await?;
+    let ended = told.await.ok().flatten();
+    // whatever happens next, the clip's job goes (no audio or result is kept)
+    let outcome = enrol_ended(&state, &caller, ended, &name).await;
+    state.registry.send(DeleteJob(id)).await??;
+    Ok(HttpResponse::Created().json(outcome?.public()))
+}
+
+async fn enrol_ended(
+    state: &AppState,
+    caller: &Caller,
+    ended: Option<crate::registry::Job>,
+    name: &str,
+) -> Result<Speaker, ApiError> {
+    let job = ended.ok_or_else(|| ApiError::BadRequest("the clip's job was cancelled".into()))?;
+    if job.status != JobStatus::Completed {
+        return Err(super::handlers::failure(job));
+    }
+    let seconds = job.duration.unwrap_or(0.0);
+    if !(CLIP_SECONDS.0..=CLIP_SECONDS.1).contains(&seconds) {
+        return Err(ApiError::BadRequest(format!(
+            "a reference clip is {} to {} s of one voice; this one is {seconds:.1} s",
+            CLIP_SECONDS.0, CLIP_SECONDS.1
+        )));
+    }
+    let voice = state
+        .registry
+        .send(JobVoices(job.job_id))
+        .await??
+        .and_then(|v| v.into_iter().next())
+        .ok_or_else(|| ApiError::BadRequest("no voice was found in the clip".into()))?;
+    let owner = caller.owner();
+    let source = PrintSource::Clip {
+        filename: job.filename.clone(),
+        seconds,
+    };
+    let name = name.to_string();
+    blocking(state, move |lib| {
+        lib.enrol(owner.as_deref(), &name, voice.embedding, source)
+    })
+    .await
 }
 
 /// A new name.
