@@ -79,6 +79,19 @@
     return { status: res.status, body, headers: res.headers };
   }
 
+  // A JSON request with a JSON body.
+  async function apiJson(method, path, payload) {
+    const res = await fetch(path, {
+      method,
+      headers: { Accept: 'application/json', 'Content-Type': 'application/json', ...authHeaders() },
+      body: JSON.stringify(payload),
+    });
+    let body = null;
+    try { body = await res.json(); } catch (_) { /* empty or not JSON */ }
+    if (res.status === 401) askForKey('');
+    return { status: res.status, body };
+  }
+
   // Shows the key form (with `problem` when a key was refused).
   function askForKey(problem) {
     $('key-card').hidden = false;
@@ -522,10 +535,41 @@
       });
       const swatch = el('span', { class: 'swatch', 'aria-hidden': 'true' });
       swatch.style.background = colourOf(label);
+      // the server's speaker library: remember this voice under the name
+      // typed (later uploads carry it), or rename a known speaker there
+      const known = (cur.result.known_speakers || []).find((k) => k.speaker === label);
+      const remember = el('button', {
+        class: 'button secondary small', type: 'button',
+        text: known ? 'Rename in library' : 'Remember',
+        title: known ? `Known speaker (${Math.round((known.speaker_confidence || 0) * 100)}% match): rename everywhere`
+          : 'Save this voice with this name: later recordings of it are named by the server',
+      });
+      remember.dataset.remember = label;
+      const typed = () => (cur.names[label] || '').trim();
+      const sync = () => { remember.disabled = !typed() || typed() === label; };
+      sync();
+      input.addEventListener('input', sync);
+      remember.addEventListener('click', async () => {
+        remember.disabled = true;
+        const name = typed();
+        const r = known
+          ? await apiJson('PATCH', `/api/speakers/${encodeURIComponent(known.speaker_id)}`, { name })
+          : await apiJson('POST', '/api/speakers', { name, job_id: cur.id, speaker: known ? known.label : label });
+        if (r.status !== 200 && r.status !== 201) {
+          remember.disabled = false;
+          remember.title = (r.body && r.body.message) || `HTTP ${r.status}`;
+          return;
+        }
+        // the server names the speaker now: the local rename is not needed
+        delete cur.names[label];
+        saveNames(cur.id, cur.names);
+        await openResult(cur.id, cur.filename);
+      });
       list.append(el('li', { class: 'speaker' },
         swatch,
         el('label', { for: inputId, class: 'visually-hidden', text: `Name for ${label}` }),
         input,
+        remember,
         el('span', { class: 'talk', text: `${clock(talk)} spoken` })));
     });
   }

@@ -415,6 +415,19 @@ test('upload a two-voice clip, read who said what, click through the audio', { s
     await page.unroute('**/api/results/*');
   });
 
+  await t.test('"Remember" saves a named voice on the server; the result names it from then on', async () => {
+    const first = page.locator('#speakers li').first();
+    assert.equal(await first.locator('input').inputValue(), 'Alice');
+    await first.locator('[data-remember]').click();
+    await page.locator('#speakers li [data-remember]', { hasText: 'Rename in library' }).first().waitFor({ timeout: 30000 });
+    const result = await resultOf(page);
+    assert.deepEqual((result.known_speakers || []).map((k) => k.speaker), ['Alice']);
+    const lib = await page.evaluate(() => fetch('/api/speakers').then((r) => r.json()));
+    assert.deepEqual(lib.speakers.map((s) => s.name), ['Alice']);
+    const names = await page.locator('#transcript .turn-speaker').allInnerTexts();
+    assert.ok(names.includes('Alice'), names.join(','));
+  });
+
   await t.test('the job list shows the job; delete removes it', async () => {
     await page.click('#jobs-refresh');
     const item = page.locator('#job-list .job').first();
@@ -439,6 +452,9 @@ test('upload a two-voice clip, read who said what, click through the audio', { s
     const text = (await page.locator('#transcript').innerText()).toLowerCase();
     for (const w of WORDS) assert.ok(text.includes(w), `"${w}" not in the transcript:\n${text}`);
     assert.equal(await page.locator('#speakers li').count(), 2);
+    // the voice remembered earlier is named by the server in this new job
+    const names = await page.locator('#transcript .turn-speaker').allInnerTexts();
+    assert.ok(names.includes('Alice'), `the known voice is named: ${[...new Set(names)]}`);
     await page.unroute('**/api/jobs/*/events');
   });
 
