@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use colloquy::auth::KeyStore;
 use colloquy::config::Config;
 use common::fakes;
-use common::http::{multipart, raw_request, read_response, request, EventStream};
+use common::http::{multipart, multipart_with, raw_request, read_response, request, EventStream};
 use serde_json::Value;
 
 struct Server {
@@ -98,6 +98,19 @@ impl Server {
                 return v;
             }
             assert!(Instant::now() < deadline, "job {id} did not finish: {v}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Polls the job's status until its callback is done (bounded).
+    fn callback_when_done(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, st) = self.call("GET", &format!("/api/status/{id}"), None);
+            if st["callback"]["done"] == true {
+                return st["callback"].clone();
+            }
+            assert!(Instant::now() < deadline, "{st}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -722,28 +735,15 @@ fn a_callback_is_retried_with_backoff_until_delivered_and_recorded_on_the_job() 
         assert_eq!(b["job"]["job_id"], id.as_str());
         assert_eq!(b["job"]["status"], "completed");
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let cb = loop {
-        let (_, st) = srv.call("GET", &format!("/api/status/{id}"), None);
-        if st["callback"]["done"] == true {
-            break st["callback"].clone();
-        }
-        assert!(Instant::now() < deadline, "{st}");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let cb = srv.callback_when_done(&id);
     assert_eq!(cb["attempts"], 3, "{cb}");
     assert!(cb["delivered_at"].is_string(), "{cb}");
     assert!(cb.get("last_error").is_none(), "{cb}");
 
     // a receiver that refuses (404) is not asked again
     let (url, bodies) = receiver(vec![404]);
-    let (ct, body) = multipart("b.wav", &wav);
-    let mut form = body.clone();
     // as a form field this time
-    let field = format!(
-        "--colloquy-test-boundary-7d9a\r\nContent-Disposition: form-data; name=\"callback_url\"\r\n\r\n{url}\r\n"
-    );
-    form.splice(0..0, field.into_bytes());
+    let (ct, form) = multipart_with("callback_url", &url, "b.wav", &wav);
     let (code, v) = request(
         srv.addr,
         "POST",
@@ -754,15 +754,7 @@ fn a_callback_is_retried_with_backoff_until_delivered_and_recorded_on_the_job() 
     assert_eq!(code, 200, "{v}");
     let id = id_of(&v);
     bodies.recv_timeout(Duration::from_secs(60)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let cb = loop {
-        let (_, st) = srv.call("GET", &format!("/api/status/{id}"), None);
-        if st["callback"]["done"] == true {
-            break st["callback"].clone();
-        }
-        assert!(Instant::now() < deadline, "{st}");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let cb = srv.callback_when_done(&id);
     assert_eq!(cb["attempts"], 1, "{cb}");
     assert!(cb["last_error"].as_str().unwrap().contains("404"), "{cb}");
     assert!(cb.get("delivered_at").is_none(), "{cb}");
@@ -924,11 +916,7 @@ fn a_named_speaker_is_recognised_later_and_renaming_or_deleting_it_relabels_resu
 fn a_reference_clip_enrols_a_voice_and_leaves_no_job_behind() {
     let srv = Server::start("speaker-clip", fakes::config(&[]), fakes::engines(None));
     let clip = |name: &str, seconds: f64| {
-        let (ct, mut body) = multipart("dana.wav", &fakes::tone_wav(seconds));
-        let field = format!(
-            "--colloquy-test-boundary-7d9a\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\n{name}\r\n"
-        );
-        body.splice(0..0, field.into_bytes());
+        let (ct, body) = multipart_with("name", name, "dana.wav", &fakes::tone_wav(seconds));
         request(
             srv.addr,
             "POST",

@@ -18,6 +18,16 @@ pub fn multipart(filename: &str, data: &[u8]) -> (String, Vec<u8>) {
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
+/// A multipart form with a text field `field` = `value` before the file.
+pub fn multipart_with(field: &str, value: &str, filename: &str, data: &[u8]) -> (String, Vec<u8>) {
+    let (ct, mut body) = multipart(filename, data);
+    let head = format!(
+        "--colloquy-test-boundary-7d9a\r\nContent-Disposition: form-data; name=\"{field}\"\r\n\r\n{value}\r\n"
+    );
+    body.splice(0..0, head.into_bytes());
+    (ct, body)
+}
+
 pub fn request(
     addr: SocketAddr,
     method: &str,
