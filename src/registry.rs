@@ -20,8 +20,11 @@
 //! - calling back the `callback_url` of a job that ended, with retries
 //!   ([`crate::callback`] makes each request, off the actor's thread).
 
+mod callbacks;
 pub mod eta;
 pub mod feed;
+mod speakers;
+pub use speakers::{ChangeSpeakers, JobVoices, SpeakerChange};
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -40,7 +43,7 @@ use crate::actors::transcriber::Transcriber;
 use crate::actors::{
     ActorExitStatus, CancelToken, FailureKind, JobCtx, JobError, JobEvent, JobMsg,
 };
-use crate::callback::{self, Callback, Outcome};
+use crate::callback::{self, Callback};
 use crate::result::PerformanceMetrics;
 
 /// The pipeline's stages as the estimates see them (`actors/mod.rs`).
@@ -347,88 +350,6 @@ impl JobRegistry {
             for w in watchers {
                 let _ = w.send(job.clone());
             }
-        }
-    }
-
-    /// Starts delivering the job's callback if it has one not yet done.
-    fn call_back(&mut self, id: Uuid, ctx: &mut Context<Self>) {
-        let job = match self.load(id) {
-            Ok(Some(job)) => job,
-            _ => return,
-        };
-        let Some(cb) = job.callback.clone().filter(|c| !c.done) else {
-            return;
-        };
-        if self.deliveries >= MAX_DELIVERIES {
-            ctx.run_later(std::time::Duration::from_secs(1), move |act, ctx| {
-                act.call_back(id, ctx)
-            });
-            return;
-        }
-        self.deliveries += 1;
-        let event = match job.status {
-            JobStatus::Completed => "job.completed",
-            JobStatus::Failed => "job.failed",
-            _ => "job.ended",
-        };
-        let body = serde_json::to_vec(&serde_json::json!({ "event": event, "job": job }))
-            .unwrap_or_default();
-        let timeout = self.callbacks.timeout;
-        tracing::info!(job_id = %id, url = %cb.url, attempt = cb.attempts + 1, "calling back");
-        let attempt = tokio::task::spawn_blocking(move || callback::post(&cb.url, &body, timeout));
-        ctx.spawn(attempt.into_actor(self).map(move |res, act, ctx| {
-            act.deliveries -= 1;
-            let outcome =
-                res.unwrap_or_else(|e| Outcome::Retry(format!("the attempt did not run: {e}")));
-            act.called_back(id, outcome, ctx);
-        }));
-    }
-
-    /// Records an attempt's outcome; schedules the next one when worth it.
-    fn called_back(&mut self, id: Uuid, outcome: Outcome, ctx: &mut Context<Self>) {
-        let max = self.callbacks.attempts;
-        let mut retry = None;
-        self.metrics.callback(match &outcome {
-            Outcome::Delivered => "delivered",
-            Outcome::Retry(_) => "retry",
-            Outcome::Refused(_) => "refused",
-        });
-        let updated = self.update(id, |j| {
-            let Some(cb) = j.callback.as_mut() else {
-                return;
-            };
-            cb.attempts += 1;
-            match &outcome {
-                Outcome::Delivered => {
-                    cb.delivered_at = Some(Utc::now());
-                    cb.last_error = None;
-                    cb.done = true;
-                }
-                Outcome::Refused(e) => {
-                    cb.last_error = Some(e.clone());
-                    cb.done = true;
-                }
-                Outcome::Retry(e) => {
-                    cb.last_error = Some(e.clone());
-                    cb.done = cb.attempts >= max;
-                    if !cb.done {
-                        retry = Some(cb.attempts);
-                    }
-                }
-            }
-        });
-        if let Err(e) = updated {
-            tracing::error!(job_id = %id, error = %e, "cannot record a callback attempt");
-        }
-        self.flush();
-        match (&outcome, retry) {
-            (Outcome::Delivered, _) => tracing::info!(job_id = %id, "callback delivered"),
-            (_, Some(attempt)) => {
-                let wait = self.callbacks.backoff(attempt);
-                tracing::warn!(job_id = %id, ?outcome, retry_in = ?wait, "callback failed, will retry");
-                ctx.run_later(wait, move |act, ctx| act.call_back(id, ctx));
-            }
-            _ => tracing::warn!(job_id = %id, ?outcome, "callback given up"),
         }
     }
 
@@ -858,99 +779,6 @@ impl Handler<Subscribe> for JobRegistry {
                 (self.view(job), live)
             })
         }))
-    }
-}
-
-/// A finished job's speakers' voice prints (None: no such file, e.g. a
-/// job from before they were kept).
-#[derive(Message)]
-#[rtype(result = "Result<Option<Vec<crate::diarize::engine::Voice>>, RegistryError>")]
-pub struct JobVoices(pub Uuid);
-
-impl Handler<JobVoices> for JobRegistry {
-    type Result = Result<Option<Vec<crate::diarize::engine::Voice>>, RegistryError>;
-    fn handle(&mut self, msg: JobVoices, _: &mut Context<Self>) -> Self::Result {
-        match std::fs::read(self.storage.voices_path(msg.0)) {
-            Ok(v) => Ok(Some(serde_json::from_slice(&v)?)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-}
-
-/// A change of the speaker library, carried into stored results (no
-/// transcription runs again).
-#[derive(Debug, Clone)]
-pub enum SpeakerChange {
-    /// `label` of job `job` is the known speaker `speaker_id` (`name`).
-    Named {
-        job: Uuid,
-        label: String,
-        speaker_id: String,
-        name: String,
-    },
-    /// Speaker `id` is now `new_id` called `name` (renamed: the same id; merged: another).
-    Renamed {
-        id: String,
-        new_id: String,
-        name: String,
-    },
-    /// Speaker `id` was deleted: its labels come back.
-    Deleted { id: String },
-}
-
-/// Applies a [`SpeakerChange`] to the stored results of `owner`'s completed
-/// jobs; replies with how many results changed.
-#[derive(Message)]
-#[rtype(result = "Result<usize, RegistryError>")]
-pub struct ChangeSpeakers {
-    pub owner: Option<String>,
-    pub change: SpeakerChange,
-}
-
-impl Handler<ChangeSpeakers> for JobRegistry {
-    type Result = Result<usize, RegistryError>;
-    fn handle(&mut self, msg: ChangeSpeakers, _: &mut Context<Self>) -> Self::Result {
-        let jobs: Vec<Uuid> = match &msg.change {
-            SpeakerChange::Named { job, .. } => vec![*job],
-            _ => self
-                .all()?
-                .into_iter()
-                .filter(|j| j.status == JobStatus::Completed && j.owner == msg.owner)
-                .map(|j| j.job_id)
-                .collect(),
-        };
-        let mut changed = 0;
-        for id in jobs {
-            let path = self.storage.result_path(id);
-            let body = match std::fs::read(&path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let mut result: crate::result::JobResult = serde_json::from_slice(&body)?;
-            let did = match &msg.change {
-                SpeakerChange::Named {
-                    label,
-                    speaker_id,
-                    name,
-                    ..
-                } => result.name_speaker(label, speaker_id, name, 1.0),
-                SpeakerChange::Renamed { id, new_id, name } => {
-                    result.update_known(id, Some((new_id, name)))
-                }
-                SpeakerChange::Deleted { id } => result.update_known(id, None),
-            };
-            if did {
-                let body = serde_json::to_vec_pretty(&result)?;
-                let tmp = path.with_extension("json.tmp");
-                std::fs::write(&tmp, &body)?;
-                std::fs::rename(&tmp, &path)?;
-                let _ = self.update(id, |j| j.result_bytes = Some(body.len() as u64));
-                changed += 1;
-            }
-        }
-        Ok(changed)
     }
 }
 

@@ -1,0 +1,95 @@
+//! The registry's part in job callbacks: when a job with a `callback_url`
+//! ends, one attempt at a time is made off the actor's thread
+//! ([`crate::callback::post`] on the blocking pool), each recorded on the
+//! job, retried with back-off while worth it.
+
+use actix::prelude::*;
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::{JobRegistry, JobStatus, MAX_DELIVERIES};
+use crate::callback::{self, Outcome};
+
+impl JobRegistry {
+    /// Starts delivering the job's callback if it has one not yet done.
+    pub(super) fn call_back(&mut self, id: Uuid, ctx: &mut Context<Self>) {
+        let job = match self.load(id) {
+            Ok(Some(job)) => job,
+            _ => return,
+        };
+        let Some(cb) = job.callback.clone().filter(|c| !c.done) else {
+            return;
+        };
+        if self.deliveries >= MAX_DELIVERIES {
+            ctx.run_later(std::time::Duration::from_secs(1), move |act, ctx| {
+                act.call_back(id, ctx)
+            });
+            return;
+        }
+        self.deliveries += 1;
+        let event = match job.status {
+            JobStatus::Completed => "job.completed",
+            JobStatus::Failed => "job.failed",
+            _ => "job.ended",
+        };
+        let body = serde_json::to_vec(&serde_json::json!({ "event": event, "job": job }))
+            .unwrap_or_default();
+        let timeout = self.callbacks.timeout;
+        tracing::info!(job_id = %id, url = %cb.url, attempt = cb.attempts + 1, "calling back");
+        let attempt = tokio::task::spawn_blocking(move || callback::post(&cb.url, &body, timeout));
+        ctx.spawn(attempt.into_actor(self).map(move |res, act, ctx| {
+            act.deliveries -= 1;
+            let outcome =
+                res.unwrap_or_else(|e| Outcome::Retry(format!("the attempt did not run: {e}")));
+            act.called_back(id, outcome, ctx);
+        }));
+    }
+
+    /// Records an attempt's outcome; schedules the next one when worth it.
+    fn called_back(&mut self, id: Uuid, outcome: Outcome, ctx: &mut Context<Self>) {
+        let max = self.callbacks.attempts;
+        let mut retry = None;
+        self.metrics.callback(match &outcome {
+            Outcome::Delivered => "delivered",
+            Outcome::Retry(_) => "retry",
+            Outcome::Refused(_) => "refused",
+        });
+        let updated = self.update(id, |j| {
+            let Some(cb) = j.callback.as_mut() else {
+                return;
+            };
+            cb.attempts += 1;
+            match &outcome {
+                Outcome::Delivered => {
+                    cb.delivered_at = Some(Utc::now());
+                    cb.last_error = None;
+                    cb.done = true;
+                }
+                Outcome::Refused(e) => {
+                    cb.last_error = Some(e.clone());
+                    cb.done = true;
+                }
+                Outcome::Retry(e) => {
+                    cb.last_error = Some(e.clone());
+                    cb.done = cb.attempts >= max;
+                    if !cb.done {
+                        retry = Some(cb.attempts);
+                    }
+                }
+            }
+        });
+        if let Err(e) = updated {
+            tracing::error!(job_id = %id, error = %e, "cannot record a callback attempt");
+        }
+        self.flush();
+        match (&outcome, retry) {
+            (Outcome::Delivered, _) => tracing::info!(job_id = %id, "callback delivered"),
+            (_, Some(attempt)) => {
+                let wait = self.callbacks.backoff(attempt);
+                tracing::warn!(job_id = %id, ?outcome, retry_in = ?wait, "callback failed, will retry");
+                ctx.run_later(wait, move |act, ctx| act.call_back(id, ctx));
+            }
+            _ => tracing::warn!(job_id = %id, ?outcome, "callback given up"),
+        }
+    }
+}
