@@ -80,6 +80,17 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    /// The status as the API writes it (`queued`, `processing`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Processing => "processing",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
     pub fn is_finished(self) -> bool {
         matches!(
             self,
@@ -222,8 +233,6 @@ pub struct JobRegistry {
     callbacks: callback::Policy,
     /// Callbacks being delivered now.
     deliveries: usize,
-    /// Ended jobs whose callbacks a restart interrupted (resumed on `Attach`).
-    pending_callbacks: Vec<Uuid>,
     /// Job outcomes, durations and callbacks for `GET /metrics`.
     metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
@@ -258,7 +267,6 @@ impl JobRegistry {
             speeds_tree,
             callbacks: callback::Policy::default(),
             deliveries: 0,
-            pending_callbacks: Vec::new(),
             metrics: Default::default(),
         })
     }
@@ -332,7 +340,7 @@ impl JobRegistry {
         f(&mut job);
         job.updated_at = Utc::now();
         self.store(&job)?;
-        self.feeds.status(&self.view(job.clone()));
+        self.feeds.status(job.job_id, || self.view(job.clone()));
         Ok(Some(job))
     }
 
@@ -358,9 +366,11 @@ impl JobRegistry {
     }
 
     /// Re-queues jobs left queued or processing by the previous process and
-    /// removes temp folders that belong to no live job.
-    fn recover(&mut self) -> Result<usize, RegistryError> {
+    /// removes temp folders that belong to no live job. Returns how many
+    /// were re-queued, and the ended jobs whose callbacks are not done.
+    fn recover(&mut self) -> Result<(usize, Vec<Uuid>), RegistryError> {
         let mut recovered = 0;
+        let mut pending_callbacks = Vec::new();
         let mut live = Vec::new();
         for job in self.all()? {
             match job.status {
@@ -377,7 +387,7 @@ impl JobRegistry {
                     recovered += 1;
                 }
                 _ if job.callback.as_ref().is_some_and(|c| !c.done) => {
-                    self.pending_callbacks.push(job.job_id);
+                    pending_callbacks.push(job.job_id);
                 }
                 _ => {}
             }
@@ -391,7 +401,7 @@ impl JobRegistry {
             }
         }
         self.flush();
-        Ok(recovered)
+        Ok((recovered, pending_callbacks))
     }
 
     /// Admits queued jobs while there is room in the pipeline.
@@ -591,8 +601,8 @@ impl Handler<Attach> for JobRegistry {
     type Result = Result<usize, RegistryError>;
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Self::Result {
         self.entry = Some(msg.0);
-        let n = self.recover()?;
-        for id in std::mem::take(&mut self.pending_callbacks) {
+        let (n, pending_callbacks) = self.recover()?;
+        for id in pending_callbacks {
             self.call_back(id, ctx);
         }
         self.admit(ctx);
@@ -791,6 +801,7 @@ pub struct CountJobs;
 impl Handler<CountJobs> for JobRegistry {
     type Result = Result<std::collections::BTreeMap<String, usize>, RegistryError>;
     fn handle(&mut self, _: CountJobs, _: &mut Context<Self>) -> Self::Result {
+        // every stored status, 0 included (a deleted job leaves no record)
         let mut counts: std::collections::BTreeMap<String, usize> = [
             JobStatus::Queued,
             JobStatus::Processing,
@@ -798,15 +809,7 @@ impl Handler<CountJobs> for JobRegistry {
             JobStatus::Failed,
         ]
         .iter()
-        .map(|s| {
-            (
-                serde_json::to_value(s)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default(),
-                0,
-            )
-        })
+        .map(|s| (s.as_str().to_string(), 0))
         .collect();
         for kv in self.jobs.iter() {
             let (_, v) = kv?;
@@ -815,10 +818,7 @@ impl Handler<CountJobs> for JobRegistry {
                 status: JobStatus,
             }
             let s: Status = serde_json::from_slice(&v)?;
-            let name = serde_json::to_value(s.status)?;
-            *counts
-                .entry(name.as_str().unwrap_or_default().to_string())
-                .or_default() += 1;
+            *counts.entry(s.status.as_str().to_string()).or_default() += 1;
         }
         Ok(counts)
     }
@@ -865,7 +865,7 @@ impl Handler<JobEvent> for JobRegistry {
                     let _ = self.update(id, |j| {
                         if let Some(d) = j.duration.filter(|d| *d > 0.0) {
                             let at = 25.0 + 50.0 * (end / d).clamp(0.0, 1.0);
-                            j.progress = j.progress.max(at as u8).min(74);
+                            j.progress = j.progress.max((at as u8).min(74));
                         }
                     });
                 }

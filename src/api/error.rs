@@ -92,7 +92,7 @@ pub enum ApiError {
     #[error("the server's storage is full; the upload was not kept")]
     StorageFull,
     /// Results asked for while the job is queued or processing (202).
-    #[error("job is still {}", serde_json::to_value(.0.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default())]
+    #[error("job is still {}", .0.status.as_str())]
     NotReady(Box<Job>),
     /// Results asked for a job that failed: 422 when its file was the
     /// cause, 500 when we were.

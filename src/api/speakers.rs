@@ -197,10 +197,7 @@ pub async fn enrol(
     if job.status != JobStatus::Completed {
         return Err(ApiError::BadRequest(format!(
             "job {id} is {}: speakers are named once it has completed",
-            serde_json::to_value(job.status)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default()
+            job.status.as_str()
         )));
     }
     let voices = state.registry.send(JobVoices(id)).await??.ok_or_else(|| {

@@ -407,7 +407,9 @@ pub async fn upload(
             )));
         }
         if options.num_speakers.is_none() && options.min_speakers.is_none() {
-            options.min_speakers = Some(ids.len().min(64));
+            // never above a max_speakers given with it
+            let most = options.max_speakers.unwrap_or(64);
+            options.min_speakers = Some(ids.len().min(most));
         }
         options.known_speakers = Some(ids);
     }

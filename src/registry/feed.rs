@@ -77,10 +77,11 @@ impl Feeds {
         }
     }
 
-    /// Publishes the job's record to its subscribers, if any.
-    pub fn status(&self, job: &Job) {
-        if let Some(feed) = self.feeds.get(&job.job_id) {
-            let _ = feed.tx.send(Update::Status(Box::new(job.clone())));
+    /// Publishes job `id`'s record (made by `record`, only when the job
+    /// has a feed) to its subscribers.
+    pub fn status(&self, id: Uuid, record: impl FnOnce() -> Job) {
+        if let Some(feed) = self.feeds.get(&id) {
+            let _ = feed.tx.send(Update::Status(Box::new(record())));
         }
     }
 
