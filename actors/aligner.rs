@@ -102,7 +102,7 @@ impl StageWork for Aligner {
         activity.shift(offset);
         let alignment = align(&segments, &turns, Some(&activity), self.opts);
         let speaker_turns = speaker_turns(&turns, self.opts.merge_gap);
-        let result = JobResult {
+        let mut result = JobResult {
             segments: alignment.segments,
             aligned_segments: alignment.aligned,
             full_text: transcribed.transcript.full_text(),
@@ -125,7 +125,6 @@ impl StageWork for Aligner {
             performance_metrics: None,
             known_speakers: vec![],
         };
-        let mut result = result;
         if let Some(known) = &self.known {
             let only = ctx.options.known_speakers.as_deref();
             let found = known.library.recognise(

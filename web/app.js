@@ -554,7 +554,7 @@
         const name = typed();
         const r = known
           ? await apiJson('PATCH', `/api/speakers/${encodeURIComponent(known.speaker_id)}`, { name })
-          : await apiJson('POST', '/api/speakers', { name, job_id: cur.id, speaker: known ? known.label : label });
+          : await apiJson('POST', '/api/speakers', { name, job_id: cur.id, speaker: label });
         if (r.status !== 200 && r.status !== 201) {
           remember.disabled = false;
           remember.title = (r.body && r.body.message) || `HTTP ${r.status}`;
