@@ -22,6 +22,7 @@ pub mod registry;
 pub mod result;
 pub mod runtime;
 pub mod speakers;
+pub mod store;
 pub mod text;
 pub mod vad;
 pub mod whisper;

@@ -1,0 +1,1 @@
+//! The job store over PostgreSQL: see `store`.
