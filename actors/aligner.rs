@@ -21,23 +21,48 @@ use super::JobCtx;
 use crate::align::{align, count_speakers, speaker_turns, AlignOptions, TextSegment};
 use crate::diarize::engine::Voice;
 use crate::result::{JobResult, Provider};
-use crate::speakers::SpeakerLibrary;
+use crate::speakers::{recognise_among, Print, PrintSource, Speaker, SpeakerLibrary};
 
-/// The speaker library and how alike a voice must be to take a known name.
-#[derive(Clone)]
-pub struct Known {
-    pub library: SpeakerLibrary,
-    pub threshold: f32,
+/// A job's named reference clips as speakers to match (ids `ref_0`, `ref_1`,
+/// ... in the order given; never stored).
+fn reference_speakers(references: Vec<(String, Vec<f32>)>) -> Vec<Speaker> {
+    let now = chrono::Utc::now();
+    references
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, embedding))| Speaker {
+            id: format!("ref_{i}"),
+            name,
+            owner: None,
+            prints: vec![Print {
+                embedding,
+                source: PrintSource::Clip {
+                    filename: format!("known_speaker_references[{i}]"),
+                    seconds: 0.0,
+                },
+                added_at: now,
+            }],
+            created_at: now,
+            updated_at: now,
+        })
+        .collect()
 }
 
 pub struct Aligner {
     opts: AlignOptions,
-    known: Option<Known>,
+    /// The speaker library, when there is one (the server's; none in the CLI).
+    library: Option<SpeakerLibrary>,
+    /// How alike a voice must be to take a known name (`speakers.match_threshold`).
+    threshold: f32,
 }
 
 impl Aligner {
-    pub fn new(opts: AlignOptions, known: Option<Known>) -> Aligner {
-        Aligner { opts, known }
+    pub fn new(opts: AlignOptions, library: Option<SpeakerLibrary>, threshold: f32) -> Aligner {
+        Aligner {
+            opts,
+            library,
+            threshold,
+        }
     }
 }
 
@@ -63,6 +88,7 @@ impl StageWork for Aligner {
                 Diarized {
                     diarization,
                     device: diarizer_device,
+                    references,
                 },
         } = input;
         let offset = transcribed.offset;
@@ -125,14 +151,22 @@ impl StageWork for Aligner {
             performance_metrics: None,
             known_speakers: vec![],
         };
-        if let Some(known) = &self.known {
+        let found = if !references.is_empty() {
+            // voices named for this job alone: looked for instead of the library
+            let people = reference_speakers(references);
+            recognise_among(&diarization.voices, &people, self.threshold)
+        } else if let Some(library) = &self.library {
             let only = ctx.options.known_speakers.as_deref();
-            let found = known.library.recognise(
+            library.recognise(
                 ctx.owner.as_deref(),
                 &diarization.voices,
                 only,
-                known.threshold,
-            )?;
+                self.threshold,
+            )?
+        } else {
+            vec![]
+        };
+        {
             for r in &found {
                 tracing::info!(label = %r.label, speaker_id = %r.speaker_id, confidence = r.confidence, "known speaker");
                 result.name_speaker(&r.label, &r.speaker_id, &r.name, r.confidence);

@@ -7,13 +7,18 @@
 //!   worker's own engine, with the job's speaker-count hints
 //!   (`num_speakers`, `min_speakers`, `max_speakers`), stopping between
 //!   batches when the job is cancelled;
-//! - passing on the turns and the frame-level activity, not the audio.
+//! - making a voice print of each reference clip named for the job (the
+//!   OpenAI route's `known_speaker_references[]`, stored beside the audio):
+//!   the clip diarized as one speaker, like a clip enrolled in the library;
+//! - passing on the turns, the frame-level activity and the prints, not the audio.
 
 use super::preprocessor::Audio16k;
 use super::stage::{JobError, StageWork};
 use super::JobCtx;
+use crate::audio::{load_16k_mono, DecodeLimits};
 use crate::diarize::{Diarization, SpeakerBounds, SpeakerDiarizer};
 use crate::runtime::DeviceUsed;
+use crate::speakers::CLIP_SECONDS;
 
 pub struct Diarizer {
     engine: Box<dyn SpeakerDiarizer>,
@@ -30,6 +35,42 @@ impl Diarizer {
 pub struct Diarized {
     pub diarization: Diarization,
     pub device: DeviceUsed,
+    /// The job's named reference clips' voice prints (name, unit embedding).
+    pub references: Vec<(String, Vec<f32>)>,
+}
+
+impl Diarizer {
+    /// The voice print of each of the job's reference clips.
+    fn reference_prints(&mut self, ctx: &JobCtx) -> Result<Vec<(String, Vec<f32>)>, JobError> {
+        let mut out = Vec::new();
+        for r in &ctx.options.references {
+            let path = ctx.audio_path.with_file_name(&r.file);
+            let limits = DecodeLimits::max_seconds(CLIP_SECONDS.1.ceil() as u64);
+            let clip = load_16k_mono(&path, limits).map_err(|e| {
+                let m = format!("the reference clip for '{}': {e}", r.name);
+                if e.is_bad_input() {
+                    JobError::input(m)
+                } else {
+                    JobError::internal(m)
+                }
+            })?;
+            let one = SpeakerBounds {
+                num_speakers: Some(1),
+                ..Default::default()
+            };
+            let d = self
+                .engine
+                .diarize_until(&clip.samples, one, Some(ctx.cancel.flag()))?;
+            let voice = d.voices.into_iter().next().ok_or_else(|| {
+                JobError::input(format!(
+                    "no voice was found in the reference clip for '{}'",
+                    r.name
+                ))
+            })?;
+            out.push((r.name.clone(), voice.embedding));
+        }
+        Ok(out)
+    }
 }
 
 impl StageWork for Diarizer {
@@ -53,9 +94,11 @@ impl StageWork for Diarizer {
             turns = diarization.turns.len(),
             "diarized"
         );
+        let references = self.reference_prints(ctx)?;
         Ok(Diarized {
             diarization,
             device: self.engine.device(),
+            references,
         })
     }
 }

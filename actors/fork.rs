@@ -377,6 +377,7 @@ mod tests {
             payload: Diarized {
                 diarization,
                 device: DeviceUsed::Cpu,
+                references: vec![],
             },
         }
     }

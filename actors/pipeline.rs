@@ -7,7 +7,7 @@ use std::sync::Arc;
 use actix::{Actor, Addr, Recipient};
 use serde::Serialize;
 
-use super::aligner::{Aligner, JobOutput, Known};
+use super::aligner::{Aligner, JobOutput};
 use super::decoder::Decoder;
 use super::diarizer::Diarizer;
 use super::fork::{Fork, Join};
@@ -193,13 +193,19 @@ impl Pipeline {
         engines: Engines,
         sink: Recipient<JobMsg<JobOutput>>,
         reporter: Recipient<JobEvent>,
-        known: Option<Known>,
+        library: Option<crate::speakers::SpeakerLibrary>,
     ) -> Pipeline {
         let p = &config.pipeline;
         let devices = engines.devices();
         let aligner = spawn_stage(
             (0..p.aligner.threads)
-                .map(|_| Aligner::new(AlignOptions::default(), known.clone()))
+                .map(|_| {
+                    Aligner::new(
+                        AlignOptions::default(),
+                        library.clone(),
+                        config.speakers.match_threshold,
+                    )
+                })
                 .collect(),
             p.aligner.mailbox,
             sink,

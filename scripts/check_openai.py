@@ -66,6 +66,64 @@ except openai.BadRequestError as e:
 print(json.dumps({"openai": openai.__version__, **out}))
 """
 
+# known_speaker_names[] + known_speaker_references[] (OpenAI's diarizing
+# model's fields): argv = url, key, audio, then name and clip path pairs
+KNOWN = r"""
+import base64, json, sys, openai
+url, key, path, *pairs = sys.argv[1:]
+client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=600)
+names, clips = pairs[0::2], pairs[1::2]
+refs = ["data:audio/wav;base64," + base64.b64encode(open(c, "rb").read()).decode() for c in clips]
+with open(path, "rb") as f:
+    d = client.audio.transcriptions.create(model="gpt-4o-transcribe-diarize", file=f, response_format="diarized_json",
+                                           chunking_strategy="auto", known_speaker_names=names,
+                                           known_speaker_references=refs)
+d = d if isinstance(d, dict) else d.model_dump()
+print(json.dumps([(s["speaker"], s["start"], s["end"]) for s in d["segments"]]))
+"""
+
+
+def rttm_turns(path, file_id):
+    turns = []
+    for line in open(path):
+        p = line.split()
+        if len(p) > 7 and p[0] == "SPEAKER" and p[1] == file_id:
+            turns.append((float(p[3]), float(p[3]) + float(p[4]), p[7]))
+    return turns
+
+
+def cut(src, start, seconds, dst):
+    """`seconds` of `src` from `start` as 16 kHz mono WAV (ffmpeg)."""
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-ss", str(start), "-t", str(seconds), "-i", src,
+                    "-ar", "16000", "-ac", "1", dst], check=True)
+
+
+def known_case(tmp):
+    """The recording, (name, clip) pairs, and the reference turns to score
+    against: AMI dev01 with its two speakers' clips cut from dev00 (the same
+    people in another excerpt), else tests/data/two_voices.flac with clips
+    cut from itself (no reference to score against)."""
+    data = os.path.join(ROOT, "..", "shared", "data", "diarization")
+    if os.path.exists(os.path.join(data, "ami_dev01.wav")):
+        rttm = os.path.join(data, "ami.rttm")
+        pairs = []
+        for name in ("MEE009", "MEE012"):
+            # the speaker's longest turn in dev00, inside its edges (no overlap there)
+            a, b, _ = max((t for t in rttm_turns(rttm, "ami_dev00") if t[2] == name), key=lambda t: t[1] - t[0])
+            clip = os.path.join(tmp, f"{name}.wav")
+            cut(os.path.join(data, "ami_dev00.wav"), a + 0.3, min(10.0, b - a - 0.6), clip)
+            pairs.append((name, clip))
+        return os.path.join(data, "ami_dev01.wav"), pairs, rttm_turns(rttm, "ami_dev01")
+    flac = os.path.join(ROOT, "tests", "data", "two_voices.flac")
+    rttm = os.path.join(ROOT, "tests", "data", "two_voices.rttm")
+    pairs = []
+    for a, b, name in rttm_turns(rttm, "two_voices"):
+        if name not in dict(pairs) and b - a >= 2.5:
+            clip = os.path.join(tmp, f"{name}.wav")
+            cut(flac, a + 0.1, b - a - 0.2, clip)
+            pairs.append((name, clip))
+    return flac, pairs, None
+
 
 def main():
     conv1 = os.path.join(ROOT, "..", "shared", "data", "synthetic", "conv1.mp3")
@@ -85,6 +143,11 @@ def main():
             if run.returncode != 0:
                 check.finish("openai", "the client failed")
             out = json.loads(run.stdout)
+            audio, pairs, ref_turns = known_case(tmp)
+            args = [a for p in pairs for a in p]
+            known = subprocess.run([py, "-c", KNOWN, url, key, audio, *args], capture_output=True, text=True)
+            check("known speakers: the client ran", known.returncode == 0, known.stderr[-2000:])
+            named = json.loads(known.stdout) if known.returncode == 0 else []
             code, listing, _ = srv.request("GET", "/api/jobs", headers={"Authorization": f"Bearer {key}"})
             jobs = listing.get("jobs", [])
         finally:
@@ -120,11 +183,30 @@ def main():
     check("a wrong key: AuthenticationError in OpenAI's shape",
           isinstance(out["wrong_key"], dict) and "message" in out["wrong_key"], str(out["wrong_key"]))
     check("a bad response_format: BadRequestError", isinstance(out["bad_format"], dict), str(out["bad_format"]))
-    check("every transcription is a listed, completed job", len(jobs) == 7
+    names = [n for n, _ in pairs]
+    shown = {s for s, *_ in named}
+    check(f"known_speaker_names[] {names} with their clips: the matching voices carry the names",
+          bool(shown & set(names)), str(named[:4]))
+    share = ""
+    if ref_turns:
+        # each named segment against the reference speaker who covers most of it
+        def truth(a, b):
+            cover = {}
+            for s0, s1, who in ref_turns:
+                cover[who] = cover.get(who, 0.0) + max(0.0, min(b, s1) - max(a, s0))
+            return max(cover, key=cover.get) if cover and max(cover.values()) > 0 else None
+        scored = [(name, truth(a, b), b - a) for name, a, b in named if name in names]
+        right = sum(d for n, t, d in scored if n == t)
+        total = sum(d for *_, d in scored) or 1.0
+        share = f", {right / total:.0%} of the named seconds right"
+        check(f"both names used, each mostly on its own person's speech ({right / total:.0%} of the named seconds)",
+              shown >= set(names) and right / total >= 0.7, str(named))
+    check("every transcription is a listed, completed job", len(jobs) == 8
           and all(j["status"] == "completed" for j in jobs), str([j["status"] for j in jobs]))
     check.finish("openai", f"openai {out['openai']} client: json, text, srt, vtt, verbose_json ({len(words)} words), "
                  f"diarized_json ({len(d)} segments, {len(speakers)} speakers), models ({len(out['models'])}) on "
-                 f"{os.path.basename(clip)}; a prompt applied, language=de refused; 7 jobs listed")
+                 f"{os.path.basename(clip)}; a prompt applied, language=de refused; known speakers named by clips in "
+                 f"{os.path.basename(audio)} ({', '.join(sorted(shown))}{share}); 8 jobs listed")
 
 
 if __name__ == "__main__":

@@ -67,6 +67,20 @@ pub struct JobOptions {
     /// Known speakers (library ids) to look for; None: the whole library.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub known_speakers: Option<Vec<String>>,
+    /// Voices named for this job alone, each by a reference clip stored
+    /// beside its audio (the OpenAI-compatible route's
+    /// `known_speaker_names[]` + `known_speaker_references[]`): looked for
+    /// instead of the library.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<Reference>,
+}
+
+/// A voice named for one job by a reference clip.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Reference {
+    pub name: String,
+    /// The clip's file in the job's temp folder (`reference-0.wav`).
+    pub file: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -99,6 +99,10 @@ pub struct SpeakerLibrary {
     tree: sled::Tree,
 }
 
+/// A reference clip's length, seconds: long enough for a steady print,
+/// short enough to be one voice (OpenAI asks for 2 to 10 s).
+pub const CLIP_SECONDS: (f64, f64) = (2.0, 30.0);
+
 /// Longest name kept.
 pub const MAX_NAME_CHARS: usize = 80;
 
@@ -248,35 +252,41 @@ impl SpeakerLibrary {
             .into_iter()
             .filter(|s| only.is_none_or(|ids| ids.iter().any(|i| i == &s.id)))
             .collect();
-        let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
-        for (v, voice) in voices.iter().enumerate() {
-            for (p, person) in people.iter().enumerate() {
-                let score = person.score(&voice.embedding);
-                if score >= threshold {
-                    pairs.push((score, v, p));
-                }
-            }
-        }
-        pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let (mut voice_used, mut person_used) =
-            (vec![false; voices.len()], vec![false; people.len()]);
-        let mut out = Vec::new();
-        for (score, v, p) in pairs {
-            if voice_used[v] || person_used[p] {
-                continue;
-            }
-            voice_used[v] = true;
-            person_used[p] = true;
-            out.push(Recognised {
-                label: voices[v].speaker.clone(),
-                speaker_id: people[p].id.clone(),
-                name: people[p].name.clone(),
-                confidence: (score * 1000.0).round() / 1000.0,
-            });
-        }
-        out.sort_by(|a, b| a.label.cmp(&b.label));
-        Ok(out)
+        Ok(recognise_among(voices, &people, threshold))
     }
+}
+
+/// The recording's speakers (`voices`) that are among `people`: pairs at or
+/// above `threshold`, best first, each label and each person used once;
+/// in label order.
+pub fn recognise_among(voices: &[Voice], people: &[Speaker], threshold: f32) -> Vec<Recognised> {
+    let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
+    for (v, voice) in voices.iter().enumerate() {
+        for (p, person) in people.iter().enumerate() {
+            let score = person.score(&voice.embedding);
+            if score >= threshold {
+                pairs.push((score, v, p));
+            }
+        }
+    }
+    pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (mut voice_used, mut person_used) = (vec![false; voices.len()], vec![false; people.len()]);
+    let mut out = Vec::new();
+    for (score, v, p) in pairs {
+        if voice_used[v] || person_used[p] {
+            continue;
+        }
+        voice_used[v] = true;
+        person_used[p] = true;
+        out.push(Recognised {
+            label: voices[v].speaker.clone(),
+            speaker_id: people[p].id.clone(),
+            name: people[p].name.clone(),
+            confidence: (score * 1000.0).round() / 1000.0,
+        });
+    }
+    out.sort_by(|a, b| a.label.cmp(&b.label));
+    out
 }
 
 #[cfg(test)]

@@ -250,6 +250,8 @@ fn the_documented_transcription_form_fields_are_the_ones_checked() {
         ("num_speakers", "0"),
         ("min_speakers", "65"),
         ("max_speakers", "many"),
+        ("known_speaker_names[]", "Dana"),
+        ("known_speaker_references[]", "data:audio/wav;base64,AAAA"),
     ];
     let mut names: Vec<&str> = form
         .as_object()

@@ -944,3 +944,90 @@ fn a_reference_clip_enrols_a_voice_and_leaves_no_job_behind() {
     srv.wait_finished(&id, None);
     assert_eq!(speakers_of(&srv, &id), ["Dana", "SPEAKER_01"]);
 }
+
+/// A multipart form: text fields, then the file.
+fn form(fields: &[(&str, String)], filename: &str, data: &[u8]) -> (String, Vec<u8>) {
+    let (ct, mut body) = multipart(filename, data);
+    let head: String = fields
+        .iter()
+        .map(|(name, value)| {
+            format!("--colloquy-test-boundary-7d9a\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+        })
+        .collect();
+    body.splice(0..0, head.into_bytes());
+    (ct, body)
+}
+
+#[test]
+fn openai_known_speaker_references_name_this_jobs_voices_without_touching_the_library() {
+    use base64::Engine as _;
+    let srv = Server::start("v1-references", fakes::config(&[]), fakes::engines(None));
+    let clip = |seconds: f64| {
+        format!(
+            "data:audio/wav;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(fakes::tone_wav(seconds))
+        )
+    };
+    let transcribe = |fields: &[(&str, String)]| {
+        let (ct, body) = form(fields, "call.wav", &fakes::tone_wav(2.0));
+        request(
+            srv.addr,
+            "POST",
+            "/v1/audio/transcriptions",
+            &[("Content-Type", ct.as_str())],
+            &body,
+        )
+    };
+    // refused before a job exists, naming the field at fault
+    let (code, v) = transcribe(&[
+        ("known_speaker_names[]", "Dana".into()),
+        ("known_speaker_names[]", "Eli".into()),
+        ("known_speaker_references[]", clip(3.0)),
+    ]);
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(v["error"]["param"], "known_speaker_names", "{v}");
+    let (code, v) = transcribe(&[
+        ("known_speaker_names[]", "Dana".into()),
+        ("known_speaker_references[]", clip(1.0)),
+    ]);
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 to 30 s"),
+        "{v}"
+    );
+    assert_eq!(srv.call("GET", "/api/jobs", None).1["total"], 0);
+    assert_eq!(srv.temp_entries(), 0, "a refused request leaves no file");
+
+    // the fakes' clip voice is their first speaker's: SPEAKER_00 is Dana
+    let (code, v) = transcribe(&[
+        ("response_format", "diarized_json".into()),
+        ("known_speaker_names[]", "Dana".into()),
+        ("known_speaker_references[]", clip(3.0)),
+    ]);
+    assert_eq!(code, 200, "{v}");
+    let speakers: std::collections::BTreeSet<&str> = v["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["speaker"].as_str().unwrap())
+        .collect();
+    assert!(speakers.contains("Dana"), "{v}");
+    assert!(!speakers.contains("SPEAKER_00"), "{v}");
+    let (_, jobs) = srv.call("GET", "/api/jobs", None);
+    let id = jobs["jobs"][0]["job_id"].as_str().unwrap().to_string();
+    let (_, result) = srv.call("GET", &format!("/api/results/{id}"), None);
+    let known = &result["known_speakers"][0];
+    assert_eq!(known["label"], "SPEAKER_00", "{result}");
+    assert_eq!(known["speaker"], "Dana", "{result}");
+    assert_eq!(known["speaker_id"], "ref_0", "{result}");
+    let (_, library) = srv.call("GET", "/api/speakers", None);
+    assert_eq!(
+        library["speakers"].as_array().map(Vec::len),
+        Some(0),
+        "the library is untouched: {library}"
+    );
+    assert_eq!(srv.temp_entries(), 0, "the clips go with the job's audio");
+}

@@ -27,6 +27,7 @@ pub mod handlers;
 pub mod keys;
 pub mod openai;
 pub mod openapi;
+pub mod references;
 pub mod speakers;
 pub mod ui;
 pub mod upload;
@@ -157,10 +158,7 @@ pub async fn start_engine(
         engines,
         registry.clone().recipient(),
         registry.clone().recipient(),
-        Some(crate::actors::aligner::Known {
-            library: speakers.clone(),
-            threshold: config.speakers.match_threshold,
-        }),
+        Some(speakers.clone()),
     );
     let recovered = registry.send(Attach(pipeline.entry())).await??;
     if recovered > 0 {

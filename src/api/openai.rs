@@ -13,7 +13,10 @@
 //! is not the served one is refused with a message, since one server runs
 //! one model), `response_format` = json | text | srt | verbose_json | vtt |
 //! diarized_json, `timestamp_granularities[]` = segment | word (verbose_json),
-//! and Colloquy's `num_speakers`, `min_speakers`, `max_speakers`.
+//! `known_speaker_names[]` + `known_speaker_references[]` (up to 4 names,
+//! each with a data URL of 2 to 30 s of that voice: the speakers whose
+//! voices match take the names), and Colloquy's `num_speakers`,
+//! `min_speakers`, `max_speakers`.
 //! `language`, `prompt` and `temperature` apply to the request's job (a
 //! language the served model does not know is a 400; the prompt is the text
 //! before the first window; a temperature above 0 is the first one tried,
@@ -230,8 +233,25 @@ fn parse_request(state: &AppState, fields: &Fields) -> Result<Request, OpenAiErr
     Ok(Request { format, words })
 }
 
-fn options(fields: &Fields) -> Result<JobOptions, OpenAiError> {
-    let o = JobOptions {
+/// Every value of a list field (`name[]`, or `name` repeated).
+fn all(fields: &Fields, name: &str) -> Vec<String> {
+    fields
+        .get(&format!("{name}[]"))
+        .into_iter()
+        .chain(fields.get(name))
+        .flatten()
+        .cloned()
+        .collect()
+}
+
+/// The job's options, and the reference clips to store beside its audio.
+fn options(fields: &Fields) -> Result<Submission, OpenAiError> {
+    let (references, attachments) = super::references::parse(
+        &all(fields, "known_speaker_names"),
+        &all(fields, "known_speaker_references"),
+    )
+    .map_err(|(message, param)| invalid(message, param))?;
+    let mut o = JobOptions {
         num_speakers: count(fields, "num_speakers")?,
         min_speakers: count(fields, "min_speakers")?,
         max_speakers: count(fields, "max_speakers")?,
@@ -247,6 +267,7 @@ fn options(fields: &Fields) -> Result<JobOptions, OpenAiError> {
                 .filter(|t| *t > 0.0),
         },
         known_speakers: None,
+        references,
     };
     if let (Some(a), Some(b)) = (o.min_speakers, o.max_speakers) {
         if a > b {
@@ -256,7 +277,16 @@ fn options(fields: &Fields) -> Result<JobOptions, OpenAiError> {
             ));
         }
     }
-    Ok(o)
+    if !o.references.is_empty() && o.num_speakers.is_none() && o.min_speakers.is_none() {
+        // as with known_speakers on /api/upload: at least that many voices
+        // are looked for, never above a max_speakers given with them
+        o.min_speakers = Some(o.references.len().min(o.max_speakers.unwrap_or(64)));
+    }
+    Ok(Submission {
+        options: o,
+        attachments,
+        ..Default::default()
+    })
 }
 
 /// The form of `POST /v1/audio/transcriptions`: OpenAI's fields and
@@ -292,6 +322,16 @@ pub struct TranscriptionForm {
     pub min_speakers: Option<usize>,
     #[schema(minimum = 1, maximum = 64, nullable = false)]
     pub max_speakers: Option<usize>,
+    /// Names of up to 4 people to look for in this recording, one per
+    /// `known_speaker_references[]` clip, in the same order: a speaker whose
+    /// voice matches takes the name (in every format, `diarized_json`'s
+    /// `speaker` too) instead of the speaker library's.
+    #[schema(rename = "known_speaker_names[]", nullable = false, max_items = 4)]
+    pub known_speaker_names: Option<Vec<String>>,
+    /// Each name's reference clip: a base64 data URL of 2 to 30 s of that
+    /// voice alone (`data:audio/wav;base64,...`; any format `file` takes).
+    #[schema(rename = "known_speaker_references[]", nullable = false, max_items = 4)]
+    pub known_speaker_references: Option<Vec<String>>,
 }
 
 /// `response_format` of a transcription request (default `json`).
@@ -439,9 +479,9 @@ pub async fn transcriptions(
     let received = receive(&state, &caller, &req, form, |fields| {
         let parsed = parse_request(&state, fields).and_then(|r| Ok((r, options(fields)?)));
         match parsed {
-            Ok((request, options)) => {
+            Ok((request, submission)) => {
                 checked = Some(request);
-                Ok(Submission::options(options))
+                Ok(submission)
             }
             Err(OpenAiError(e, field)) => {
                 param = field;
@@ -450,7 +490,7 @@ pub async fn transcriptions(
         }
     })
     .await;
-    let (job, _) = received.map_err(|e| OpenAiError(e, param))?;
+    let job = received.map_err(|e| OpenAiError(e, param))?;
     let request = checked.ok_or_else(|| ApiError::Internal("request not checked".into()))?;
     let id = job.job_id;
     // the registry tells us when the job ends

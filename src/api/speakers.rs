@@ -33,7 +33,7 @@ use super::AppState;
 use crate::registry::{
     ChangeSpeakers, DeleteJob, JobOptions, JobStatus, JobVoices, SpeakerChange, WatchJob,
 };
-use crate::speakers::{LibraryError, PrintSource, Speaker, SpeakerLibrary};
+use crate::speakers::{LibraryError, PrintSource, Speaker, SpeakerLibrary, CLIP_SECONDS};
 
 impl From<LibraryError> for ApiError {
     fn from(e: LibraryError) -> Self {
@@ -141,8 +141,6 @@ pub struct EnrolClip {
 
 /// Largest reference clip accepted (bytes): 30 s of 16-bit stereo 48 kHz WAV and more.
 const MAX_CLIP_BYTES: u64 = 16 * 1024 * 1024;
-/// A clip's length, seconds.
-const CLIP_SECONDS: (f64, f64) = (2.0, 30.0);
 
 /// `POST /api/speakers`: JSON (a job's speaker) or multipart (a clip).
 #[utoipa::path(
@@ -262,7 +260,7 @@ async fn enrol_clip(
     }
     let form = Multipart::new(req.headers(), payload.into_inner());
     let mut name = None;
-    let (job, _) = receive(&state, &caller, &req, form, |fields| {
+    let job = receive(&state, &caller, &req, form, |fields| {
         let given = fields
             .get("name")
             .and_then(|v| v.last())

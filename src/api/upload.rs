@@ -30,6 +30,24 @@ use crate::registry::{Admission, CreateJob, Job, JobOptions, JobStatus, Registry
 const MULTIPART_SLACK: u64 = 64 * 1024;
 /// Largest non-file form field read (it is otherwise discarded).
 const MAX_FIELD: usize = 64 * 1024;
+/// Form fields that carry a file inline (data URLs of reference clips), and
+/// the largest of each taken: 4 MB of base64, 3 MB of audio, more than 10 s
+/// of 48 kHz stereo WAV.
+const INLINE_FILE_FIELDS: &[&str] = &["known_speaker_references[]", "known_speaker_references"];
+const MAX_INLINE_FILE_FIELD: usize = 4 * 1024 * 1024;
+/// Form fields (values) read at most, and their bytes all together: four
+/// inline files and the rest.
+const MAX_FIELDS: usize = 64;
+const MAX_FIELDS_BYTES: usize = 4 * MAX_INLINE_FILE_FIELD + 1024 * 1024;
+
+/// The largest value taken for the form field `name`.
+fn field_limit(name: &str) -> usize {
+    if INLINE_FILE_FIELDS.contains(&name) {
+        MAX_INLINE_FILE_FIELD
+    } else {
+        MAX_FIELD
+    }
+}
 
 /// Speaker-count hints, each 1 to 64 (unknown parameters are refused).
 #[derive(Debug, Deserialize, IntoParams)]
@@ -55,13 +73,16 @@ pub struct UploadQuery {
 pub struct Submission {
     pub options: JobOptions,
     pub callback_url: Option<String>,
+    /// Other files the job needs (reference clips), by file name: written
+    /// beside the audio before the job is created, removed with it.
+    pub attachments: Vec<super::references::Attachment>,
 }
 
 impl Submission {
     pub fn options(options: JobOptions) -> Submission {
         Submission {
             options,
-            callback_url: None,
+            ..Default::default()
         }
     }
 }
@@ -107,6 +128,7 @@ impl UploadQuery {
             max_speakers: self.max_speakers,
             whisper: Default::default(),
             known_speakers: None,
+            references: vec![],
         })
     }
 }
@@ -213,7 +235,7 @@ pub async fn receive(
     req: &HttpRequest,
     mut form: Multipart,
     submission: impl FnOnce(&Fields) -> Result<Submission, ApiError>,
-) -> Result<(Job, Fields), ApiError> {
+) -> Result<Job, ApiError> {
     let server = &state.config.server;
     let limit = server.max_upload_bytes;
     let announced = req
@@ -252,6 +274,7 @@ pub async fn receive(
     let mut guard = TempGuard::default();
     let mut stored: Option<(String, String, u64)> = None;
     let mut fields = Fields::new();
+    let (mut field_count, mut field_bytes) = (0usize, 0usize);
     while let Some(mut field) = next_chunk(&mut form, started, received, state).await? {
         let filename = field
             .content_disposition()
@@ -265,9 +288,26 @@ pub async fn receive(
             while let Some(chunk) = next_chunk(&mut field, started, received, state).await? {
                 received += chunk.len() as u64;
                 value.extend_from_slice(&chunk);
-                if value.len() > MAX_FIELD || fields.len() > 64 {
-                    return Err(ApiError::BadRequest("form field too large".into()));
+                if value.len() > field_limit(&name) {
+                    return Err(ApiError::BadRequest(format!(
+                        "form field too large (`{}` is over {} KB)",
+                        name.chars().take(64).collect::<String>(),
+                        field_limit(&name) / 1024
+                    )));
                 }
+                if field_bytes + value.len() > MAX_FIELDS_BYTES {
+                    return Err(ApiError::BadRequest(format!(
+                        "the form's fields are over {} MB all together",
+                        MAX_FIELDS_BYTES / (1024 * 1024)
+                    )));
+                }
+            }
+            field_bytes += value.len();
+            field_count += 1;
+            if field_count > MAX_FIELDS {
+                return Err(ApiError::BadRequest(format!(
+                    "more than {MAX_FIELDS} form fields"
+                )));
             }
             fields
                 .entry(name)
@@ -320,7 +360,16 @@ pub async fn receive(
     let Submission {
         options,
         callback_url,
+        attachments,
     } = submission(&fields)?;
+    drop(fields);
+    for (name, bytes) in attachments {
+        // the names are ours (`reference-0.wav`), never the user's
+        debug_assert!(!name.contains(['/', '\\']) && name != audio_file);
+        let mut file = tokio::fs::File::create(dir.join(&name)).await?;
+        file.write_all(&bytes).await?;
+        file.sync_all().await?;
+    }
     let job = state
         .registry
         .send(CreateJob {
@@ -337,7 +386,7 @@ pub async fn receive(
         .map_err(|e| refused(e, server.retry_after_seconds))?;
     (guard.dir, guard.file) = (None, None); // the job owns them now
     tracing::info!(job_id = %id, bytes, filename = %job.filename, "upload stored");
-    Ok((job, fields))
+    Ok(job)
 }
 
 /// `POST /api/upload?num_speakers=N`: multipart form with a `file` field.
@@ -418,7 +467,7 @@ pub async fn upload(
     if let Some(url) = &query.callback_url {
         policy.check_url(url).map_err(ApiError::BadRequest)?;
     }
-    let (job, _) = receive(&state, &caller, &req, form, |fields| {
+    let job = receive(&state, &caller, &req, form, |fields| {
         let field = fields
             .get("callback_url")
             .and_then(|v| v.last())
@@ -434,6 +483,7 @@ pub async fn upload(
         Ok(Submission {
             options,
             callback_url,
+            ..Default::default()
         })
     })
     .await?;
