@@ -1031,3 +1031,47 @@ fn openai_known_speaker_references_name_this_jobs_voices_without_touching_the_li
     );
     assert_eq!(srv.temp_entries(), 0, "the clips go with the job's audio");
 }
+
+#[test]
+fn relabel_names_an_enrolled_voice_in_earlier_stored_results_once() {
+    let srv = Server::start("speaker-relabel", fakes::config(&[]), fakes::engines(None));
+    let earlier: Vec<String> = (0..2)
+        .map(|_| {
+            let id = id_of(&srv.upload(None, "a.wav", &fakes::tone_wav(2.0)).1);
+            srv.wait_finished(&id, None);
+            id
+        })
+        .collect();
+    // a clip's voice is the fakes' SPEAKER_00: enrolling it names no stored result
+    let (ct, body) = multipart_with("name", "Dana", "dana.wav", &fakes::tone_wav(3.0));
+    let (code, dana) = request(
+        srv.addr,
+        "POST",
+        "/api/speakers",
+        &[("Content-Type", ct.as_str())],
+        &body,
+    );
+    assert_eq!(code, 201, "{dana}");
+    assert_eq!(speakers_of(&srv, &earlier[0]), ["SPEAKER_00", "SPEAKER_01"]);
+    let path = format!("/api/speakers/{}/relabel", dana["id"].as_str().unwrap());
+    let (code, v) = json_call(&srv, "POST", &path, &Value::Null);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["results_changed"], 2, "{v}");
+    for id in &earlier {
+        assert_eq!(speakers_of(&srv, id), ["Dana", "SPEAKER_01"]);
+        let (_, result) = srv.call("GET", &format!("/api/results/{id}"), None);
+        assert_eq!(
+            result["known_speakers"][0]["speaker_id"], dana["id"],
+            "{result}"
+        );
+    }
+    let (_, again) = json_call(&srv, "POST", &path, &Value::Null);
+    assert_eq!(again["results_changed"], 0, "already named: {again}");
+    let (code, _) = json_call(
+        &srv,
+        "POST",
+        "/api/speakers/spk_000000000000/relabel",
+        &Value::Null,
+    );
+    assert_eq!(code, 404);
+}

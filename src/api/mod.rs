@@ -123,6 +123,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/api/speakers/{id}", web::patch().to(speakers::rename))
     .route("/api/speakers/{id}", web::delete().to(speakers::delete))
     .route("/api/speakers/{id}/merge", web::post().to(speakers::merge))
+    .route(
+        "/api/speakers/{id}/relabel",
+        web::post().to(speakers::relabel),
+    )
     .route("/api/keys", web::get().to(keys::list))
     .route("/api/keys", web::post().to(keys::create))
     .route("/api/keys/{id}", web::delete().to(keys::revoke))

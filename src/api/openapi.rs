@@ -42,6 +42,7 @@ use super::{events, handlers, keys, openai, speakers, ui, upload};
         speakers::rename,
         speakers::delete,
         speakers::merge,
+        speakers::relabel,
         keys::list,
         keys::create,
         keys::revoke,

@@ -450,3 +450,49 @@ pub async fn merge(
     .await?;
     Ok(HttpResponse::Ok().json(merged.public()))
 }
+
+/// What `POST /api/speakers/{id}/relabel` changed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Relabelled {
+    pub speaker: Speaker,
+    /// Stored results where one of the job's speakers took the name now.
+    pub results_changed: usize,
+}
+
+/// `POST /api/speakers/{id}/relabel`.
+#[utoipa::path(
+    post,
+    path = "/api/speakers/{id}/relabel",
+    operation_id = "relabel_speaker",
+    tag = "speakers",
+    summary = "Look for a known speaker in every stored result and name them where the voice matches (no transcription runs again)",
+    params(("id" = String, Path, description = "The speaker's id (`spk_...`)")),
+    responses(
+        (status = 200, description = "The speaker, and how many results now carry the name", body = Relabelled),
+        (status = 401, description = "No live API key (`server.auth = keys`)", body = ErrorBody),
+        (status = 404, description = "No such speaker in the caller's library", body = ErrorBody),
+        (status = 429, description = "Over the key's read rate (`Retry-After`)", body = ErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
+pub async fn relabel(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state.limits.check(&caller, Bucket::Reads)?;
+    let speaker = own(&state, &caller, path.into_inner()).await?;
+    let results_changed = carry(
+        &state,
+        &caller,
+        SpeakerChange::Recognised {
+            speaker: speaker.clone(),
+            threshold: state.config.speakers.match_threshold,
+        },
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(Relabelled {
+        speaker: speaker.public(),
+        results_changed,
+    }))
+}

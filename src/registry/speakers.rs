@@ -6,15 +6,17 @@ use actix::prelude::*;
 use uuid::Uuid;
 
 use super::{JobRegistry, JobStatus, RegistryError};
+use crate::diarize::engine::Voice;
+use crate::speakers::recognise_among;
 
 /// A finished job's speakers' voice prints (None: no such file, e.g. a
 /// job from before they were kept).
 #[derive(Message)]
-#[rtype(result = "Result<Option<Vec<crate::diarize::engine::Voice>>, RegistryError>")]
+#[rtype(result = "Result<Option<Vec<Voice>>, RegistryError>")]
 pub struct JobVoices(pub Uuid);
 
 impl Handler<JobVoices> for JobRegistry {
-    type Result = Result<Option<Vec<crate::diarize::engine::Voice>>, RegistryError>;
+    type Result = Result<Option<Vec<Voice>>, RegistryError>;
     fn handle(&mut self, msg: JobVoices, _: &mut Context<Self>) -> Self::Result {
         match std::fs::read(self.storage.voices_path(msg.0)) {
             Ok(v) => Ok(Some(serde_json::from_slice(&v)?)),
@@ -43,6 +45,13 @@ pub enum SpeakerChange {
     },
     /// Speaker `id` was deleted: its labels come back.
     Deleted { id: String },
+    /// Look for `speaker` in every stored result (its voice prints against
+    /// each job's): the best matching label at or above `threshold` that
+    /// no known speaker holds takes the name, where the name is not there yet.
+    Recognised {
+        speaker: crate::speakers::Speaker,
+        threshold: f32,
+    },
 }
 
 /// Applies a [`SpeakerChange`] to the stored results of `owner`'s completed
@@ -86,6 +95,28 @@ impl Handler<ChangeSpeakers> for JobRegistry {
                     result.update_known(id, Some((new_id, name)))
                 }
                 SpeakerChange::Deleted { id } => result.update_known(id, None),
+                SpeakerChange::Recognised { speaker, threshold } => {
+                    if result
+                        .known_speakers
+                        .iter()
+                        .any(|k| k.speaker_id == speaker.id)
+                    {
+                        continue;
+                    }
+                    let voices = match std::fs::read(self.storage.voices_path(id)) {
+                        Ok(v) => serde_json::from_slice::<Vec<Voice>>(&v)?,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e.into()),
+                    };
+                    let free: Vec<Voice> = voices
+                        .into_iter()
+                        .filter(|v| !result.known_speakers.iter().any(|k| k.label == v.speaker))
+                        .collect();
+                    let found = recognise_among(&free, std::slice::from_ref(speaker), *threshold);
+                    found.first().is_some_and(|r| {
+                        result.name_speaker(&r.label, &r.speaker_id, &r.name, r.confidence)
+                    })
+                }
             };
             if did {
                 let body = serde_json::to_vec_pretty(&result)?;
