@@ -546,3 +546,16 @@ fn options_from_toml() {
     assert_eq!(options.path_style, None);
     assert!(toml::from_str::<BlobOptions>("bucket_name = \"x\"").is_err());
 }
+
+/// The futures can be spawned on a multi-threaded runtime (`tokio::spawn`)
+/// when the stream is `Send`.
+#[test]
+fn futures_are_send() {
+    fn send<T: Send>(_: T) {}
+    let dir = TempDir::new();
+    let store = BlobStore::open(&local_options(&dir)).unwrap();
+    send(store.put_stream("a/b", body(&[0u8; 10]), 10));
+    send(store.get_to_file("a/b", &dir.0));
+    send(store.list(""));
+    send(store.check());
+}
