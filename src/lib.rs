@@ -26,3 +26,4 @@ pub mod store;
 pub mod text;
 pub mod vad;
 pub mod whisper;
+pub mod worker;

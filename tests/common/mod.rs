@@ -9,8 +9,8 @@ use colloquy::config::Config;
 
 pub mod fakes;
 pub mod http;
-pub mod s3;
 pub mod pg;
+pub mod s3;
 
 /// `make test` sets this so that missing models fail the run instead of skipping.
 pub const REQUIRE_MODELS: &str = "COLLOQUY_REQUIRE_MODELS";

@@ -1,0 +1,275 @@
+//! The worker role (issue #15): a node that takes jobs from the PostgreSQL
+//! queue and runs them through its own registry and actor pipeline.
+//!
+//! The role of the lease loop is to keep this node's pipeline fed from the
+//! shared queue, and to make the shared queue the only truth about a job.
+//! This includes the following steps:
+//! - leasing a job when a slot is free (at most `max_jobs` at once), woken
+//!   by the queue's notifications, polling as a fallback;
+//! - streaming its audio (and any reference clips) down from the blob store
+//!   into the local registry's temp folder, and running it there as a local
+//!   job with the same id (the pipeline, its limits and its typed failures
+//!   are the single-node ones);
+//! - renewing the lease every third of its lifetime, carrying the local
+//!   job's progress to the queue; a requested cancel deletes the local job
+//!   and ends the shared one `cancelled`; a lost lease (another worker took
+//!   the job after this one stalled) drops the local job and writes nothing;
+//! - when the local job ends: its result up to the blob store under a key
+//!   of this lease alone (`results/{id}/{lease}.json`), then `finish`, which
+//!   counts once: a worker that lost its lease meanwhile deletes its blob.
+//!   The local job is removed either way.
+//!
+//! A killed worker renews nothing: its leases expire and other workers take
+//! the jobs over from the beginning.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix::Addr;
+use uuid::Uuid;
+
+use crate::actors::FailureKind;
+
+use crate::registry::{
+    CreateJob, DeleteJob, GetJob, JobOptions, JobRegistry, JobStatus, Storage, WatchJob,
+};
+use crate::store::blobs::{upload_key, BlobError, BlobStore};
+use crate::store::queue::{JobQueue, Lease, LeaseState, Outcome, QueueError};
+
+/// How a worker node leases.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// This node's name in leases and heartbeats (unique among the workers).
+    pub id: String,
+    /// A lease's lifetime: a job whose worker stopped renewing goes back to
+    /// the queue this long after its last renewal.
+    pub lease: Duration,
+    /// Jobs held at once (the local pipeline's `max_active_jobs`).
+    pub max_jobs: usize,
+    /// How often the queue is asked when no notification came.
+    pub poll: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error("local registry: {0}")]
+    Registry(String),
+    #[error("local storage: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The key of a result written under `lease` (one per lease, so a late
+/// worker's result never overwrites the one that counted).
+pub fn lease_result_key(lease: &Lease) -> String {
+    format!("results/{}/{}.json", lease.job.id, lease.token)
+}
+
+/// The lease loop of one worker node; `registry` is this node's own (with
+/// its pipeline attached), `storage` its local folders.
+pub struct Worker {
+    pub queue: JobQueue,
+    pub blobs: BlobStore,
+    pub registry: Addr<JobRegistry>,
+    pub storage: Storage,
+    pub opts: WorkerOptions,
+}
+
+impl Worker {
+    /// Leases and runs jobs until the future is dropped (or the queue fails
+    /// for good); each job runs as a task of its own on the current thread
+    /// (inside actix's system), owned by this future: dropping it stops every
+    /// renewal, as a killed process would.
+    pub async fn run(self) -> Result<(), WorkerError> {
+        let me = Rc::new(self);
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(me.opts.max_jobs.max(1)));
+        let mut notices = me.queue.listen().await.ok();
+        let mut jobs = tokio::task::JoinSet::new();
+        loop {
+            while jobs.try_join_next().is_some() {}
+            me.queue.heartbeat(&me.opts.id, "worker").await?;
+            let permit = slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| WorkerError::Registry(e.to_string()))?;
+            match me.queue.lease(&me.opts.id, me.opts.lease).await? {
+                Some(lease) => {
+                    let worker = me.clone();
+                    jobs.spawn_local(async move {
+                        let id = lease.job.id;
+                        if let Err(e) = worker.run_one(lease).await {
+                            tracing::error!(job_id = %id, error = %e, "job not carried through");
+                        }
+                        drop(permit);
+                    });
+                }
+                None => {
+                    drop(permit);
+                    me.wait(&mut notices).await;
+                }
+            }
+        }
+    }
+
+    /// Until a job is queued (notified) or the poll interval passes.
+    async fn wait(&self, notices: &mut Option<crate::store::queue::Notifications>) {
+        let poll = tokio::time::sleep(self.opts.poll);
+        match notices {
+            Some(n) => {
+                tokio::select! {
+                    got = n.recv() => match got {
+                        Ok(Some(_)) => {}
+                        // the connection dropped: poll now, listen again next time
+                        Ok(None) | Err(_) => *notices = self.queue.listen().await.ok(),
+                    },
+                    _ = poll => {}
+                }
+            }
+            None => {
+                poll.await;
+                *notices = self.queue.listen().await.ok();
+            }
+        }
+    }
+
+    /// One leased job: down, through the local pipeline, up, finished.
+    async fn run_one(&self, lease: Lease) -> Result<(), WorkerError> {
+        let id = lease.job.id;
+        let options: JobOptions = serde_json::from_value(lease.job.options.clone())
+            .map_err(|e| WorkerError::Registry(format!("job {id}'s options: {e}")))?;
+        // a job that ran here before (this worker restarted) starts again
+        self.drop_local(id).await;
+        let dir = self.storage.temp_dir(id);
+        tokio::fs::create_dir_all(&dir).await?;
+        let ext = std::path::Path::new(&lease.job.audio_key)
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("audio")
+            .to_string();
+        let audio_file = format!("audio.{ext}");
+        let fetched = async {
+            self.blobs
+                .get_to_file(&lease.job.audio_key, &dir.join(&audio_file))
+                .await?;
+            for r in &options.references {
+                self.blobs
+                    .get_to_file(&upload_key(id, &r.file), &dir.join(&r.file))
+                    .await?;
+            }
+            Ok::<_, BlobError>(())
+        }
+        .await;
+        if let Err(e) = fetched {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            let outcome = Outcome::Failed {
+                error: format!("the job's audio could not be fetched: {e}"),
+                kind: "internal".into(),
+            };
+            self.queue.finish(&lease, outcome).await?;
+            return Err(e.into());
+        }
+        let created = self
+            .registry
+            .send(CreateJob {
+                id,
+                filename: lease.job.filename.clone(),
+                audio_file,
+                options,
+                owner: lease.job.owner.clone(),
+                quota: None,
+                bytes: lease.job.bytes.max(0) as u64,
+                callback_url: None,
+            })
+            .await
+            .map_err(|e| WorkerError::Registry(e.to_string()))?;
+        if let Err(e) = created {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            return Err(WorkerError::Registry(e.to_string()));
+        }
+        let mut ended = self
+            .registry
+            .send(WatchJob(id))
+            .await
+            .map_err(|e| WorkerError::Registry(e.to_string()))?;
+        let mut tick = tokio::time::interval(self.opts.lease / 3);
+        tick.tick().await; // the first tick is now
+        let (mut progress, mut step) = (0u8, String::new());
+        let finished = loop {
+            tokio::select! {
+                job = &mut ended => break job.ok().flatten(),
+                _ = tick.tick() => {
+                    match self.queue.renew(&lease).await? {
+                        LeaseState::Held => {}
+                        LeaseState::CancelRequested => {
+                            self.drop_local(id).await;
+                            self.queue.finish(&lease, Outcome::Cancelled).await?;
+                            tracing::info!(job_id = %id, "cancelled through the queue");
+                            return Ok(());
+                        }
+                        LeaseState::Lost => {
+                            self.drop_local(id).await;
+                            tracing::warn!(job_id = %id, "lease lost: another worker has the job");
+                            return Ok(());
+                        }
+                    }
+                    if let Ok(Ok(Some(job))) = self.registry.send(GetJob(id)).await {
+                        if (job.progress, &job.step) != (progress, &step) {
+                            (progress, step) = (job.progress, job.step.clone());
+                            self.queue.progress(&lease, progress, &step).await?;
+                        }
+                        if let Some(seconds) = job.duration {
+                            self.queue.set_duration(&lease, seconds).await?;
+                        }
+                    }
+                }
+            }
+        };
+        let outcome = match finished {
+            Some(job) if job.status == JobStatus::Completed => {
+                let body = tokio::fs::read(self.storage.result_path(id)).await?;
+                let key = lease_result_key(&lease);
+                let bytes = body.len() as i64;
+                self.blobs.put_bytes(&key, body.into()).await?;
+                Outcome::Completed {
+                    result_key: key,
+                    result_bytes: bytes,
+                    duration: job.duration,
+                }
+            }
+            Some(job) => Outcome::Failed {
+                error: job.error.unwrap_or_else(|| "the job failed".into()),
+                kind: match job.error_kind {
+                    Some(FailureKind::Input) => "input".into(),
+                    _ => "internal".into(),
+                },
+            },
+            // deleted locally (this node stopping): the lease lapses and
+            // another worker takes the job
+            None => return Ok(()),
+        };
+        let result_key = match &outcome {
+            Outcome::Completed { result_key, .. } => Some(result_key.clone()),
+            _ => None,
+        };
+        let counted = self.queue.finish(&lease, outcome).await?;
+        if !counted {
+            tracing::warn!(job_id = %id, "result discarded: the lease was lost before it was in");
+            if let Some(key) = result_key {
+                self.blobs.delete(&key).await?;
+            }
+        }
+        self.drop_local(id).await;
+        Ok(())
+    }
+
+    /// Removes the local job (record, audio, result), if any.
+    async fn drop_local(&self, id: Uuid) {
+        if let Ok(Err(e)) = self.registry.send(DeleteJob(id)).await {
+            tracing::warn!(job_id = %id, error = %e, "local job not removed");
+        }
+    }
+}
