@@ -32,6 +32,32 @@ pub struct Config {
     pub speakers: SpeakersConfig,
     pub server: ServerConfig,
     pub pipeline: PipelineConfig,
+    pub cluster: ClusterConfig,
+    /// `[blobs]`: where a worker finds uploads and puts results.
+    pub blobs: crate::store::blobs::BlobOptions,
+}
+
+/// A node's part among several (issue #15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// One node: uploads, jobs and models here (sled and local folders).
+    All,
+    /// Leases jobs from the PostgreSQL queue and runs them here.
+    Worker,
+}
+
+/// `[cluster]`: one node, or a worker among several over PostgreSQL and S3.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub role: Role,
+    /// `postgres://user:password@host:port/database` (the job queue).
+    pub database_url: String,
+    /// This node's name among the workers; empty: host name and process id.
+    pub worker_id: String,
+    pub lease_seconds: f64,
+    pub poll_seconds: f64,
 }
 
 /// `[speakers]`: known speakers (the speaker library).

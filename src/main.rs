@@ -98,6 +98,10 @@ enum Command {
         /// Overrides server.storage_dir.
         #[arg(long)]
         storage: Option<PathBuf>,
+        /// Overrides cluster.role: `all` (this one node), or `worker` (leases
+        /// jobs from the PostgreSQL queue at cluster.database_url; files in [blobs]).
+        #[arg(long, value_enum)]
+        role: Option<colloquy::config::Role>,
     },
     /// Transcribe audio files (the model is loaded once for all of them).
     Transcribe {
@@ -240,8 +244,15 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { port, storage } => {
+        Command::Serve {
+            port,
+            storage,
+            role,
+        } => {
             let mut config = Config::load(cli.config.as_deref())?;
+            if let Some(role) = role {
+                config.cluster.role = role;
+            }
             if let Some(port) = port {
                 config.server.port = port;
             }
@@ -429,12 +440,20 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let engines = colloquy::actors::pipeline::Engines::load(&config)?;
     let devices = engines.devices();
     tracing::info!(seconds = t0.elapsed().as_secs_f64(), transcriber = %devices.transcriber, diarizer = %devices.diarizer, "models loaded");
-    actix_rt::System::new().block_on(colloquy::api::serve(config, engines, |addr| {
+    let bound = |addr: std::net::SocketAddr| {
         use std::io::Write;
         println!("colloquy listening on http://{addr}");
         let _ = std::io::stdout().flush();
         tracing::info!(%addr, "listening");
-    }))
+    };
+    actix_rt::System::new().block_on(async move {
+        match config.cluster.role {
+            colloquy::config::Role::All => colloquy::api::serve(config, engines, bound).await,
+            colloquy::config::Role::Worker => {
+                colloquy::api::node::serve_worker(config, engines, bound).await
+            }
+        }
+    })
 }
 
 fn diarize(

@@ -199,7 +199,7 @@ fn a_dead_workers_job_completes_on_another_and_a_cancel_reaches_a_running_job() 
         let job = wait_status(&queue, id, QueueStatus::Processing).await;
         assert_eq!(job.lease_owner.as_deref(), Some("dead-a"));
         stop(a_run).await; // as kill -9: no renewal, no finish
-                       // another worker takes it over once the lease lapses, and completes it
+                           // another worker takes it over once the lease lapses, and completes it
         let b = node("dead-b", &url, &blobs, fakes::engines(None), lease).await;
         let b_run = tokio::task::spawn_local(b.run());
         let job = wait_status(&queue, id, QueueStatus::Completed).await;

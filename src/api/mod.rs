@@ -25,6 +25,7 @@ pub mod events;
 pub mod guard;
 pub mod handlers;
 pub mod keys;
+pub mod node;
 pub mod openai;
 pub mod openapi;
 pub mod references;
