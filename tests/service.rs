@@ -135,20 +135,6 @@ fn id_of(v: &Value) -> String {
         .to_string()
 }
 
-/// A transcriber hook that holds each job until the test sends on the
-/// returned channel (bounded: it gives up after 60 s).
-fn held() -> (mpsc::Sender<()>, fakes::Hook) {
-    let (release, gate) = mpsc::channel::<()>();
-    let gate = std::sync::Mutex::new(gate);
-    let hook: fakes::Hook = Box::new(move || {
-        gate.lock()
-            .unwrap()
-            .recv_timeout(Duration::from_secs(60))
-            .map_err(|e| e.to_string())
-    });
-    (release, hook)
-}
-
 /// Keys created in the storage folder before the server opens it, as
 /// `colloquy keys create` does.
 fn create_keys(storage: &std::path::Path, keys: &[(&str, bool)]) -> Vec<String> {
@@ -295,7 +281,7 @@ fn a_full_queue_and_a_key_over_quota_are_refused_before_the_body_is_sent() {
     config.server.storage_dir = storage.display().to_string();
     config.server.port = 0;
     // the transcriber holds each job until the test lets it go
-    let (release, hook) = held();
+    let (release, hook) = fakes::held();
     let srv = Server::start_at(storage, config, fakes::engines(Some(hook)));
     let wav = fakes::tone_wav(1.0);
     let running = id_of(&srv.upload(Some(alice), "1.wav", &wav).1); // admitted, held
@@ -483,7 +469,7 @@ fn health_shows_every_stages_workers_alive() {
 
 #[test]
 fn deleting_a_running_job_frees_its_slot_for_the_next_and_leaves_nothing() {
-    let (release, hook) = held();
+    let (release, hook) = fakes::held();
     let srv = Server::start(
         "cancel",
         fakes::config(&[("pipeline.max_active_jobs", "1")]),
@@ -541,7 +527,7 @@ fn events(srv: &Server, id: &str) -> EventStream {
 
 #[test]
 fn a_job_followed_live_streams_its_steps_partial_segments_before_the_end_then_one_done() {
-    let (release, hook) = held();
+    let (release, hook) = fakes::held();
     let srv = Server::start("events", fakes::config(&[]), diarizer_held(hook));
     let (code, up) = srv.upload(None, "a.wav", &fakes::tone_wav(2.0));
     assert_eq!(code, 200, "{up}");
@@ -604,7 +590,7 @@ fn a_job_followed_live_streams_its_steps_partial_segments_before_the_end_then_on
 
 #[test]
 fn a_followed_job_that_is_deleted_ends_its_stream_with_cancelled() {
-    let (release, hook) = held();
+    let (release, hook) = fakes::held();
     let srv = Server::start(
         "events-cancel",
         fakes::config(&[]),
@@ -623,7 +609,7 @@ fn a_followed_job_that_is_deleted_ends_its_stream_with_cancelled() {
 
 #[test]
 fn status_carries_an_estimate_once_this_machine_has_measured_a_job() {
-    let (release, hook) = held();
+    let (release, hook) = fakes::held();
     let srv = Server::start("eta", fakes::config(&[]), fakes::engines(Some(hook)));
     let wav = fakes::tone_wav(2.0);
     let in_transcriber = |id: &str| {

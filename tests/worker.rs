@@ -8,7 +8,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use colloquy::registry::JobOptions;
@@ -102,19 +101,6 @@ async fn wait_status(
     }
 }
 
-/// A transcriber hook that holds each job until the test sends on the channel.
-fn held() -> (mpsc::Sender<()>, fakes::Hook) {
-    let (release, gate) = mpsc::channel::<()>();
-    let gate = std::sync::Mutex::new(gate);
-    let hook: fakes::Hook = Box::new(move || {
-        gate.lock()
-            .unwrap()
-            .recv_timeout(Duration::from_secs(60))
-            .map_err(|e| e.to_string())
-    });
-    (release, hook)
-}
-
 /// Stops a worker's loop as a kill would (its jobs' tasks go with it),
 /// inside the runtime, so that its database connections close there.
 async fn stop(run: tokio::task::JoinHandle<Result<(), colloquy::worker::WorkerError>>) {
@@ -192,7 +178,7 @@ fn a_dead_workers_job_completes_on_another_and_a_cancel_reaches_a_running_job() 
         let lease = Duration::from_secs(1);
 
         // a worker takes the job, its pipeline holds it, then the worker dies
-        let (release_a, hook_a) = held();
+        let (release_a, hook_a) = fakes::held();
         let a = node("dead-a", &url, &blobs, fakes::engines(Some(hook_a)), lease).await;
         let a_run = tokio::task::spawn_local(a.run());
         let id = submit(&queue, &blobs, 0).await;
@@ -214,7 +200,7 @@ fn a_dead_workers_job_completes_on_another_and_a_cancel_reaches_a_running_job() 
         stop(b_run).await;
 
         // a cancel reaches a job a worker is running
-        let (release_c, hook_c) = held();
+        let (release_c, hook_c) = fakes::held();
         let c = node(
             "cancel-c",
             &url,

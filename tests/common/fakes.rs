@@ -17,6 +17,20 @@ use colloquy::whisper::{Segment, SpeechToText, Transcript, WhisperError, Word};
 /// Runs before a fake's answer; Err(message) fails the engine call.
 pub type Hook = Box<dyn FnMut() -> Result<(), String> + Send>;
 
+/// A transcriber hook that holds each job until the test sends on the
+/// returned channel (bounded: it gives up after 60 s).
+pub fn held() -> (std::sync::mpsc::Sender<()>, Hook) {
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let gate = std::sync::Mutex::new(gate);
+    let hook: Hook = Box::new(move || {
+        gate.lock()
+            .unwrap()
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .map_err(|e| e.to_string())
+    });
+    (release, hook)
+}
+
 /// The number of speakers that makes [`FakeDiarizer`] fail (a test's way to
 /// fail one job on purpose).
 pub const FAILING_SPEAKER_COUNT: usize = 7;
