@@ -20,8 +20,12 @@
 //!   The local job is removed either way.
 //!
 //! A killed worker renews nothing: its leases expire and other workers take
-//! the jobs over from the beginning.
+//! the jobs over from the beginning. A worker stopped on purpose
+//! ([`Worker::run_until`]) hands its jobs back at once (`release`), so
+//! another worker starts them without waiting for the leases to lapse.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -78,16 +82,57 @@ pub struct Worker {
     pub opts: WorkerOptions,
 }
 
+/// The leases this worker holds now (its job tasks add and remove them).
+type Held = RefCell<HashMap<Uuid, Lease>>;
+
 impl Worker {
     /// Leases and runs jobs until the future is dropped (or the queue fails
     /// for good); each job runs as a task of its own on the current thread
     /// (inside actix's system), owned by this future: dropping it stops every
     /// renewal, as a killed process would.
     pub async fn run(self) -> Result<(), WorkerError> {
+        self.run_until(std::future::pending()).await
+    }
+
+    /// As [`run`](Self::run), until `stop` resolves: then it leases no more,
+    /// stops its jobs and hands each back to the queue.
+    pub async fn run_until(
+        self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), WorkerError> {
         let me = Rc::new(self);
+        let held: Rc<Held> = Rc::default();
+        let mut jobs = tokio::task::JoinSet::new();
+        let leasing = me.clone().lease_loop(held.clone(), &mut jobs);
+        let outcome = tokio::select! {
+            r = leasing => r,
+            _ = stop => Ok(()),
+        };
+        // the job tasks stop here; their leases go back to the queue
+        jobs.shutdown().await;
+        let leases: Vec<Lease> = held.borrow_mut().drain().map(|(_, l)| l).collect();
+        for lease in leases {
+            let id = lease.job.id;
+            me.drop_local(id).await;
+            match me.queue.release(&lease).await {
+                Ok(true) => tracing::info!(job_id = %id, "handed back to the queue"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(job_id = %id, error = %e, "not handed back: its lease will lapse")
+                }
+            }
+        }
+        outcome
+    }
+
+    async fn lease_loop(
+        self: Rc<Self>,
+        held: Rc<Held>,
+        jobs: &mut tokio::task::JoinSet<()>,
+    ) -> Result<(), WorkerError> {
+        let me = self;
         let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(me.opts.max_jobs.max(1)));
         let mut notices = me.queue.listen().await.ok();
-        let mut jobs = tokio::task::JoinSet::new();
         loop {
             while jobs.try_join_next().is_some() {}
             me.queue.heartbeat(&me.opts.id, "worker").await?;
@@ -99,11 +144,14 @@ impl Worker {
             match me.queue.lease(&me.opts.id, me.opts.lease).await? {
                 Some(lease) => {
                     let worker = me.clone();
+                    let held = held.clone();
                     jobs.spawn_local(async move {
                         let id = lease.job.id;
+                        held.borrow_mut().insert(id, lease.clone());
                         if let Err(e) = worker.run_one(lease).await {
                             tracing::error!(job_id = %id, error = %e, "job not carried through");
                         }
+                        held.borrow_mut().remove(&id);
                         drop(permit);
                     });
                 }

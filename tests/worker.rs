@@ -222,3 +222,70 @@ fn a_dead_workers_job_completes_on_another_and_a_cancel_reaches_a_running_job() 
         queue.close().await;
     });
 }
+
+#[test]
+fn a_worker_stopped_on_purpose_hands_its_job_back_and_bad_audio_fails_as_input() {
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.url();
+    actix_rt::System::new().block_on(async move {
+        let blobs = local_blobs("handback-blobs");
+        let queue = JobQueue::connect(&url, QueueOptions::default())
+            .await
+            .unwrap();
+        // a long lease: the job comes back because it is handed back, not because it lapsed
+        let lease = Duration::from_secs(60);
+        let (release_a, hook_a) = fakes::held();
+        let a = node(
+            "handback-a",
+            &url,
+            &blobs,
+            fakes::engines(Some(hook_a)),
+            lease,
+        )
+        .await;
+        let (stop_a, stopped) = tokio::sync::oneshot::channel::<()>();
+        let a_run = tokio::task::spawn_local(a.run_until(async {
+            let _ = stopped.await;
+        }));
+        let id = submit(&queue, &blobs, 0).await;
+        wait_status(&queue, id, QueueStatus::Processing).await;
+        stop_a.send(()).unwrap();
+        a_run.await.unwrap().unwrap();
+        let job = queue.get(id).await.unwrap().unwrap();
+        assert_eq!(
+            (job.status, job.attempts),
+            (QueueStatus::Queued, 0),
+            "back in the queue at once, its attempt not counted: {job:?}"
+        );
+        let _ = release_a.send(());
+
+        let b = node("handback-b", &url, &blobs, fakes::engines(None), lease).await;
+        let b_run = tokio::task::spawn_local(b.run());
+        let job = wait_status(&queue, id, QueueStatus::Completed).await;
+        assert_eq!(job.attempts, 1, "{job:?}");
+
+        // a file that is not audio fails as the user's input, through the queue
+        let bad = Uuid::new_v4();
+        let key = upload_key(bad, "audio.wav");
+        blobs
+            .put_bytes(&key, b"this is not a wav file at all".to_vec().into())
+            .await
+            .unwrap();
+        queue
+            .enqueue(NewJob {
+                id: bad,
+                owner: None,
+                filename: "notes.wav".into(),
+                audio_key: key,
+                bytes: 29,
+                options: serde_json::to_value(JobOptions::default()).unwrap(),
+            })
+            .await
+            .unwrap();
+        let job = wait_status(&queue, bad, QueueStatus::Failed).await;
+        assert_eq!(job.error_kind.as_deref(), Some("input"), "{job:?}");
+        assert!(job.error.is_some_and(|e| !e.is_empty()));
+        stop(b_run).await;
+        queue.close().await;
+    });
+}

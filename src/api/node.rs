@@ -122,10 +122,24 @@ pub async fn serve_worker(
         on_bound(*addr);
     }
     tracing::info!(worker_id = %id, "worker: leasing jobs");
+    // SIGTERM/SIGINT stop the server; then the worker hands its jobs back
     let server = server.run();
-    tokio::select! {
-        r = server => r?,
-        r = worker.run() => r?,
+    let handle = server.handle();
+    let (stopped, on_stop) = tokio::sync::oneshot::channel::<()>();
+    let served = actix::spawn(async move {
+        let r = server.await;
+        let _ = stopped.send(());
+        r
+    });
+    let worked = worker
+        .run_until(async {
+            let _ = on_stop.await;
+        })
+        .await;
+    if worked.is_err() {
+        handle.stop(true).await;
     }
+    served.await??;
+    worked?;
     Ok(())
 }

@@ -293,6 +293,26 @@ impl JobQueue {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Hands a held job back to the queue at once (a worker stopping on
+    /// purpose): queued again for any worker, as if this lease had not been
+    /// taken (its attempt not counted). False when the lease was not held,
+    /// or a cancel was requested (the lease then lapses and the job ends
+    /// cancelled).
+    pub async fn release(&self, lease: &Lease) -> Result<bool, QueueError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'queued', progress = 0, step = 'Queued', \
+             attempts = greatest(attempts - 1, 0), lease_token = NULL, lease_expires_at = NULL, \
+             updated_at = now() \
+             WHERE id = $1 AND lease_token = $2 AND status = 'processing' \
+             AND NOT cancel_requested",
+        )
+        .bind(lease.id())
+        .bind(lease.token)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Records the audio's length once decoded (false: lease not held).
     pub async fn set_duration(&self, lease: &Lease, seconds: f64) -> Result<bool, QueueError> {
         let done = sqlx::query(
