@@ -458,6 +458,7 @@ fn health_shows_every_stages_workers_alive() {
     let (code, h) = srv.call("GET", "/health", None);
     assert_eq!(code, 200, "{h}");
     assert_eq!(h["status"], "healthy");
+    assert_eq!(h["role"], "all");
     assert_eq!(h["auth"], "none");
     let stages = h["stages"].as_object().unwrap();
     assert!(stages.len() >= 5, "{h}");

@@ -289,3 +289,53 @@ fn a_worker_stopped_on_purpose_hands_its_job_back_and_bad_audio_fails_as_input()
         queue.close().await;
     });
 }
+
+#[test]
+fn a_worker_node_serves_health_with_its_role_and_the_queue() {
+    let Some(pg) = PgServer::start() else { return };
+    let mut config = fakes::config(&[]);
+    config.cluster.role = colloquy::config::Role::Worker;
+    config.cluster.database_url = pg.url();
+    config.cluster.worker_id = "health-w".into();
+    config.server.port = 0;
+    config.server.storage_dir = folder("health-node").display().to_string();
+    config.blobs.root = folder("health-blobs");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = actix_rt::System::new().block_on(colloquy::api::node::serve_worker(
+            config,
+            fakes::engines(None),
+            move |addr| tx.send(addr).unwrap(),
+        ));
+    });
+    let addr = rx.recv_timeout(DEADLINE).expect("the worker node serves");
+    let t0 = Instant::now();
+    loop {
+        let (code, h) = common::http::request(addr, "GET", "/health", &[], b"");
+        assert_eq!(code, 200, "{h}");
+        assert_eq!(h["role"], "worker", "{h}");
+        assert_eq!(h["worker_id"], "health-w", "{h}");
+        assert_eq!(h["queue"]["queued"], 0, "{h}");
+        assert!(h["stages"].as_object().is_some_and(|s| s.len() >= 5), "{h}");
+        // the node's own heartbeat shows once its loop has started
+        if h["queue"]["workers"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|w| w["id"] == "health-w"))
+        {
+            break;
+        }
+        assert!(t0.elapsed() < DEADLINE, "no heartbeat: {h}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // a node without a queue to reach says so at start
+    let mut config = fakes::config(&[]);
+    config.cluster.role = colloquy::config::Role::Worker;
+    let err = actix_rt::System::new()
+        .block_on(colloquy::api::node::serve_worker(
+            config,
+            fakes::engines(None),
+            |_| {},
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains("cluster.database_url"), "{err}");
+}

@@ -268,6 +268,9 @@ pub struct WhisperModelInfo {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
     pub status: HealthStatus,
+    /// This node's part (`cluster.role`): `all` here (uploads, jobs and
+    /// models on this one node); a worker node answers with its own shape.
+    pub role: crate::config::Role,
     /// Stages whose worker threads have ended (they take no more jobs).
     pub stopped_stages: Vec<String>,
     pub auth: AuthMode,
@@ -339,6 +342,7 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     };
     Ok(res.json(Health {
         status,
+        role: state.config.cluster.role,
         stopped_stages,
         auth: state.config.server.auth,
         models_ready: true,

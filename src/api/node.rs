@@ -24,7 +24,7 @@ struct NodeState {
 #[derive(Serialize)]
 struct NodeHealth {
     status: &'static str,
-    role: &'static str,
+    role: crate::config::Role,
     worker_id: String,
     /// This node's stages (workers alive, jobs in them).
     stages: std::collections::BTreeMap<String, crate::actors::stage::CountersSnapshot>,
@@ -56,7 +56,7 @@ async fn health(state: web::Data<NodeState>) -> HttpResponse {
         } else {
             "degraded"
         },
-        role: "worker",
+        role: crate::config::Role::Worker,
         worker_id: state.id.clone(),
         stages,
         queue,
