@@ -166,11 +166,9 @@ impl StageWork for Aligner {
         } else {
             vec![]
         };
-        {
-            for r in &found {
-                tracing::info!(label = %r.label, speaker_id = %r.speaker_id, confidence = r.confidence, "known speaker");
-                result.name_speaker(&r.label, &r.speaker_id, &r.name, r.confidence);
-            }
+        for r in &found {
+            tracing::info!(label = %r.label, speaker_id = %r.speaker_id, confidence = r.confidence, "known speaker");
+            result.name_speaker(&r.label, &r.speaker_id, &r.name, r.confidence);
         }
         Ok(JobOutput {
             result,

@@ -20,15 +20,13 @@ core n, so one worker has one core and two workers two.
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
-from cluster_nodes import Postgres, Skip, start_worker  # noqa: E402
+from cluster_nodes import Postgres, Skip, stage_uploads, start_worker  # noqa: E402
 
 
 def main():
@@ -47,19 +45,12 @@ def main():
     rows = []
     try:
         blobs = os.path.join(tmp, "blobs")
-        ext = os.path.splitext(args.audio)[1]
         for count in [int(w) for w in args.workers.split(",")]:
             workers = [start_worker(tmp, pg, n, blobs, args.pin) for n in range(count)]
             try:
-                ids = [str(uuid.uuid4()) for _ in range(args.jobs)]
-                values = []
-                for i in ids:
-                    key = f"uploads/{i}/audio{ext}"
-                    os.makedirs(os.path.join(blobs, os.path.dirname(key)), exist_ok=True)
-                    shutil.copy(args.audio, os.path.join(blobs, key))
-                    values.append(f"('{i}', 'bench{ext}', '{key}', {os.path.getsize(args.audio)})")
+                ids, job_rows = stage_uploads(blobs, args.audio, args.jobs, "bench")
                 t0 = time.monotonic()
-                pg.sql("INSERT INTO jobs (id, filename, audio_key, bytes) VALUES " + ", ".join(values))
+                pg.insert_jobs(job_rows)
                 while True:
                     done = pg.sql("SELECT count(*) FROM jobs WHERE status IN ('completed', 'failed', 'cancelled')")
                     if int(done) == len(ids):

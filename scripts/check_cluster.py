@@ -21,10 +21,9 @@ import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster_nodes import ROOT, Postgres, Skip, start_worker  # noqa: E402
+from cluster_nodes import ROOT, Postgres, Skip, stage_uploads, start_worker  # noqa: E402
 from suite import Checks  # noqa: E402
 
 DEADLINE = 120
@@ -45,7 +44,6 @@ def wait(pg, query, want, what):
 def main():
     conv1 = os.path.join(ROOT, "..", "shared", "data", "synthetic", "conv1.wav")
     audio = conv1 if os.path.exists(conv1) else os.path.join(ROOT, "tests", "data", "two_voices.flac")
-    ext = os.path.splitext(audio)[1]
     tmp = tempfile.mkdtemp(prefix="colloquy-cluster-test-")
     try:
         pg = Postgres(tmp)
@@ -60,14 +58,8 @@ def main():
         workers = [start_worker(tmp, pg, n, blobs, env_extra=fast) for n in range(2)]
 
         def queue(n):
-            ids = [str(uuid.uuid4()) for _ in range(n)]
-            values = []
-            for i in ids:
-                key = f"uploads/{i}/audio{ext}"
-                os.makedirs(os.path.join(blobs, os.path.dirname(key)), exist_ok=True)
-                shutil.copy(audio, os.path.join(blobs, key))
-                values.append(f"('{i}', 'call{ext}', '{key}', {os.path.getsize(audio)})")
-            pg.sql("INSERT INTO jobs (id, filename, audio_key, bytes) VALUES " + ", ".join(values))
+            ids, rows = stage_uploads(blobs, audio, n, "call")
+            pg.insert_jobs(rows)
             return ids
 
         ids = queue(10)

@@ -5,6 +5,7 @@ processes leasing from it, their blobs in a local folder."""
 import os
 import shutil
 import subprocess
+import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "colloquy")
@@ -48,6 +49,10 @@ class Postgres:
                               "-At", "-v", "ON_ERROR_STOP=1", "-c", query], check=True, capture_output=True, text=True)
         return out.stdout.strip()
 
+    def insert_jobs(self, rows):
+        """Queues the jobs `stage_uploads` made, in one transaction (as an api node would)."""
+        self.sql("INSERT INTO jobs (id, filename, audio_key, bytes) VALUES " + ", ".join(rows))
+
     def stop(self):
         subprocess.run(self.as_user + [pg_bin("pg_ctl"), "-D", self.data, "-m", "immediate", "stop"],
                        capture_output=True)
@@ -72,3 +77,18 @@ def start_worker(tmp, pg, n, blobs, pin=False, env_extra=None):
         p.kill()
         raise RuntimeError(f"worker {n} did not start: {open(os.path.join(tmp, f'worker{n}.log')).read()[-2000:]}")
     return p
+
+
+def stage_uploads(blobs, audio, n, name):
+    """`n` copies of `audio` where the local blob store reads uploads; returns
+    their job ids and the rows for `Postgres.insert_jobs`."""
+    ext = os.path.splitext(audio)[1]
+    ids, rows = [], []
+    for _ in range(n):
+        i = str(uuid.uuid4())
+        key = f"uploads/{i}/audio{ext}"
+        os.makedirs(os.path.join(blobs, os.path.dirname(key)), exist_ok=True)
+        shutil.copy(audio, os.path.join(blobs, key))
+        ids.append(i)
+        rows.append(f"('{i}', '{name}{ext}', '{key}', {os.path.getsize(audio)})")
+    return ids, rows
