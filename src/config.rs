@@ -53,6 +53,9 @@ pub struct Config {
 pub enum Role {
     /// One node: uploads, jobs and models here (sled and local folders).
     All,
+    /// Takes uploads into the PostgreSQL queue and the blob store, answers
+    /// reads from them; loads no model.
+    Api,
     /// Leases jobs from the PostgreSQL queue and runs them here.
     Worker,
 }

@@ -15,6 +15,7 @@ pub mod config;
 pub mod diarize;
 pub mod eval;
 pub mod export;
+pub mod jobs;
 pub mod local;
 pub mod metrics;
 pub mod models;

@@ -16,7 +16,7 @@ use crate::actors::pipeline::{Engines, Pipeline};
 use crate::actors::stage::CountersSnapshot;
 use crate::api::{start_engine, AppState};
 use crate::config::Config;
-use crate::registry::{CreateJob, Job, JobOptions, JobStatus, WatchJob};
+use crate::registry::{CreateJob, Job, JobOptions, JobStatus};
 
 /// A finished job: its record (with `created_at` / `finished_at`) and result.
 #[derive(Debug, Clone)]
@@ -90,7 +90,13 @@ impl LocalRunner {
             anyhow::bail!("{}: no such file", path.display());
         }
         let id = Uuid::new_v4();
-        let dir = self.state.storage.temp_dir(id);
+        // the CLI's runner is always this node's: files are hard-linked in
+        let local = self
+            .state
+            .local
+            .as_ref()
+            .context("the local runner has its own registry")?;
+        let dir = local.storage.temp_dir(id);
         std::fs::create_dir_all(&dir)?;
         let ext = path
             .extension()
@@ -111,8 +117,8 @@ impl LocalRunner {
             .map(|m| m.len())
             .unwrap_or(0);
         self.state
-            .registry
-            .send(CreateJob {
+            .jobs
+            .create(CreateJob {
                 id,
                 filename,
                 audio_file,
@@ -122,15 +128,14 @@ impl LocalRunner {
                 bytes,
                 callback_url: None,
             })
-            .await??;
+            .await?;
         Ok(id)
     }
 
     /// Waits for job `id` to end (told by the registry, no polling); an
     /// error names the reason when it did not complete.
     pub async fn wait(&self, id: Uuid) -> anyhow::Result<Finished> {
-        let told = self.state.registry.send(WatchJob(id)).await?;
-        let Some(job) = told.await.ok().flatten() else {
+        let Some(job) = self.state.jobs.watch(id).await? else {
             anyhow::bail!("job {id} was deleted")
         };
         if job.status != JobStatus::Completed {
@@ -141,7 +146,7 @@ impl LocalRunner {
                     .unwrap_or_else(|| "the job did not complete".into())
             );
         }
-        let text = std::fs::read(self.state.storage.result_path(id))?;
+        let text = self.state.jobs.result(id).await?;
         let result: Value = serde_json::from_slice(&text)?;
         Ok(Finished { job, result })
     }

@@ -98,8 +98,9 @@ enum Command {
         /// Overrides server.storage_dir.
         #[arg(long)]
         storage: Option<PathBuf>,
-        /// Overrides cluster.role: `all` (this one node), or `worker` (leases
-        /// jobs from the PostgreSQL queue at cluster.database_url; files in [blobs]).
+        /// Overrides cluster.role: `all` (this one node), `api` (takes uploads
+        /// into the PostgreSQL queue at cluster.database_url and the [blobs]
+        /// store; no model) or `worker` (leases jobs from that queue).
         #[arg(long, value_enum)]
         role: Option<colloquy::config::Role>,
     },
@@ -426,6 +427,12 @@ fn keys(config: &Config, action: KeysAction) -> anyhow::Result<()> {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
+    let bound = |addr: std::net::SocketAddr| {
+        use std::io::Write;
+        println!("colloquy listening on http://{addr}");
+        let _ = std::io::stdout().flush();
+        tracing::info!(%addr, "listening");
+    };
     match config.server.auth {
         colloquy::config::AuthMode::None => tracing::warn!(
             "API keys are off (server.auth = \"none\"): anyone on this machine can use the API. \
@@ -436,22 +443,22 @@ fn serve(config: Config) -> anyhow::Result<()> {
             tracing::info!("API keys required (server.auth = \"keys\")")
         }
     }
+    if config.cluster.role == colloquy::config::Role::Api {
+        // no model: uploads go to the queue and the bucket
+        return actix_rt::System::new()
+            .block_on(async move { colloquy::api::node::serve_api(config, bound).await });
+    }
     let t0 = Instant::now();
     let engines = colloquy::actors::pipeline::Engines::load(&config)?;
     let devices = engines.devices();
     tracing::info!(seconds = t0.elapsed().as_secs_f64(), transcriber = %devices.transcriber, diarizer = %devices.diarizer, "models loaded");
-    let bound = |addr: std::net::SocketAddr| {
-        use std::io::Write;
-        println!("colloquy listening on http://{addr}");
-        let _ = std::io::stdout().flush();
-        tracing::info!(%addr, "listening");
-    };
     actix_rt::System::new().block_on(async move {
         match config.cluster.role {
             colloquy::config::Role::All => colloquy::api::serve(config, engines, bound).await,
             colloquy::config::Role::Worker => {
                 colloquy::api::node::serve_worker(config, engines, bound).await
             }
+            colloquy::config::Role::Api => unreachable!("served above"),
         }
     })
 }

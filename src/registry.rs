@@ -204,6 +204,9 @@ pub enum RegistryError {
     /// A key's own limits (jobs waiting, bytes kept).
     #[error("{0}")]
     OverQuota(String),
+    /// A store behind the registry's seam failed (the job queue, the bucket).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// What one key may keep in the registry (`server.max_*_per_key`).
@@ -211,6 +214,39 @@ pub enum RegistryError {
 pub struct Quota {
     pub max_queued: usize,
     pub max_stored_bytes: u64,
+}
+
+/// A key's limits against its jobs (`jobs`: that key's) and an upload of
+/// `incoming` bytes: jobs waiting, and bytes kept (uploads of unfinished
+/// jobs, results of finished ones).
+pub fn check_quota<'a>(
+    jobs: impl IntoIterator<Item = &'a Job>,
+    quota: Quota,
+    incoming: u64,
+) -> Result<(), RegistryError> {
+    let mut waiting = 0;
+    let mut stored = incoming;
+    for job in jobs {
+        waiting += usize::from(job.status == JobStatus::Queued);
+        stored += match job.status {
+            JobStatus::Queued | JobStatus::Processing => job.bytes,
+            _ => job.result_bytes.unwrap_or(0),
+        };
+    }
+    if waiting >= quota.max_queued {
+        return Err(RegistryError::OverQuota(format!(
+            "this key already has {waiting} jobs waiting (its limit is {})",
+            quota.max_queued
+        )));
+    }
+    if stored > quota.max_stored_bytes {
+        return Err(RegistryError::OverQuota(format!(
+            "this key would keep {stored} bytes on the server (its limit is {}): \
+             delete finished jobs to make room",
+            quota.max_stored_bytes
+        )));
+    }
+    Ok(())
 }
 
 /// Counts for `GET /health`.
@@ -489,32 +525,12 @@ impl JobRegistry {
         let (Some(owner), Some(quota)) = (owner, quota) else {
             return Ok(());
         };
-        let mut waiting = 0;
-        let mut stored = incoming;
-        for job in self.all()? {
-            if job.owner.as_deref() != Some(owner) {
-                continue;
-            }
-            waiting += usize::from(job.status == JobStatus::Queued);
-            stored += match job.status {
-                JobStatus::Queued | JobStatus::Processing => job.bytes,
-                _ => job.result_bytes.unwrap_or(0),
-            };
-        }
-        if waiting >= quota.max_queued {
-            return Err(RegistryError::OverQuota(format!(
-                "this key already has {waiting} jobs waiting (its limit is {})",
-                quota.max_queued
-            )));
-        }
-        if stored > quota.max_stored_bytes {
-            return Err(RegistryError::OverQuota(format!(
-                "this key would keep {stored} bytes on the server (its limit is {}): \
-                 delete finished jobs to make room",
-                quota.max_stored_bytes
-            )));
-        }
-        Ok(())
+        let mine = self.all()?;
+        check_quota(
+            mine.iter().filter(|j| j.owner.as_deref() == Some(owner)),
+            quota,
+            incoming,
+        )
     }
 
     fn end_failed(&mut self, id: Uuid, error: JobError, ctx: &mut Context<Self>) {
@@ -991,7 +1007,22 @@ mod tests {
         }
         let seen = Arc::new(Mutex::new(Vec::new()));
         let entry = Entry(seen.clone()).start();
-        let registry = JobRegistry::open(storage.clone(), 1, 10).unwrap().start();
+        // sled's flusher thread may hold the dropped database's file lock
+        // for a moment: the reopen waits for it (a process that restarts
+        // finds the lock gone with the process)
+        let mut tries = 0;
+        let registry = loop {
+            match JobRegistry::open(storage.clone(), 1, 10) {
+                Ok(r) => break r.start(),
+                Err(RegistryError::Db(e))
+                    if tries < 200 && e.to_string().contains("acquire lock") =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         let recovered = registry
             .send(Attach(entry.recipient()))
             .await

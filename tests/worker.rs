@@ -48,8 +48,8 @@ async fn node(
             .await
             .expect("queue"),
         blobs: blobs.clone(),
-        registry: state.registry.clone(),
-        storage: state.storage.clone(),
+        registry: state.local.as_ref().unwrap().registry.clone(),
+        storage: state.local.as_ref().unwrap().storage.clone(),
         opts: WorkerOptions {
             id: name.to_string(),
             lease,
@@ -338,4 +338,208 @@ fn a_worker_node_serves_health_with_its_role_and_the_queue() {
         ))
         .unwrap_err();
     assert!(err.to_string().contains("cluster.database_url"), "{err}");
+}
+
+/// Serves `config`'s node (api or worker) on a thread of its own; its address.
+fn spawn_node(config: colloquy::config::Config) -> std::net::SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let role = config.cluster.role;
+        let served = actix_rt::System::new().block_on(async move {
+            let bound = move |addr| tx.send(addr).unwrap();
+            match role {
+                colloquy::config::Role::Api => colloquy::api::node::serve_api(config, bound).await,
+                _ => colloquy::api::node::serve_worker(config, fakes::engines(None), bound).await,
+            }
+        });
+        if let Err(e) = served {
+            eprintln!("node stopped: {e:#}");
+        }
+    });
+    rx.recv_timeout(DEADLINE).expect("the node serves")
+}
+
+/// Files under `root` (recursively), as paths relative to it.
+fn files_under(root: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn an_api_node_takes_uploads_into_the_queue_and_answers_every_job_route() {
+    let Some(pg) = PgServer::start() else { return };
+    let blob_root = folder("api-blobs");
+    let cluster = |role, name: &str| {
+        let mut config = fakes::config(&[]);
+        config.cluster.role = role;
+        config.cluster.database_url = pg.url();
+        config.cluster.worker_id = name.into();
+        config.cluster.poll_seconds = 0.2;
+        config.server.port = 0;
+        config.server.storage_dir = folder(name).display().to_string();
+        config.server.max_upload_bytes = 200_000;
+        config.blobs.root = blob_root.clone();
+        // small parts: a refused upload has begun a multipart upload
+        config.blobs.part_size = 16 * 1024;
+        config
+    };
+    let api = spawn_node(cluster(colloquy::config::Role::Api, "api-a"));
+    let req = common::http::request;
+
+    // health before any worker: the api node's role, the queue
+    let (code, h) = req(api, "GET", "/health", &[], b"");
+    assert_eq!((code, &h["role"]), (200, &serde_json::json!("api")), "{h}");
+    assert_eq!(h["queue"]["queued"], 0, "{h}");
+
+    // an upload is queued: its row is there, its audio in the bucket
+    let audio = fakes::tone_wav(1.0);
+    let (ct, body) = common::http::multipart("call.wav", &audio);
+    let (code, up) = req(api, "POST", "/api/upload", &[("content-type", &ct)], &body);
+    assert_eq!(code, 200, "{up}");
+    let id = up["job_id"].as_str().unwrap().to_string();
+    let (code, st) = req(api, "GET", &format!("/api/status/{id}"), &[], b"");
+    assert_eq!(
+        (code, &st["status"]),
+        (200, &serde_json::json!("queued")),
+        "{st}"
+    );
+    assert_eq!(st["filename"], "call.wav", "{st}");
+    assert_eq!(st["bytes"], audio.len(), "{st}");
+    assert_eq!(
+        files_under(&blob_root),
+        [format!("uploads/{id}/audio.wav")],
+        "the audio, and nothing else, in the bucket"
+    );
+    let (code, pending) = req(api, "GET", &format!("/api/results/{id}"), &[], b"");
+    assert_eq!(code, 202, "{pending}");
+
+    // a worker joins and runs it; the api node answers from the queue and the bucket
+    let _worker = spawn_node(cluster(colloquy::config::Role::Worker, "api-w"));
+    let t0 = Instant::now();
+    loop {
+        let (_, st) = req(api, "GET", &format!("/api/status/{id}"), &[], b"");
+        if st["status"] == "completed" {
+            assert_eq!(st["progress"], 100, "{st}");
+            break;
+        }
+        assert!(t0.elapsed() < DEADLINE, "{st}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, result) = req(api, "GET", &format!("/api/results/{id}"), &[], b"");
+    assert_eq!(code, 200, "{result}");
+    assert!(
+        result["segments"].as_array().is_some_and(|s| !s.is_empty()),
+        "{result}"
+    );
+    let (code, _, srt) = common::http::raw_request(
+        api,
+        "GET",
+        &format!("/api/results/{id}?format=srt"),
+        &[],
+        b"",
+    );
+    let srt = String::from_utf8(srt).unwrap();
+    assert_eq!(code, 200, "{srt}");
+    assert!(srt.starts_with("1\n00:00:"), "{srt}");
+    let (code, list) = req(api, "GET", "/api/jobs", &[], b"");
+    assert_eq!(
+        (code, &list["total"]),
+        (200, &serde_json::json!(1)),
+        "{list}"
+    );
+    assert_eq!(list["jobs"][0]["job_id"], id.as_str(), "{list}");
+    // a late event stream gets the state, then `done`
+    let mut events = common::http::EventStream::open(api, &format!("/api/jobs/{id}/events"), &[]);
+    assert_eq!(events.status, 200);
+    let first = events.next().expect("status");
+    assert_eq!(
+        (first.event.as_str(), &first.data["status"]),
+        ("status", &serde_json::json!("completed"))
+    );
+    assert_eq!(events.next().expect("done").event, "done");
+    assert!(events.next().is_none(), "the stream ends");
+
+    // the OpenAI route waits for its job through the queue
+    let (ct, body) = common::http::multipart_with("model", "whisper-1", "memo.wav", &audio);
+    let (code, tr) = req(
+        api,
+        "POST",
+        "/v1/audio/transcriptions",
+        &[("content-type", &ct)],
+        &body,
+    );
+    assert_eq!(code, 200, "{tr}");
+    assert!(tr["text"].as_str().is_some_and(|t| !t.is_empty()), "{tr}");
+
+    // the node sees the worker; the metrics count from the queue
+    let (_, h) = req(api, "GET", "/health", &[], b"");
+    let seen: Vec<&str> = h["queue"]["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["id"].as_str())
+        .collect();
+    assert!(seen.contains(&"api-w") && seen.contains(&"api-a"), "{h}");
+    let (_, _, metrics) = common::http::raw_request(api, "GET", "/metrics", &[], b"");
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("colloquy_jobs{status=\"completed\"} 2"),
+        "{metrics}"
+    );
+
+    // delete: the row and every blob of the job go
+    let (code, del) = req(api, "DELETE", &format!("/api/jobs/{id}"), &[], b"");
+    assert_eq!(code, 200, "{del}");
+    let (code, _) = req(api, "GET", &format!("/api/status/{id}"), &[], b"");
+    assert_eq!(code, 404);
+    assert!(
+        !files_under(&blob_root).iter().any(|f| f.contains(&id)),
+        "{:?}",
+        files_under(&blob_root)
+    );
+
+    // refusals leave no blob and no row: too large midway, not audio by name
+    let before = files_under(&blob_root);
+    // under the limit plus the form's slack: refused midway, after parts were sent
+    let big = vec![0u8; 250_000];
+    let (ct, body) = common::http::multipart("long.wav", &big);
+    let (code, e) = req(api, "POST", "/api/upload", &[("content-type", &ct)], &body);
+    assert_eq!(code, 413, "{e}");
+    let (ct, body) = common::http::multipart("notes.txt", b"hello");
+    let (code, e) = req(api, "POST", "/api/upload", &[("content-type", &ct)], &body);
+    assert_eq!(
+        (code, &e["error"]),
+        (400, &serde_json::json!("unsupported_type")),
+        "{e}"
+    );
+    let t0 = Instant::now();
+    while files_under(&blob_root) != before {
+        assert!(
+            t0.elapsed() < DEADLINE,
+            "left behind: {:?}",
+            files_under(&blob_root)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, list) = req(api, "GET", "/api/jobs", &[], b"");
+    assert_eq!(list["total"], 1, "only the OpenAI route's job: {list}");
+    // the speaker library is a single node's: said so, not silently empty
+    let (code, e) = req(api, "GET", "/api/speakers", &[], b"");
+    assert_eq!(code, 400, "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("single-node"),
+        "{e}"
+    );
 }

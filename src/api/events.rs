@@ -19,7 +19,8 @@
 
 use std::time::Duration;
 
-use actix::Addr;
+use std::sync::Arc;
+
 use actix_web::web::Bytes;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
@@ -32,8 +33,9 @@ use super::access::{Bucket, Caller};
 use super::error::{ApiError, ErrorBody};
 use super::handlers::{job_id, visible_job};
 use super::AppState;
+use crate::jobs::JobStore;
 use crate::registry::feed::{Subscription, Update};
-use crate::registry::{Job, JobRegistry, Subscribe};
+use crate::registry::Job;
 
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -77,7 +79,7 @@ fn done(id: Uuid, job: Option<&Job>) -> Bytes {
 /// Where a stream is.
 struct Follow {
     id: Uuid,
-    registry: Addr<JobRegistry>,
+    jobs: Arc<dyn JobStore + Send + Sync>,
     /// Frames ready to go, oldest first.
     ready: std::collections::VecDeque<Bytes>,
     /// None once the job has ended (the stream ends when `ready` is empty).
@@ -105,9 +107,9 @@ impl Follow {
     }
 
     async fn resubscribe(&mut self) {
-        match self.registry.send(Subscribe(self.id)).await {
-            Ok(Ok(Some((job, live)))) => self.start(&job, live),
-            Ok(Ok(None)) => {
+        match self.jobs.follow(self.id).await {
+            Ok(Some((job, live))) => self.start(&job, live),
+            Ok(None) => {
                 self.ready.push_back(done(self.id, None));
                 self.live = None;
             }
@@ -181,14 +183,10 @@ pub async fn events(
         .map_err(|_| ApiError::Busy {
             retry_after: state.config.server.retry_after_seconds,
         })?;
-    let (job, live) = state
-        .registry
-        .send(Subscribe(id))
-        .await??
-        .ok_or(ApiError::NotFound)?;
+    let (job, live) = state.jobs.follow(id).await?.ok_or(ApiError::NotFound)?;
     let mut follow = Follow {
         id,
-        registry: state.registry.clone(),
+        jobs: state.jobs.clone(),
         ready: Default::default(),
         live: None,
         _permit: permit,

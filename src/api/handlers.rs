@@ -22,7 +22,7 @@ use crate::actors::FailureKind;
 use crate::config::AuthMode;
 use crate::export::{self, Format, Names};
 use crate::metrics::Scrape;
-use crate::registry::{CountJobs, DeleteJob, GetJob, Job, JobStatus, ListJobs, Stats};
+use crate::registry::{Job, JobStatus};
 use crate::result::JobResult;
 
 /// A failed job as the error its results answer with: 422 when its file
@@ -51,9 +51,9 @@ pub fn job_id(raw: &str) -> Result<Uuid, ApiError> {
 /// another key's job ids are not confirmed).
 pub async fn visible_job(state: &AppState, caller: &Caller, id: Uuid) -> Result<Job, ApiError> {
     state
-        .registry
-        .send(GetJob(id))
-        .await??
+        .jobs
+        .get(id)
+        .await?
         .filter(|job| caller.sees(job))
         .ok_or(ApiError::NotFound)
 }
@@ -145,7 +145,7 @@ pub async fn results(
     let job = visible_job(&state, &caller, id).await?;
     match job.status {
         JobStatus::Completed => {
-            let body = tokio::fs::read(state.storage.result_path(id)).await?;
+            let body = state.jobs.result(id).await?;
             let format = query.format.unwrap_or(Format::Json);
             if format == Format::Json && names.is_empty() {
                 return Ok(HttpResponse::Ok()
@@ -189,10 +189,7 @@ pub struct JobList {
 )]
 pub async fn jobs(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     state.limits.check(&caller, Bucket::Reads)?;
-    let jobs = state
-        .registry
-        .send(ListJobs(caller.list_filter()))
-        .await??;
+    let jobs = state.jobs.list(caller.list_filter()).await?;
     Ok(HttpResponse::Ok().json(JobList {
         total: jobs.len(),
         jobs,
@@ -232,11 +229,7 @@ pub async fn delete(
     state.limits.check(&caller, Bucket::Reads)?;
     let id = job_id(&path)?;
     visible_job(&state, &caller, id).await?;
-    let job = state
-        .registry
-        .send(DeleteJob(id))
-        .await??
-        .ok_or(ApiError::NotFound)?;
+    let job = state.jobs.delete(id).await?.ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(Deleted {
         job_id: id,
         status: job.status,
@@ -304,7 +297,11 @@ pub struct Health {
     ),
 )]
 pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let stats = state.registry.send(Stats).await?;
+    if let (None, Some(view)) = (&state.local, &state.cluster) {
+        // an API node: no model or stage here; what the queue says
+        return Ok(super::node::node_health(crate::config::Role::Api, view, None).await);
+    }
+    let stats = state.jobs.stats().await?;
     let root = state.config.models_root();
     let installed = web::block(move || crate::whisper::model::installed_models(&root))
         .await
@@ -403,8 +400,8 @@ pub async fn count_request(
     ),
 )]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let stats = state.registry.send(Stats).await?;
-    let jobs = state.registry.send(CountJobs).await??;
+    let stats = state.jobs.stats().await?;
+    let jobs = state.jobs.counts().await?;
     let scrape = Scrape {
         jobs,
         queued_jobs: stats.queued_jobs,

@@ -16,8 +16,9 @@
 //! Every `/api` route takes a [`access::Caller`]: with `server.auth =
 //! "keys"` a request without a live key gets 401 before anything else, and
 //! a key sees only its own jobs. [`guard`] refuses foreign Host names and
-//! cross-origin writes before any route runs. Handlers only talk to the
-//! registry actor; errors become HTTP statuses in one place, `error.rs`.
+//! cross-origin writes before any route runs. Handlers reach jobs only
+//! through the job store (`crate::jobs`); errors become HTTP statuses in
+//! one place, `error.rs`.
 
 pub mod access;
 pub mod error;
@@ -45,14 +46,23 @@ use actix_web::{web, App, HttpServer};
 use crate::actors::pipeline::{Devices, Engines, Pipeline, PipelineCounters};
 use crate::auth::KeyStore;
 use crate::config::Config;
+use crate::jobs::local::LocalJobs;
 use crate::registry::{Attach, JobRegistry, Storage};
 use error::ApiError;
 
 /// What every handler shares.
 pub struct AppState {
     pub config: Config,
-    pub registry: Addr<JobRegistry>,
-    pub storage: Storage,
+    /// Where jobs live: this node's registry, or the cluster's queue and
+    /// bucket (`crate::jobs`). Handlers reach jobs through it alone.
+    pub jobs: Arc<dyn crate::jobs::JobStore + Send + Sync>,
+    /// This node's own registry and folders when it runs the pipeline
+    /// (`role = all`); None on an API node. The speaker library's changes
+    /// to stored results need it.
+    pub local: Option<LocalJobs>,
+    /// This node's name and the cluster's queue, on an API node (its
+    /// `/health` answers from the queue).
+    pub cluster: Option<node::ClusterView>,
     pub counters: PipelineCounters,
     pub devices: Devices,
     pub keys: KeyStore,
@@ -169,10 +179,12 @@ pub async fn start_engine(
     if recovered > 0 {
         tracing::info!(recovered, "re-queued jobs interrupted by the last stop");
     }
+    let local = LocalJobs { registry, storage };
     let state = AppState {
         config: config.clone(),
-        registry,
-        storage,
+        jobs: Arc::new(local.clone()),
+        local: Some(local),
+        cluster: None,
         counters: pipeline.counters(),
         devices: pipeline.devices,
         keys,
@@ -197,6 +209,15 @@ pub async fn serve(
     on_bound: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
     let (state, _pipeline) = start_engine(&config, engines).await?;
+    serve_state(&config, state, on_bound).await
+}
+
+/// Serves `state`'s routes until stopped.
+pub async fn serve_state(
+    config: &Config,
+    state: AppState,
+    on_bound: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
     let state = web::Data::new(state);
     let server = HttpServer::new({
         let state = state.clone();

@@ -1,7 +1,15 @@
-//! `colloquy serve --role worker`: this node's registry and pipeline fed by
-//! the PostgreSQL queue ([`crate::worker`]), and one HTTP route, `/health`:
-//! the node's role and name, its stages, and what it sees of the others
-//! (the queue's depth, the nodes whose heartbeat is recent).
+//! The cluster's nodes (issue #15).
+//!
+//! - `colloquy serve --role worker`: this node's registry and pipeline fed
+//!   by the PostgreSQL queue ([`crate::worker`]), and one HTTP route,
+//!   `/health`.
+//! - `colloquy serve --role api`: every route of the single node, with jobs
+//!   in the queue and files in the blob store ([`crate::jobs::cluster`]);
+//!   no model is loaded.
+//!
+//! Each node's `/health` says its role and name, its stages (a worker's),
+//! and what it sees of the others (the queue's depth, the nodes whose
+//! heartbeat is recent).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,9 +23,15 @@ use crate::store::blobs::BlobStore;
 use crate::store::queue::{JobQueue, QueueOptions, QueueStats};
 use crate::worker::{Worker, WorkerOptions};
 
+/// A cluster node's name and its view of the queue.
+#[derive(Clone)]
+pub struct ClusterView {
+    pub id: String,
+    pub queue: JobQueue,
+}
+
 struct NodeState {
-    id: String,
-    queue: JobQueue,
+    view: ClusterView,
     counters: PipelineCounters,
 }
 
@@ -35,13 +49,27 @@ struct NodeHealth {
 }
 
 async fn health(state: web::Data<NodeState>) -> HttpResponse {
-    let stages = state
-        .counters
-        .snapshot()
+    node_health(
+        crate::config::Role::Worker,
+        &state.view,
+        Some(&state.counters),
+    )
+    .await
+}
+
+/// A cluster node's `/health`: 200 while the queue answers, else 503.
+pub async fn node_health(
+    role: crate::config::Role,
+    view: &ClusterView,
+    counters: Option<&PipelineCounters>,
+) -> HttpResponse {
+    let stages = counters
+        .map(|c| c.snapshot())
+        .unwrap_or_default()
         .into_iter()
         .map(|(name, c)| (name.to_string(), c))
         .collect();
-    let (queue, queue_error) = match state.queue.stats().await {
+    let (queue, queue_error) = match view.queue.stats().await {
         Ok(s) => (Some(s), None),
         Err(e) => (None, Some(e.to_string())),
     };
@@ -56,11 +84,85 @@ async fn health(state: web::Data<NodeState>) -> HttpResponse {
         } else {
             "degraded"
         },
-        role: crate::config::Role::Worker,
-        worker_id: state.id.clone(),
+        role,
+        worker_id: view.id.clone(),
         stages,
         queue,
         queue_error,
+    })
+}
+
+/// Runs an API node until stopped: every route of [`super::routes`], with
+/// uploads streamed into the blob store and jobs queued in PostgreSQL for
+/// the workers; API keys in this node's own database (server.storage_dir).
+pub async fn serve_api(config: Config, on_bound: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
+    if config.cluster.database_url.is_empty() {
+        anyhow::bail!(
+            "an API node needs the job queue: set cluster.database_url (COLLOQUY__CLUSTER__DATABASE_URL=postgres://...)"
+        );
+    }
+    let queue = JobQueue::connect(&config.cluster.database_url, QueueOptions::default()).await?;
+    let blobs = BlobStore::open(&config.blobs)?;
+    blobs.check().await?;
+    let state = api_state(&config, queue, blobs)?;
+    let view = state.cluster.clone();
+    // this node's heartbeat, so that the others' /health see it
+    if let Some(view) = view {
+        actix::spawn(async move {
+            loop {
+                if let Err(e) = view.queue.heartbeat(&view.id, "api").await {
+                    tracing::warn!(error = %e, "heartbeat not recorded");
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        });
+    }
+    tracing::info!("api node: jobs in the queue, files in the blob store; no model loaded");
+    super::serve_state(&config, state, on_bound).await
+}
+
+/// An API node's shared state (also built by the in-process tests).
+pub fn api_state(
+    config: &Config,
+    queue: JobQueue,
+    blobs: BlobStore,
+) -> anyhow::Result<super::AppState> {
+    let storage = crate::registry::Storage::new(config.storage_root());
+    storage.create_dirs()?;
+    let db = sled::open(storage.database())?;
+    let keys = crate::auth::KeyStore::open(&db).map_err(|e| anyhow::anyhow!(e))?;
+    let speakers = crate::speakers::SpeakerLibrary::open(&db)?;
+    let jobs = crate::jobs::cluster::ClusterJobs::start(
+        queue.clone(),
+        blobs,
+        config.server.max_queued_jobs,
+        config.server.max_upload_bytes,
+    );
+    Ok(super::AppState {
+        config: config.clone(),
+        jobs: std::sync::Arc::new(jobs),
+        local: None,
+        cluster: Some(ClusterView {
+            id: worker_id(config),
+            queue,
+        }),
+        counters: PipelineCounters(Vec::new()),
+        devices: crate::actors::pipeline::Devices {
+            transcriber: crate::runtime::DeviceUsed::Cpu,
+            diarizer: crate::runtime::DeviceUsed::Cpu,
+        },
+        keys,
+        limits: super::access::RateLimits::new(&config.server),
+        boundary: super::guard::Boundary::new(&config.server),
+        upload_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(
+            config.server.max_concurrent_uploads,
+        )),
+        event_streams: std::sync::Arc::new(tokio::sync::Semaphore::new(
+            config.server.max_event_streams,
+        )),
+        callbacks: config.server.callback_policy(),
+        metrics: std::sync::Arc::new(crate::metrics::Metrics::default()),
+        speakers,
     })
 }
 
@@ -92,13 +194,17 @@ pub async fn serve_worker(
     let blobs = BlobStore::open(&config.blobs)?;
     blobs.check().await?;
     let (state, _pipeline) = super::start_engine(&config, engines).await?;
+    let local = state
+        .local
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("a worker runs its own pipeline"))?;
     let id = worker_id(&config);
     let secs = |s: f64| Duration::from_secs_f64(s.max(0.1));
     let worker = Worker {
         queue: queue.clone(),
         blobs,
-        registry: state.registry.clone(),
-        storage: state.storage.clone(),
+        registry: local.registry.clone(),
+        storage: local.storage.clone(),
         opts: WorkerOptions {
             id: id.clone(),
             lease: secs(config.cluster.lease_seconds),
@@ -107,8 +213,10 @@ pub async fn serve_worker(
         },
     };
     let node = web::Data::new(NodeState {
-        id: id.clone(),
-        queue,
+        view: ClusterView {
+            id: id.clone(),
+            queue,
+        },
         counters: state.counters.clone(),
     });
     let server = HttpServer::new(move || {

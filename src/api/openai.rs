@@ -35,7 +35,7 @@ use super::handlers::{failure, typed_result};
 use super::upload::{receive, Fields, Submission};
 use super::AppState;
 use crate::export::{self, Format, Names};
-use crate::registry::{JobOptions, JobStatus, WatchJob};
+use crate::registry::{JobOptions, JobStatus};
 use crate::whisper::Overrides;
 
 /// Longest `prompt` taken (Whisper reads at most its last 223 tokens).
@@ -494,16 +494,13 @@ pub async fn transcriptions(
     let request = checked.ok_or_else(|| ApiError::Internal("request not checked".into()))?;
     let id = job.job_id;
     // the registry tells us when the job ends
-    let told = state.registry.send(WatchJob(id)).await?;
-    let Some(job) = told.await.ok().flatten() else {
+    let Some(job) = state.jobs.watch(id).await.map_err(ApiError::from)? else {
         return Err(ApiError::BadRequest(format!("job {id} was cancelled")).into());
     };
     if job.status != JobStatus::Completed {
         return Err(failure(job).into());
     }
-    let body = tokio::fs::read(state.storage.result_path(id))
-        .await
-        .map_err(ApiError::from)?;
+    let body = state.jobs.result(id).await.map_err(ApiError::from)?;
     let result = typed_result(&body)?;
     let mut res = HttpResponse::Ok();
     res.insert_header(("x-colloquy-job-id", id.to_string()));

@@ -30,9 +30,7 @@ use super::error::{ApiError, ErrorBody};
 use super::handlers::{job_id, visible_job};
 use super::upload::{receive, Submission};
 use super::AppState;
-use crate::registry::{
-    ChangeSpeakers, DeleteJob, JobOptions, JobStatus, JobVoices, SpeakerChange, WatchJob,
-};
+use crate::registry::{ChangeSpeakers, JobOptions, JobStatus, JobVoices, SpeakerChange};
 use crate::speakers::{LibraryError, PrintSource, Speaker, SpeakerLibrary, CLIP_SECONDS};
 
 impl From<LibraryError> for ApiError {
@@ -50,11 +48,24 @@ async fn blocking<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(SpeakerLibrary) -> Result<T, LibraryError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    node(state)?;
     let library = state.speakers.clone();
     web::block(move || f(library))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(ApiError::from)
+}
+
+/// This node's own registry: the library lives beside it, on a node that
+/// runs the pipeline (an API node of a cluster has neither).
+pub fn node(state: &AppState) -> Result<&crate::jobs::local::LocalJobs, ApiError> {
+    state.local.as_ref().ok_or_else(|| {
+        ApiError::BadRequest(
+            "known speakers are kept by a single-node server (cluster.role = all); \
+             this is an API node of a cluster"
+                .into(),
+        )
+    })
 }
 
 /// The caller's speaker `id`; another library's is "not found".
@@ -71,7 +82,7 @@ async fn carry(
     caller: &Caller,
     change: SpeakerChange,
 ) -> Result<usize, ApiError> {
-    Ok(state
+    Ok(node(state)?
         .registry
         .send(ChangeSpeakers {
             owner: caller.owner(),
@@ -198,13 +209,17 @@ pub async fn enrol(
             job.status.as_str()
         )));
     }
-    let voices = state.registry.send(JobVoices(id)).await??.ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "job {id} has no voice prints (it ran before they were kept): upload it again"
-        ))
-    })?;
+    let voices = node(&state)?
+        .registry
+        .send(JobVoices(id))
+        .await??
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "job {id} has no voice prints (it ran before they were kept): upload it again"
+            ))
+        })?;
     // the label, or the name the result shows for it now
-    let body = tokio::fs::read(state.storage.result_path(id)).await?;
+    let body = state.jobs.result(id).await?;
     let result = super::handlers::typed_result(&body)?;
     let label = result
         .known_speakers
@@ -275,11 +290,11 @@ async fn enrol_clip(
     .await?;
     let id = job.job_id;
     let name = name.unwrap_or_default();
-    let told = state.registry.send(WatchJob(id)).await?;
-    let ended = told.await.ok().flatten();
+    node(&state)?;
+    let ended = state.jobs.watch(id).await?;
     // whatever happens next, the clip's job goes (no audio or result is kept)
     let outcome = enrol_ended(&state, &caller, ended, &name).await;
-    state.registry.send(DeleteJob(id)).await??;
+    state.jobs.delete(id).await?;
     Ok(HttpResponse::Created().json(outcome?.public()))
 }
 
@@ -300,7 +315,7 @@ async fn enrol_ended(
             CLIP_SECONDS.0, CLIP_SECONDS.1
         )));
     }
-    let voice = state
+    let voice = node(state)?
         .registry
         .send(JobVoices(job.job_id))
         .await??

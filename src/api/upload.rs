@@ -9,7 +9,6 @@
 //! dropped (408) and a full disk answered (507), with the temp folder gone.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use actix_multipart::Multipart;
@@ -17,14 +16,13 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::access::{Bucket, Caller};
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
-use crate::registry::{Admission, CreateJob, Job, JobOptions, JobStatus, RegistryError};
+use crate::registry::{CreateJob, Job, JobOptions, JobStatus, RegistryError};
 
 /// Multipart framing allowed on top of the file when checking Content-Length.
 const MULTIPART_SLACK: u64 = 64 * 1024;
@@ -196,32 +194,6 @@ where
     }
 }
 
-/// Removes a half-written upload unless disarmed: its file and folder by
-/// `unlink` and `rmdir`, which need no file descriptor (an upload that
-/// failed because descriptors ran out must still leave nothing behind).
-#[derive(Default)]
-struct TempGuard {
-    dir: Option<PathBuf>,
-    file: Option<PathBuf>,
-}
-
-impl Drop for TempGuard {
-    fn drop(&mut self) {
-        if let Some(file) = self.file.take() {
-            let _ = std::fs::remove_file(file);
-        }
-        if let Some(dir) = self.dir.take() {
-            if std::fs::remove_dir(&dir).is_err() {
-                if let Err(e) = std::fs::remove_dir_all(&dir) {
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        tracing::warn!(path = %dir.display(), error = %e, "cannot remove an upload's temp folder");
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// The form's other fields (text, at most 64 KB each), by name; a name
 /// given more than once (`timestamp_granularities[]`) keeps every value.
 pub type Fields = HashMap<String, Vec<String>>;
@@ -260,18 +232,15 @@ pub async fn receive(
         })?;
     let (owner, quota) = (caller.owner(), caller.quota(server));
     state
-        .registry
-        .send(Admission {
-            owner: owner.clone(),
-            quota,
-        })
-        .await?
+        .jobs
+        .admit(owner.clone(), quota)
+        .await
         .map_err(|e| refused(e, server.retry_after_seconds))?;
     let started = Instant::now();
     let mut received: u64 = 0;
     let id = Uuid::new_v4();
-    let dir = state.storage.temp_dir(id);
-    let mut guard = TempGuard::default();
+    // whatever was stored goes when this is dropped before the job owns it
+    let mut staging = state.jobs.staging(id);
     let mut stored: Option<(String, String, u64)> = None;
     let mut fields = Fields::new();
     let (mut field_count, mut field_bytes) = (0usize, 0usize);
@@ -330,11 +299,8 @@ pub async fn receive(
                 server.allowed_extensions.join(", ")
             )));
         }
-        tokio::fs::create_dir_all(&dir).await?;
-        guard.dir = Some(dir.clone());
         let audio_file = format!("audio.{ext}");
-        guard.file = Some(dir.join(&audio_file));
-        let mut file = tokio::fs::File::create(dir.join(&audio_file)).await?;
+        staging.create(&audio_file).await?;
         let mut written: u64 = 0;
         while let Some(chunk) = next_chunk(&mut field, started, received, state).await? {
             written += chunk.len() as u64;
@@ -343,10 +309,9 @@ pub async fn receive(
                 tracing::info!(job_id = %id, limit, "upload refused: too large");
                 return Err(ApiError::TooLarge { limit });
             }
-            file.write_all(&chunk).await?;
+            staging.write(chunk).await?;
         }
-        file.flush().await?;
-        file.sync_all().await?;
+        staging.close().await?;
         stored = Some((filename, audio_file, written));
     }
     let Some((filename, audio_file, bytes)) = stored else {
@@ -366,13 +331,13 @@ pub async fn receive(
     for (name, bytes) in attachments {
         // the names are ours (`reference-0.wav`), never the user's
         debug_assert!(!name.contains(['/', '\\']) && name != audio_file);
-        let mut file = tokio::fs::File::create(dir.join(&name)).await?;
-        file.write_all(&bytes).await?;
-        file.sync_all().await?;
+        staging.create(&name).await?;
+        staging.write(bytes.into()).await?;
+        staging.close().await?;
     }
     let job = state
-        .registry
-        .send(CreateJob {
+        .jobs
+        .create(CreateJob {
             id,
             filename,
             audio_file,
@@ -382,9 +347,9 @@ pub async fn receive(
             bytes,
             callback_url,
         })
-        .await?
+        .await
         .map_err(|e| refused(e, server.retry_after_seconds))?;
-    (guard.dir, guard.file) = (None, None); // the job owns them now
+    staging.keep(); // the job owns them now
     tracing::info!(job_id = %id, bytes, filename = %job.filename, "upload stored");
     Ok(job)
 }

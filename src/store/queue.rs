@@ -470,6 +470,22 @@ impl JobQueue {
         Ok(())
     }
 
+    /// How many jobs have each status (statuses without a job are left out).
+    pub async fn count_by_status(&self) -> Result<Vec<(QueueStatus, usize)>, QueueError> {
+        let rows = sqlx::query("SELECT status, count(*) AS n FROM jobs GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut counts = Vec::with_capacity(rows.len());
+        for row in rows {
+            let status: String = row.try_get("status")?;
+            let n: i64 = row.try_get("n")?;
+            if let Some(status) = QueueStatus::parse(&status) {
+                counts.push((status, usize::try_from(n).unwrap_or(0)));
+            }
+        }
+        Ok(counts)
+    }
+
     pub async fn stats(&self) -> Result<QueueStats, QueueError> {
         let row = sqlx::query(
             "SELECT count(*) FILTER (WHERE status = 'queued') AS queued, \
