@@ -95,6 +95,30 @@ pub struct Callback {
     pub done: bool,
 }
 
+impl Callback {
+    /// Records an attempt's outcome (`max`: attempts in all); the attempt
+    /// number to back off from when another is worth making.
+    pub fn record(&mut self, outcome: &Outcome, max: u32) -> Option<u32> {
+        self.attempts += 1;
+        match outcome {
+            Outcome::Delivered => {
+                self.delivered_at = Some(chrono::Utc::now());
+                self.last_error = None;
+                self.done = true;
+            }
+            Outcome::Refused(e) => {
+                self.last_error = Some(e.clone());
+                self.done = true;
+            }
+            Outcome::Retry(e) => {
+                self.last_error = Some(e.clone());
+                self.done = self.attempts >= max;
+            }
+        }
+        (!self.done).then_some(self.attempts)
+    }
+}
+
 /// How one attempt went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

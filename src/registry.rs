@@ -21,6 +21,7 @@
 //!   ([`crate::callback`] makes each request, off the actor's thread).
 
 mod callbacks;
+pub use callbacks::callback_body;
 pub mod eta;
 pub mod feed;
 mod speakers;

@@ -145,9 +145,10 @@ impl Worker {
                 Some(lease) => {
                     let worker = me.clone();
                     let held = held.clone();
+                    let id = lease.job.id;
+                    // held from now: a stop before the task first runs hands it back too
+                    held.borrow_mut().insert(id, lease.clone());
                     jobs.spawn_local(async move {
-                        let id = lease.job.id;
-                        held.borrow_mut().insert(id, lease.clone());
                         if let Err(e) = worker.run_one(lease).await {
                             tracing::error!(job_id = %id, error = %e, "job not carried through");
                         }
@@ -246,6 +247,7 @@ impl Worker {
         let mut tick = tokio::time::interval(self.opts.lease / 3);
         tick.tick().await; // the first tick is now
         let (mut progress, mut step) = (0u8, String::new());
+        let mut eta: Option<f64> = None;
         let finished = loop {
             tokio::select! {
                 job = &mut ended => break job.ok().flatten(),
@@ -271,6 +273,10 @@ impl Worker {
                         }
                         if let Some(seconds) = job.duration {
                             self.queue.set_duration(&lease, seconds).await?;
+                        }
+                        if job.eta_seconds != eta {
+                            eta = job.eta_seconds;
+                            self.queue.estimate(&lease, eta).await?;
                         }
                     }
                 }

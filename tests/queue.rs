@@ -50,6 +50,7 @@ fn new_job(n: usize) -> NewJob {
         audio_key: format!("uploads/{id}"),
         bytes: 1000 + n as i64,
         options: serde_json::json!({ "num_speakers": 2, "whisper": { "language": "en" } }),
+        callback: None,
     }
 }
 
@@ -560,5 +561,57 @@ fn bad_url_or_server_down_is_a_clear_error() {
             .is_err_and(|e| e.is_unavailable()));
         let again = JobQueue::connect(&pg.url(), QueueOptions::default()).await;
         assert!(again.is_err_and(|e| e.is_unavailable()));
+    });
+}
+
+#[test]
+fn an_estimate_travels_with_the_row_and_a_callback_is_claimed_by_one_node_once_its_job_ends() {
+    let Some(pg) = PgServer::start() else { return };
+    runtime().block_on(async {
+        let q = connect(&pg).await;
+        let mut job = new_job(0);
+        job.callback = Some(serde_json::json!({ "url": "http://hooks.test/x", "attempts": 0 }));
+        let id = q.enqueue(job).await.expect("enqueue");
+        let hold = Duration::from_secs(60);
+        assert!(
+            q.claim_callback(hold).await.unwrap().is_none(),
+            "not before the job ends"
+        );
+        let lease = q.lease("w1", LONG_TTL).await.unwrap().expect("lease");
+        // the holder's estimate of seconds left travels with the row
+        assert!(q.estimate(&lease, Some(12.5)).await.unwrap());
+        assert_eq!(get(&q, id).await.eta_seconds, Some(12.5));
+        assert!(q.finish(&lease, completed("results/x.json")).await.unwrap());
+        assert!(
+            !q.estimate(&lease, Some(3.0)).await.unwrap(),
+            "not once finished"
+        );
+        // two nodes claim at once: one gets it
+        let (a, b) = tokio::join!(q.claim_callback(hold), q.claim_callback(hold));
+        let claimed: Vec<_> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+        assert_eq!(claimed.len(), 1, "{claimed:?}");
+        assert_eq!(claimed[0].id, id);
+        assert_eq!(
+            claimed[0].callback.as_ref().unwrap()["url"],
+            "http://hooks.test/x"
+        );
+        assert!(
+            q.claim_callback(hold).await.unwrap().is_none(),
+            "held while in flight"
+        );
+        // a failed attempt due again at once: claimed again
+        let retry =
+            serde_json::json!({ "url": "http://hooks.test/x", "attempts": 1, "last_error": "503" });
+        assert!(q
+            .record_callback(id, &retry, Some(Duration::ZERO))
+            .await
+            .unwrap());
+        let again = q.claim_callback(hold).await.unwrap().expect("due again");
+        assert_eq!(again.callback.unwrap()["attempts"], 1);
+        // done: never claimed again
+        let done = serde_json::json!({ "url": "http://hooks.test/x", "attempts": 2, "done": true });
+        assert!(q.record_callback(id, &done, None).await.unwrap());
+        assert!(q.claim_callback(Duration::ZERO).await.unwrap().is_none());
+        assert_eq!(get(&q, id).await.callback.unwrap()["done"], true);
     });
 }

@@ -641,48 +641,6 @@ fn status_carries_an_estimate_once_this_machine_has_measured_a_job() {
     assert!(done.get("eta_seconds").is_none(), "{done}");
 }
 
-/// A callback receiver: answers each POST with the next status of
-/// `answers` (the last one again when they run out) and keeps the bodies.
-fn receiver(answers: Vec<u16>) -> (String, mpsc::Receiver<Value>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for (i, conn) in listener.incoming().enumerate() {
-            let Ok(mut s) = conn else { return };
-            let (_, head, body) = {
-                // the request: head, then Content-Length bytes
-                use std::io::{BufRead, Read};
-                let mut r = std::io::BufReader::new(s.try_clone().unwrap());
-                let mut head = String::new();
-                let mut len = 0;
-                loop {
-                    let mut line = String::new();
-                    r.read_line(&mut line).unwrap();
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap();
-                    }
-                    if line == "\r\n" {
-                        break;
-                    }
-                    head.push_str(&line);
-                }
-                let mut body = vec![0; len];
-                r.read_exact(&mut body).unwrap();
-                (0, head, body)
-            };
-            assert!(head.starts_with("POST /hook"), "{head}");
-            let _ = tx.send(serde_json::from_slice(&body).unwrap());
-            let code = answers[i.min(answers.len() - 1)];
-            let _ = write!(
-                s,
-                "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            );
-        }
-    });
-    (url, rx)
-}
-
 #[test]
 fn a_callback_is_retried_with_backoff_until_delivered_and_recorded_on_the_job() {
     let srv = Server::start(
@@ -706,7 +664,7 @@ fn a_callback_is_retried_with_backoff_until_delivered_and_recorded_on_the_job() 
         "{v}"
     );
 
-    let (url, bodies) = receiver(vec![503, 503, 200]);
+    let (url, bodies) = common::http::hook_receiver(vec![503, 503, 200]);
     let (code, v) = request(
         srv.addr,
         "POST",
@@ -728,7 +686,7 @@ fn a_callback_is_retried_with_backoff_until_delivered_and_recorded_on_the_job() 
     assert!(cb.get("last_error").is_none(), "{cb}");
 
     // a receiver that refuses (404) is not asked again
-    let (url, bodies) = receiver(vec![404]);
+    let (url, bodies) = common::http::hook_receiver(vec![404]);
     // as a form field this time
     let (ct, form) = multipart_with("callback_url", &url, "b.wav", &wav);
     let (code, v) = request(

@@ -74,6 +74,7 @@ async fn submit(queue: &JobQueue, blobs: &BlobStore, n: usize) -> Uuid {
             audio_key: key,
             bytes,
             options: serde_json::to_value(JobOptions::default()).unwrap(),
+            callback: None,
         })
         .await
         .unwrap()
@@ -279,6 +280,7 @@ fn a_worker_stopped_on_purpose_hands_its_job_back_and_bad_audio_fails_as_input()
                 audio_key: key,
                 bytes: 29,
                 options: serde_json::to_value(JobOptions::default()).unwrap(),
+                callback: None,
             })
             .await
             .unwrap();
@@ -393,6 +395,7 @@ fn an_api_node_takes_uploads_into_the_queue_and_answers_every_job_route() {
         config.blobs.root = blob_root.clone();
         // small parts: a refused upload has begun a multipart upload
         config.blobs.part_size = 16 * 1024;
+        config.server.callback_first_retry_seconds = 0.05;
         config
     };
     let api = spawn_node(cluster(colloquy::config::Role::Api, "api-a"));
@@ -470,6 +473,31 @@ fn an_api_node_takes_uploads_into_the_queue_and_answers_every_job_route() {
     );
     assert_eq!(events.next().expect("done").event, "done");
     assert!(events.next().is_none(), "the stream ends");
+
+    // a callback is delivered by the api node, retried, recorded on the row
+    let (url, bodies) = common::http::hook_receiver(vec![503, 200]);
+    let (ct, body) = common::http::multipart_with("callback_url", &url, "hook.wav", &audio);
+    let (code, up) = req(api, "POST", "/api/upload", &[("content-type", &ct)], &body);
+    assert_eq!(code, 200, "{up}");
+    let hooked = up["job_id"].as_str().unwrap().to_string();
+    for attempt in 1..=2 {
+        let b = bodies.recv_timeout(DEADLINE).expect("a callback");
+        assert_eq!(b["event"], "job.completed", "attempt {attempt}: {b}");
+        assert_eq!(b["job"]["job_id"], hooked.as_str(), "{b}");
+    }
+    let t0 = Instant::now();
+    loop {
+        let (_, st) = req(api, "GET", &format!("/api/status/{hooked}"), &[], b"");
+        let cb = &st["callback"];
+        if cb["done"] == true {
+            assert_eq!(cb["attempts"], 2, "{st}");
+            assert!(cb["delivered_at"].is_string(), "{st}");
+            break;
+        }
+        assert!(t0.elapsed() < DEADLINE, "{st}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    req(api, "DELETE", &format!("/api/jobs/{hooked}"), &[], b"");
 
     // the OpenAI route waits for its job through the queue
     let (ct, body) = common::http::multipart_with("model", "whisper-1", "memo.wav", &audio);

@@ -132,11 +132,16 @@ pub fn api_state(
     let db = sled::open(storage.database())?;
     let keys = crate::auth::KeyStore::open(&db).map_err(|e| anyhow::anyhow!(e))?;
     let speakers = crate::speakers::SpeakerLibrary::open(&db)?;
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
     let jobs = crate::jobs::cluster::ClusterJobs::start(
         queue.clone(),
         blobs,
-        config.server.max_queued_jobs,
-        config.server.max_upload_bytes,
+        crate::jobs::cluster::Limits {
+            max_queued: config.server.max_queued_jobs,
+            max_bytes: config.server.max_upload_bytes,
+        },
+        config.server.callback_policy(),
+        Some(metrics.clone()),
     );
     Ok(super::AppState {
         config: config.clone(),
@@ -161,7 +166,7 @@ pub fn api_state(
             config.server.max_event_streams,
         )),
         callbacks: config.server.callback_policy(),
-        metrics: std::sync::Arc::new(crate::metrics::Metrics::default()),
+        metrics,
         speakers,
     })
 }

@@ -32,6 +32,15 @@ pub const POLL: Duration = Duration::from_secs(2);
 /// Rows `list` reads at most.
 const LIST_LIMIT: usize = 10_000;
 
+/// An API node's limits on what it queues.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Jobs waiting to be leased, at most (`server.max_queued_jobs`).
+    pub max_queued: usize,
+    /// Upload size limit (`server.max_upload_bytes`).
+    pub max_bytes: u64,
+}
+
 /// The queue, the bucket, and the wake-ups of this node's waiters.
 #[derive(Clone)]
 pub struct ClusterJobs {
@@ -45,9 +54,23 @@ pub struct ClusterJobs {
 }
 
 impl ClusterJobs {
-    /// Starts the notification listener on the current actix system.
-    pub fn start(queue: JobQueue, blobs: BlobStore, max_queued: usize, max_bytes: u64) -> Self {
+    /// Starts the notification listener and the callback deliveries on
+    /// the current actix system.
+    pub fn start(
+        queue: JobQueue,
+        blobs: BlobStore,
+        limits: Limits,
+        callbacks: crate::callback::Policy,
+        metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    ) -> Self {
         let (updates, _) = broadcast::channel(1024);
+        actix::spawn(super::callbacks::deliver_forever(
+            queue.clone(),
+            callbacks,
+            metrics,
+            updates.subscribe(),
+            POLL,
+        ));
         let tx = updates.clone();
         let q = queue.clone();
         actix::spawn(async move {
@@ -73,8 +96,8 @@ impl ClusterJobs {
         ClusterJobs {
             queue,
             blobs,
-            max_queued,
-            max_bytes,
+            max_queued: limits.max_queued,
+            max_bytes: limits.max_bytes,
             updates,
         }
     }
@@ -184,8 +207,8 @@ pub fn job_of(row: queue::Job) -> Job {
         started_at: row.started_at,
         finished_at: row.finished_at,
         attempts: u32::try_from(row.attempts).unwrap_or(0),
-        eta_seconds: None,
-        callback: None,
+        eta_seconds: row.eta_seconds.filter(|_| status == JobStatus::Processing),
+        callback: row.callback.and_then(|c| serde_json::from_value(c).ok()),
     }
 }
 
@@ -218,6 +241,15 @@ impl JobStore for ClusterJobs {
                     audio_key: upload_key(job.id, &job.audio_file),
                     bytes: i64::try_from(job.bytes).unwrap_or(i64::MAX),
                     options,
+                    callback: job
+                        .callback_url
+                        .map(|url| {
+                            serde_json::to_value(crate::callback::Callback {
+                                url,
+                                ..Default::default()
+                            })
+                        })
+                        .transpose()?,
                 })
                 .await
                 .map_err(queue_err)?;

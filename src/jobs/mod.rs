@@ -11,6 +11,7 @@
 //! Dropping a staging that was not kept removes whatever it wrote, so a
 //! refused or broken upload leaves nothing behind in either store.
 
+pub mod callbacks;
 pub mod cluster;
 pub mod local;
 

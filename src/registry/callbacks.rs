@@ -4,11 +4,20 @@
 //! job, retried with back-off while worth it.
 
 use actix::prelude::*;
-use chrono::Utc;
 use uuid::Uuid;
 
-use super::{JobRegistry, JobStatus, MAX_DELIVERIES};
+use super::{Job, JobRegistry, JobStatus, MAX_DELIVERIES};
 use crate::callback::{self, Outcome};
+
+/// What a callback POSTs: `{"event": "job.completed" | "job.failed", "job": {...}}`.
+pub fn callback_body(job: &Job) -> Vec<u8> {
+    let event = match job.status {
+        JobStatus::Completed => "job.completed",
+        JobStatus::Failed => "job.failed",
+        _ => "job.ended",
+    };
+    serde_json::to_vec(&serde_json::json!({ "event": event, "job": job })).unwrap_or_default()
+}
 
 impl JobRegistry {
     /// Starts delivering the job's callback if it has one not yet done.
@@ -27,13 +36,7 @@ impl JobRegistry {
             return;
         }
         self.deliveries += 1;
-        let event = match job.status {
-            JobStatus::Completed => "job.completed",
-            JobStatus::Failed => "job.failed",
-            _ => "job.ended",
-        };
-        let body = serde_json::to_vec(&serde_json::json!({ "event": event, "job": job }))
-            .unwrap_or_default();
+        let body = callback_body(&job);
         let timeout = self.callbacks.timeout;
         tracing::info!(job_id = %id, url = %cb.url, attempt = cb.attempts + 1, "calling back");
         let attempt = tokio::task::spawn_blocking(move || callback::post(&cb.url, &body, timeout));
@@ -55,27 +58,8 @@ impl JobRegistry {
             Outcome::Refused(_) => "refused",
         });
         let updated = self.update(id, |j| {
-            let Some(cb) = j.callback.as_mut() else {
-                return;
-            };
-            cb.attempts += 1;
-            match &outcome {
-                Outcome::Delivered => {
-                    cb.delivered_at = Some(Utc::now());
-                    cb.last_error = None;
-                    cb.done = true;
-                }
-                Outcome::Refused(e) => {
-                    cb.last_error = Some(e.clone());
-                    cb.done = true;
-                }
-                Outcome::Retry(e) => {
-                    cb.last_error = Some(e.clone());
-                    cb.done = cb.attempts >= max;
-                    if !cb.done {
-                        retry = Some(cb.attempts);
-                    }
-                }
+            if let Some(cb) = j.callback.as_mut() {
+                retry = cb.record(&outcome, max);
             }
         });
         if let Err(e) = updated {

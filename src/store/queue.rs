@@ -166,8 +166,8 @@ impl JobQueue {
     /// Adds a queued job (and wakes a listening worker).
     pub async fn enqueue(&self, job: NewJob) -> Result<Uuid, QueueError> {
         sqlx::query(
-            "INSERT INTO jobs (id, owner, filename, audio_key, bytes, options) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO jobs (id, owner, filename, audio_key, bytes, options, callback) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(job.id)
         .bind(&job.owner)
@@ -175,6 +175,7 @@ impl JobQueue {
         .bind(&job.audio_key)
         .bind(job.bytes)
         .bind(&job.options)
+        .bind(&job.callback)
         .execute(&self.pool)
         .await?;
         Ok(job.id)
@@ -288,6 +289,21 @@ impl JobQueue {
         .bind(lease.token)
         .bind(i16::from(pct.min(100)))
         .bind(step)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records the holder's estimate of seconds left. False when the lease
+    /// is no longer held.
+    pub async fn estimate(&self, lease: &Lease, eta: Option<f64>) -> Result<bool, QueueError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET eta_seconds = $3 \
+             WHERE id = $1 AND lease_token = $2 AND status = 'processing'",
+        )
+        .bind(lease.id())
+        .bind(lease.token)
+        .bind(eta)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -468,6 +484,51 @@ impl JobQueue {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Claims an ended job whose callback is due (completed or failed, not
+    /// done, its next attempt's time come): its next attempt is pushed
+    /// `hold` ahead, so no other node makes the attempt meanwhile; a node
+    /// that dies mid-attempt leaves it to be claimed again after `hold`.
+    pub async fn claim_callback(&self, hold: Duration) -> Result<Option<Job>, QueueError> {
+        let sql = concat!(
+            "UPDATE jobs SET callback_due = now() + make_interval(secs => $1) \
+             WHERE id = (SELECT id FROM jobs \
+                 WHERE callback IS NOT NULL AND status IN ('completed', 'failed') \
+                   AND NOT coalesce((callback->>'done')::boolean, false) \
+                   AND coalesce(callback_due, '-infinity') <= now() \
+                 ORDER BY callback_due NULLS FIRST, finished_at \
+                 LIMIT 1 FOR UPDATE SKIP LOCKED) \
+             RETURNING ",
+            job_columns!()
+        );
+        let row = sqlx::query(sql)
+            .bind(hold.as_secs_f64())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Job::from_row).transpose()
+    }
+
+    /// Records a callback attempt: the job's new callback record, and when
+    /// the next attempt may be made (None: no more).
+    pub async fn record_callback(
+        &self,
+        id: Uuid,
+        callback: &serde_json::Value,
+        next_in: Option<Duration>,
+    ) -> Result<bool, QueueError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET callback = $2, \
+                 callback_due = CASE WHEN $3::float8 IS NULL THEN NULL \
+                                     ELSE now() + make_interval(secs => $3) END \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(callback)
+        .bind(next_in.map(|d| d.as_secs_f64()))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// How many jobs have each status (statuses without a job are left out).

@@ -190,3 +190,45 @@ impl EventStream {
         }
     }
 }
+
+/// A callback receiver: answers each POST with the next status of
+/// `answers` (the last one again when they run out) and keeps the bodies.
+pub fn hook_receiver(answers: Vec<u16>) -> (String, std::sync::mpsc::Receiver<Value>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (i, conn) in listener.incoming().enumerate() {
+            let Ok(mut s) = conn else { return };
+            let (_, head, body) = {
+                // the request: head, then Content-Length bytes
+                use std::io::{BufRead, Read};
+                let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+                let mut head = String::new();
+                let mut len = 0;
+                loop {
+                    let mut line = String::new();
+                    r.read_line(&mut line).unwrap();
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                let mut body = vec![0; len];
+                r.read_exact(&mut body).unwrap();
+                (0, head, body)
+            };
+            assert!(head.starts_with("POST /hook"), "{head}");
+            let _ = tx.send(serde_json::from_slice(&body).unwrap());
+            let code = answers[i.min(answers.len() - 1)];
+            let _ = write!(
+                s,
+                "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    (url, rx)
+}

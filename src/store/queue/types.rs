@@ -79,6 +79,11 @@ pub struct Job {
     pub cancel_requested: bool,
     pub result_key: Option<String>,
     pub result_bytes: Option<i64>,
+    /// The callback's record (`crate::callback::Callback` as JSON), when
+    /// the upload asked for one.
+    pub callback: Option<serde_json::Value>,
+    /// Seconds left, as the holding worker estimates them (while processing).
+    pub eta_seconds: Option<f64>,
 }
 
 /// The columns [`Job::from_row`] reads, for `SELECT`/`RETURNING` lists
@@ -89,7 +94,7 @@ macro_rules! job_columns {
     () => {
         "id, owner, filename, audio_key, bytes, options, status, progress, step, error, \
          error_kind, duration, attempts, created_at, updated_at, started_at, finished_at, \
-         lease_owner, lease_expires_at, cancel_requested, result_key, result_bytes"
+         lease_owner, lease_expires_at, cancel_requested, result_key, result_bytes, callback, eta_seconds"
     };
 }
 pub(super) use job_columns;
@@ -133,6 +138,8 @@ impl Job {
             cancel_requested: row.try_get("cancel_requested")?,
             result_key: row.try_get("result_key")?,
             result_bytes: row.try_get("result_bytes")?,
+            callback: row.try_get("callback")?,
+            eta_seconds: row.try_get("eta_seconds")?,
         })
     }
 }
@@ -147,6 +154,8 @@ pub struct NewJob {
     pub audio_key: String,
     pub bytes: i64,
     pub options: serde_json::Value,
+    /// The callback's first record (its url), when the upload asked for one.
+    pub callback: Option<serde_json::Value>,
 }
 
 /// A worker's hold on one job, from [`lease`](super::JobQueue::lease) until
