@@ -21,13 +21,17 @@ use crate::config::Config;
 use crate::diarize::{DiarizationEngine, DiarizeError, SpeakerDiarizer};
 use crate::runtime::DeviceUsed;
 use crate::vad::{SileroVad, SpeechDetector, VadError};
-use crate::whisper::{SpeechToText, WhisperEngine, WhisperError};
+use crate::whisper::{ModelLoader, SpeechToText, WhisperEngine, WhisperError};
 
 /// The models, loaded before anything starts (so that a missing model stops
 /// the program at once, naming `make setup`): one engine per worker thread.
 /// Behind traits, so that the pipeline's tests run on fakes.
 pub struct Engines {
     pub whisper: Vec<Box<dyn SpeechToText>>,
+    /// Loads another installed Whisper model for a job that names one (each
+    /// transcriber worker keeps the last one it loaded); None: only the
+    /// served model.
+    pub whisper_loader: Option<ModelLoader>,
     pub diarization: Vec<Box<dyn SpeakerDiarizer>>,
     /// One speech detector per preprocessor worker; empty when `vad.enabled` is off.
     pub vad: Vec<Box<dyn SpeechDetector + Send>>,
@@ -118,6 +122,12 @@ impl Engines {
         let whisper = (0..p.transcriber.threads)
             .map(|_| WhisperEngine::load(&wcfg).map(|e| Box::new(e) as Box<dyn SpeechToText>))
             .collect::<Result<_, _>>()?;
+        let base = wcfg.clone();
+        let whisper_loader: ModelLoader = std::sync::Arc::new(move |name: &str| {
+            let mut c = base.clone();
+            c.whisper.model = name.to_string();
+            WhisperEngine::load(&c).map(|e| Box::new(e) as Box<dyn SpeechToText>)
+        });
         let diarization = (0..p.diarizer.threads)
             .map(|_| {
                 DiarizationEngine::load(&dcfg).map(|e| Box::new(e) as Box<dyn SpeakerDiarizer>)
@@ -133,6 +143,7 @@ impl Engines {
             Vec::new()
         };
         Ok(Engines {
+            whisper_loader: Some(whisper_loader),
             whisper,
             diarization,
             vad,
@@ -220,7 +231,11 @@ impl Pipeline {
             join.clone().recipient(),
         );
         let transcriber = spawn_stage(
-            engines.whisper.into_iter().map(Transcriber::new).collect(),
+            engines
+                .whisper
+                .into_iter()
+                .map(|e| Transcriber::new(e).with_loader(engines.whisper_loader.clone()))
+                .collect(),
             p.transcriber.mailbox,
             join.clone().recipient(),
             join.clone().recipient(),

@@ -20,15 +20,53 @@ use super::stage::{JobError, StageWork};
 use super::{JobCtx, JobEvent};
 use crate::result::PartialSegment;
 use crate::runtime::DeviceUsed;
-use crate::whisper::{Segment, SpeechToText, Transcript, WhisperError};
+use crate::whisper::{ModelLoader, Segment, SpeechToText, Transcript, WhisperError};
 
 pub struct Transcriber {
+    /// The served model (`whisper.model`).
     engine: Box<dyn SpeechToText>,
+    /// Loads another installed model for a job that names one.
+    loader: Option<ModelLoader>,
+    /// The last other model a job named (by its installed name), kept for
+    /// the next (one at most per worker: memory stays bounded).
+    other: Option<(String, Box<dyn SpeechToText>)>,
 }
 
 impl Transcriber {
     pub fn new(engine: Box<dyn SpeechToText>) -> Transcriber {
-        Transcriber { engine }
+        Transcriber {
+            engine,
+            loader: None,
+            other: None,
+        }
+    }
+
+    pub fn with_loader(mut self, loader: Option<ModelLoader>) -> Transcriber {
+        self.loader = loader;
+        self
+    }
+
+    /// The engine for a job that names `model` (None: the served one).
+    fn engine_for(&mut self, model: Option<&str>) -> Result<&mut dyn SpeechToText, JobError> {
+        let Some(name) = model else {
+            return Ok(self.engine.as_mut());
+        };
+        if self.other.as_ref().is_none_or(|(loaded, _)| loaded != name) {
+            let loader = self.loader.as_ref().ok_or_else(|| {
+                JobError::input(format!("this server runs only its own model, not '{name}'"))
+            })?;
+            self.other = None; // the previous one goes before the next is loaded
+            tracing::info!(model = name, "loading a model a job names");
+            // a setting the model cannot take (a language, a precision) is the
+            // request's; a model that will not load is ours
+            let loaded = loader(name).map_err(|e| match e {
+                WhisperError::Settings(m) => JobError::input(m),
+                e => JobError::from(e),
+            })?;
+            self.other = Some((name.to_string(), loaded));
+        }
+        let (_, engine) = self.other.as_mut().expect("loaded above");
+        Ok(engine.as_mut())
     }
 }
 
@@ -66,8 +104,8 @@ impl StageWork for Transcriber {
             events.tell(JobEvent::Segments { id, segments })
         };
         let overrides = &ctx.options.whisper;
-        let transcript = self
-            .engine
+        let engine = self.engine_for(overrides.model.as_deref())?;
+        let transcript = engine
             .transcribe_live(
                 &audio.samples,
                 audio.speech.as_ref(),
@@ -88,8 +126,8 @@ impl StageWork for Transcriber {
             transcript,
             duration: audio.duration,
             offset: audio.offset,
-            model: self.engine.model_name().to_string(),
-            device: self.engine.device(),
+            model: engine.model_name().to_string(),
+            device: engine.device(),
         })
     }
 }

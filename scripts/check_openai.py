@@ -11,7 +11,8 @@ response format: json, text, srt, vtt, verbose_json (with word timestamps)
 and diarized_json (two speakers, `num_speakers` through `extra_body`), a
 `prompt` (applied: the text changes) and `language="de"` (400 on the
 English-only model); then
-`client.models.list()`, a wrong key (AuthenticationError) and a bad
+`client.models.list()`, `model="base"` (another installed model: its job
+runs on base), a wrong key (AuthenticationError) and a bad
 response_format (BadRequestError). Each transcription is a job the server
 lists. Ends with `openai: PASS ...` or `openai: FAIL ...` (exit 1).
 """
@@ -53,6 +54,12 @@ try:
 except openai.BadRequestError as e:
     out["german"] = e.body
 out["models"] = [m.id for m in client.models.list().data]
+# another installed model's own name picks it (its job's result names the model)
+out["picked"] = None
+if "base" in out["models"]:
+    with open(path, "rb") as f:
+        r = client.audio.transcriptions.with_raw_response.create(model="base", file=f, response_format="json")
+    out["picked"] = {"job": r.headers.get("x-colloquy-job-id"), "text": r.parse().text}
 try:
     openai.OpenAI(base_url=url + "/v1", api_key="cq_wrong", max_retries=0).models.list()
     out["wrong_key"] = "accepted"
@@ -148,8 +155,12 @@ def main():
             known = subprocess.run([py, "-c", KNOWN, url, key, audio, *args], capture_output=True, text=True)
             check("known speakers: the client ran", known.returncode == 0, known.stderr[-2000:])
             named = json.loads(known.stdout) if known.returncode == 0 else []
-            code, listing, _ = srv.request("GET", "/api/jobs", headers={"Authorization": f"Bearer {key}"})
+            auth = {"Authorization": f"Bearer {key}"}
+            code, listing, _ = srv.request("GET", "/api/jobs", headers=auth)
             jobs = listing.get("jobs", [])
+            picked = out.get("picked")
+            if picked:
+                _, picked["result"], _ = srv.request("GET", f"/api/results/{picked['job']}", headers=auth)
         finally:
             srv.stop()
     finally:
@@ -201,12 +212,19 @@ def main():
         share = f", {right / total:.0%} of the named seconds right"
         check(f"both names used, each mostly on its own person's speech ({right / total:.0%} of the named seconds)",
               shown >= set(names) and right / total >= 0.7, str(named))
-    check("every transcription is a listed, completed job", len(jobs) == 8
+    picked = out.get("picked")
+    if picked:
+        served = (picked.get("result") or {}).get("provider", {}).get("whisper_model")
+        check("model=base (installed, not the served one) picks it: its job ran on base",
+              served == "whisper-base" and "budget" in picked["text"].lower(), f"{served} {picked['text'][:120]}")
+    listed = 8 + (1 if picked else 0)
+    check("every transcription is a listed, completed job", len(jobs) == listed
           and all(j["status"] == "completed" for j in jobs), str([j["status"] for j in jobs]))
     check.finish("openai", f"openai {out['openai']} client: json, text, srt, vtt, verbose_json ({len(words)} words), "
                  f"diarized_json ({len(d)} segments, {len(speakers)} speakers), models ({len(out['models'])}) on "
                  f"{os.path.basename(clip)}; a prompt applied, language=de refused; known speakers named by clips in "
-                 f"{os.path.basename(audio)} ({', '.join(sorted(shown))}{share}); 8 jobs listed")
+                 f"{os.path.basename(audio)} ({', '.join(sorted(shown))}{share}); "
+                 f"{'model=base picked base; ' if picked else ''}{listed} jobs listed")
 
 
 if __name__ == "__main__":

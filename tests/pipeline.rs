@@ -81,6 +81,7 @@ async fn transcription_and_diarization_run_side_by_side_and_meet_in_the_result()
         })],
         diarization: vec![Box::new(FakeDiarizer { hook: meeting(b) })],
         vad: vec![],
+        whisper_loader: None,
     };
     let dir = std::env::temp_dir().join(format!("colloquy-fork-{}", std::process::id()));
     let clip = wav_file(&dir, 2.0);
@@ -151,6 +152,7 @@ async fn a_failing_branch_fails_the_job_once_and_the_next_job_completes() {
         })],
         diarization: vec![Box::new(FakeDiarizer { hook: None })],
         vad: vec![],
+        whisper_loader: None,
     };
     let dir = std::env::temp_dir().join(format!("colloquy-fork-fail-{}", std::process::id()));
     let clip = wav_file(&dir, 1.0);
@@ -184,5 +186,81 @@ async fn a_failing_branch_fails_the_job_once_and_the_next_job_completes() {
     assert_eq!(get("diarization").jobs_failed, 1);
     // the failed job's transcript never reached the aligner
     assert_eq!(get("alignment").jobs_in, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A fake Whisper that answers as the model `name`.
+struct Named(FakeWhisper, String);
+
+impl colloquy::whisper::SpeechToText for Named {
+    fn transcribe_until(
+        &mut self,
+        samples: &[f32],
+        speech: Option<&colloquy::whisper::gate::SpeechMap>,
+        stop: Option<colloquy::runtime::StopFlag>,
+    ) -> Result<colloquy::whisper::Transcript, colloquy::whisper::WhisperError> {
+        self.0.transcribe_until(samples, speech, stop)
+    }
+    fn model_name(&self) -> &str {
+        &self.1
+    }
+    fn device(&self) -> colloquy::runtime::DeviceUsed {
+        colloquy::runtime::DeviceUsed::Cpu
+    }
+}
+
+#[actix_rt::test]
+async fn a_job_that_names_another_model_gets_it_loaded_once_and_the_next_gets_the_served_one() {
+    let loads = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = loads.clone();
+    let loader: colloquy::whisper::ModelLoader = Arc::new(move |name: &str| {
+        seen.lock().unwrap().push(name.to_string());
+        if name == "base" {
+            Ok(Box::new(Named(FakeWhisper::new(None), name.into())) as Box<_>)
+        } else {
+            Err(colloquy::whisper::WhisperError::Settings(format!(
+                "'{name}' cannot take this request's settings"
+            )))
+        }
+    });
+    let engines = Engines {
+        whisper: vec![Box::new(FakeWhisper::new(None))],
+        whisper_loader: Some(loader),
+        diarization: vec![Box::new(FakeDiarizer { hook: None })],
+        vad: vec![],
+    };
+    let dir = std::env::temp_dir().join(format!("colloquy-model-pick-{}", std::process::id()));
+    let clip = wav_file(&dir, 1.0);
+    let runner = LocalRunner::start(fake_config(), engines, 4).await.unwrap();
+    let naming = |model: Option<&str>| JobOptions {
+        whisper: colloquy::whisper::Overrides {
+            model: model.map(String::from),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut models = Vec::new();
+    for model in [Some("base"), Some("base"), None] {
+        let id = runner.submit(&clip, naming(model)).await.unwrap();
+        let done = runner.wait(id).await.expect("completed");
+        models.push(
+            done.result["provider"]["whisper_model"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(models, ["base", "base", "fake"]);
+    assert_eq!(
+        *loads.lock().unwrap(),
+        ["base"],
+        "loaded once, kept for the next job"
+    );
+    // a model that cannot take the settings fails the job as the request's
+    let id = runner.submit(&clip, naming(Some("odd"))).await.unwrap();
+    let err = runner.wait(id).await.expect_err("fails");
+    assert!(err.to_string().contains("cannot take"), "{err}");
+    let next = runner.submit(&clip, JobOptions::default()).await.unwrap();
+    assert!(runner.wait(next).await.is_ok(), "the worker goes on");
     let _ = std::fs::remove_dir_all(&dir);
 }

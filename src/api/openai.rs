@@ -8,17 +8,18 @@
 //! when the job ends (the registry tells the handler; nothing polls). Its
 //! `x-colloquy-job-id` header names the job.
 //!
-//! Form fields: `file`, `model` (any value: `whisper-1` and OpenAI's
-//! transcription model names mean the served model; an installed model that
-//! is not the served one is refused with a message, since one server runs
-//! one model), `response_format` = json | text | srt | verbose_json | vtt |
+//! Form fields: `file`, `model` (any value: `whisper-1`, OpenAI's
+//! transcription model names and any other label mean the served model; an
+//! installed model's own name picks it: each transcriber worker loads it on
+//! the first job that names it and keeps the last one loaded),
+//! `response_format` = json | text | srt | verbose_json | vtt |
 //! diarized_json, `timestamp_granularities[]` = segment | word (verbose_json),
 //! `known_speaker_names[]` + `known_speaker_references[]` (up to 4 names,
 //! each with a data URL of 2 to 30 s of that voice: the speakers whose
 //! voices match take the names), and Colloquy's `num_speakers`,
 //! `min_speakers`, `max_speakers`.
 //! `language`, `prompt` and `temperature` apply to the request's job (a
-//! language the served model does not know is a 400; the prompt is the text
+//! language the answering model does not know is a 400; the prompt is the text
 //! before the first window; a temperature above 0 is the first one tried,
 //! the configured ones above it the fallback). Errors use OpenAI's shape:
 //! `{"error": {"message", "type", "param", "code"}}`.
@@ -154,21 +155,20 @@ fn count(fields: &Fields, name: &'static str) -> Result<Option<usize>, OpenAiErr
 struct Request {
     format: OpenAiFormat,
     words: bool,
+    /// An installed model other than the served one, named by `model`.
+    model: Option<String>,
 }
 
 fn parse_request(state: &AppState, fields: &Fields) -> Result<Request, OpenAiError> {
-    let model = one(fields, "model").unwrap_or("whisper-1");
+    let asked = one(fields, "model").unwrap_or("whisper-1");
     let served = &state.config.whisper.model;
-    if !ALIASES.contains(&model) && model != served {
-        let installed = crate::whisper::model::installed_models(&state.config.models_root());
-        if installed.iter().any(|m| m.name == model) {
-            return Err(invalid(
-                format!("this server runs '{served}'; '{model}' is installed but needs whisper.model = \"{model}\" and a restart"),
-                "model",
-            ));
-        }
-        // any other name is a client's choice of label: the served model answers
-    }
+    let installed = crate::whisper::model::installed_models(&state.config.models_root());
+    // another installed model's own name picks it; any other name (OpenAI's,
+    // or a client's label) means the served model
+    let chosen = (!ALIASES.contains(&asked) && asked != served)
+        .then(|| installed.iter().find(|m| m.name == asked))
+        .flatten();
+    let model = chosen.map(|m| m.name.clone());
     let format = match one(fields, "response_format").unwrap_or("json") {
         "json" => OpenAiFormat::Json,
         "text" => OpenAiFormat::Text,
@@ -216,11 +216,11 @@ fn parse_request(state: &AppState, fields: &Fields) -> Result<Request, OpenAiErr
                 "language",
             ));
         }
-        // the served model must know it (an English-only model: "en" only)
-        let installed = crate::whisper::model::installed_models(&state.config.models_root());
-        if let Some(m) = installed.iter().find(|m| &m.name == served) {
+        // the model that answers must know it (an English-only model: "en" only)
+        let answering = model.as_deref().unwrap_or(served);
+        if let Some(m) = installed.iter().find(|m| m.name == answering) {
             let c = &m.config;
-            crate::whisper::check_language(served, c.multilingual, &c.languages, lang)
+            crate::whisper::check_language(answering, c.multilingual, &c.languages, lang)
                 .map_err(|e| invalid(e, "language"))?;
         }
     }
@@ -230,7 +230,11 @@ fn parse_request(state: &AppState, fields: &Fields) -> Result<Request, OpenAiErr
             "prompt",
         ));
     }
-    Ok(Request { format, words })
+    Ok(Request {
+        format,
+        words,
+        model,
+    })
 }
 
 /// Every value of a list field (`name[]`, or `name` repeated).
@@ -265,6 +269,8 @@ fn options(fields: &Fields) -> Result<Submission, OpenAiError> {
             temperature: one(fields, "temperature")
                 .and_then(|t| t.parse::<f32>().ok())
                 .filter(|t| *t > 0.0),
+            // set from the checked request
+            model: None,
         },
         known_speakers: None,
         references,
@@ -299,7 +305,7 @@ pub struct TranscriptionForm {
     #[schema(value_type = String, format = Binary)]
     pub file: Vec<u8>,
     /// `whisper-1`, OpenAI's transcription model names or any other label
-    /// mean the served model; another installed model is refused (400).
+    /// mean the served model; an installed model's own name picks it.
     #[schema(default = "whisper-1", nullable = false)]
     pub model: Option<String>,
     /// A language code (checked; the server's `whisper.language` is used).
@@ -479,7 +485,8 @@ pub async fn transcriptions(
     let received = receive(&state, &caller, &req, form, |fields| {
         let parsed = parse_request(&state, fields).and_then(|r| Ok((r, options(fields)?)));
         match parsed {
-            Ok((request, submission)) => {
+            Ok((request, mut submission)) => {
+                submission.options.whisper.model = request.model.clone();
                 checked = Some(request);
                 Ok(submission)
             }

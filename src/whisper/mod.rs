@@ -68,7 +68,16 @@ pub struct Overrides {
     /// fallback. 0 (or none): the configured list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
+    /// Another installed model than `whisper.model` (the transcription
+    /// stage loads it: [`ModelLoader`]); engines themselves ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
+
+/// Loads another installed model by name, with the served model's settings
+/// otherwise (a job that names one: `/v1`'s `model`).
+pub type ModelLoader =
+    std::sync::Arc<dyn Fn(&str) -> Result<Box<dyn SpeechToText>, WhisperError> + Send + Sync>;
 
 impl Overrides {
     pub fn is_empty(&self) -> bool {

@@ -158,6 +158,7 @@ pub fn engines(hook: Option<Hook>) -> Engines {
         whisper: vec![Box::new(FakeWhisper::new(hook))],
         diarization: vec![Box::new(FakeDiarizer { hook: None })],
         vad: vec![],
+        whisper_loader: None,
     }
 }
 
