@@ -34,9 +34,13 @@ use uuid::Uuid;
 
 use crate::actors::FailureKind;
 
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::registry::feed::Update;
 use crate::registry::{
-    CreateJob, DeleteJob, GetJob, JobOptions, JobRegistry, JobStatus, Storage, WatchJob,
+    CreateJob, DeleteJob, GetJob, JobOptions, JobRegistry, JobStatus, Storage, Subscribe, WatchJob,
 };
+use crate::result::PartialSegment;
 use crate::store::blobs::{upload_key, BlobError, BlobStore};
 use crate::store::queue::{JobQueue, Lease, LeaseState, Outcome, QueueError};
 
@@ -80,6 +84,15 @@ pub struct Worker {
     pub registry: Addr<JobRegistry>,
     pub storage: Storage,
     pub opts: WorkerOptions,
+}
+
+/// Aborts its task when dropped.
+struct StopOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The leases this worker holds now (its job tasks add and remove them).
@@ -239,6 +252,9 @@ impl Worker {
             let _ = tokio::fs::remove_dir_all(&dir).await;
             return Err(WorkerError::Registry(e.to_string()));
         }
+        // its partial segments go up to the queue as they are decoded, while
+        // this function runs (API nodes' event streams read them there)
+        let _segments = self.forward_segments(&lease).await;
         let mut ended = self
             .registry
             .send(WatchJob(id))
@@ -318,6 +334,50 @@ impl Worker {
         }
         self.drop_local(id).await;
         Ok(())
+    }
+
+    /// A task that copies the local job's partial segments to the queue
+    /// (all so far, then each as it comes); stopped when dropped.
+    async fn forward_segments(&self, lease: &Lease) -> StopOnDrop {
+        let id = lease.job.id;
+        let registry = self.registry.clone();
+        let queue = self.queue.clone();
+        let lease = lease.clone();
+        let task = tokio::task::spawn_local(async move {
+            let up = |segments: &[PartialSegment]| {
+                let rows: Vec<(i32, serde_json::Value)> = segments
+                    .iter()
+                    .filter_map(|s| {
+                        Some((i32::try_from(s.id).ok()?, serde_json::to_value(s).ok()?))
+                    })
+                    .collect();
+                let (queue, lease) = (queue.clone(), lease.clone());
+                async move {
+                    if rows.is_empty() {
+                        return;
+                    }
+                    if let Err(e) = queue.add_segments(&lease, &rows).await {
+                        tracing::debug!(job_id = %lease.job.id, error = %e, "partial segments not queued");
+                    }
+                }
+            };
+            // (re)subscribing gives every segment so far: stored ones are kept as they are
+            'subscribe: loop {
+                let Ok(Ok(Some((_, Some(mut sub))))) = registry.send(Subscribe(id)).await else {
+                    return;
+                };
+                up(&sub.segments).await;
+                loop {
+                    match sub.updates.recv().await {
+                        Ok(Update::Segments(segments)) => up(&segments).await,
+                        Ok(Update::End(_)) | Err(RecvError::Closed) => return,
+                        Ok(Update::Status(_)) => {}
+                        Err(RecvError::Lagged(_)) => continue 'subscribe,
+                    }
+                }
+            }
+        });
+        StopOnDrop(task)
     }
 
     /// Removes the local job (record, audio, result), if any.

@@ -615,3 +615,47 @@ fn an_estimate_travels_with_the_row_and_a_callback_is_claimed_by_one_node_once_i
         assert_eq!(get(&q, id).await.callback.unwrap()["done"], true);
     });
 }
+
+#[test]
+fn partial_segments_are_written_under_a_held_lease_and_go_when_the_job_ends_or_is_handed_back() {
+    let Some(pg) = PgServer::start() else { return };
+    runtime().block_on(async {
+        let q = connect(&pg).await;
+        let id = q.enqueue(new_job(0)).await.expect("enqueue");
+        let seg = |n: i32| {
+            (
+                n,
+                serde_json::json!({ "id": n, "start": 0.0, "end": 1.0, "text": format!("s{n}") }),
+            )
+        };
+        let lease = q.lease("w1", LONG_TTL).await.unwrap().expect("lease");
+        assert_eq!(q.add_segments(&lease, &[seg(1), seg(2)]).await.unwrap(), 2);
+        assert_eq!(
+            q.add_segments(&lease, &[seg(2), seg(3)]).await.unwrap(),
+            1,
+            "a seq stored once"
+        );
+        let after1: Vec<i32> = q
+            .segments_after(id, 1)
+            .await
+            .unwrap()
+            .iter()
+            .map(|(s, _)| *s)
+            .collect();
+        assert_eq!(after1, [2, 3]);
+        // handed back: its text goes, and the next attempt starts afresh
+        assert!(q.release(&lease).await.unwrap());
+        assert!(q.segments_after(id, 0).await.unwrap().is_empty());
+        assert_eq!(
+            q.add_segments(&lease, &[seg(4)]).await.unwrap(),
+            0,
+            "not under a lease no longer held"
+        );
+        let again = q.lease("w2", LONG_TTL).await.unwrap().expect("lease again");
+        assert_eq!(q.add_segments(&again, &[seg(1)]).await.unwrap(), 1);
+        assert_eq!(q.segments_after(id, 0).await.unwrap().len(), 1);
+        // finished: the result replaces them
+        assert!(q.finish(&again, completed("results/y.json")).await.unwrap());
+        assert!(q.segments_after(id, 0).await.unwrap().is_empty());
+    });
+}

@@ -344,6 +344,14 @@ fn a_worker_node_serves_health_with_its_role_and_the_queue() {
 
 /// Serves `config`'s node (api or worker) on a thread of its own; its address.
 fn spawn_node(config: colloquy::config::Config) -> std::net::SocketAddr {
+    spawn_node_with(config, fakes::engines(None))
+}
+
+/// As [`spawn_node`], a worker with `engines`.
+fn spawn_node_with(
+    config: colloquy::config::Config,
+    engines: colloquy::actors::pipeline::Engines,
+) -> std::net::SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let role = config.cluster.role;
@@ -351,7 +359,7 @@ fn spawn_node(config: colloquy::config::Config) -> std::net::SocketAddr {
             let bound = move |addr| tx.send(addr).unwrap();
             match role {
                 colloquy::config::Role::Api => colloquy::api::node::serve_api(config, bound).await,
-                _ => colloquy::api::node::serve_worker(config, fakes::engines(None), bound).await,
+                _ => colloquy::api::node::serve_worker(config, engines, bound).await,
             }
         });
         if let Err(e) = served {
@@ -570,4 +578,72 @@ fn an_api_node_takes_uploads_into_the_queue_and_answers_every_job_route() {
         e["message"].as_str().unwrap().contains("single-node"),
         "{e}"
     );
+}
+
+#[test]
+fn an_api_nodes_event_stream_carries_a_workers_partial_segments_before_the_end() {
+    let Some(pg) = PgServer::start() else { return };
+    let blob_root = folder("live-blobs");
+    let cluster = |role, name: &str| {
+        let mut config = fakes::config(&[]);
+        config.cluster.role = role;
+        config.cluster.database_url = pg.url();
+        config.cluster.worker_id = name.into();
+        config.cluster.poll_seconds = 0.2;
+        // renewals (and so progress) every 0.3 s
+        config.cluster.lease_seconds = 1.0;
+        config.server.port = 0;
+        config.server.storage_dir = folder(name).display().to_string();
+        config.blobs.root = blob_root.clone();
+        config
+    };
+    let api = spawn_node(cluster(colloquy::config::Role::Api, "live-a"));
+    // the worker's diarizer holds the job: its transcript is decoded, its end is not
+    let (release, hook) = fakes::held();
+    let engines = colloquy::actors::pipeline::Engines {
+        whisper: vec![Box::new(fakes::FakeWhisper::new(None))],
+        whisper_loader: None,
+        diarization: vec![Box::new(fakes::FakeDiarizer { hook: Some(hook) })],
+        vad: vec![],
+    };
+    spawn_node_with(cluster(colloquy::config::Role::Worker, "live-w"), engines);
+    let audio = fakes::tone_wav(1.0);
+    let (ct, body) = common::http::multipart("live.wav", &audio);
+    let (code, up) =
+        common::http::request(api, "POST", "/api/upload", &[("content-type", &ct)], &body);
+    assert_eq!(code, 200, "{up}");
+    let id = up["job_id"].as_str().unwrap().to_string();
+    let mut events = common::http::EventStream::open(api, &format!("/api/jobs/{id}/events"), &[]);
+    assert_eq!(events.status, 200);
+    let mut seen = Vec::new();
+    let segment = loop {
+        let e = events
+            .next()
+            .expect("the stream goes on until the job ends");
+        assert_ne!(e.event, "done", "no segment before the end: {seen:?}");
+        seen.push(e.event.clone());
+        if e.event == "segment" {
+            break e.data;
+        }
+    };
+    assert_eq!(seen[0], "status", "{seen:?}");
+    assert_eq!(segment["id"], 1, "{segment}");
+    assert!(
+        segment["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("Hello")),
+        "{segment}"
+    );
+    // the job has not ended while its text is out
+    let (_, st) = common::http::request(api, "GET", &format!("/api/status/{id}"), &[], b"");
+    assert_eq!(st["status"], "processing", "{st}");
+    release.send(()).unwrap();
+    let done = loop {
+        let e = events.next().expect("done");
+        if e.event == "done" {
+            break e.data;
+        }
+    };
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(events.next().is_none(), "the stream ends");
 }

@@ -23,6 +23,7 @@ use crate::registry::feed::{Subscription, Update};
 use crate::registry::{
     check_quota, CreateJob, Job, JobOptions, JobStatus, Quota, RegistryError, RegistryStats,
 };
+use crate::result::PartialSegment;
 use crate::store::blobs::{upload_key, BlobError, BlobStore};
 use crate::store::queue::{self, CancelOutcome, JobQueue, NewJob, Notice, QueueStatus};
 
@@ -119,6 +120,25 @@ impl ClusterJobs {
             }
         };
         let _ = tokio::time::timeout(POLL, wait).await;
+    }
+
+    /// The job's partial segments after `after`, and the last seq read.
+    async fn segments_after(
+        &self,
+        id: Uuid,
+        after: i32,
+    ) -> Result<(Vec<PartialSegment>, i32), RegistryError> {
+        let rows = self
+            .queue
+            .segments_after(id, after)
+            .await
+            .map_err(queue_err)?;
+        let upto = rows.last().map_or(after, |(seq, _)| *seq);
+        let segments = rows
+            .into_iter()
+            .filter_map(|(_, s)| serde_json::from_value(s).ok())
+            .collect();
+        Ok((segments, upto))
     }
 
     /// The queue's depth, then the key's quota with `incoming` more bytes.
@@ -337,7 +357,10 @@ impl JobStore for ClusterJobs {
             if job.status.is_finished() {
                 return Ok(Some((job, None)));
             }
-            // a task of this stream's own: each change of the row, then the end
+            // the partial text so far (the worker's, through the queue)
+            let (segments, mut seq) = self.segments_after(id, 0).await?;
+            // a task of this stream's own: each change of the row and each
+            // new segment, then the end
             let (tx, updates) = broadcast::channel(64);
             let me = self.clone();
             let mut last = job.clone();
@@ -351,6 +374,15 @@ impl JobStore for ClusterJobs {
                         Ok(row) => row.map(job_of),
                         Err(_) => continue,
                     };
+                    if now.as_ref().is_some_and(|j| j.attempts != last.attempts) {
+                        seq = 0; // leased again: its text starts afresh
+                    }
+                    if let Ok((new, upto)) = me.segments_after(id, seq).await {
+                        seq = upto;
+                        if !new.is_empty() {
+                            let _ = tx.send(Update::Segments(new));
+                        }
+                    }
                     match now {
                         None => {
                             let _ = tx.send(Update::End(None));
@@ -368,13 +400,7 @@ impl JobStore for ClusterJobs {
                     }
                 }
             });
-            Ok(Some((
-                job,
-                Some(Subscription {
-                    segments: Vec::new(),
-                    updates,
-                }),
-            )))
+            Ok(Some((job, Some(Subscription { segments, updates }))))
         }
         .boxed_local()
     }

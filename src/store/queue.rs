@@ -315,18 +315,23 @@ impl JobQueue {
     /// or a cancel was requested (the lease then lapses and the job ends
     /// cancelled).
     pub async fn release(&self, lease: &Lease) -> Result<bool, QueueError> {
-        let done = sqlx::query(
-            "UPDATE jobs SET status = 'queued', progress = 0, step = 'Queued', \
-             attempts = greatest(attempts - 1, 0), lease_token = NULL, lease_expires_at = NULL, \
-             updated_at = now() \
-             WHERE id = $1 AND lease_token = $2 AND status = 'processing' \
-             AND NOT cancel_requested",
+        // one statement: its attempt number comes back, its partial text goes
+        let row = sqlx::query(
+            "WITH released AS ( \
+                 UPDATE jobs SET status = 'queued', progress = 0, step = 'Queued', \
+                 attempts = greatest(attempts - 1, 0), lease_token = NULL, lease_expires_at = NULL, \
+                 updated_at = now() \
+                 WHERE id = $1 AND lease_token = $2 AND status = 'processing' \
+                 AND NOT cancel_requested RETURNING id), \
+             cleared AS (DELETE FROM job_segments WHERE job_id IN (SELECT id FROM released)) \
+             SELECT count(*) AS n FROM released",
         )
         .bind(lease.id())
         .bind(lease.token)
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
-        Ok(done.rows_affected() == 1)
+        let n: i64 = row.try_get("n")?;
+        Ok(n == 1)
     }
 
     /// Records the audio's length once decoded (false: lease not held).
@@ -400,6 +405,11 @@ impl JobQueue {
         .await?;
         let finished = done.rows_affected() == 1;
         if finished {
+            // the stored result replaces the partial text
+            sqlx::query("DELETE FROM job_segments WHERE job_id = $1")
+                .bind(lease.id())
+                .execute(&self.pool)
+                .await?;
             tracing::info!(job_id = %lease.id(), status = status.as_str(), "job finished");
         } else {
             tracing::warn!(
@@ -484,6 +494,53 @@ impl JobQueue {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Adds partial segments (`(seq, segment JSON)`, seq from 1 in arrival
+    /// order) decoded under `lease`, under the job's current attempt; the
+    /// rows written: none when the lease is no longer held. A seq already
+    /// stored is left as it is.
+    pub async fn add_segments(
+        &self,
+        lease: &Lease,
+        segments: &[(i32, serde_json::Value)],
+    ) -> Result<u64, QueueError> {
+        let (seqs, bodies): (Vec<i32>, Vec<serde_json::Value>) = segments.iter().cloned().unzip();
+        let done = sqlx::query(
+            "INSERT INTO job_segments (job_id, attempt, seq, segment) \
+             SELECT j.id, j.attempts, s.seq, s.segment \
+             FROM jobs j, unnest($3::int4[], $4::jsonb[]) AS s(seq, segment) \
+             WHERE j.id = $1 AND j.lease_token = $2 AND j.status = 'processing' \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(lease.id())
+        .bind(lease.token)
+        .bind(&seqs)
+        .bind(&bodies)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// The partial segments of the job's current attempt after `after`
+    /// (seq order).
+    pub async fn segments_after(
+        &self,
+        id: Uuid,
+        after: i32,
+    ) -> Result<Vec<(i32, serde_json::Value)>, QueueError> {
+        let rows = sqlx::query(
+            "SELECT s.seq, s.segment FROM job_segments s JOIN jobs j ON j.id = s.job_id \
+             WHERE s.job_id = $1 AND s.attempt = j.attempts AND s.seq > $2 ORDER BY s.seq",
+        )
+        .bind(id)
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("seq")?, r.try_get("segment")?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(Into::into)
     }
 
     /// Claims an ended job whose callback is due (completed or failed, not
