@@ -369,6 +369,25 @@ fn spawn_node_with(
     rx.recv_timeout(DEADLINE).expect("the node serves")
 }
 
+/// A cluster node's config: `role`, named `name`, on `pg`, its blobs in
+/// `blob_root`, on a free port, polling every 0.2 s.
+fn node_config(
+    pg: &PgServer,
+    role: colloquy::config::Role,
+    name: &str,
+    blob_root: &std::path::Path,
+) -> colloquy::config::Config {
+    let mut config = fakes::config(&[]);
+    config.cluster.role = role;
+    config.cluster.database_url = pg.url();
+    config.cluster.worker_id = name.into();
+    config.cluster.poll_seconds = 0.2;
+    config.server.port = 0;
+    config.server.storage_dir = folder(name).display().to_string();
+    config.blobs.root = blob_root.to_path_buf();
+    config
+}
+
 /// Files under `root` (recursively), as paths relative to it.
 fn files_under(root: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -392,15 +411,8 @@ fn an_api_node_takes_uploads_into_the_queue_and_answers_every_job_route() {
     let Some(pg) = PgServer::start() else { return };
     let blob_root = folder("api-blobs");
     let cluster = |role, name: &str| {
-        let mut config = fakes::config(&[]);
-        config.cluster.role = role;
-        config.cluster.database_url = pg.url();
-        config.cluster.worker_id = name.into();
-        config.cluster.poll_seconds = 0.2;
-        config.server.port = 0;
-        config.server.storage_dir = folder(name).display().to_string();
+        let mut config = node_config(&pg, role, name, &blob_root);
         config.server.max_upload_bytes = 200_000;
-        config.blobs.root = blob_root.clone();
         // small parts: a refused upload has begun a multipart upload
         config.blobs.part_size = 16 * 1024;
         config.server.callback_first_retry_seconds = 0.05;
@@ -585,16 +597,9 @@ fn an_api_nodes_event_stream_carries_a_workers_partial_segments_before_the_end()
     let Some(pg) = PgServer::start() else { return };
     let blob_root = folder("live-blobs");
     let cluster = |role, name: &str| {
-        let mut config = fakes::config(&[]);
-        config.cluster.role = role;
-        config.cluster.database_url = pg.url();
-        config.cluster.worker_id = name.into();
-        config.cluster.poll_seconds = 0.2;
+        let mut config = node_config(&pg, role, name, &blob_root);
         // renewals (and so progress) every 0.3 s
         config.cluster.lease_seconds = 1.0;
-        config.server.port = 0;
-        config.server.storage_dir = folder(name).display().to_string();
-        config.blobs.root = blob_root.clone();
         config
     };
     let api = spawn_node(cluster(colloquy::config::Role::Api, "live-a"));

@@ -96,14 +96,7 @@ pub async fn node_health(
 /// uploads streamed into the blob store and jobs queued in PostgreSQL for
 /// the workers; API keys in this node's own database (server.storage_dir).
 pub async fn serve_api(config: Config, on_bound: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
-    if config.cluster.database_url.is_empty() {
-        anyhow::bail!(
-            "an API node needs the job queue: set cluster.database_url (COLLOQUY__CLUSTER__DATABASE_URL=postgres://...)"
-        );
-    }
-    let queue = JobQueue::connect(&config.cluster.database_url, QueueOptions::default()).await?;
-    let blobs = BlobStore::open(&config.blobs)?;
-    blobs.check().await?;
+    let (queue, blobs) = connect_stores(&config, "an API node").await?;
     let state = api_state(&config, queue, blobs)?;
     let view = state.cluster.clone();
     // this node's heartbeat, so that the others' /health see it
@@ -171,6 +164,20 @@ pub fn api_state(
     })
 }
 
+/// The queue and the blob store of a cluster node (`who`, for the error),
+/// failing at once, with the reason, when either is unreachable.
+async fn connect_stores(config: &Config, who: &str) -> anyhow::Result<(JobQueue, BlobStore)> {
+    if config.cluster.database_url.is_empty() {
+        anyhow::bail!(
+            "{who} needs the job queue: set cluster.database_url (COLLOQUY__CLUSTER__DATABASE_URL=postgres://...)"
+        );
+    }
+    let queue = JobQueue::connect(&config.cluster.database_url, QueueOptions::default()).await?;
+    let blobs = BlobStore::open(&config.blobs)?;
+    blobs.check().await?;
+    Ok((queue, blobs))
+}
+
 /// This node's name: `cluster.worker_id`, else host name and process id.
 fn worker_id(config: &Config) -> String {
     if !config.cluster.worker_id.is_empty() {
@@ -190,14 +197,7 @@ pub async fn serve_worker(
     engines: Engines,
     on_bound: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
-    if config.cluster.database_url.is_empty() {
-        anyhow::bail!(
-            "a worker needs the job queue: set cluster.database_url (COLLOQUY__CLUSTER__DATABASE_URL=postgres://...)"
-        );
-    }
-    let queue = JobQueue::connect(&config.cluster.database_url, QueueOptions::default()).await?;
-    let blobs = BlobStore::open(&config.blobs)?;
-    blobs.check().await?;
+    let (queue, blobs) = connect_stores(&config, "a worker").await?;
     let (state, _pipeline) = super::start_engine(&config, engines).await?;
     let local = state
         .local

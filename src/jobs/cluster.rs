@@ -17,7 +17,7 @@ use futures::FutureExt;
 use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
-use super::{unavailable, zero_counts, Call, JobStore, Staging};
+use super::{no_file, unavailable, zero_counts, Call, JobStore, Staging};
 use crate::actors::FailureKind;
 use crate::registry::feed::{Subscription, Update};
 use crate::registry::{
@@ -508,10 +508,6 @@ impl Staging for BlobStaging {
     fn keep(&mut self) {
         self.kept = true;
     }
-}
-
-fn no_file() -> std::io::Error {
-    std::io::Error::other("no staged file is open")
 }
 
 impl Drop for BlobStaging {

@@ -11,7 +11,7 @@ use futures::FutureExt;
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
-use super::{Call, JobStore, Staging};
+use super::{no_file, Call, JobStore, Staging};
 use crate::registry::feed::Subscription;
 use crate::registry::{
     Admission, CountJobs, CreateJob, DeleteJob, GetJob, Job, JobRegistry, ListJobs, Quota,
@@ -137,10 +137,6 @@ impl Staging for LocalStaging {
     fn keep(&mut self) {
         self.kept = true;
     }
-}
-
-fn no_file() -> std::io::Error {
-    std::io::Error::other("no staged file is open")
 }
 
 impl Drop for LocalStaging {

@@ -68,6 +68,11 @@ pub trait Staging {
     fn keep(&mut self);
 }
 
+/// A staging's write or close with no file open (a caller's mistake).
+fn no_file() -> std::io::Error {
+    std::io::Error::other("no staged file is open")
+}
+
 /// A store failure that is not the registry's own (the queue, the bucket).
 pub fn unavailable(what: &str, e: impl std::fmt::Display) -> RegistryError {
     RegistryError::Unavailable(format!("{what}: {e}"))
