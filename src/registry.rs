@@ -34,7 +34,7 @@ use std::path::Path;
 
 use actix::prelude::*;
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
 use crate::actors::aligner::{Aligner, JobOutput};
@@ -69,6 +69,9 @@ pub struct RegistryStats {
 pub struct JobRegistry {
     db: sled::Db,
     jobs: sled::Tree,
+    /// Every job's [`Summary`], as stored (admission and the counts read
+    /// it instead of every record).
+    index: std::cell::RefCell<HashMap<Uuid, Summary>>,
     storage: Storage,
     max_active: usize,
     max_queued: usize,
@@ -104,6 +107,12 @@ impl JobRegistry {
         storage.create_dirs()?;
         let db = sled::open(storage.database())?;
         let jobs = db.open_tree("jobs")?;
+        let mut index = HashMap::new();
+        for kv in jobs.iter() {
+            let (_, v) = kv?;
+            let job: Job = serde_json::from_slice(&v)?;
+            index.insert(job.job_id, Summary::from(&job));
+        }
         let speeds_tree = db.open_tree("stage_speeds")?;
         let speeds = match speeds_tree.get("speeds")? {
             Some(v) => serde_json::from_slice(&v).unwrap_or_default(),
@@ -112,6 +121,7 @@ impl JobRegistry {
         Ok(JobRegistry {
             db,
             jobs,
+            index: std::cell::RefCell::new(index),
             storage,
             max_active,
             max_queued,
@@ -172,6 +182,9 @@ impl JobRegistry {
     fn store(&self, job: &Job) -> Result<(), RegistryError> {
         self.jobs
             .insert(job.job_id.as_bytes(), serde_json::to_vec(job)?)?;
+        self.index
+            .borrow_mut()
+            .insert(job.job_id, Summary::from(job));
         Ok(())
     }
 
@@ -332,12 +345,12 @@ impl JobRegistry {
         let (Some(owner), Some(quota)) = (owner, quota) else {
             return Ok(());
         };
-        let mine = self.all()?;
-        check_quota(
-            mine.iter().filter(|j| j.owner.as_deref() == Some(owner)),
-            quota,
-            incoming,
-        )
+        let index = self.index.borrow();
+        let mine = index
+            .values()
+            .filter(|j| j.owner.as_deref() == Some(owner))
+            .cloned();
+        check_quota(mine, quota, incoming)
     }
 
     fn end_failed(&mut self, id: Uuid, error: JobError, ctx: &mut Context<Self>) {
@@ -564,6 +577,7 @@ impl Handler<DeleteJob> for JobRegistry {
         }
         self.queue.retain(|q| *q != id);
         self.jobs.remove(id.as_bytes())?;
+        self.index.borrow_mut().remove(&id);
         self.db.flush()?;
         self.remove_temp(id);
         for file in [self.storage.result_path(id), self.storage.voices_path(id)] {
@@ -629,8 +643,8 @@ impl Handler<Subscribe> for JobRegistry {
     }
 }
 
-/// How many jobs the registry holds, by status (`GET /metrics`; reads
-/// every record).
+/// How many jobs the registry holds, by status (`GET /metrics`; from the
+/// in-memory summaries, not the records).
 #[derive(Message)]
 #[rtype(result = "Result<std::collections::BTreeMap<String, usize>, RegistryError>")]
 pub struct CountJobs;
@@ -648,14 +662,8 @@ impl Handler<CountJobs> for JobRegistry {
         .iter()
         .map(|s| (s.as_str().to_string(), 0))
         .collect();
-        for kv in self.jobs.iter() {
-            let (_, v) = kv?;
-            #[derive(Deserialize)]
-            struct Status {
-                status: JobStatus,
-            }
-            let s: Status = serde_json::from_slice(&v)?;
-            *counts.entry(s.status.as_str().to_string()).or_default() += 1;
+        for job in self.index.borrow().values() {
+            *counts.entry(job.status.as_str().to_string()).or_default() += 1;
         }
         Ok(counts)
     }
@@ -767,6 +775,26 @@ mod tests {
         }
     }
 
+    /// The registry at `storage` opened again in this process: sled's
+    /// flusher thread may hold the dropped database's file lock for a
+    /// moment, so this waits for it (a restarted process finds the lock
+    /// gone with the old one).
+    fn reopen(storage: &Storage) -> JobRegistry {
+        let mut tries = 0;
+        loop {
+            match JobRegistry::open(storage.clone(), 1, 10) {
+                Ok(r) => return r,
+                Err(RegistryError::Db(e))
+                    if tries < 200 && e.to_string().contains("acquire lock") =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
     fn record(id: Uuid, status: JobStatus, minute: i64) -> Job {
         let at = chrono::DateTime::<Utc>::from_timestamp(1_700_000_000 + minute * 60, 0).unwrap();
         Job {
@@ -794,6 +822,52 @@ mod tests {
     }
 
     #[actix_rt::test]
+    async fn counts_and_quotas_come_from_summaries_rebuilt_at_open() {
+        let dir =
+            std::env::temp_dir().join(format!("colloquy-registry-index-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let storage = Storage::new(&dir);
+        {
+            let before = JobRegistry::open(storage.clone(), 1, 10).unwrap();
+            for (n, status) in [JobStatus::Queued, JobStatus::Completed, JobStatus::Failed]
+                .into_iter()
+                .enumerate()
+            {
+                let mut job = record(Uuid::new_v4(), status, n as i64);
+                job.owner = Some("k1".into());
+                job.bytes = 100;
+                before.store(&job).unwrap();
+            }
+            before.flush();
+        }
+        let reopened = reopen(&storage);
+        let quota = |max_queued| Quota {
+            max_queued,
+            max_stored_bytes: 1_000,
+        };
+        // k1 has one job waiting: a limit of 1 refuses, 2 admits; k2 has none
+        assert!(matches!(
+            reopened.admissible(Some("k1"), Some(quota(1)), 0),
+            Err(RegistryError::OverQuota(_))
+        ));
+        assert!(reopened.admissible(Some("k1"), Some(quota(2)), 0).is_ok());
+        assert!(reopened.admissible(Some("k2"), Some(quota(1)), 0).is_ok());
+        let registry = reopened.start();
+        let counts = registry.send(CountJobs).await.unwrap().unwrap();
+        let got: Vec<(&str, usize)> = counts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(
+            got,
+            [
+                ("completed", 1),
+                ("failed", 1),
+                ("processing", 0),
+                ("queued", 1)
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[actix_rt::test]
     async fn a_restart_requeues_interrupted_jobs_in_order_and_removes_orphan_temp_folders() {
         let root =
             std::env::temp_dir().join(format!("colloquy-registry-recover-{}", std::process::id()));
@@ -814,22 +888,7 @@ mod tests {
         }
         let seen = Arc::new(Mutex::new(Vec::new()));
         let entry = Entry(seen.clone()).start();
-        // sled's flusher thread may hold the dropped database's file lock
-        // for a moment: the reopen waits for it (a process that restarts
-        // finds the lock gone with the process)
-        let mut tries = 0;
-        let registry = loop {
-            match JobRegistry::open(storage.clone(), 1, 10) {
-                Ok(r) => break r.start(),
-                Err(RegistryError::Db(e))
-                    if tries < 200 && e.to_string().contains("acquire lock") =>
-                {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(e) => panic!("{e}"),
-            }
-        };
+        let registry = reopen(&storage).start();
         let recovered = registry
             .send(Attach(entry.recipient()))
             .await

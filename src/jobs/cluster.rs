@@ -164,7 +164,7 @@ impl ClusterJobs {
             .into_iter()
             .map(job_of)
             .collect();
-        check_quota(&mine, quota, incoming)
+        check_quota(mine.iter().map(Into::into), quota, incoming)
     }
 
     async fn remove_blobs(&self, id: Uuid) -> Result<(), BlobError> {

@@ -171,11 +171,32 @@ pub struct Quota {
     pub max_stored_bytes: u64,
 }
 
+/// What admission and the counts need of a job, kept in memory for every
+/// job (so neither reads every record).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub owner: Option<String>,
+    pub status: JobStatus,
+    pub bytes: u64,
+    pub result_bytes: Option<u64>,
+}
+
+impl From<&Job> for Summary {
+    fn from(job: &Job) -> Summary {
+        Summary {
+            owner: job.owner.clone(),
+            status: job.status,
+            bytes: job.bytes,
+            result_bytes: job.result_bytes,
+        }
+    }
+}
+
 /// A key's limits against its jobs (`jobs`: that key's) and an upload of
 /// `incoming` bytes: jobs waiting, and bytes kept (uploads of unfinished
 /// jobs, results of finished ones).
-pub fn check_quota<'a>(
-    jobs: impl IntoIterator<Item = &'a Job>,
+pub fn check_quota(
+    jobs: impl IntoIterator<Item = Summary>,
     quota: Quota,
     incoming: u64,
 ) -> Result<(), RegistryError> {
