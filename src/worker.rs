@@ -10,8 +10,10 @@
 //!   into the local registry's temp folder, and running it there as a local
 //!   job with the same id (the pipeline, its limits and its typed failures
 //!   are the single-node ones);
-//! - renewing the lease every third of its lifetime, carrying the local
-//!   job's progress to the queue; a requested cancel deletes the local job
+//! - carrying the local job's progress, step, length, estimate and partial
+//!   segments to the queue as its feed publishes them (API nodes read them
+//!   there);
+//! - renewing the lease every third of its lifetime; a requested cancel deletes the local job
 //!   and ends the shared one `cancelled`; a lost lease (another worker took
 //!   the job after this one stalled) drops the local job and writes nothing;
 //! - when the local job ends: its result up to the blob store under a key
@@ -38,7 +40,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::registry::feed::Update;
 use crate::registry::{
-    CreateJob, DeleteJob, GetJob, JobOptions, JobRegistry, JobStatus, Storage, Subscribe, WatchJob,
+    CreateJob, DeleteJob, JobOptions, JobRegistry, JobStatus, Storage, Subscribe, WatchJob,
 };
 use crate::result::PartialSegment;
 use crate::store::blobs::{upload_key, BlobError, BlobStore};
@@ -84,6 +86,40 @@ pub struct Worker {
     pub registry: Addr<JobRegistry>,
     pub storage: Storage,
     pub opts: WorkerOptions,
+}
+
+/// What the queue's row shows of a local job, so that only changes are written.
+#[derive(Default)]
+struct Shown {
+    progress: Option<(u8, String)>,
+    duration: Option<f64>,
+    eta: Option<f64>,
+}
+
+impl Shown {
+    /// Writes what changed in `job` since the last call (a lease no
+    /// longer held writes nothing: the next renewal finds out).
+    async fn carry(&mut self, queue: &JobQueue, lease: &Lease, job: &crate::registry::Job) {
+        let progress = Some((job.progress, job.step.clone()));
+        let written = async {
+            if progress != self.progress {
+                queue.progress(lease, job.progress, &job.step).await?;
+                self.progress = progress;
+            }
+            if let Some(seconds) = job.duration.filter(|d| Some(*d) != self.duration) {
+                queue.set_duration(lease, seconds).await?;
+                self.duration = Some(seconds);
+            }
+            if job.eta_seconds != self.eta {
+                queue.estimate(lease, job.eta_seconds).await?;
+                self.eta = job.eta_seconds;
+            }
+            Ok::<_, QueueError>(())
+        };
+        if let Err(e) = written.await {
+            tracing::debug!(job_id = %lease.job.id, error = %e, "progress not queued");
+        }
+    }
 }
 
 /// Aborts its task when dropped.
@@ -252,9 +288,9 @@ impl Worker {
             let _ = tokio::fs::remove_dir_all(&dir).await;
             return Err(WorkerError::Registry(e.to_string()));
         }
-        // its partial segments go up to the queue as they are decoded, while
-        // this function runs (API nodes' event streams read them there)
-        let _segments = self.forward_segments(&lease).await;
+        // its progress and partial segments go up to the queue as they come,
+        // while this function runs (API nodes read them there)
+        let _live = self.forward_live(&lease);
         let mut ended = self
             .registry
             .send(WatchJob(id))
@@ -262,8 +298,6 @@ impl Worker {
             .map_err(|e| WorkerError::Registry(e.to_string()))?;
         let mut tick = tokio::time::interval(self.opts.lease / 3);
         tick.tick().await; // the first tick is now
-        let (mut progress, mut step) = (0u8, String::new());
-        let mut eta: Option<f64> = None;
         let finished = loop {
             tokio::select! {
                 job = &mut ended => break job.ok().flatten(),
@@ -280,19 +314,6 @@ impl Worker {
                             self.drop_local(id).await;
                             tracing::warn!(job_id = %id, "lease lost: another worker has the job");
                             return Ok(());
-                        }
-                    }
-                    if let Ok(Ok(Some(job))) = self.registry.send(GetJob(id)).await {
-                        if (job.progress, &job.step) != (progress, &step) {
-                            (progress, step) = (job.progress, job.step.clone());
-                            self.queue.progress(&lease, progress, &step).await?;
-                        }
-                        if let Some(seconds) = job.duration {
-                            self.queue.set_duration(&lease, seconds).await?;
-                        }
-                        if job.eta_seconds != eta {
-                            eta = job.eta_seconds;
-                            self.queue.estimate(&lease, eta).await?;
                         }
                     }
                 }
@@ -336,9 +357,10 @@ impl Worker {
         Ok(())
     }
 
-    /// A task that copies the local job's partial segments to the queue
-    /// (all so far, then each as it comes); stopped when dropped.
-    async fn forward_segments(&self, lease: &Lease) -> StopOnDrop {
+    /// A task that copies the local job's updates to the queue as its feed
+    /// publishes them: progress, step, length and estimate, and the partial
+    /// segments (all so far, then each as it comes); stopped when dropped.
+    fn forward_live(&self, lease: &Lease) -> StopOnDrop {
         let id = lease.job.id;
         let registry = self.registry.clone();
         let queue = self.queue.clone();
@@ -361,17 +383,20 @@ impl Worker {
                     }
                 }
             };
-            // (re)subscribing gives every segment so far: stored ones are kept as they are
+            let mut shown = Shown::default();
+            // (re)subscribing gives the state now and every segment so far:
+            // stored ones are kept as they are
             'subscribe: loop {
-                let Ok(Ok(Some((_, Some(mut sub))))) = registry.send(Subscribe(id)).await else {
+                let Ok(Ok(Some((job, Some(mut sub))))) = registry.send(Subscribe(id)).await else {
                     return;
                 };
+                shown.carry(&queue, &lease, &job).await;
                 up(&sub.segments).await;
                 loop {
                     match sub.updates.recv().await {
                         Ok(Update::Segments(segments)) => up(&segments).await,
+                        Ok(Update::Status(job)) => shown.carry(&queue, &lease, &job).await,
                         Ok(Update::End(_)) | Err(RecvError::Closed) => return,
-                        Ok(Update::Status(_)) => {}
                         Err(RecvError::Lagged(_)) => continue 'subscribe,
                     }
                 }

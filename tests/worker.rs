@@ -598,8 +598,8 @@ fn an_api_nodes_event_stream_carries_a_workers_partial_segments_before_the_end()
     let blob_root = folder("live-blobs");
     let cluster = |role, name: &str| {
         let mut config = node_config(&pg, role, name, &blob_root);
-        // renewals (and so progress) every 0.3 s
-        config.cluster.lease_seconds = 1.0;
+        // no renewal within the test: progress must travel with the feed
+        config.cluster.lease_seconds = 120.0;
         config
     };
     let api = spawn_node(cluster(colloquy::config::Role::Api, "live-a"));
@@ -639,9 +639,21 @@ fn an_api_nodes_event_stream_carries_a_workers_partial_segments_before_the_end()
             .is_some_and(|t| t.contains("Hello")),
         "{segment}"
     );
-    // the job has not ended while its text is out
-    let (_, st) = common::http::request(api, "GET", &format!("/api/status/{id}"), &[], b"");
-    assert_eq!(st["status"], "processing", "{st}");
+    // the job has not ended while its text is out, and the api node shows
+    // the worker's progress past transcription (no lease renewal carried it)
+    let t0 = Instant::now();
+    loop {
+        let (_, st) = common::http::request(api, "GET", &format!("/api/status/{id}"), &[], b"");
+        assert_eq!(st["status"], "processing", "{st}");
+        if st["progress"].as_u64().is_some_and(|p| p >= 25) && st["duration"].is_number() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < DEADLINE,
+            "no progress through the queue: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     release.send(()).unwrap();
     let done = loop {
         let e = events.next().expect("done");
