@@ -13,7 +13,8 @@
 //! - carrying the local job's progress, step, length, estimate and partial
 //!   segments to the queue as its feed publishes them (API nodes read them
 //!   there);
-//! - renewing the lease every third of its lifetime; a requested cancel deletes the local job
+//! - renewing the lease every third of its lifetime, and at once when the
+//!   queue notifies a cancel of the job; a requested cancel deletes the local job
 //!   and ends the shared one `cancelled`; a lost lease (another worker took
 //!   the job after this one stalled) drops the local job and writes nothing;
 //! - when the local job ends: its result up to the blob store under a key
@@ -44,7 +45,8 @@ use crate::registry::{
 };
 use crate::result::PartialSegment;
 use crate::store::blobs::{upload_key, BlobError, BlobStore};
-use crate::store::queue::{JobQueue, Lease, LeaseState, Outcome, QueueError};
+use crate::store::queue::{JobQueue, Lease, LeaseState, Notice, Outcome, QueueError};
+use tokio::sync::broadcast;
 
 /// How a worker node leases.
 #[derive(Debug, Clone)]
@@ -86,6 +88,21 @@ pub struct Worker {
     pub registry: Addr<JobRegistry>,
     pub storage: Storage,
     pub opts: WorkerOptions,
+}
+
+/// Forwards the queue's cancel notifications to the jobs this worker runs
+/// (listening again after a lost connection).
+async fn listen_for_cancels(queue: JobQueue, cancels: broadcast::Sender<Uuid>, poll: Duration) {
+    loop {
+        if let Ok(mut notices) = queue.listen().await {
+            while let Ok(Some(notice)) = notices.recv().await {
+                if let Notice::CancelRequested(id) = notice {
+                    let _ = cancels.send(id);
+                }
+            }
+        }
+        tokio::time::sleep(poll).await;
+    }
 }
 
 /// What the queue's row shows of a local job, so that only changes are written.
@@ -152,7 +169,14 @@ impl Worker {
         let me = Rc::new(self);
         let held: Rc<Held> = Rc::default();
         let mut jobs = tokio::task::JoinSet::new();
-        let leasing = me.clone().lease_loop(held.clone(), &mut jobs);
+        // cancels requested on the queue, told at once to the job they name
+        let (cancels, _) = broadcast::channel::<Uuid>(64);
+        let _listening = StopOnDrop(tokio::task::spawn_local(listen_for_cancels(
+            me.queue.clone(),
+            cancels.clone(),
+            me.opts.poll,
+        )));
+        let leasing = me.clone().lease_loop(held.clone(), &mut jobs, cancels);
         let outcome = tokio::select! {
             r = leasing => r,
             _ = stop => Ok(()),
@@ -178,6 +202,7 @@ impl Worker {
         self: Rc<Self>,
         held: Rc<Held>,
         jobs: &mut tokio::task::JoinSet<()>,
+        cancels: broadcast::Sender<Uuid>,
     ) -> Result<(), WorkerError> {
         let me = self;
         let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(me.opts.max_jobs.max(1)));
@@ -197,8 +222,9 @@ impl Worker {
                     let id = lease.job.id;
                     // held from now: a stop before the task first runs hands it back too
                     held.borrow_mut().insert(id, lease.clone());
+                    let cancelled = cancels.subscribe();
                     jobs.spawn_local(async move {
-                        if let Err(e) = worker.run_one(lease).await {
+                        if let Err(e) = worker.run_one(lease, cancelled).await {
                             tracing::error!(job_id = %id, error = %e, "job not carried through");
                         }
                         held.borrow_mut().remove(&id);
@@ -235,7 +261,11 @@ impl Worker {
     }
 
     /// One leased job: down, through the local pipeline, up, finished.
-    async fn run_one(&self, lease: Lease) -> Result<(), WorkerError> {
+    async fn run_one(
+        &self,
+        lease: Lease,
+        mut cancelled: broadcast::Receiver<Uuid>,
+    ) -> Result<(), WorkerError> {
         let id = lease.job.id;
         let options: JobOptions = serde_json::from_value(lease.job.options.clone())
             .map_err(|e| WorkerError::Registry(format!("job {id}'s options: {e}")))?;
@@ -299,23 +329,34 @@ impl Worker {
         let mut tick = tokio::time::interval(self.opts.lease / 3);
         tick.tick().await; // the first tick is now
         let finished = loop {
-            tokio::select! {
+            // renew on the tick, and at once when a cancel names this job
+            let renew = tokio::select! {
                 job = &mut ended => break job.ok().flatten(),
-                _ = tick.tick() => {
-                    match self.queue.renew(&lease).await? {
-                        LeaseState::Held => {}
-                        LeaseState::CancelRequested => {
-                            self.drop_local(id).await;
-                            self.queue.finish(&lease, Outcome::Cancelled).await?;
-                            tracing::info!(job_id = %id, "cancelled through the queue");
-                            return Ok(());
-                        }
-                        LeaseState::Lost => {
-                            self.drop_local(id).await;
-                            tracing::warn!(job_id = %id, "lease lost: another worker has the job");
-                            return Ok(());
-                        }
+                _ = tick.tick() => true,
+                told = cancelled.recv() => match told {
+                    Ok(got) => got == id,
+                    Err(RecvError::Lagged(_)) => true,
+                    Err(RecvError::Closed) => {
+                        tick.tick().await;
+                        true
                     }
+                },
+            };
+            if !renew {
+                continue;
+            }
+            match self.queue.renew(&lease).await? {
+                LeaseState::Held => {}
+                LeaseState::CancelRequested => {
+                    self.drop_local(id).await;
+                    self.queue.finish(&lease, Outcome::Cancelled).await?;
+                    tracing::info!(job_id = %id, "cancelled through the queue");
+                    return Ok(());
+                }
+                LeaseState::Lost => {
+                    self.drop_local(id).await;
+                    tracing::warn!(job_id = %id, "lease lost: another worker has the job");
+                    return Ok(());
                 }
             }
         };

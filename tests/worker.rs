@@ -664,3 +664,28 @@ fn an_api_nodes_event_stream_carries_a_workers_partial_segments_before_the_end()
     assert_eq!(done["status"], "completed", "{done}");
     assert!(events.next().is_none(), "the stream ends");
 }
+
+#[test]
+fn a_cancel_reaches_a_running_job_at_once_not_at_the_next_renewal() {
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.url();
+    actix_rt::System::new().block_on(async move {
+        let blobs = local_blobs("at-once-blobs");
+        let queue = JobQueue::connect(&url, QueueOptions::default())
+            .await
+            .unwrap();
+        // renewals every 40 s: longer than the deadline below
+        let lease = Duration::from_secs(120);
+        let (release, hook) = fakes::held();
+        let w = node("at-once-w", &url, &blobs, fakes::engines(Some(hook)), lease).await;
+        let run = tokio::task::spawn_local(w.run());
+        let id = submit(&queue, &blobs, 0).await;
+        wait_status(&queue, id, QueueStatus::Processing).await;
+        assert_eq!(queue.cancel(id).await.unwrap(), CancelOutcome::Requested);
+        let job = wait_status(&queue, id, QueueStatus::Cancelled).await;
+        assert!(job.result_key.is_none(), "{job:?}");
+        let _ = release.send(());
+        stop(run).await;
+        queue.close().await;
+    });
+}
