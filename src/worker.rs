@@ -90,14 +90,26 @@ pub struct Worker {
     pub opts: WorkerOptions,
 }
 
-/// Forwards the queue's cancel notifications to the jobs this worker runs
-/// (listening again after a lost connection).
-async fn listen_for_cancels(queue: JobQueue, cancels: broadcast::Sender<Uuid>, poll: Duration) {
+/// The worker's one listener on the queue: a queued job wakes the lease
+/// loop (`queued`), a cancel is told to the job it names (`cancels`).
+/// Whenever it starts listening (again, after a lost connection)
+/// notifications may have been missed, so it wakes the lease loop to poll.
+async fn listen(
+    queue: JobQueue,
+    queued: Rc<tokio::sync::Notify>,
+    cancels: broadcast::Sender<Uuid>,
+    poll: Duration,
+) {
     loop {
         if let Ok(mut notices) = queue.listen().await {
+            queued.notify_one();
             while let Ok(Some(notice)) = notices.recv().await {
-                if let Notice::CancelRequested(id) = notice {
-                    let _ = cancels.send(id);
+                match notice {
+                    Notice::Queued(_) => queued.notify_one(),
+                    Notice::CancelRequested(id) => {
+                        let _ = cancels.send(id);
+                    }
+                    Notice::Updated(_) => {}
                 }
             }
         }
@@ -169,14 +181,19 @@ impl Worker {
         let me = Rc::new(self);
         let held: Rc<Held> = Rc::default();
         let mut jobs = tokio::task::JoinSet::new();
-        // cancels requested on the queue, told at once to the job they name
+        // jobs queued wake the lease loop; cancels are told at once to the
+        // job they name
+        let queued = Rc::new(tokio::sync::Notify::new());
         let (cancels, _) = broadcast::channel::<Uuid>(64);
-        let _listening = StopOnDrop(tokio::task::spawn_local(listen_for_cancels(
+        let _listening = StopOnDrop(tokio::task::spawn_local(listen(
             me.queue.clone(),
+            queued.clone(),
             cancels.clone(),
             me.opts.poll,
         )));
-        let leasing = me.clone().lease_loop(held.clone(), &mut jobs, cancels);
+        let leasing = me
+            .clone()
+            .lease_loop(held.clone(), &mut jobs, &queued, cancels);
         let outcome = tokio::select! {
             r = leasing => r,
             _ = stop => Ok(()),
@@ -202,11 +219,11 @@ impl Worker {
         self: Rc<Self>,
         held: Rc<Held>,
         jobs: &mut tokio::task::JoinSet<()>,
+        queued: &tokio::sync::Notify,
         cancels: broadcast::Sender<Uuid>,
     ) -> Result<(), WorkerError> {
         let me = self;
         let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(me.opts.max_jobs.max(1)));
-        let mut notices = me.queue.listen().await.ok();
         loop {
             while jobs.try_join_next().is_some() {}
             me.queue.heartbeat(&me.opts.id, "worker").await?;
@@ -233,29 +250,9 @@ impl Worker {
                 }
                 None => {
                     drop(permit);
-                    me.wait(&mut notices).await;
+                    // until a job is queued (notified) or the poll interval passes
+                    let _ = tokio::time::timeout(me.opts.poll, queued.notified()).await;
                 }
-            }
-        }
-    }
-
-    /// Until a job is queued (notified) or the poll interval passes.
-    async fn wait(&self, notices: &mut Option<crate::store::queue::Notifications>) {
-        let poll = tokio::time::sleep(self.opts.poll);
-        match notices {
-            Some(n) => {
-                tokio::select! {
-                    got = n.recv() => match got {
-                        Ok(Some(_)) => {}
-                        // the connection dropped: poll now, listen again next time
-                        Ok(None) | Err(_) => *notices = self.queue.listen().await.ok(),
-                    },
-                    _ = poll => {}
-                }
-            }
-            None => {
-                poll.await;
-                *notices = self.queue.listen().await.ok();
             }
         }
     }
