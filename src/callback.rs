@@ -129,6 +129,17 @@ pub enum Outcome {
     Refused(String),
 }
 
+impl Outcome {
+    /// Its name in `/metrics` (the `outcome` of `colloquy_callbacks`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Retry(_) => "retry",
+            Outcome::Refused(_) => "refused",
+        }
+    }
+}
+
 /// POSTs `body` (JSON) to `url`, once.
 pub fn post(url: &str, body: &[u8], timeout: Duration) -> Outcome {
     let agent: ureq::Agent = ureq::Agent::config_builder()

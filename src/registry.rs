@@ -652,16 +652,7 @@ pub struct CountJobs;
 impl Handler<CountJobs> for JobRegistry {
     type Result = Result<std::collections::BTreeMap<String, usize>, RegistryError>;
     fn handle(&mut self, _: CountJobs, _: &mut Context<Self>) -> Self::Result {
-        // every stored status, 0 included (a deleted job leaves no record)
-        let mut counts: std::collections::BTreeMap<String, usize> = [
-            JobStatus::Queued,
-            JobStatus::Processing,
-            JobStatus::Completed,
-            JobStatus::Failed,
-        ]
-        .iter()
-        .map(|s| (s.as_str().to_string(), 0))
-        .collect();
+        let mut counts = zero_counts();
         for job in self.index.borrow().values() {
             *counts.entry(job.status.as_str().to_string()).or_default() += 1;
         }

@@ -134,7 +134,7 @@ pub fn api_state(
             max_bytes: config.server.max_upload_bytes,
         },
         config.server.callback_policy(),
-        Some(metrics.clone()),
+        metrics.clone(),
     );
     Ok(super::AppState {
         config: config.clone(),

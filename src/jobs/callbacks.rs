@@ -24,7 +24,7 @@ pub const MAX_DELIVERIES: usize = 16;
 pub async fn deliver_forever(
     queue: JobQueue,
     policy: Policy,
-    metrics: Option<Arc<crate::metrics::Metrics>>,
+    metrics: Arc<crate::metrics::Metrics>,
     mut updates: broadcast::Receiver<uuid::Uuid>,
     poll: Duration,
 ) {
@@ -46,7 +46,7 @@ pub async fn deliver_forever(
             };
             let (queue, policy, metrics) = (queue.clone(), policy.clone(), metrics.clone());
             actix::spawn(async move {
-                deliver(&queue, &policy, metrics.as_deref(), job).await;
+                deliver(&queue, &policy, &metrics, job).await;
                 drop(permit);
             });
         }
@@ -58,7 +58,7 @@ pub async fn deliver_forever(
 async fn deliver(
     queue: &JobQueue,
     policy: &Policy,
-    metrics: Option<&crate::metrics::Metrics>,
+    metrics: &crate::metrics::Metrics,
     row: crate::store::queue::Job,
 ) {
     let id = row.id;
@@ -72,13 +72,7 @@ async fn deliver(
     let outcome = tokio::task::spawn_blocking(move || callback::post(&url, &body, timeout))
         .await
         .unwrap_or_else(|e| Outcome::Retry(format!("the attempt did not run: {e}")));
-    if let Some(m) = metrics {
-        m.callback(match &outcome {
-            Outcome::Delivered => "delivered",
-            Outcome::Retry(_) => "retry",
-            Outcome::Refused(_) => "refused",
-        });
-    }
+    metrics.callback(outcome.label());
     let retry = cb.record(&outcome, policy.attempts);
     let next = retry.map(|attempt| policy.backoff(attempt));
     let record = serde_json::to_value(&cb).unwrap_or_default();

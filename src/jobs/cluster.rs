@@ -17,11 +17,12 @@ use futures::FutureExt;
 use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
-use super::{no_file, unavailable, zero_counts, Call, JobStore, Staging};
+use super::{no_file, unavailable, Call, JobStore, Staging};
 use crate::actors::FailureKind;
 use crate::registry::feed::{Subscription, Update};
 use crate::registry::{
-    check_quota, CreateJob, Job, JobOptions, JobStatus, Quota, RegistryError, RegistryStats,
+    check_quota, zero_counts, CreateJob, Job, JobOptions, JobStatus, Quota, RegistryError,
+    RegistryStats,
 };
 use crate::result::PartialSegment;
 use crate::store::blobs::{upload_key, BlobError, BlobStore};
@@ -47,10 +48,7 @@ pub struct Limits {
 pub struct ClusterJobs {
     queue: JobQueue,
     blobs: BlobStore,
-    /// Jobs waiting to be leased, at most (`server.max_queued_jobs`).
-    max_queued: usize,
-    /// Upload size limit (`server.max_upload_bytes`).
-    max_bytes: u64,
+    limits: Limits,
     updates: broadcast::Sender<Uuid>,
 }
 
@@ -62,7 +60,7 @@ impl ClusterJobs {
         blobs: BlobStore,
         limits: Limits,
         callbacks: crate::callback::Policy,
-        metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> Self {
         let (updates, _) = broadcast::channel(1024);
         actix::spawn(super::callbacks::deliver_forever(
@@ -97,14 +95,9 @@ impl ClusterJobs {
         ClusterJobs {
             queue,
             blobs,
-            max_queued: limits.max_queued,
-            max_bytes: limits.max_bytes,
+            limits,
             updates,
         }
-    }
-
-    pub fn queue(&self) -> &JobQueue {
-        &self.queue
     }
 
     /// The job's next change: until its row changes (notified) or [`POLL`].
@@ -150,7 +143,7 @@ impl ClusterJobs {
     ) -> Result<(), RegistryError> {
         let stats = self.queue.stats().await.map_err(queue_err)?;
         let waiting = usize::try_from(stats.queued).unwrap_or(usize::MAX);
-        if waiting >= self.max_queued {
+        if waiting >= self.limits.max_queued {
             return Err(RegistryError::QueueFull { waiting });
         }
         let (Some(owner), Some(quota)) = (owner, quota) else {
@@ -241,7 +234,7 @@ impl JobStore for ClusterJobs {
         Box::new(BlobStaging {
             id,
             blobs: self.blobs.clone(),
-            max_bytes: self.max_bytes,
+            max_bytes: self.limits.max_bytes,
             open: None,
             written: Vec::new(),
             kept: false,

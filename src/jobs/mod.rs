@@ -77,12 +77,3 @@ fn no_file() -> std::io::Error {
 pub fn unavailable(what: &str, e: impl std::fmt::Display) -> RegistryError {
     RegistryError::Unavailable(format!("{what}: {e}"))
 }
-
-/// Every status, counted from 0.
-pub fn zero_counts() -> BTreeMap<String, usize> {
-    use crate::registry::JobStatus::*;
-    [Queued, Processing, Completed, Failed]
-        .iter()
-        .map(|s| (s.as_str().to_string(), 0))
-        .collect()
-}

@@ -52,11 +52,7 @@ impl JobRegistry {
     fn called_back(&mut self, id: Uuid, outcome: Outcome, ctx: &mut Context<Self>) {
         let max = self.callbacks.attempts;
         let mut retry = None;
-        self.metrics.callback(match &outcome {
-            Outcome::Delivered => "delivered",
-            Outcome::Retry(_) => "retry",
-            Outcome::Refused(_) => "refused",
-        });
+        self.metrics.callback(outcome.label());
         let updated = self.update(id, |j| {
             if let Some(cb) = j.callback.as_mut() {
                 retry = cb.record(&outcome, max);

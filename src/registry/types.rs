@@ -171,6 +171,20 @@ pub struct Quota {
     pub max_stored_bytes: u64,
 }
 
+/// Every status a stored job can have, counted from 0 (a deleted job
+/// leaves no record, so `cancelled` is not among them).
+pub fn zero_counts() -> std::collections::BTreeMap<String, usize> {
+    [
+        JobStatus::Queued,
+        JobStatus::Processing,
+        JobStatus::Completed,
+        JobStatus::Failed,
+    ]
+    .iter()
+    .map(|s| (s.as_str().to_string(), 0))
+    .collect()
+}
+
 /// What admission and the counts need of a job, kept in memory for every
 /// job (so neither reads every record).
 #[derive(Debug, Clone, PartialEq)]
