@@ -3,8 +3,10 @@
 //! The role of the aligner is to put speakers on the text and assemble the
 //! job's result. This includes the following steps:
 //! - giving each word the speaker whose turn covers it, refining turn edges
-//!   with the words and cutting the transcript into one utterance per change
-//!   of speaker (`crate::align`);
+//!   with the words, checking a change of speaker left inside a sentence
+//!   against the two speakers' voices (this worker's own voice embedder, on
+//!   the job's audio) and cutting the transcript into one utterance per
+//!   change of speaker (`crate::align`);
 //! - building speaker turns;
 //! - naming the speakers the speaker library knows (`crate::speakers`:
 //!   each speaker's voice print against the uploader's library);
@@ -18,8 +20,11 @@ use super::diarizer::Diarized;
 use super::fork::Joined;
 use super::stage::{JobError, StageWork};
 use super::JobCtx;
-use crate::align::{align, count_speakers, speaker_turns, AlignOptions, TextSegment};
+use crate::align::{
+    align_with, count_speakers, speaker_turns, AlignOptions, TextSegment, VoiceCheck,
+};
 use crate::diarize::engine::Voice;
+use crate::diarize::SpanEmbedder;
 use crate::result::{JobResult, Provider};
 use crate::speakers::{recognise_among, Print, PrintSource, Speaker, SpeakerLibrary};
 
@@ -54,6 +59,8 @@ pub struct Aligner {
     library: Option<SpeakerLibrary>,
     /// How alike a voice must be to take a known name (`speakers.match_threshold`).
     threshold: f32,
+    /// Embeds stretches of a job's audio for the voice check; None: no check.
+    embedder: Option<Box<dyn SpanEmbedder>>,
 }
 
 impl Aligner {
@@ -62,7 +69,14 @@ impl Aligner {
             opts,
             library,
             threshold,
+            embedder: None,
         }
+    }
+
+    /// Checks changes of speaker inside a sentence against the voices with `embedder`.
+    pub fn with_voice_check(mut self, embedder: Option<Box<dyn SpanEmbedder>>) -> Aligner {
+        self.embedder = embedder;
+        self
     }
 }
 
@@ -89,6 +103,7 @@ impl StageWork for Aligner {
                     diarization,
                     device: diarizer_device,
                     references,
+                    samples,
                 },
         } = input;
         let offset = transcribed.offset;
@@ -126,7 +141,34 @@ impl StageWork for Aligner {
         }
         let mut activity = diarization.activity;
         activity.shift(offset);
-        let alignment = align(&segments, &turns, Some(&activity), self.opts);
+        // the voice check embeds stretches of the (trimmed) audio the
+        // diarizer saw: times go back by the trimmed offset
+        let mut failed = None;
+        let mut embed = |spans: &[(f64, f64)]| -> Vec<Option<Vec<f32>>> {
+            let Some(embedder) = self.embedder.as_mut() else {
+                return vec![None; spans.len()];
+            };
+            let unshifted: Vec<(f64, f64)> = spans
+                .iter()
+                .map(|&(a, b)| (a - offset, b - offset))
+                .collect();
+            embedder
+                .embed_spans(&samples, &unshifted)
+                .unwrap_or_else(|e| {
+                    failed = Some(e);
+                    vec![None; spans.len()]
+                })
+        };
+        let check = VoiceCheck {
+            voices: &diarization.voices,
+            embed: &mut embed,
+        };
+        let alignment = align_with(&segments, &turns, Some(&activity), self.opts, Some(check));
+        if let Some(e) = failed {
+            // the check only refines: the job keeps the alignment without it
+            tracing::warn!(error = %e, "voice check skipped: the embedder failed");
+        }
+        drop(samples);
         let speaker_turns = speaker_turns(&turns, self.opts.merge_gap);
         let mut result = JobResult {
             segments: alignment.segments,

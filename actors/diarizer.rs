@@ -10,7 +10,8 @@
 //! - making a voice print of each reference clip named for the job (the
 //!   OpenAI route's `known_speaker_references[]`, stored beside the audio):
 //!   the clip diarized as one speaker, like a clip enrolled in the library;
-//! - passing on the turns, the frame-level activity and the prints, not the audio.
+//! - passing on the turns, the frame-level activity and the prints, and the
+//!   shared audio for the aligner's voice check.
 
 use super::preprocessor::Audio16k;
 use super::stage::{JobError, StageWork};
@@ -37,6 +38,9 @@ pub struct Diarized {
     pub device: DeviceUsed,
     /// The job's named reference clips' voice prints (name, unit embedding).
     pub references: Vec<(String, Vec<f32>)>,
+    /// The job's audio (shared with the transcriber, not copied), for the
+    /// aligner's voice check.
+    pub samples: std::sync::Arc<Vec<f32>>,
 }
 
 impl Diarizer {
@@ -99,6 +103,7 @@ impl StageWork for Diarizer {
             diarization,
             device: self.engine.device(),
             references,
+            samples: audio.samples,
         })
     }
 }

@@ -378,6 +378,7 @@ mod tests {
                 diarization,
                 device: DeviceUsed::Cpu,
                 references: vec![],
+                samples: Default::default(),
             },
         }
     }

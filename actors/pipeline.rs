@@ -18,7 +18,10 @@ use super::{JobEvent, JobMsg};
 use crate::align::AlignOptions;
 use crate::audio::DecodeLimits;
 use crate::config::Config;
-use crate::diarize::{DiarizationEngine, DiarizeError, SpeakerDiarizer};
+use crate::diarize::{
+    engine::model_dir, DiarizationEngine, DiarizeError, SpanEmbedder, SpeakerDiarizer,
+    VoiceEmbedder,
+};
 use crate::runtime::DeviceUsed;
 use crate::vad::{SileroVad, SpeechDetector, VadError};
 use crate::whisper::{ModelLoader, SpeechToText, WhisperEngine, WhisperError};
@@ -35,6 +38,9 @@ pub struct Engines {
     pub diarization: Vec<Box<dyn SpeakerDiarizer>>,
     /// One speech detector per preprocessor worker; empty when `vad.enabled` is off.
     pub vad: Vec<Box<dyn SpeechDetector + Send>>,
+    /// One voice embedder per aligner worker (the voice check of changes of
+    /// speaker inside a sentence); empty when `diarization.voice_check` is off.
+    pub voices: Vec<Box<dyn SpanEmbedder>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,11 +148,22 @@ impl Engines {
         } else {
             Vec::new()
         };
+        let voices = if config.diarization.voice_check {
+            let dir = model_dir(&config.models_root());
+            (0..p.aligner.threads)
+                .map(|_| {
+                    VoiceEmbedder::load(&dcfg, &dir).map(|e| Box::new(e) as Box<dyn SpanEmbedder>)
+                })
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
         Ok(Engines {
             whisper_loader: Some(whisper_loader),
             whisper,
             diarization,
             vad,
+            voices,
         })
     }
 
@@ -209,15 +226,19 @@ impl Pipeline {
         let p = &config.pipeline;
         let devices = engines.devices();
         let aligner = spawn_stage(
-            (0..p.aligner.threads)
-                .map(|_| {
-                    Aligner::new(
-                        AlignOptions::default(),
-                        library.clone(),
-                        config.speakers.match_threshold,
-                    )
-                })
-                .collect(),
+            {
+                let mut voices = engines.voices.into_iter();
+                (0..p.aligner.threads)
+                    .map(|_| {
+                        Aligner::new(
+                            AlignOptions::default(),
+                            library.clone(),
+                            config.speakers.match_threshold,
+                        )
+                        .with_voice_check(voices.next())
+                    })
+                    .collect()
+            },
             p.aligner.mailbox,
             sink,
             reporter.clone(),

@@ -15,6 +15,9 @@
 //!   People rarely hand over mid-sentence, and the diarization's edges are
 //!   less exact than the words' (a turn edge a second early would otherwise
 //!   give the end of one person's sentence to the next).
+//! - A change of speaker still inside a sentence is checked against the
+//!   speakers' voices when the caller can embed the audio (`voices`): a side
+//!   of the sentence that sounds more like the other speaker goes to them.
 //! - `aligned_segments` are speaker-homogeneous utterances: each transcript
 //!   segment cut at every change of speaker; every word carries its speaker.
 //! - A segment without word timestamps is one unit: the speaker covering
@@ -23,6 +26,9 @@
 //!   consecutive turns merged across pauses shorter than `merge_gap`.
 
 use serde::{Deserialize, Serialize};
+
+mod voices;
+pub use voices::VoiceCheck;
 
 use crate::diarize::reconstruct::SpeakerActivity;
 use crate::diarize::rttm::Turn;
@@ -112,6 +118,9 @@ pub struct AlignOptions {
     pub min_run: f64,
     /// A word is overlapped when at least this share of its frames has two or more speakers.
     pub overlap_share: f32,
+    /// The voice check moves a side of a change inside a sentence when it is
+    /// closer (cosine) to the other speaker's voice than to its own by more than this.
+    pub voice_margin: f32,
 }
 
 impl Default for AlignOptions {
@@ -123,6 +132,7 @@ impl Default for AlignOptions {
             min_pause: 0.2,
             min_run: 0.5,
             overlap_share: 0.5,
+            voice_margin: 0.0,
         }
     }
 }
@@ -338,6 +348,18 @@ pub fn align(
     activity: Option<&SpeakerActivity>,
     opts: AlignOptions,
 ) -> Alignment {
+    align_with(segments, turns, activity, opts, None)
+}
+
+/// [`align`], with changes of speaker inside a sentence checked against the
+/// speakers' voices where `voices` is given.
+pub fn align_with(
+    segments: &[TextSegment],
+    turns: &[Turn],
+    activity: Option<&SpeakerActivity>,
+    opts: AlignOptions,
+    voices: Option<VoiceCheck<'_>>,
+) -> Alignment {
     let mut units: Vec<Unit> = Vec::new();
     for (i, seg) in segments.iter().enumerate() {
         if seg.words.is_empty() {
@@ -373,6 +395,9 @@ pub fn align(
         overlapped.push(o);
     }
     refine(&units, &mut speakers, &opts);
+    if let Some(check) = voices {
+        voices::check(&units, &mut speakers, &overlapped, check, opts.voice_margin);
+    }
 
     let mut out = Alignment::default();
     let mut k = 0;

@@ -246,6 +246,7 @@ pub struct DiarizationConfig {
     pub min_cluster_size: usize,
     pub min_duration_on: f64,
     pub min_duration_off: f64,
+    pub voice_check: bool,
 }
 
 /// `[vad]`: silero voice activity detection and the rules that turn its

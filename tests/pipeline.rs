@@ -81,6 +81,7 @@ async fn transcription_and_diarization_run_side_by_side_and_meet_in_the_result()
         })],
         diarization: vec![Box::new(FakeDiarizer { hook: meeting(b) })],
         vad: vec![],
+        voices: vec![],
         whisper_loader: None,
     };
     let dir = std::env::temp_dir().join(format!("colloquy-fork-{}", std::process::id()));
@@ -152,6 +153,7 @@ async fn a_failing_branch_fails_the_job_once_and_the_next_job_completes() {
         })],
         diarization: vec![Box::new(FakeDiarizer { hook: None })],
         vad: vec![],
+        voices: vec![],
         whisper_loader: None,
     };
     let dir = std::env::temp_dir().join(format!("colloquy-fork-fail-{}", std::process::id()));
@@ -228,6 +230,7 @@ async fn a_job_that_names_another_model_gets_it_loaded_once_and_the_next_gets_th
         whisper_loader: Some(loader),
         diarization: vec![Box::new(FakeDiarizer { hook: None })],
         vad: vec![],
+        voices: vec![],
     };
     let dir = std::env::temp_dir().join(format!("colloquy-model-pick-{}", std::process::id()));
     let clip = wav_file(&dir, 1.0);
@@ -262,5 +265,159 @@ async fn a_job_that_names_another_model_gets_it_loaded_once_and_the_next_gets_th
     assert!(err.to_string().contains("cannot take"), "{err}");
     let next = runner.submit(&clip, JobOptions::default()).await.unwrap();
     assert!(runner.wait(next).await.is_ok(), "the worker goes on");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Whisper hearing one sentence of 4 s: "So I think we all agree."
+struct OneSentence;
+
+impl colloquy::whisper::SpeechToText for OneSentence {
+    fn transcribe_until(
+        &mut self,
+        samples: &[f32],
+        _: Option<&colloquy::whisper::gate::SpeechMap>,
+        _: Option<colloquy::runtime::StopFlag>,
+    ) -> Result<colloquy::whisper::Transcript, colloquy::whisper::WhisperError> {
+        let times = [
+            (" So", 0.0, 0.5),
+            (" I", 0.5, 1.0),
+            (" think", 1.0, 1.6),
+            (" we", 1.6, 2.4),
+            (" all", 2.4, 3.2),
+            (" agree.", 3.2, 4.0),
+        ];
+        let words = times
+            .iter()
+            .map(|&(w, start, end)| colloquy::whisper::Word {
+                word: w.into(),
+                start,
+                end,
+                probability: 0.9,
+            })
+            .collect();
+        Ok(colloquy::whisper::Transcript {
+            language: "en".into(),
+            duration: samples.len() as f64 / 16000.0,
+            segments: vec![colloquy::whisper::Segment {
+                id: 1,
+                start: 0.0,
+                end: 4.0,
+                text: " So I think we all agree.".into(),
+                tokens: vec![],
+                avg_logprob: -0.1,
+                no_speech_prob: 0.0,
+                temperature: 0.0,
+                compression_ratio: 1.0,
+                words,
+            }],
+            timings: Default::default(),
+        })
+    }
+    fn model_name(&self) -> &str {
+        "fake"
+    }
+    fn device(&self) -> colloquy::runtime::DeviceUsed {
+        colloquy::runtime::DeviceUsed::Cpu
+    }
+}
+
+/// A diarization that hands over from SPEAKER_00 to SPEAKER_01 at 1.6 s,
+/// inside the sentence.
+struct HandsOverMidSentence;
+
+impl colloquy::diarize::SpeakerDiarizer for HandsOverMidSentence {
+    fn diarize_until(
+        &mut self,
+        _: &[f32],
+        _: colloquy::diarize::SpeakerBounds,
+        _: Option<colloquy::runtime::StopFlag>,
+    ) -> Result<colloquy::diarize::Diarization, colloquy::diarize::DiarizeError> {
+        let turn = |s: &str, start, end| colloquy::diarize::rttm::Turn {
+            speaker: s.into(),
+            start,
+            end,
+        };
+        Ok(colloquy::diarize::Diarization {
+            turns: vec![turn("SPEAKER_00", 0.0, 1.6), turn("SPEAKER_01", 1.6, 4.0)],
+            num_speakers: 2,
+            voices: vec![fakes::voice("SPEAKER_00", 0), fakes::voice("SPEAKER_01", 1)],
+            timings: Default::default(),
+            activity: Default::default(),
+        })
+    }
+    fn device(&self) -> colloquy::runtime::DeviceUsed {
+        colloquy::runtime::DeviceUsed::Cpu
+    }
+}
+
+/// Every stretch sounds like SPEAKER_00; records what it was asked (the
+/// audio's sample count and the stretch).
+#[derive(Clone, Default)]
+struct AllSpeakerZero(Arc<Mutex<Vec<Asked>>>);
+type Asked = (usize, (f64, f64));
+
+impl colloquy::diarize::SpanEmbedder for AllSpeakerZero {
+    fn embed_spans(
+        &mut self,
+        samples: &[f32],
+        spans: &[(f64, f64)],
+    ) -> Result<Vec<Option<Vec<f32>>>, colloquy::diarize::DiarizeError> {
+        let mut seen = self.0.lock().unwrap();
+        seen.extend(spans.iter().map(|&s| (samples.len(), s)));
+        Ok(spans
+            .iter()
+            .map(|_| Some(fakes::voice("SPEAKER_00", 0).embedding))
+            .collect())
+    }
+}
+
+#[actix_rt::test]
+async fn the_aligner_checks_a_change_inside_a_sentence_against_the_voices_in_the_jobs_audio() {
+    let asked = AllSpeakerZero::default();
+    let engines = Engines {
+        whisper: vec![Box::new(OneSentence)],
+        diarization: vec![Box::new(HandsOverMidSentence)],
+        vad: vec![],
+        voices: vec![Box::new(asked.clone())],
+        whisper_loader: None,
+    };
+    let dir = std::env::temp_dir().join(format!("colloquy-voices-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // 1 s of digital silence, trimmed away: the aligner embeds stretches of
+    // the trimmed audio, in the words' times before they are shifted back
+    let mut samples = vec![0.0f32; 16000];
+    samples.extend(fakes::tone(4.5));
+    let clip = dir.join("late.wav");
+    std::fs::write(&clip, common::wav_bytes(&samples, 16000)).unwrap();
+    let config = fakes::config(&[("pipeline.trim_silence", "true")]);
+    let runner = LocalRunner::start(config, engines, 4).await.unwrap();
+    let id = runner.submit(&clip, JobOptions::default()).await.unwrap();
+    let done = runner.wait(id).await.expect("the job completes");
+    let r = &done.result;
+    let aligned = r["aligned_segments"].as_array().unwrap();
+    assert_eq!(aligned.len(), 1, "one speaker's sentence: {aligned:?}");
+    assert_eq!(aligned[0]["speaker"], "SPEAKER_00");
+    assert_eq!(aligned[0]["text"], " So I think we all agree.");
+    let asked = asked.0.lock().unwrap().clone();
+    assert_eq!(asked.len(), 2, "both sides of the change: {asked:?}");
+    // the embedder got the trimmed audio (the silence cut, bar a little
+    // padding), and the result's times are shifted back by what was cut
+    let n = asked[0].0;
+    let cut = 5.5 - n as f64 / 16000.0;
+    assert!(cut > 0.5 && cut <= 1.0, "trimmed audio: {n} samples");
+    let start = aligned[0]["start"].as_f64().unwrap();
+    assert!(
+        (start - cut).abs() < 0.01,
+        "times shifted back: {start} against {cut}"
+    );
+    let (left, right) = (asked[0].1, asked[1].1);
+    assert!(
+        (left.0 - 0.0).abs() < 0.01 && (left.1 - 1.6).abs() < 0.01,
+        "{left:?}"
+    );
+    assert!(
+        (right.0 - 1.6).abs() < 0.01 && (right.1 - 4.0).abs() < 0.01,
+        "{right:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -517,6 +517,7 @@ fn diarizer_held(hook: fakes::Hook) -> colloquy::actors::pipeline::Engines {
         whisper: vec![Box::new(fakes::FakeWhisper::new(None))],
         diarization: vec![Box::new(fakes::FakeDiarizer { hook: Some(hook) })],
         vad: vec![],
+        voices: vec![],
         whisper_loader: None,
     }
 }

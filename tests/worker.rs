@@ -610,6 +610,7 @@ fn an_api_nodes_event_stream_carries_a_workers_partial_segments_before_the_end()
         whisper_loader: None,
         diarization: vec![Box::new(fakes::FakeDiarizer { hook: Some(hook) })],
         vad: vec![],
+        voices: vec![],
     };
     spawn_node_with(cluster(colloquy::config::Role::Worker, "live-w"), engines);
     let audio = fakes::tone_wav(1.0);

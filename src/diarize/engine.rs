@@ -13,8 +13,8 @@ use ort::session::Session;
 use ort::value::TensorRef;
 use serde::{Deserialize, Serialize};
 
-use super::cluster::{cluster, l2_normalise, ClusterOptions, SpeakerBounds};
-use super::fbank::{mean_normalise, Fbank};
+use super::cluster::{cluster, ClusterOptions, SpeakerBounds};
+use super::embedder::{samples_in, VoiceEmbedder};
 use super::powerset::{self, LOCAL_SPEAKERS};
 use super::reconstruct::{
     reconstruct, FrameGrid, ReconstructOptions, Reconstruction, SpeakerActivity, WindowActivity,
@@ -121,16 +121,10 @@ impl SpeakerDiarizer for DiarizationEngine {
     }
 }
 
-/// How many samples a piece's ranges hold.
-fn samples_in(ranges: &[(usize, usize)]) -> usize {
-    ranges.iter().map(|r| r.1 - r.0).sum()
-}
-
 pub struct DiarizationEngine {
     segmentation: Session,
-    embedding: Session,
+    embedder: VoiceEmbedder,
     info: SegmentationInfo,
-    fbank: Fbank,
     cfg: DiarizationConfig,
     pub device: DeviceUsed,
 }
@@ -159,17 +153,16 @@ impl DiarizationEngine {
         let env = runtime::environment(&config.onnxruntime_library())?;
         let (segmentation, d1) =
             runtime::session(env, &dir.join("segmentation.onnx"), &config.runtime)?;
-        let (embedding, d2) = runtime::session(env, &dir.join("embedding.onnx"), &config.runtime)?;
-        let device = if d1 == DeviceUsed::Cuda && d2 == DeviceUsed::Cuda {
+        let embedder = VoiceEmbedder::load(config, &dir)?;
+        let device = if d1 == DeviceUsed::Cuda && embedder.device == DeviceUsed::Cuda {
             DeviceUsed::Cuda
         } else {
             DeviceUsed::Cpu
         };
         Ok(DiarizationEngine {
             segmentation,
-            embedding,
+            embedder,
             info: info.segmentation,
-            fbank: Fbank::new(80, 16_000.0, 20.0),
             cfg: config.diarization.clone(),
             device,
         })
@@ -331,58 +324,6 @@ impl DiarizationEngine {
         ranges
     }
 
-    /// CAM++ embeddings (L2-normalised) of the given pieces of `samples`
-    /// (each a list of sample ranges), in order. Pieces of equal length go
-    /// through the model together, up to `embedding_batch` at a time (results
-    /// do not depend on the batching); a batch's audio is gathered for it alone.
-    fn embed_all(
-        &mut self,
-        samples: &[f32],
-        pieces: &[Vec<(usize, usize)>],
-        stop: Option<&runtime::StopFlag>,
-    ) -> Result<Vec<Vec<f32>>, DiarizeError> {
-        let len_of = |i: usize| samples_in(&pieces[i]);
-        let mut out: Vec<Vec<f32>> = vec![Vec::new(); pieces.len()];
-        let mut order: Vec<usize> = (0..pieces.len()).collect();
-        order.sort_by_key(|&i| (len_of(i), i));
-        let max_batch = self.cfg.embedding_batch.max(1);
-        let mut k = 0;
-        let mut audio: Vec<f32> = Vec::new();
-        while k < order.len() {
-            if runtime::stopped(stop) {
-                return Err(DiarizeError::Cancelled);
-            }
-            let len = len_of(order[k]);
-            let mut end = k + 1;
-            while end < order.len() && end - k < max_batch && len_of(order[end]) == len {
-                end += 1;
-            }
-            let batch = &order[k..end];
-            let mut feats = Vec::new();
-            for &i in batch {
-                audio.clear();
-                for &(a, b) in &pieces[i] {
-                    audio.extend_from_slice(&samples[a..b]);
-                }
-                let mut f = self.fbank.compute(&audio);
-                mean_normalise(&mut f, 80);
-                feats.extend_from_slice(&f);
-            }
-            let t_frames = feats.len() / 80 / batch.len();
-            let t = TensorRef::from_array_view(([batch.len(), t_frames, 80], &feats[..]))?;
-            let res = self.embedding.run(ort::inputs!["fbank" => t])?;
-            let (_, e) = res["embedding"].try_extract_tensor::<f32>()?;
-            let dim = e.len() / batch.len();
-            for (b, &i) in batch.iter().enumerate() {
-                let mut v = e[b * dim..(b + 1) * dim].to_vec();
-                l2_normalise(&mut v);
-                out[i] = v;
-            }
-            k = end;
-        }
-        Ok(out)
-    }
-
     /// Diarizes 16 kHz mono samples.
     pub fn diarize(
         &mut self,
@@ -411,9 +352,7 @@ impl DiarizationEngine {
         // embeddings of pieces of each (window, local speaker); each piece
         // becomes a column of its window with its own cluster
         let t1 = Instant::now();
-        let min_samples = ((self.cfg.min_embedding_duration * self.info.sample_rate as f64)
-            as usize)
-            .max(crate::diarize::fbank::FRAME_LENGTH * 4);
+        let min_samples = self.embedder.min_samples();
         let frames_per_window = self.info.frames_per_window;
         // the sample ranges of every piece to embed; its index is its embedding's
         let mut pending: Vec<Vec<(usize, usize)>> = Vec::new();
@@ -504,7 +443,7 @@ impl DiarizationEngine {
                 .all(|c| c.0.iter().all(|&i| i < frames_per_window)));
             columns.push(cols);
         }
-        let embeddings = self.embed_all(samples, &pending, stop)?;
+        let embeddings = self.embedder.embed_pieces(samples, &pending, stop)?;
         drop(pending);
         if tracing::enabled!(tracing::Level::TRACE) {
             let t = |x: usize| x as f64 / grid.sample_rate as f64;

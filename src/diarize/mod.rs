@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod der;
+pub mod embedder;
 pub mod engine;
 pub mod fbank;
 pub mod powerset;
@@ -11,4 +12,5 @@ pub mod reconstruct;
 pub mod rttm;
 
 pub use cluster::SpeakerBounds;
+pub use embedder::{SpanEmbedder, VoiceEmbedder};
 pub use engine::{Diarization, DiarizationEngine, DiarizeError, SpeakerDiarizer};

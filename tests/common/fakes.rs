@@ -158,6 +158,7 @@ pub fn engines(hook: Option<Hook>) -> Engines {
         whisper: vec![Box::new(FakeWhisper::new(hook))],
         diarization: vec![Box::new(FakeDiarizer { hook: None })],
         vad: vec![],
+        voices: vec![],
         whisper_loader: None,
     }
 }
@@ -179,10 +180,14 @@ pub fn config(overrides: &[(&str, &str)]) -> Config {
     config
 }
 
+/// A 16 kHz tone of `seconds`.
+pub fn tone(seconds: f64) -> Vec<f32> {
+    (0..(seconds * 16000.0) as usize)
+        .map(|i| (i as f32 * 0.05).sin() * 0.25)
+        .collect()
+}
+
 /// A 16 kHz tone of `seconds`, as WAV bytes.
 pub fn tone_wav(seconds: f64) -> Vec<u8> {
-    let tone: Vec<f32> = (0..(seconds * 16000.0) as usize)
-        .map(|i| (i as f32 * 0.05).sin() * 0.25)
-        .collect();
-    super::wav_bytes(&tone, 16000)
+    super::wav_bytes(&tone(seconds), 16000)
 }
