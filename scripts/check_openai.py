@@ -25,7 +25,7 @@ import tempfile
 
 from suite import BIN, ROOT, Checks, Server, venv_python
 
-PINS = ["openai==3.60.0"]
+PINS = ["openai==3.60.0", "soundfile==0.14.0", "numpy==2.4.6"]
 check = Checks()
 
 CLIENT = r"""
@@ -99,13 +99,23 @@ def rttm_turns(path, file_id):
     return turns
 
 
-def cut(src, start, seconds, dst):
-    """`seconds` of `src` from `start` as 16 kHz mono WAV (ffmpeg)."""
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-ss", str(start), "-t", str(seconds), "-i", src,
-                    "-ar", "16000", "-ac", "1", dst], check=True)
+CUT = r"""
+import sys, soundfile
+src, start, seconds, dst = sys.argv[1:5]
+info = soundfile.info(src)
+assert info.samplerate == 16000 and info.channels == 1, f"{src}: not 16 kHz mono"
+a = int(float(start) * 16000)
+audio, _ = soundfile.read(src, start=a, stop=a + int(float(seconds) * 16000), dtype="float32")
+soundfile.write(dst, audio, 16000, subtype="PCM_16")
+"""
 
 
-def known_case(tmp):
+def cut(py, src, start, seconds, dst):
+    """`seconds` of `src` (16 kHz mono) from `start` as WAV (soundfile, in the check's venv)."""
+    subprocess.run([py, "-c", CUT, src, str(start), str(seconds), dst], check=True)
+
+
+def known_case(py, tmp):
     """The recording, (name, clip) pairs, and the reference turns to score
     against: AMI dev01 with its two speakers' clips cut from dev00 (the same
     people in another excerpt), else tests/data/two_voices.flac with clips
@@ -118,7 +128,7 @@ def known_case(tmp):
             # the speaker's longest turn in dev00, inside its edges (no overlap there)
             a, b, _ = max((t for t in rttm_turns(rttm, "ami_dev00") if t[2] == name), key=lambda t: t[1] - t[0])
             clip = os.path.join(tmp, f"{name}.wav")
-            cut(os.path.join(data, "ami_dev00.wav"), a + 0.3, min(10.0, b - a - 0.6), clip)
+            cut(py, os.path.join(data, "ami_dev00.wav"), a + 0.3, min(10.0, b - a - 0.6), clip)
             pairs.append((name, clip))
         return os.path.join(data, "ami_dev01.wav"), pairs, rttm_turns(rttm, "ami_dev01")
     flac = os.path.join(ROOT, "tests", "data", "two_voices.flac")
@@ -127,7 +137,7 @@ def known_case(tmp):
     for a, b, name in rttm_turns(rttm, "two_voices"):
         if name not in dict(pairs) and b - a >= 2.5:
             clip = os.path.join(tmp, f"{name}.wav")
-            cut(flac, a + 0.1, b - a - 0.2, clip)
+            cut(py, flac, a + 0.1, b - a - 0.2, clip)
             pairs.append((name, clip))
     return flac, pairs, None
 
@@ -150,7 +160,7 @@ def main():
             if run.returncode != 0:
                 check.finish("openai", "the client failed")
             out = json.loads(run.stdout)
-            audio, pairs, ref_turns = known_case(tmp)
+            audio, pairs, ref_turns = known_case(py, tmp)
             args = [a for p in pairs for a in p]
             known = subprocess.run([py, "-c", KNOWN, url, key, audio, *args], capture_output=True, text=True)
             check("known speakers: the client ran", known.returncode == 0, known.stderr[-2000:])
