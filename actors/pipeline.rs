@@ -70,6 +70,10 @@ pub struct ThreadBudget {
     pub whisper: usize,
     /// Intra-op threads of each diarization engine.
     pub diarization: usize,
+    /// Intra-op threads of each aligner's voice embedder: the aligner runs
+    /// after both branches are done with a job, so its short bursts of
+    /// embeddings get the cores split between the aligner's workers only.
+    pub voice_check: usize,
 }
 
 impl ThreadBudget {
@@ -81,6 +85,7 @@ impl ThreadBudget {
                 cores,
                 whisper: fixed,
                 diarization: fixed,
+                voice_check: fixed,
             };
         }
         let p = &config.pipeline;
@@ -92,6 +97,7 @@ impl ThreadBudget {
             cores,
             whisper: each + spare,
             diarization: each,
+            voice_check: (cores / p.aligner.threads.max(1)).max(1),
         }
     }
 
@@ -119,6 +125,7 @@ impl Engines {
             cores = budget.cores,
             whisper = budget.whisper,
             diarization = budget.diarization,
+            voice_check = budget.voice_check,
             "intra-op threads per engine"
         );
         let (wcfg, dcfg) = (
@@ -149,10 +156,11 @@ impl Engines {
             Vec::new()
         };
         let voices = if config.diarization.voice_check {
+            let vcfg = with_intra_threads(config, budget.voice_check);
             let dir = model_dir(&config.models_root());
             (0..p.aligner.threads)
                 .map(|_| {
-                    VoiceEmbedder::load(&dcfg, &dir).map(|e| Box::new(e) as Box<dyn SpanEmbedder>)
+                    VoiceEmbedder::load(&vcfg, &dir).map(|e| Box::new(e) as Box<dyn SpanEmbedder>)
                 })
                 .collect::<Result<_, _>>()?
         } else {
@@ -348,5 +356,18 @@ mod tests {
         assert_eq!(b(0, 2, 1, 12), (4, 4));
         // an explicit setting wins
         assert_eq!(b(3, 1, 1, 2), (3, 3));
+    }
+
+    #[test]
+    fn the_aligners_voice_check_gets_the_cores_the_branches_left() {
+        let v = |intra, aligners, cores| {
+            let mut c = config(intra, 1, 1);
+            c.pipeline.aligner.threads = aligners;
+            ThreadBudget::plan(&c, cores).voice_check
+        };
+        assert_eq!(v(0, 1, 2), 2);
+        assert_eq!(v(0, 2, 8), 4);
+        assert_eq!(v(0, 4, 2), 1);
+        assert_eq!(v(3, 1, 2), 3);
     }
 }

@@ -7,8 +7,8 @@
 //! where the segmentation runs one person's turn into the next. For each
 //! such change between speaker A (the words before it, back to the start
 //! of the sentence) and speaker B (the words after it, to the end of the
-//! sentence), both sides are embedded (CAM++, as the diarization's pieces
-//! are) and compared with A's and B's voice prints: a side that sounds more
+//! sentence), both sides (their last and first 4 s at most) are embedded
+//! (CAM++, as the diarization's pieces are) and compared with A's and B's voice prints: a side that sounds more
 //! like the other speaker than like its own is given to that speaker, so
 //! the sentence is one person's. Where both sides could move, the one whose
 //! voice speaks more clearly for the move goes. A side shorter than the
@@ -29,6 +29,9 @@ pub struct VoiceCheck<'a> {
     pub voices: &'a [Voice],
     pub embed: &'a mut EmbedSpans<'a>,
 }
+
+/// Seconds of each side embedded, at most: the words next to the change.
+const MAX_SIDE: f64 = 4.0;
 
 /// One change of speaker inside a sentence: the words `lo..b` (speaker A)
 /// and `b..=hi` (speaker B) of the sentence around it.
@@ -78,12 +81,15 @@ pub(super) fn check(
     if found.is_empty() {
         return;
     }
+    // each side up to MAX_SIDE seconds next to the change: a long sentence
+    // costs no more than a short one
     let spans: Vec<(f64, f64)> = found
         .iter()
         .flat_map(|c| {
+            let (left_end, right_start) = (units[c.b - 1].end, units[c.b].start);
             [
-                (units[c.lo].start, units[c.b - 1].end),
-                (units[c.b].start, units[c.hi].end),
+                (units[c.lo].start.max(left_end - MAX_SIDE), left_end),
+                (right_start, units[c.hi].end.min(right_start + MAX_SIDE)),
             ]
         })
         .collect();
