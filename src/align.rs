@@ -470,7 +470,7 @@ pub fn count_speakers(turns: &[Turn]) -> usize {
 mod tests {
     use super::*;
 
-    fn turn(s: &str, a: f64, b: f64) -> Turn {
+    pub(super) fn turn(s: &str, a: f64, b: f64) -> Turn {
         Turn {
             speaker: s.into(),
             start: a,
@@ -478,7 +478,7 @@ mod tests {
         }
     }
 
-    fn w(text: &str, a: f64, b: f64) -> Word {
+    pub(super) fn w(text: &str, a: f64, b: f64) -> Word {
         Word {
             word: text.into(),
             start: a,
@@ -489,7 +489,7 @@ mod tests {
 
     /// A segment of words laid end to end from `start`, `dur` seconds each,
     /// with `pause` seconds after each word whose index is listed.
-    fn seg_of(text: &str, start: f64, dur: f64, pauses: &[(usize, f64)]) -> TextSegment {
+    pub(super) fn seg_of(text: &str, start: f64, dur: f64, pauses: &[(usize, f64)]) -> TextSegment {
         let mut t = start;
         let mut words = Vec::new();
         for (i, x) in text.split(' ').enumerate() {

@@ -278,40 +278,17 @@ impl colloquy::whisper::SpeechToText for OneSentence {
         _: Option<&colloquy::whisper::gate::SpeechMap>,
         _: Option<colloquy::runtime::StopFlag>,
     ) -> Result<colloquy::whisper::Transcript, colloquy::whisper::WhisperError> {
-        let times = [
-            (" So", 0.0, 0.5),
-            (" I", 0.5, 1.0),
-            (" think", 1.0, 1.6),
-            (" we", 1.6, 2.4),
-            (" all", 2.4, 3.2),
-            (" agree.", 3.2, 4.0),
-        ];
-        let words = times
-            .iter()
-            .map(|&(w, start, end)| colloquy::whisper::Word {
-                word: w.into(),
-                start,
-                end,
-                probability: 0.9,
-            })
-            .collect();
-        Ok(colloquy::whisper::Transcript {
-            language: "en".into(),
-            duration: samples.len() as f64 / 16000.0,
-            segments: vec![colloquy::whisper::Segment {
-                id: 1,
-                start: 0.0,
-                end: 4.0,
-                text: " So I think we all agree.".into(),
-                tokens: vec![],
-                avg_logprob: -0.1,
-                no_speech_prob: 0.0,
-                temperature: 0.0,
-                compression_ratio: 1.0,
-                words,
-            }],
-            timings: Default::default(),
-        })
+        Ok(fakes::transcript(
+            &[
+                (" So", 0.0, 0.5),
+                (" I", 0.5, 1.0),
+                (" think", 1.0, 1.6),
+                (" we", 1.6, 2.4),
+                (" all", 2.4, 3.2),
+                (" agree.", 3.2, 4.0),
+            ],
+            samples.len(),
+        ))
     }
     fn model_name(&self) -> &str {
         "fake"

@@ -140,40 +140,9 @@ pub(super) fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::align::{align_with, AlignOptions, Alignment, TextSegment};
+    use crate::align::tests::{seg_of, turn};
+    use crate::align::{align_with, AlignOptions, Alignment};
     use crate::diarize::rttm::Turn;
-    use crate::whisper::Word;
-
-    fn turn(s: &str, a: f64, b: f64) -> Turn {
-        Turn {
-            speaker: s.into(),
-            start: a,
-            end: b,
-        }
-    }
-
-    /// A segment of words laid end to end from `start`, 0.3 s each, with
-    /// `pause` seconds after the word whose index is given.
-    fn seg(text: &str, start: f64, pause: Option<(usize, f64)>) -> TextSegment {
-        let mut t = start;
-        let mut words = Vec::new();
-        for (i, x) in text.split(' ').enumerate() {
-            words.push(Word {
-                word: format!(" {x}"),
-                start: t,
-                end: t + 0.3,
-                probability: 0.9,
-            });
-            t += 0.3 + pause.filter(|p| p.0 == i).map_or(0.0, |p| p.1);
-        }
-        TextSegment {
-            start,
-            end: t,
-            text: format!(" {text}"),
-            words,
-            decoding: None,
-        }
-    }
 
     fn voice(speaker: &str, e: [f32; 2]) -> Voice {
         Voice {
@@ -204,15 +173,18 @@ mod tests {
 
     fn run(turns: &[Turn], b_from: f64, calls: &mut Vec<(f64, f64)>) -> Alignment {
         let segments = [
-            seg(
+            // 0.3 s words, a 0.7 s pause after "morning,"
+            seg_of(
                 "Good morning, thanks for joining the call so early.",
                 0.0,
-                Some((1, 0.7)),
+                0.3,
+                &[(1, 0.7)],
             ),
-            seg(
+            seg_of(
                 "No problem at all I wanted to go over the budget.",
                 3.6,
-                None,
+                0.3,
+                &[],
             ),
         ];
         let voices = [voice("A", [1.0, 0.0]), voice("B", [0.0, 1.0])];

@@ -44,6 +44,29 @@ fn word(w: &str, start: f64, end: f64) -> Word {
     }
 }
 
+/// A transcript of one segment holding `words` (text, start, end), for
+/// `samples` 16 kHz samples of audio.
+pub fn transcript(words: &[(&str, f64, f64)], samples: usize) -> Transcript {
+    let segment = Segment {
+        id: 1,
+        start: words.first().map_or(0.0, |w| w.1),
+        end: words.last().map_or(0.0, |w| w.2),
+        text: words.iter().map(|w| w.0).collect(),
+        tokens: vec![],
+        avg_logprob: -0.1,
+        no_speech_prob: 0.0,
+        temperature: 0.0,
+        compression_ratio: 1.0,
+        words: words.iter().map(|&(w, a, b)| word(w, a, b)).collect(),
+    };
+    Transcript {
+        language: "en".into(),
+        duration: samples as f64 / 16000.0,
+        segments: vec![segment],
+        timings: Default::default(),
+    }
+}
+
 pub struct FakeWhisper {
     pub hook: Option<Hook>,
     /// Sample counts of every call.
@@ -70,29 +93,14 @@ impl SpeechToText for FakeWhisper {
         if let Some(hook) = &mut self.hook {
             hook().map_err(WhisperError::Settings)?;
         }
-        let words = vec![
-            word(" Hello", 0.2, 0.6),
-            word(" there.", 0.6, 1.0),
-            word(" Hi!", 1.4, 1.8),
-        ];
-        let segment = Segment {
-            id: 1,
-            start: 0.2,
-            end: 1.8,
-            text: " Hello there. Hi!".into(),
-            tokens: vec![],
-            avg_logprob: -0.1,
-            no_speech_prob: 0.0,
-            temperature: 0.0,
-            compression_ratio: 1.0,
-            words,
-        };
-        Ok(Transcript {
-            language: "en".into(),
-            duration: samples.len() as f64 / 16000.0,
-            segments: vec![segment],
-            timings: Default::default(),
-        })
+        Ok(transcript(
+            &[
+                (" Hello", 0.2, 0.6),
+                (" there.", 0.6, 1.0),
+                (" Hi!", 1.4, 1.8),
+            ],
+            samples.len(),
+        ))
     }
     fn model_name(&self) -> &str {
         "fake"
