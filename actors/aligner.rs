@@ -144,26 +144,25 @@ impl StageWork for Aligner {
         // the voice check embeds stretches of the (trimmed) audio the
         // diarizer saw: times go back by the trimmed offset
         let mut failed = None;
-        let mut embed = |spans: &[(f64, f64)]| -> Vec<Option<Vec<f32>>> {
-            let Some(embedder) = self.embedder.as_mut() else {
-                return vec![None; spans.len()];
-            };
-            let unshifted: Vec<(f64, f64)> = spans
-                .iter()
-                .map(|&(a, b)| (a - offset, b - offset))
-                .collect();
-            embedder
-                .embed_spans(&samples, &unshifted)
-                .unwrap_or_else(|e| {
-                    failed = Some(e);
-                    vec![None; spans.len()]
-                })
-        };
-        let check = VoiceCheck {
+        let mut embed = self.embedder.as_mut().map(|embedder| {
+            |spans: &[(f64, f64)]| -> Vec<Option<Vec<f32>>> {
+                let unshifted: Vec<(f64, f64)> = spans
+                    .iter()
+                    .map(|&(a, b)| (a - offset, b - offset))
+                    .collect();
+                embedder
+                    .embed_spans(&samples, &unshifted)
+                    .unwrap_or_else(|e| {
+                        failed = Some(e);
+                        vec![None; spans.len()]
+                    })
+            }
+        });
+        let check = embed.as_mut().map(|embed| VoiceCheck {
             voices: &diarization.voices,
-            embed: &mut embed,
-        };
-        let alignment = align_with(&segments, &turns, Some(&activity), self.opts, Some(check));
+            embed,
+        });
+        let alignment = align_with(&segments, &turns, Some(&activity), self.opts, check);
         if let Some(e) = failed {
             // the check only refines: the job keeps the alignment without it
             tracing::warn!(error = %e, "voice check skipped: the embedder failed");

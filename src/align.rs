@@ -478,7 +478,7 @@ mod tests {
         }
     }
 
-    pub(super) fn w(text: &str, a: f64, b: f64) -> Word {
+    fn w(text: &str, a: f64, b: f64) -> Word {
         Word {
             word: text.into(),
             start: a,
@@ -505,7 +505,7 @@ mod tests {
         }
     }
 
-    fn speakers_of(a: &Alignment) -> Vec<(String, String)> {
+    pub(super) fn speakers_of(a: &Alignment) -> Vec<(String, String)> {
         a.aligned
             .iter()
             .map(|s| (s.speaker.clone(), s.text.trim().to_string()))

@@ -205,6 +205,22 @@ pub fn attach_stm(items: &mut [EvalItem], stm: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Who said what in a result (JSON): (speaker, text) of each of its
+/// `aligned_segments`, in order, as cpWER takes it.
+pub fn speaker_text(result: &serde_json::Value) -> Vec<(String, String)> {
+    result["aligned_segments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            (
+                s["speaker"].as_str().unwrap_or_default().to_string(),
+                s["text"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// Concatenated minimum-permutation word errors (cpWER, as in CHiME-6):
 /// each speaker's words joined in time order on both sides, speakers paired
 /// one to one so that the total of word errors is least (a speaker without a
@@ -447,17 +463,7 @@ pub fn score(
         .reference_turns
         .as_deref()
         .map(|r| der(r, &turns, item.uem.as_deref(), DER_COLLAR));
-    let said: Vec<(String, String)> = result["aligned_segments"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            (
-                s["speaker"].as_str().unwrap_or_default().to_string(),
-                s["text"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
+    let said = speaker_text(result);
     let cp = item
         .reference_speaker_text
         .as_deref()

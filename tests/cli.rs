@@ -237,26 +237,14 @@ fn transcribe_conv1_finds_two_speakers() {
     );
     // who said which word: in this mp3 the diarization hands over inside
     // the first sentence; the voice check gives it back to its speaker
-    let stm = std::fs::read_to_string(path.with_extension("stm")).unwrap();
-    let reference: Vec<(String, String)> = stm
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with(";;"))
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f[2].to_string(), f[5..].join(" "))
-        })
-        .collect();
-    let hypothesis: Vec<(String, String)> = v["aligned_segments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["speaker"].as_str().unwrap().to_string(),
-                s["text"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let mut items = [colloquy::eval::EvalItem {
+        id: "conv1".into(),
+        audio: path.clone(),
+        ..Default::default()
+    }];
+    colloquy::eval::attach_stm(&mut items, &path.with_extension("stm")).unwrap();
+    let reference = items[0].reference_speaker_text.clone().expect("conv1.stm");
+    let hypothesis = colloquy::eval::speaker_text(&v);
     let cp = colloquy::eval::cp_word_errors(&reference, &hypothesis);
     assert!(
         cp.wer() <= errs.wer() + 0.03,

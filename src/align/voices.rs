@@ -140,7 +140,7 @@ pub(super) fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::align::tests::{seg_of, turn};
+    use crate::align::tests::{seg_of, speakers_of, turn};
     use crate::align::{align_with, AlignOptions, Alignment};
     use crate::diarize::rttm::Turn;
 
@@ -200,13 +200,6 @@ mod tests {
         align_with(&segments, turns, None, AlignOptions::default(), Some(check))
     }
 
-    fn utterances(a: &Alignment) -> Vec<(String, String)> {
-        a.aligned
-            .iter()
-            .map(|s| (s.speaker.clone(), s.text.trim().to_string()))
-            .collect()
-    }
-
     fn said(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
@@ -221,7 +214,7 @@ mod tests {
         let mut calls = Vec::new();
         let a = run(&turns, 3.6, &mut calls);
         assert_eq!(
-            utterances(&a),
+            speakers_of(&a),
             said(&[
                 ("A", "Good morning, thanks for joining the call so early."),
                 ("B", "No problem at all I wanted to go over the budget."),
@@ -237,7 +230,7 @@ mod tests {
         let turns = [turn("A", 0.0, 1.8), turn("B", 1.8, 6.6)];
         let a = run(&turns, 0.8, &mut Vec::new());
         assert_eq!(
-            utterances(&a),
+            speakers_of(&a),
             said(&[
                 ("A", "Good morning,"),
                 ("B", "thanks for joining the call so early."),
@@ -253,7 +246,7 @@ mod tests {
         let turns = [turn("A", 0.0, 5.0), turn("B", 5.0, 6.6)];
         let a = run(&turns, 3.5, &mut Vec::new());
         assert_eq!(
-            utterances(&a),
+            speakers_of(&a),
             said(&[
                 ("A", "Good morning, thanks for joining the call so early."),
                 ("B", "No problem at all I wanted to go over the budget."),
@@ -280,7 +273,7 @@ mod tests {
         assert_eq!(calls.len(), 2);
         assert!(calls[0].1 - calls[0].0 < 1.0, "{calls:?}");
         assert_eq!(
-            utterances(&a)[0],
+            speakers_of(&a)[0],
             ("A".to_string(), "Good morning,".to_string()),
             "left as the diarization says"
         );
