@@ -630,7 +630,7 @@ fn decode_raw_windows(cfg: &Config, samples: &[f32]) {
         let d = decode_once(
             &mut model,
             &tok,
-            &window,
+            &window.active(),
             &prompt,
             temperature,
             &opts,

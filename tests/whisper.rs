@@ -507,25 +507,49 @@ fn batched_decoder_matches_decode_once() {
         .iter()
         .map(|w| {
             let encoded = model.encode(w).unwrap();
-            decode_once(&mut model, &tok, &encoded, &prompt, 0.0, &opts, &mut rng).unwrap()
+            decode_once(
+                &mut model,
+                &tok,
+                &encoded.active(),
+                &prompt,
+                0.0,
+                &opts,
+                &mut rng,
+            )
+            .unwrap()
         })
         .collect();
 
-    let one = model.encode_batch(&windows[1..2]).unwrap();
-    let b1 = decode_batch(&mut model, &tok, &one, &prompt, 0.0, &opts, &mut rng).unwrap();
+    let mut one = model.encode_batch(&windows[1..2]).unwrap();
+    let b1 = decode_batch(&mut model, &tok, &mut one, &prompt, 0.0, &opts, &mut rng).unwrap();
     assert_eq!(b1.len(), 1);
     assert_eq!(b1[0].tokens, alone[1].tokens);
     assert_eq!(b1[0].token_probs, alone[1].token_probs);
     assert_eq!(b1[0].sum_logprob, alone[1].sum_logprob);
     assert_eq!(b1[0].no_speech_prob, alone[1].no_speech_prob);
 
-    let three = model.encode_batch(&windows).unwrap();
-    let b3 = decode_batch(&mut model, &tok, &three, &prompt, 0.0, &opts, &mut rng).unwrap();
+    let mut three = model.encode_batch(&windows).unwrap();
+    let b3 = decode_batch(&mut model, &tok, &mut three, &prompt, 0.0, &opts, &mut rng).unwrap();
     let lengths: Vec<usize> = alone.iter().map(|d| d.tokens.len()).collect();
     assert!(
         lengths[0] < lengths[2] && lengths[2] < lengths[1],
         "rows end at different steps: {lengths:?}"
     );
+    // the rows that left the batch early moved behind the others with
+    // their keys and values intact: each decodes alone as it did before
+    for (i, a) in alone.iter().enumerate() {
+        let again = decode_once(
+            &mut model,
+            &tok,
+            &three.row(i),
+            &prompt,
+            0.0,
+            &opts,
+            &mut rng,
+        )
+        .unwrap();
+        assert_eq!(again.tokens, a.tokens, "window {i} after the batch");
+    }
     for (i, (b, a)) in b3.iter().zip(&alone).enumerate() {
         let (tb, ta) = (
             tok.decode(&b.tokens).unwrap(),

@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use super::model::{EncodedWindow, ModelError, WhisperOnnx};
+use super::model::{Cross, EncodedWindow, ModelError, WhisperOnnx};
 use super::tokenizer::WhisperTokenizer;
 
 /// Per-window decoding settings (derived from `WhisperConfig`).
@@ -288,7 +288,7 @@ fn sot_position(prompt: &[u32], tok: &WhisperTokenizer) -> usize {
 pub fn decode_once(
     model: &mut WhisperOnnx,
     tok: &WhisperTokenizer,
-    window: &EncodedWindow,
+    window: &Cross<'_>,
     prompt: &[u32],
     temperature: f32,
     opts: &DecodeOptions,
@@ -327,14 +327,16 @@ pub fn decode_once(
 ///
 /// There is no attention mask, so the rows must stay the same length: they
 /// share the prompt, and a row that ends (end-of-text or the length cap)
-/// leaves the batch: its rows of the self-attention cache and of the
-/// cross-attention keys and values are dropped, and the others go on.
+/// leaves the batch: its rows of the self-attention cache are dropped, its
+/// cross-attention keys and values move behind the rows still decoding
+/// ([`EncodedWindow::keep`]: kept, for its word timestamps or fallback),
+/// and the others go on.
 /// Batching turns each step's matrix-vector products (the output projection
 /// over the vocabulary above all) into matrix products: that is the speed-up.
 pub fn decode_batch(
     model: &mut WhisperOnnx,
     tok: &WhisperTokenizer,
-    windows: &EncodedWindow,
+    windows: &mut EncodedWindow,
     prompt: &[u32],
     temperature: f32,
     opts: &DecodeOptions,
@@ -347,14 +349,22 @@ pub fn decode_batch(
     }
     let sot_pos = sot_position(prompt, tok);
     let mut cache = model.new_batch_cache(batch)?;
-    let mut logits = model.decode(&prompt[..=sot_pos].repeat(batch), &mut cache, windows)?;
+    let mut logits = model.decode(
+        &prompt[..=sot_pos].repeat(batch),
+        &mut cache,
+        &windows.active(),
+    )?;
     let vocab = logits.len() / batch;
     let no_speech: Vec<f32> = logits
         .chunks(vocab)
         .map(|l| softmax_prob(l, sp.no_speech as usize))
         .collect();
     if sot_pos + 1 < prompt.len() {
-        logits = model.decode(&prompt[sot_pos + 1..].repeat(batch), &mut cache, windows)?;
+        logits = model.decode(
+            &prompt[sot_pos + 1..].repeat(batch),
+            &mut cache,
+            &windows.active(),
+        )?;
     }
     let filter = LogitFilter {
         opts,
@@ -365,8 +375,6 @@ pub fn decode_batch(
     let mut generations: Vec<Generation> = (0..batch).map(|_| Generation::default()).collect();
     // the original row of each row still in the batch
     let mut active: Vec<usize> = (0..batch).collect();
-    // the cross keys and values of the active rows, once some have left
-    let mut compacted: Option<EncodedWindow> = None;
     let max_new = max_new_tokens(opts, prompt.len());
     for step in 0..max_new {
         let mut keep = Vec::with_capacity(active.len());
@@ -384,15 +392,10 @@ pub fn decode_batch(
         }
         if keep.len() < active.len() {
             cache.retain_rows(&keep)?;
-            let remaining = compacted.as_ref().unwrap_or(windows).rows(&keep)?;
-            compacted = Some(remaining);
+            windows.keep(&keep);
             active = keep.iter().map(|&p| active[p]).collect();
         }
-        logits = model.decode(
-            &next_tokens,
-            &mut cache,
-            compacted.as_ref().unwrap_or(windows),
-        )?;
+        logits = model.decode(&next_tokens, &mut cache, &windows.active())?;
     }
     Ok(generations
         .into_iter()
@@ -501,7 +504,7 @@ impl Fallback {
 pub fn decode_with_fallback(
     model: &mut WhisperOnnx,
     tok: &WhisperTokenizer,
-    window: &EncodedWindow,
+    window: &Cross<'_>,
     prompt: &[u32],
     opts: &DecodeOptions,
     rng: &mut fastrand::Rng,

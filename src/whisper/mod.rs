@@ -422,7 +422,7 @@ fn detect_language(
     let window = features.window(0, mel::N_FRAMES);
     let encoded = model.encode(&window)?;
     let mut cache = model.new_cache()?;
-    let logits = model.decode(&[sot], &mut cache, &encoded)?;
+    let logits = model.decode(&[sot], &mut cache, &encoded.active())?;
     let mut best: Option<(f32, &str)> = None;
     let first = model.config.tokens.lang_first as usize;
     for (i, code) in model.config.languages.iter().enumerate() {

@@ -220,43 +220,169 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ModelErro
 }
 
 /// Cross-attention keys and values of encoded windows (one window, or a
-/// batch of them along the first axis), one pair per decoder layer.
+/// batch of them), one buffer per decoder-layer tensor, each window's data a
+/// *slot* of its buffers (`[slots, ...]`, row-major). The decoder reads
+/// them in place ([`Cross`]: borrowed views, no copies): the batch it steps
+/// through is the first `active` slots, and when rows finish
+/// ([`EncodedWindow::keep`]) the remaining ones are moved to the front, the
+/// finished ones behind them, so every window's keys and values stay there
+/// for its word timestamps or temperature fallback ([`EncodedWindow::row`]).
 pub struct EncodedWindow {
-    cross: Vec<DynValue>,
+    cross: Vec<Vec<f32>>,
+    /// Each tensor's shape without the batch axis.
+    row_dims: Vec<Vec<i64>>,
+    /// The window in each slot (indices of the windows as encoded).
+    order: Vec<usize>,
+    /// The first `active` slots are the batch [`EncodedWindow::active`] gives.
+    active: usize,
+}
+
+/// Cross-attention keys and values of `batch` windows, borrowed: what one
+/// decoder run reads.
+pub struct Cross<'a> {
+    tensors: Vec<&'a [f32]>,
+    row_dims: &'a [Vec<i64>],
     batch: usize,
 }
 
-impl EncodedWindow {
-    /// Number of windows (rows) encoded.
+impl Cross<'_> {
+    /// Number of windows (rows).
     pub fn batch(&self) -> usize {
         self.batch
     }
+}
 
-    /// Encoded windows one after another as one batch.
-    pub fn stack(windows: &[EncodedWindow]) -> Result<EncodedWindow, ModelError> {
-        let n = windows.first().map_or(0, |w| w.cross.len());
-        let cross = (0..n)
-            .map(|i| stack_values(windows.iter().map(|w| &w.cross[i])))
-            .collect::<Result<Vec<_>, _>>()?;
+impl EncodedWindow {
+    /// Windows from one encoder run's outputs (each `[b, ...]`, in
+    /// decoder-layer order), copied into buffers with room for `capacity`
+    /// windows in all.
+    fn from_run(run: Vec<DynValue>, capacity: usize) -> Result<EncodedWindow, ModelError> {
+        let mut cross = Vec::with_capacity(run.len());
+        let mut row_dims = Vec::with_capacity(run.len());
+        let mut batch = 0;
+        for value in &run {
+            let (shape, data) = value.try_extract_tensor::<f32>()?;
+            batch = shape[0] as usize;
+            let row = data.len().checked_div(batch).unwrap_or(0);
+            let mut buffer = Vec::with_capacity(row * capacity.max(batch));
+            buffer.extend_from_slice(data);
+            cross.push(buffer);
+            row_dims.push(shape.iter().skip(1).copied().collect::<Vec<i64>>());
+        }
         Ok(EncodedWindow {
             cross,
-            batch: windows.iter().map(|w| w.batch).sum(),
+            row_dims,
+            order: (0..batch).collect(),
+            active: batch,
         })
     }
 
-    /// The rows `keep` (indices into this batch, in the order given) as a
-    /// batch of their own: a batch that lost finished rows, or one window
-    /// decoded alone again (fallback, word timestamps).
-    pub fn rows(&self, keep: &[usize]) -> Result<EncodedWindow, ModelError> {
-        let cross = self
-            .cross
+    /// Appends the windows of one more encoder run (the same shapes but
+    /// for the batch axis), after those already held.
+    fn append_run(&mut self, run: Vec<DynValue>) -> Result<(), ModelError> {
+        let mut added = 0;
+        for (buffer, value) in self.cross.iter_mut().zip(&run) {
+            let (shape, data) = value.try_extract_tensor::<f32>()?;
+            buffer.extend_from_slice(data);
+            added = shape[0] as usize;
+        }
+        let n = self.order.len();
+        self.order.extend(n..n + added);
+        self.active = self.order.len();
+        Ok(())
+    }
+
+    /// Number of windows encoded.
+    pub fn batch(&self) -> usize {
+        self.order.len()
+    }
+
+    fn row_len(&self, tensor: usize) -> usize {
+        self.cross[tensor]
+            .len()
+            .checked_div(self.order.len())
+            .unwrap_or(0)
+    }
+
+    /// The active batch: every window at first, the rows still decoding
+    /// after [`EncodedWindow::keep`].
+    pub fn active(&self) -> Cross<'_> {
+        Cross {
+            tensors: (0..self.cross.len())
+                .map(|i| &self.cross[i][..self.active * self.row_len(i)])
+                .collect(),
+            row_dims: &self.row_dims,
+            batch: self.active,
+        }
+    }
+
+    /// Window `index` (as encoded) alone, wherever its slot now is.
+    pub fn row(&self, index: usize) -> Cross<'_> {
+        let slot = self
+            .order
             .iter()
-            .map(|v| select_rows_value(v, keep))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(EncodedWindow {
-            cross,
-            batch: keep.len(),
-        })
+            .position(|&w| w == index)
+            .expect("a window of this batch");
+        Cross {
+            tensors: (0..self.cross.len())
+                .map(|i| {
+                    let n = self.row_len(i);
+                    &self.cross[i][slot * n..(slot + 1) * n]
+                })
+                .collect(),
+            row_dims: &self.row_dims,
+            batch: 1,
+        }
+    }
+
+    /// Shrinks the active batch to its rows at `keep` (positions in the
+    /// active batch, in the order given): their slots move to the front in
+    /// that order, the others' behind them, all data kept.
+    pub fn keep(&mut self, keep: &[usize]) {
+        let mut new_order: Vec<usize> = keep.iter().map(|&p| self.order[p]).collect();
+        let rest: Vec<usize> = (0..self.order.len())
+            .filter(|p| !keep.contains(p))
+            .map(|p| self.order[p])
+            .collect();
+        new_order.extend(rest);
+        // slot i takes the data of the slot its new window is in now
+        let source: Vec<usize> = new_order
+            .iter()
+            .map(|w| self.order.iter().position(|o| o == w).unwrap())
+            .collect();
+        for i in 0..self.cross.len() {
+            let n = self.row_len(i);
+            permute_rows(&mut self.cross[i], n, &source);
+        }
+        self.order = new_order;
+        self.active = keep.len();
+    }
+}
+
+/// Moves the rows of `data` (rows of `n` values) so that row i holds what
+/// row `source[i]` held (`source` a permutation), in place, one row of
+/// scratch per cycle.
+pub fn permute_rows(data: &mut [f32], n: usize, source: &[usize]) {
+    let mut done = vec![false; source.len()];
+    let mut scratch = Vec::new();
+    for start in 0..source.len() {
+        if done[start] || source[start] == start {
+            done[start] = true;
+            continue;
+        }
+        scratch.clear();
+        scratch.extend_from_slice(&data[start * n..(start + 1) * n]);
+        let mut j = start;
+        loop {
+            done[j] = true;
+            let k = source[j];
+            if k == start {
+                data[j * n..(j + 1) * n].copy_from_slice(&scratch);
+                break;
+            }
+            data.copy_within(k * n..(k + 1) * n, j * n);
+            j = k;
+        }
     }
 }
 
@@ -305,22 +431,6 @@ pub fn select_rows(data: &[f32], batch: usize, keep: &[usize]) -> Vec<f32> {
         out.extend_from_slice(&data[r * row..(r + 1) * row]);
     }
     out
-}
-
-/// f32 tensors of equal shape but for the first axis, concatenated along it.
-fn stack_values<'v>(values: impl Iterator<Item = &'v DynValue>) -> Result<DynValue, ModelError> {
-    let mut dims: Vec<i64> = Vec::new();
-    let mut data: Vec<f32> = Vec::new();
-    for v in values {
-        let (shape, d) = v.try_extract_tensor::<f32>()?;
-        if dims.is_empty() {
-            dims = shape.iter().copied().collect();
-        } else {
-            dims[0] += shape[0];
-        }
-        data.extend_from_slice(d);
-    }
-    Ok(Tensor::<f32>::from_array((dims, data))?.into_dyn())
 }
 
 /// [`select_rows`] on an ONNX Runtime f32 tensor: a new tensor with the
@@ -378,41 +488,47 @@ impl WhisperOnnx {
 
     /// Runs the encoder on one `[n_mels, 3000]` window (mel-major).
     pub fn encode(&mut self, mel: &[f32]) -> Result<EncodedWindow, ModelError> {
-        self.run_encoder(mel, 1)
+        let run = self.run_encoder(mel, 1)?;
+        EncodedWindow::from_run(run, 1)
     }
 
     /// Runs the encoder on several `[n_mels, 3000]` windows: the batch the
     /// decoder then steps through together. On CUDA in one run. On the CPU
-    /// one window at a time, the outputs stacked: the encoder is
+    /// one window at a time, each copied into the batch's buffers (sized
+    /// for the batch up front) and let go before the next: the encoder is
     /// compute-bound there (measured: about 0.6 s a tiny.en window at batch
     /// 1, 4, 8 or 16 alike), and one run over 8 windows held 2.9 GB at its
     /// peak against 1.0 GB (46 min file).
     pub fn encode_batch(&mut self, mels: &[Vec<f32>]) -> Result<EncodedWindow, ModelError> {
-        if self.device == DeviceUsed::Cuda || mels.len() == 1 {
-            return self.run_encoder(&mels.concat(), mels.len());
+        if mels.is_empty() {
+            return EncodedWindow::from_run(Vec::new(), 0);
         }
-        let windows = mels
-            .iter()
-            .map(|m| self.run_encoder(m, 1))
-            .collect::<Result<Vec<_>, _>>()?;
-        EncodedWindow::stack(&windows)
+        if self.device == DeviceUsed::Cuda || mels.len() == 1 {
+            let run = self.run_encoder(&mels.concat(), mels.len())?;
+            return EncodedWindow::from_run(run, mels.len());
+        }
+        let mut encoded = EncodedWindow::from_run(self.run_encoder(&mels[0], 1)?, mels.len())?;
+        for m in &mels[1..] {
+            let run = self.run_encoder(m, 1)?;
+            encoded.append_run(run)?;
+        }
+        Ok(encoded)
     }
 
-    /// The encoder over `batch` windows laid one after another in `mel`.
-    fn run_encoder(&mut self, mel: &[f32], batch: usize) -> Result<EncodedWindow, ModelError> {
+    /// The encoder over `batch` windows laid one after another in `mel`:
+    /// its cross-attention outputs, in decoder-layer order.
+    fn run_encoder(&mut self, mel: &[f32], batch: usize) -> Result<Vec<DynValue>, ModelError> {
         let frames = mel.len() / (batch * self.config.n_mels);
         let input = TensorRef::from_array_view(([batch, self.config.n_mels, frames], mel))?;
         let mut out = self.encoder.run(ort::inputs!["mel" => input])?;
-        let cross = self
-            .cross_names
+        self.cross_names
             .iter()
             .map(|name| {
                 out.remove(name.as_str()).ok_or_else(|| {
                     ModelError::Runtime(RuntimeError::Ort(format!("encoder has no output {name}")))
                 })
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(EncodedWindow { cross, batch })
+            .collect()
     }
 
     /// An empty self-attention cache.
@@ -442,7 +558,7 @@ impl WhisperOnnx {
         names: (&[String], &[String]),
         tokens: &[u32],
         past: &[DynValue],
-        window: &EncodedWindow,
+        window: &Cross<'_>,
     ) -> Result<ort::session::SessionOutputs<'s>, ModelError> {
         let (past_names, cross_names) = names;
         let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
@@ -454,8 +570,12 @@ impl WhisperOnnx {
         for (name, v) in past_names.iter().zip(past) {
             inputs.push((name.as_str().into(), v.into()));
         }
-        for (name, v) in cross_names.iter().zip(&window.cross) {
-            inputs.push((name.as_str().into(), v.into()));
+        for ((name, data), dims) in cross_names.iter().zip(&window.tensors).zip(window.row_dims) {
+            let mut shape = Vec::with_capacity(1 + dims.len());
+            shape.push(batch as i64);
+            shape.extend_from_slice(dims);
+            let view = TensorRef::from_array_view((shape, *data))?;
+            inputs.push((name.as_str().into(), view.into()));
         }
         Ok(decoder.run(inputs)?)
     }
@@ -469,7 +589,7 @@ impl WhisperOnnx {
         &mut self,
         tokens: &[u32],
         cache: &mut KvCache,
-        window: &EncodedWindow,
+        window: &Cross<'_>,
     ) -> Result<Vec<f32>, ModelError> {
         let batch = window.batch;
         if cache.batch != batch || tokens.len() % batch != 0 {
@@ -497,11 +617,11 @@ impl WhisperOnnx {
     /// Feeds the whole of `tokens` with an empty cache and returns the
     /// alignment heads' cross-attention scores, `[heads, tokens.len(), stride]`
     /// row-major, with `(heads, stride)`.
-    /// `window` is one window (take a batch's row with [`EncodedWindow::rows`]).
+    /// `window` is one window (take a batch's row with [`EncodedWindow::row`]).
     pub fn alignment_scores(
         &mut self,
         tokens: &[u32],
-        window: &EncodedWindow,
+        window: &Cross<'_>,
     ) -> Result<(Vec<f32>, usize, usize), ModelError> {
         if window.batch != 1 {
             return Err(ModelError::Runtime(RuntimeError::Ort(format!(
@@ -540,6 +660,32 @@ mod tests {
             }
         }
         v
+    }
+
+    #[test]
+    fn rows_move_in_place_and_none_is_lost() {
+        let (h, t, d) = (2, 3, 4);
+        let row = h * t * d;
+        let mut data = labelled(5, h, t, d);
+        let original = data.clone();
+        // rows 3 and 1 stay (in that order), the others go behind them
+        let source = [3, 1, 0, 2, 4];
+        permute_rows(&mut data, row, &source);
+        for (slot, &from) in source.iter().enumerate() {
+            assert_eq!(
+                &data[slot * row..(slot + 1) * row],
+                &original[from * row..(from + 1) * row],
+                "slot {slot}"
+            );
+        }
+        // a cycle of every row, and no move at all
+        let mut cycle = original.clone();
+        permute_rows(&mut cycle, row, &[1, 2, 3, 4, 0]);
+        assert_eq!(&cycle[..row], &original[row..2 * row]);
+        assert_eq!(&cycle[4 * row..], &original[..row]);
+        let mut same = original.clone();
+        permute_rows(&mut same, row, &[0, 1, 2, 3, 4]);
+        assert_eq!(same, original);
     }
 
     #[test]

@@ -343,7 +343,7 @@ fn transcribe_sequential(job: Job) -> Result<Vec<Segment>, ModelError> {
         let result = decode_with_fallback(
             model,
             tok,
-            &encoded,
+            &encoded.active(),
             &prompt,
             &window_opts,
             rng,
@@ -379,7 +379,7 @@ fn transcribe_sequential(job: Job) -> Result<Vec<Segment>, ModelError> {
             add_word_timestamps(
                 model,
                 tok,
-                &encoded,
+                &encoded.active(),
                 loop_opts,
                 &mut kept,
                 &kept_probs,
@@ -520,11 +520,10 @@ fn transcribe_batched(
             let (mut kept, kept_probs) = keep_segments(tok, raw, &result)?;
             if loop_opts.word_timestamps && !kept.is_empty() {
                 let t2 = Instant::now();
-                let alone = encoded.rows(&[row])?;
                 add_word_timestamps(
                     model,
                     tok,
-                    &alone,
+                    &encoded.row(row),
                     loop_opts,
                     &mut kept,
                     &kept_probs,
@@ -571,13 +570,21 @@ fn decode_round(
         .map(|&(seek, size)| mel.window(seek, size))
         .collect();
     let t0 = Instant::now();
-    let encoded = model.encode_batch(&mels)?;
+    let mut encoded = model.encode_batch(&mels)?;
     timings.encoder += t0.elapsed().as_secs_f64();
     timings.windows += windows.len();
 
     let t1 = Instant::now();
     let first_temperature = opts.temperatures[0];
-    let first = decode_batch(model, tok, &encoded, prompt, first_temperature, opts, rng)?;
+    let first = decode_batch(
+        model,
+        tok,
+        &mut encoded,
+        prompt,
+        first_temperature,
+        opts,
+        rng,
+    )?;
     let mut results = Vec::with_capacity(windows.len());
     for (row, decoded) in first.into_iter().enumerate() {
         let mut fallback = Fallback::default();
@@ -585,7 +592,7 @@ fn decode_round(
         let result = match fallback.judge(decoded, first_temperature, tok, opts) {
             Some(result) => result,
             None => {
-                let alone = encoded.rows(&[row])?;
+                let alone = encoded.row(row);
                 decode_with_fallback(model, tok, &alone, prompt, opts, rng, fallback)?
             }
         };
@@ -735,7 +742,7 @@ fn append_segments(segments: &mut Vec<Segment>, kept: Vec<Segment>) {
 fn add_word_timestamps(
     model: &mut WhisperOnnx,
     tok: &WhisperTokenizer,
-    encoded: &super::model::EncodedWindow,
+    encoded: &super::model::Cross<'_>,
     loop_opts: &LoopOptions,
     segments: &mut [Segment],
     probs: &[&[f32]],
