@@ -897,6 +897,15 @@ def quantize(src, dst, external):
     )
 
 
+def quantize_graph(g, doc, scratch, dst):
+    """Saves the graph to `scratch`, quantizes it into `dst`, and removes the scratch file(s)."""
+    external = save_graph(g, doc, scratch)
+    quantize(scratch, dst, external)
+    for f in (scratch, scratch + ".data"):
+        if os.path.exists(f):
+            os.remove(f)
+
+
 def wants_external_data(g):
     return g.nbytes > EXTERNAL_DATA_BYTES or os.environ.get("COLLOQUY_CONVERT_EXTERNAL_DATA") == "1"
 
@@ -999,8 +1008,8 @@ def convert(args, name, out_dir):
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
     try:
-        enc_ext = save_graph(build_encoder(w, info), f"Whisper encoder ({name}): mel -> per-layer cross-attention K/V",
-                             os.path.join(tmp, "encoder.onnx"))
+        save_graph(build_encoder(w, info), f"Whisper encoder ({name}): mel -> per-layer cross-attention K/V",
+                   os.path.join(tmp, "encoder.onnx"))
         log(f"encoder.onnx written ({time.time() - t0:.1f}s)")
         doc = f"Whisper decoder ({name}): tokens + KV cache -> last-position logits"
         save_graph(build_decoder(w, info, "gemm"), doc, os.path.join(tmp, "decoder.onnx"))
@@ -1008,21 +1017,13 @@ def convert(args, name, out_dir):
         # The int8 encoder keeps plain MatMul-Softmax-MatMul attention: with the
         # fused attention, tiny.en int8 lost a word on realmix1 (WER 8.2%
         # against fp32's 7.5%, benches/int8_parity.py); with it, 7.5% as before.
-        plain = os.path.join(tmp, "encoder.plain.onnx")
-        plain_ext = save_graph(build_encoder(w, info, fused_attention=False),
-                               f"Whisper encoder ({name}), unfused attention, for int8", plain)
-        quantize(plain, os.path.join(tmp, "encoder.int8.onnx"), plain_ext)
-        for f in (plain, plain + ".data"):
-            if os.path.exists(f):
-                os.remove(f)
+        quantize_graph(build_encoder(w, info, fused_attention=False),
+                       f"Whisper encoder ({name}), unfused attention, for int8",
+                       os.path.join(tmp, "encoder.plain.onnx"), os.path.join(tmp, "encoder.int8.onnx"))
         # The fp32 decoder shares the embedding matrix through Gemm(transB); the int8
         # one needs the projection as a MatMul with a constant weight to quantize it.
-        mm = os.path.join(tmp, "decoder.matmul.onnx")
-        mm_ext = save_graph(build_decoder(w, info, "matmul"), doc, mm)
-        quantize(mm, os.path.join(tmp, "decoder.int8.onnx"), mm_ext)
-        for f in (mm, mm + ".data"):
-            if os.path.exists(f):
-                os.remove(f)
+        quantize_graph(build_decoder(w, info, "matmul"), doc,
+                       os.path.join(tmp, "decoder.matmul.onnx"), os.path.join(tmp, "decoder.int8.onnx"))
         log(f"int8 models written ({time.time() - t0:.1f}s)")
         with open(os.path.join(tmp, "tokenizer.json"), "wb") as f:
             f.write(src["tokenizer.json"])

@@ -3,8 +3,8 @@
 /// The process's allocator, for Rust and (its `malloc` and `free` exported
 /// unprefixed) for ONNX Runtime's C++ alike: glibc's per-thread arenas kept
 /// what the transcriber's and the diarizer's temporary buffers had freed, so
-/// the whole pipeline on 45 minutes peaked at 1.6-1.85 GB of RSS against
-/// 0.86 GB with jemalloc (README "Memory").
+/// the whole pipeline on 45 minutes peaked at 1.37-1.85 GB of RSS against
+/// 0.98-0.99 GB with jemalloc as set here (README "Memory").
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -14,7 +14,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// temporaries, a batch's keys and values) from the ordinary arenas, whose
 /// freed pages are reused for the next window and returned by decay, not
 /// from a dedicated arena that returns them at once and faults them in again
-/// (that cost 5-10% of the pipeline's time on long recordings).
+/// (that cost 6-11% of the pipeline's time on long recordings).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[no_mangle]
 #[used]

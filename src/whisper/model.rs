@@ -245,40 +245,32 @@ pub struct Cross<'a> {
     batch: usize,
 }
 
-impl Cross<'_> {
-    /// Number of windows (rows).
-    pub fn batch(&self) -> usize {
-        self.batch
-    }
-}
-
 impl EncodedWindow {
     /// Windows from one encoder run's outputs (each `[b, ...]`, in
-    /// decoder-layer order), copied into buffers with room for `capacity`
-    /// windows in all.
+    /// decoder-layer order), in buffers with room for `capacity` windows
+    /// in all.
     fn from_run(run: Vec<DynValue>, capacity: usize) -> Result<EncodedWindow, ModelError> {
         let mut cross = Vec::with_capacity(run.len());
         let mut row_dims = Vec::with_capacity(run.len());
-        let mut batch = 0;
         for value in &run {
             let (shape, data) = value.try_extract_tensor::<f32>()?;
-            batch = shape[0] as usize;
-            let row = data.len().checked_div(batch).unwrap_or(0);
-            let mut buffer = Vec::with_capacity(row * capacity.max(batch));
-            buffer.extend_from_slice(data);
-            cross.push(buffer);
+            let rows = (shape[0] as usize).max(capacity);
+            let row = data.len().checked_div(shape[0] as usize).unwrap_or(0);
+            cross.push(Vec::with_capacity(row * rows));
             row_dims.push(shape.iter().skip(1).copied().collect::<Vec<i64>>());
         }
-        Ok(EncodedWindow {
+        let mut encoded = EncodedWindow {
             cross,
             row_dims,
-            order: (0..batch).collect(),
-            active: batch,
-        })
+            order: Vec::new(),
+            active: 0,
+        };
+        encoded.append_run(run)?;
+        Ok(encoded)
     }
 
     /// Appends the windows of one more encoder run (the same shapes but
-    /// for the batch axis), after those already held.
+    /// for the batch axis), after those already held; all are active.
     fn append_run(&mut self, run: Vec<DynValue>) -> Result<(), ModelError> {
         let mut added = 0;
         for (buffer, value) in self.cross.iter_mut().zip(&run) {
@@ -339,22 +331,18 @@ impl EncodedWindow {
     /// active batch, in the order given): their slots move to the front in
     /// that order, the others' behind them, all data kept.
     pub fn keep(&mut self, keep: &[usize]) {
-        let mut new_order: Vec<usize> = keep.iter().map(|&p| self.order[p]).collect();
-        let rest: Vec<usize> = (0..self.order.len())
-            .filter(|p| !keep.contains(p))
-            .map(|p| self.order[p])
-            .collect();
-        new_order.extend(rest);
-        // slot i takes the data of the slot its new window is in now
-        let source: Vec<usize> = new_order
+        // slot i takes the data of slot source[i]: the kept positions first,
+        // then the others in their order
+        let source: Vec<usize> = keep
             .iter()
-            .map(|w| self.order.iter().position(|o| o == w).unwrap())
+            .copied()
+            .chain((0..self.order.len()).filter(|p| !keep.contains(p)))
             .collect();
         for i in 0..self.cross.len() {
             let n = self.row_len(i);
             permute_rows(&mut self.cross[i], n, &source);
         }
-        self.order = new_order;
+        self.order = source.iter().map(|&p| self.order[p]).collect();
         self.active = keep.len();
     }
 }
