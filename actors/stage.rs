@@ -364,17 +364,25 @@ fn worker_loop<W: StageWork>(
             continue;
         }
         counters.gauge(&counters.waiting_on_next, 1);
+        // counted out before the hand-over: the next stage (for the last
+        // stage, the registry completing the job) can act on the job, and a
+        // reader can see it done, before `send` returns here
+        counters.add(&counters.jobs_out, 1);
         let t1 = Instant::now();
         let sent = futures::executor::block_on(next.send(JobMsg { ctx, payload: out }));
         counters
             .blocked_micros
             .fetch_add(micros(t1), Ordering::SeqCst);
         counters.gauge(&counters.waiting_on_next, -1);
-        match sent {
-            Ok(Ok(())) => counters.add(&counters.jobs_out, 1),
-            Ok(Err(status)) => return status,
-            Err(e) => return e.into(),
-        }
+        let status = match sent {
+            Ok(Ok(())) => continue,
+            Ok(Err(status)) => status,
+            Err(e) => e.into(),
+        };
+        // not passed on after all (the next stage is gone): the worker ends
+        counters.jobs_out.fetch_sub(1, Ordering::SeqCst);
+        counters.changed.notify_waiters();
+        return status;
     }
 }
 
@@ -471,6 +479,73 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(*events.lock().unwrap(), ["dropped", "failed"]);
+    }
+
+    /// Passes every job on.
+    struct Passing;
+    impl StageWork for Passing {
+        type In = ();
+        type Out = ();
+        const NAME: &'static str = "passing";
+        const PROGRESS: (u8, &'static str) = (50, "Passing");
+        fn process(&mut self, _: &mut JobCtx, _: ()) -> Result<(), JobError> {
+            Ok(())
+        }
+    }
+
+    /// A next stage that notes the sending stage's `jobs_out` as each job
+    /// arrives, as a scrape of `/metrics` right after the job completes would.
+    struct Watching {
+        counters: Arc<std::sync::OnceLock<Arc<StageCounters>>>,
+        seen: Arc<Mutex<Vec<u64>>>,
+    }
+    impl Actor for Watching {
+        type Context = Context<Self>;
+    }
+    impl Handler<JobMsg<()>> for Watching {
+        type Result = Result<(), ActorExitStatus>;
+        fn handle(&mut self, _: JobMsg<()>, _: &mut Context<Self>) -> Self::Result {
+            let out = self.counters.get().expect("set").snapshot().jobs_out;
+            self.seen.lock().unwrap().push(out);
+            Ok(())
+        }
+    }
+
+    #[actix::test]
+    async fn a_job_is_counted_out_by_the_time_the_next_stage_has_it() {
+        let counters = Arc::new(std::sync::OnceLock::new());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let next = Watching {
+            counters: counters.clone(),
+            seen: seen.clone(),
+        };
+        let stage = spawn_stage(
+            vec![Passing],
+            2,
+            next.start().recipient(),
+            Events(Arc::default()).start().recipient(),
+        );
+        counters.set(stage.counters.clone()).ok();
+        for _ in 0..3 {
+            let ctx = JobCtx::new(
+                Uuid::new_v4(),
+                "unused".into(),
+                JobOptions::default(),
+                CancelToken::default(),
+            );
+            stage
+                .addr
+                .send(JobMsg { ctx, payload: () })
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        while seen.lock().unwrap().len() < 3 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(*seen.lock().unwrap(), [1, 2, 3]);
+        let done = stage.counters.wait_until(|c| c.waiting_on_next == 0).await;
+        assert_eq!((done.jobs_in, done.jobs_out, done.jobs_failed), (3, 3, 0));
     }
 
     /// A registry that goes away after its first message.
