@@ -74,7 +74,8 @@ impl Actor for Fork {
 impl Handler<JobMsg<Audio16k>> for Fork {
     type Result = AtomicResponse<Self, Result<(), ActorExitStatus>>;
 
-    fn handle(&mut self, msg: JobMsg<Audio16k>, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, mut msg: JobMsg<Audio16k>, _: &mut Context<Self>) -> Self::Result {
+        msg.ctx.taken();
         self.join.do_send(Forked {
             id: msg.ctx.id,
             cancel: msg.ctx.cancel.clone(),
@@ -222,7 +223,8 @@ impl Handler<Forked> for Join {
 
 impl Handler<JobMsg<Transcribed>> for Join {
     type Result = AtomicResponse<Self, Result<(), ActorExitStatus>>;
-    fn handle(&mut self, msg: JobMsg<Transcribed>, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, mut msg: JobMsg<Transcribed>, _: &mut Context<Self>) -> Self::Result {
+        msg.ctx.taken();
         let joined = self.half(
             msg.ctx.id,
             |p| p.transcribed = Some(msg),
@@ -234,7 +236,8 @@ impl Handler<JobMsg<Transcribed>> for Join {
 
 impl Handler<JobMsg<Diarized>> for Join {
     type Result = AtomicResponse<Self, Result<(), ActorExitStatus>>;
-    fn handle(&mut self, msg: JobMsg<Diarized>, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, mut msg: JobMsg<Diarized>, _: &mut Context<Self>) -> Self::Result {
+        msg.ctx.taken();
         let joined = self.half(
             msg.ctx.id,
             |p| p.diarized = Some(msg),

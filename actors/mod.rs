@@ -161,6 +161,44 @@ pub struct JobCtx {
     /// worker before its work runs): for events a stage tells while it
     /// works, such as partial segments.
     pub events: Option<actix::Recipient<JobEvent>>,
+    /// Set by the stage handing the job on: the receiver calls
+    /// [`JobCtx::taken`] once the job is its own.
+    pub handover: Option<Handover>,
+}
+
+/// A job on its way from a stage's worker to the next stage. The sending
+/// stage counts the job out once: when the receiver takes it, or, for a
+/// receiver that does not say, when the send returns. So a job the registry
+/// has completed is counted out by every stage it went through, and a job
+/// waiting for room in a full queue is not counted yet.
+#[derive(Clone)]
+pub struct Handover {
+    done: Arc<AtomicBool>,
+    count: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Handover {
+    pub fn new(count: impl Fn() + Send + Sync + 'static) -> Handover {
+        Handover {
+            done: Arc::new(AtomicBool::new(false)),
+            count: Arc::new(count),
+        }
+    }
+
+    /// Counts the job out, the first time only.
+    pub fn complete(&self) {
+        if !self.done.swap(true, Ordering::SeqCst) {
+            (self.count)();
+        }
+    }
+}
+
+impl std::fmt::Debug for Handover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handover")
+            .field("done", &self.done.load(Ordering::SeqCst))
+            .finish()
+    }
 }
 
 impl JobCtx {
@@ -175,6 +213,14 @@ impl JobCtx {
             admitted_at: Instant::now(),
             owner: None,
             events: None,
+            handover: None,
+        }
+    }
+
+    /// The job is the receiver's now: the stage that handed it on counts it out.
+    pub fn taken(&mut self) {
+        if let Some(handover) = self.handover.take() {
+            handover.complete();
         }
     }
 

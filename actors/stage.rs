@@ -39,7 +39,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 pub use super::JobError;
-use super::{ActorExitStatus, JobCtx, JobEvent, JobMsg};
+use super::{ActorExitStatus, Handover, JobCtx, JobEvent, JobMsg};
 
 /// The synchronous work of one stage. One value per worker thread: it owns
 /// its engine (model sessions) and is never shared.
@@ -173,6 +173,7 @@ impl<W: StageWork> Handler<JobMsg<W::In>> for StageActor<W> {
             async move {
                 // waits while the queue is full: the caller's send is pending meanwhile
                 let mut msg = msg;
+                let handover = msg.ctx.handover.take();
                 loop {
                     match queue.try_send(msg) {
                         Ok(()) => break,
@@ -183,6 +184,9 @@ impl<W: StageWork> Handler<JobMsg<W::In>> for StageActor<W> {
                         }
                         Err(TrySendError::Disconnected(_)) => return Err(ActorExitStatus::Killed),
                     }
+                }
+                if let Some(handover) = handover {
+                    handover.complete();
                 }
                 counters.add(&counters.jobs_in, 1);
                 counters.gauge(&counters.queued, 1);
@@ -364,25 +368,25 @@ fn worker_loop<W: StageWork>(
             continue;
         }
         counters.gauge(&counters.waiting_on_next, 1);
-        // counted out before the hand-over: the next stage (for the last
-        // stage, the registry completing the job) can act on the job, and a
-        // reader can see it done, before `send` returns here
-        counters.add(&counters.jobs_out, 1);
+        // counted out when the next stage takes the job: the last stage's
+        // next is the registry, which completes the job before `send`
+        // returns here
+        let handover = {
+            let counters = counters.clone();
+            Handover::new(move || counters.add(&counters.jobs_out, 1))
+        };
+        ctx.handover = Some(handover.clone());
         let t1 = Instant::now();
         let sent = futures::executor::block_on(next.send(JobMsg { ctx, payload: out }));
         counters
             .blocked_micros
             .fetch_add(micros(t1), Ordering::SeqCst);
         counters.gauge(&counters.waiting_on_next, -1);
-        let status = match sent {
-            Ok(Ok(())) => continue,
-            Ok(Err(status)) => status,
-            Err(e) => e.into(),
-        };
-        // not passed on after all (the next stage is gone): the worker ends
-        counters.jobs_out.fetch_sub(1, Ordering::SeqCst);
-        counters.changed.notify_waiters();
-        return status;
+        match sent {
+            Ok(Ok(())) => handover.complete(),
+            Ok(Err(status)) => return status,
+            Err(e) => return e.into(),
+        }
     }
 }
 
@@ -493,8 +497,9 @@ mod tests {
         }
     }
 
-    /// A next stage that notes the sending stage's `jobs_out` as each job
-    /// arrives, as a scrape of `/metrics` right after the job completes would.
+    /// A next stage that, like the registry, takes each job and then acts on
+    /// it (completes it), noting the sending stage's `jobs_out` at that
+    /// moment, as a scrape of `/metrics` right after completion would.
     struct Watching {
         counters: Arc<std::sync::OnceLock<Arc<StageCounters>>>,
         seen: Arc<Mutex<Vec<u64>>>,
@@ -504,7 +509,8 @@ mod tests {
     }
     impl Handler<JobMsg<()>> for Watching {
         type Result = Result<(), ActorExitStatus>;
-        fn handle(&mut self, _: JobMsg<()>, _: &mut Context<Self>) -> Self::Result {
+        fn handle(&mut self, mut msg: JobMsg<()>, _: &mut Context<Self>) -> Self::Result {
+            msg.ctx.taken();
             let out = self.counters.get().expect("set").snapshot().jobs_out;
             self.seen.lock().unwrap().push(out);
             Ok(())

@@ -723,7 +723,8 @@ impl Handler<JobEvent> for JobRegistry {
 /// The pipeline's sink: a finished job's result.
 impl Handler<JobMsg<JobOutput>> for JobRegistry {
     type Result = Result<(), ActorExitStatus>;
-    fn handle(&mut self, msg: JobMsg<JobOutput>, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, mut msg: JobMsg<JobOutput>, ctx: &mut Context<Self>) -> Self::Result {
+        msg.ctx.taken();
         let id = msg.ctx.id;
         let cancelled = self.active.get(&id).is_none_or(|c| c.is_cancelled());
         if cancelled {
