@@ -6,6 +6,16 @@
 #   bash benches/gpu_bench.sh [long_vs_faster_whisper.py args, e.g. --runs 3 --with-3h]
 #   GPU_MODEL=base bash benches/gpu_bench.sh      (default tiny.en)
 #
+# On a machine that reaches no registry and has its own CUDA (e.g. CUDA 13,
+# where the pinned CUDA 12 stack does not fit):
+#   ORT_GPU_LIB=/x/libonnxruntime.so.1.31.1   an onnxruntime-gpu build for that
+#       CUDA (its libonnxruntime_providers_*.so beside it); no venv is made,
+#       the CUDA libraries come from LD_LIBRARY_PATH as it is;
+#   FASTER_WHISPER=0   colloquy alone (CTranslate2's wheels need CUDA 12's
+#       cuBLAS and cuDNN);
+#   COLLOQUY_BIN=/x/colloquy   a binary built elsewhere (default target/release);
+#   args such as --audio DIR --manifest TSV go on to the bench.
+#
 # What it does:
 #  1. says so and exits 3 when there is no NVIDIA GPU (nvidia-smi missing or
 #     listing none): nothing is measured then;
@@ -35,6 +45,9 @@ if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L 2>/dev/null | grep -q '
 fi
 nvidia-smi -L >&2
 
+if [ -n "${ORT_GPU_LIB:-}" ]; then
+  lib=$ORT_GPU_LIB
+else
 venv=$CACHE/venv-gpu
 if [ ! -f "$venv/.installed" ]; then
   python3 -m venv "$venv"
@@ -47,6 +60,8 @@ site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["pur
 lib=$(ls "$site"/onnxruntime/capi/libonnxruntime.so.* | head -1)
 nvlibs=$(ls -d "$site"/nvidia/*/lib | paste -sd: -)
 export LD_LIBRARY_PATH="$nvlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+BIN=${COLLOQUY_BIN:-./target/release/colloquy}
 
 # batch size: half the free memory over one row's share
 free_mb=$(nvidia-smi --query-gpu=memory.free --format=csv,noheader,nounits -i "${CUDA_DEVICE:-0}" | head -1)
@@ -66,10 +81,12 @@ export COLLOQUY__RUNTIME__DEVICE=cuda
 export COLLOQUY__MODELS__ONNXRUNTIME=$lib
 export COLLOQUY__WHISPER__BATCH_SIZE=$batch
 export COLLOQUY__WHISPER__MODEL=$MODEL
-check=$(COLLOQUY_LOG=warn ./target/release/colloquy transcribe --whisper-only --format json tests/data/speech_en.flac 2>&1 >/dev/null || true)
+check=$(COLLOQUY_LOG=warn "$BIN" transcribe --whisper-only --format json tests/data/speech_en.flac 2>&1 >/dev/null || true)
 if grep -q "falling back to cpu" <<<"$check"; then
   echo "the CUDA execution provider did not load: $check" >&2
   exit 4
 fi
-python3 benches/long_vs_faster_whisper.py --device cuda --batch "$batch" --model "$MODEL" \
-  --json target/bench/long_vs_faster_whisper_gpu.json "$@"
+fw=()
+[ "${FASTER_WHISPER:-1}" = 0 ] && fw=(--no-faster-whisper)
+python3 benches/long_vs_faster_whisper.py --device cuda --batch "$batch" --model "$MODEL" --colloquy "$BIN" \
+  "${fw[@]}" --json target/bench/long_vs_faster_whisper_gpu.json "$@"

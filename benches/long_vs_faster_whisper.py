@@ -19,6 +19,8 @@ keeps each engine's fastest run.
 
     python3 benches/long_vs_faster_whisper.py [--runs 1] [--files joined14,long45] [--with-3h]
         [--device cpu|cuda] [--batch 8]     (benches/gpu_bench.sh runs it on a GPU)
+        [--no-faster-whisper] [--audio DIR] [--manifest TSV]
+                                            (colloquy alone, on files built elsewhere)
 """
 import argparse
 import json
@@ -68,13 +70,22 @@ def main():
     ap.add_argument("--model", default="tiny.en", choices=["tiny.en", "base"], help="both engines' Whisper")
     ap.add_argument("--colloquy", default=str(REPO / "target" / "release" / "colloquy"))
     ap.add_argument("--json", default=str(REPO / "target" / "bench" / "long_vs_faster_whisper.json"))
+    ap.add_argument("--no-faster-whisper", action="store_true",
+                    help="colloquy alone (faster-whisper cannot run there, e.g. no CUDA 12 for CTranslate2)")
+    ap.add_argument("--engines", help="only these, comma-separated (e.g. colloquy_whisper)")
+    ap.add_argument("--audio", help="a folder already holding the files (default: benches/make_long_audio.sh builds them)")
+    ap.add_argument("--manifest", default=str(REPO.parent / "shared" / "data" / "asr_manifest.tsv"),
+                    help="the shared data's asr_manifest.tsv (joined14's reference)")
     args = ap.parse_args()
-    subprocess.run(["bash", str(REPO / "benches" / "make_long_audio.sh")], check=True)
-    audio = REPO / "target" / "bench" / "audio"
-    manifest = REPO.parent / "shared" / "data" / "asr_manifest.tsv"
-    ref = reference_joined14(manifest)
-    fw_py = ensure_fw_venv()
-    ct2 = str(ensure_ct2_dir(args.model))
+    if args.audio:
+        audio = Path(args.audio)
+    else:
+        subprocess.run(["bash", str(REPO / "benches" / "make_long_audio.sh")], check=True)
+        audio = REPO / "target" / "bench" / "audio"
+    ref = reference_joined14(args.manifest)
+    if not args.no_faster_whisper:
+        fw_py = ensure_fw_venv()
+        ct2 = str(ensure_ct2_dir(args.model))
     results = {}
 
     def fw(mode, f):
@@ -99,7 +110,8 @@ def main():
             seconds = r["performance_metrics"]["total_duration"]
             stages = r["performance_metrics"]["stages"]
         text = " ".join(s["text"].strip() for s in segs)
-        return seconds, text, rss, stages, wall
+        # "cuda", "cpu", or "mixed": a run that fell back to the CPU shows it
+        return seconds, text, rss, stages, wall, r.get("provider", {}).get("device")
 
     files = args.files.split(",") + (["long3h"] if args.with_3h else [])
     for name in files:
@@ -108,6 +120,10 @@ def main():
         engines = ["fw_sequential", batched, "colloquy_whisper", "colloquy_pipeline"]
         if name == "long3h":
             engines = ["colloquy_pipeline"]
+        elif args.no_faster_whisper:
+            engines = ["colloquy_whisper", "colloquy_pipeline"]
+        if args.engines:
+            engines = [e for e in engines if e in args.engines.split(",")]
         best = {}
         for run in range(args.runs):
             for e in engines:
@@ -116,21 +132,27 @@ def main():
                     s, text, rss = fw("batched" if e == batched else "sequential", f)
                     row = {"seconds": s, "rss_mb": rss}
                 else:
-                    s, text, rss, stages, wall = ours(e == "colloquy_whisper", f)
-                    row = {"seconds": s, "process_seconds": wall, "rss_mb": rss, "stages": stages}
+                    s, text, rss, stages, wall, device = ours(e == "colloquy_whisper", f)
+                    row = {"seconds": s, "process_seconds": wall, "rss_mb": rss, "stages": stages, "device": device}
                 hyp = normalize(text)
                 row["words"] = len(hyp)
                 if name == "joined14":
                     row["wer"] = edit_distance(ref, hyp) / len(ref)
                 if e not in best or row["seconds"] < best[e]["seconds"]:
                     best[e] = row
+                log(f"  {e}: {row['seconds']:.1f} s, {row['words']} words, stages {row.get('stages')}")
+                # after each run: a bench cut short keeps what it measured
+                write_report(args.json, {**results, name: best})
         results[name] = best
         for e, r in best.items():
             wer = f" WER {100 * r['wer']:.1f}%" if "wer" in r else ""
-            log(f"{name:9s} {e:18s} {r['seconds']:8.1f} s  words {r['words']:6d}  peak RSS {r['rss_mb']:6.0f} MB{wer}")
-        if "fw_sequential" in best:
+            dev = f"  on {r['device']}" if r.get("device") else ""
+            log(f"{name:9s} {e:18s} {r['seconds']:8.1f} s  words {r['words']:6d}  peak RSS {r['rss_mb']:6.0f} MB{wer}{dev}")
+        if "fw_sequential" in best and batched in best:
             seq, bat = best["fw_sequential"]["seconds"], best[batched]["seconds"]
             for e in ("colloquy_whisper", "colloquy_pipeline"):
+                if e not in best:
+                    continue
                 s = best[e]["seconds"]
                 log(f"{name:9s} {e}: {seq / s:.2f}x faster-whisper sequential, {bat / s:.2f}x batched; "
                     f"{s / seq:.2f} of sequential's wall time")

@@ -247,6 +247,7 @@ pub struct DiarizationConfig {
     pub min_duration_on: f64,
     pub min_duration_off: f64,
     pub voice_check: bool,
+    pub gpu: bool,
 }
 
 /// `[vad]`: silero voice activity detection and the rules that turn its
@@ -413,6 +414,16 @@ impl Config {
     /// The directory holding `temp/`, `results/` and the job database.
     pub fn storage_root(&self) -> PathBuf {
         expand_home(&self.server.storage_dir)
+    }
+
+    /// The runtime settings of the diarizer's models (segmentation, voice
+    /// embeddings): `runtime`'s, on the CPU unless `diarization.gpu`.
+    pub fn diarization_runtime(&self) -> RuntimeConfig {
+        let mut rt = self.runtime.clone();
+        if !self.diarization.gpu {
+            rt.device = Device::Cpu;
+        }
+        rt
     }
 
     /// Path of the ONNX Runtime shared library.

@@ -96,12 +96,6 @@ pub fn session(
         .with_intra_threads(cfg.intra_threads)?
         .with_inter_threads(cfg.inter_threads)?
         .with_intra_op_spinning(cfg.allow_spinning)?;
-    if !cfg.cpu_arena {
-        // the arena keeps the largest buffers a session ever asked for
-        builder = builder.with_execution_providers([ort::ep::CPU::default()
-            .with_arena_allocator(false)
-            .build()])?;
-    }
     let mut used = DeviceUsed::Cpu;
     if cfg.device == Device::Cuda {
         let cuda = ort::ep::CUDA::default()
@@ -118,6 +112,14 @@ pub fn session(
                 e.recover()
             }
         };
+    }
+    // after CUDA: ONNX Runtime gives each node to the first provider, in
+    // the order registered, that can run it, and the CPU can run them all
+    if !cfg.cpu_arena {
+        // the arena keeps the largest buffers a session ever asked for
+        builder = builder.with_execution_providers([ort::ep::CPU::default()
+            .with_arena_allocator(false)
+            .build()])?;
     }
     let session = builder.commit_from_file(model)?;
     Ok((session, used))

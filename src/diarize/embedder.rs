@@ -48,8 +48,11 @@ impl VoiceEmbedder {
     /// The embedding model of the diarization models' folder `dir`.
     pub fn load(config: &Config, dir: &Path) -> Result<VoiceEmbedder, DiarizeError> {
         let env = runtime::environment(&config.onnxruntime_library())?;
-        let (session, device) =
-            runtime::session(env, &dir.join("embedding.onnx"), &config.runtime)?;
+        let (session, device) = runtime::session(
+            env,
+            &dir.join("embedding.onnx"),
+            &config.diarization_runtime(),
+        )?;
         let cfg = &config.diarization;
         Ok(VoiceEmbedder {
             session,

@@ -151,8 +151,11 @@ impl DiarizationEngine {
                 reason: e.to_string(),
             })?;
         let env = runtime::environment(&config.onnxruntime_library())?;
-        let (segmentation, d1) =
-            runtime::session(env, &dir.join("segmentation.onnx"), &config.runtime)?;
+        let (segmentation, d1) = runtime::session(
+            env,
+            &dir.join("segmentation.onnx"),
+            &config.diarization_runtime(),
+        )?;
         let embedder = VoiceEmbedder::load(config, &dir)?;
         let device = if d1 == DeviceUsed::Cuda && embedder.device == DeviceUsed::Cuda {
             DeviceUsed::Cuda
