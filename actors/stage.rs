@@ -417,7 +417,7 @@ mod tests {
     }
 
     /// Puts a new job with `payload` into the stage's queue.
-    async fn submit(stage: &StageHandle<Stopping>, payload: bool) {
+    async fn submit<W: StageWork>(stage: &StageHandle<W>, payload: W::In) {
         let ctx = JobCtx::new(
             Uuid::new_v4(),
             "unused".into(),
@@ -533,18 +533,7 @@ mod tests {
         );
         counters.set(stage.counters.clone()).ok();
         for _ in 0..3 {
-            let ctx = JobCtx::new(
-                Uuid::new_v4(),
-                "unused".into(),
-                JobOptions::default(),
-                CancelToken::default(),
-            );
-            stage
-                .addr
-                .send(JobMsg { ctx, payload: () })
-                .await
-                .unwrap()
-                .unwrap();
+            submit(&stage, ()).await;
         }
         while seen.lock().unwrap().len() < 3 {
             tokio::task::yield_now().await;
