@@ -625,6 +625,26 @@ mod tests {
     }
 
     #[test]
+    fn the_diarizer_runs_on_the_gpu_only_when_asked() {
+        let env = |gpu: &str| {
+            vec![
+                ("COLLOQUY__RUNTIME__DEVICE".to_string(), "cuda".to_string()),
+                ("COLLOQUY__DIARIZATION__GPU".to_string(), gpu.to_string()),
+            ]
+        };
+        let c = Config::load_with_env(None, env("false")).unwrap();
+        assert_eq!(c.runtime.device, Device::Cuda);
+        assert_eq!(c.diarization_runtime().device, Device::Cpu);
+        // everything else as the runtime's
+        assert_eq!(c.diarization_runtime().cpu_arena, c.runtime.cpu_arena);
+        let c = Config::load_with_env(None, env("true")).unwrap();
+        assert_eq!(c.diarization_runtime().device, Device::Cuda);
+        let c = Config::load_with_env(None, no_env()).unwrap();
+        assert!(!c.diarization.gpu);
+        assert_eq!(c.diarization_runtime().device, Device::Cpu);
+    }
+
+    #[test]
     fn unknown_keys_are_rejected() {
         let env = vec![("COLLOQUY__WHISPER__MODLE".to_string(), "base".to_string())];
         let err = Config::load_with_env(None, env).unwrap_err().to_string();
