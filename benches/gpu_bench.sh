@@ -48,18 +48,18 @@ nvidia-smi -L >&2
 if [ -n "${ORT_GPU_LIB:-}" ]; then
   lib=$ORT_GPU_LIB
 else
-venv=$CACHE/venv-gpu
-if [ ! -f "$venv/.installed" ]; then
-  python3 -m venv "$venv"
-  # GPU_WHEELS=DIR: install from wheels downloaded beforehand (`pip download
-  # -d DIR` of the same requirements) on a machine that reaches no registry
-  "$venv/bin/pip" install -q ${GPU_WHEELS:+--no-index --find-links "$GPU_WHEELS"} "$ORT_GPU" "${NVIDIA_WHEELS[@]}"
-  touch "$venv/.installed"
-fi
-site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-lib=$(ls "$site"/onnxruntime/capi/libonnxruntime.so.* | head -1)
-nvlibs=$(ls -d "$site"/nvidia/*/lib | paste -sd: -)
-export LD_LIBRARY_PATH="$nvlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  venv=$CACHE/venv-gpu
+  if [ ! -f "$venv/.installed" ]; then
+    python3 -m venv "$venv"
+    # GPU_WHEELS=DIR: install from wheels downloaded beforehand (`pip download
+    # -d DIR` of the same requirements) on a machine that reaches no registry
+    "$venv/bin/pip" install -q ${GPU_WHEELS:+--no-index --find-links "$GPU_WHEELS"} "$ORT_GPU" "${NVIDIA_WHEELS[@]}"
+    touch "$venv/.installed"
+  fi
+  site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  lib=$(ls "$site"/onnxruntime/capi/libonnxruntime.so.* | head -1)
+  nvlibs=$(ls -d "$site"/nvidia/*/lib | paste -sd: -)
+  export LD_LIBRARY_PATH="$nvlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 BIN=${COLLOQUY_BIN:-./target/release/colloquy}
 

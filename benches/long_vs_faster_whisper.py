@@ -156,7 +156,6 @@ def main():
                 s = best[e]["seconds"]
                 log(f"{name:9s} {e}: {seq / s:.2f}x faster-whisper sequential, {bat / s:.2f}x batched; "
                     f"{s / seq:.2f} of sequential's wall time")
-    write_report(args.json, results)
 
 
 if __name__ == "__main__":
