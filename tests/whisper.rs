@@ -571,6 +571,64 @@ fn batched_decoder_matches_decode_once() {
     }
 }
 
+/// One window read by several rows (the temperature fallback's batch):
+/// the decoder broadcasts the window's keys and values over the rows, so a
+/// greedy row gives exactly what decoding the window alone gives, whatever
+/// the other rows sample and wherever they end.
+#[test]
+fn rows_sharing_one_window_decode_as_it_does_alone() {
+    use colloquy::whisper::decode::{decode_once, decode_rows, RowsCross};
+    use colloquy::whisper::mel::{MelFrontEnd, N_FRAMES};
+    use colloquy::whisper::model::{ModelDir, WhisperOnnx};
+    use colloquy::whisper::tokenizer::WhisperTokenizer;
+    let Some(config) = config() else { return };
+    let dir = ModelDir::open(&config.models_root(), &config.whisper.model).unwrap();
+    let tok =
+        WhisperTokenizer::from_file(&dir.tokenizer_path(), dir.config.tokens.clone()).unwrap();
+    let mut model = WhisperOnnx::load(
+        &config.onnxruntime_library(),
+        &dir,
+        config.whisper.precision,
+        &config.runtime,
+    )
+    .unwrap();
+    let opts = common::greedy_options(&dir);
+    let clip = load_16k_mono(&repo_path("tests/data/speech_en.flac"), DecodeLimits::NONE)
+        .unwrap()
+        .samples;
+    let front = MelFrontEnd::new(dir.config.n_mels);
+    let mel = front.compute(&clip);
+    let encoded = model
+        .encode(&mel.window(0, N_FRAMES.min(mel.n_frames - 1)))
+        .unwrap();
+    let window = encoded.active();
+    let prompt = [tok.special.sot];
+    let mut rng = fastrand::Rng::with_seed(7);
+    let alone = decode_once(&mut model, &tok, &window, &prompt, 0.0, &opts, &mut rng).unwrap();
+    assert!(!alone.tokens.is_empty());
+    let rows = decode_rows(
+        &mut model,
+        &tok,
+        RowsCross::Shared(&window),
+        &prompt,
+        &[1.0, 0.0, 1.0, 0.0],
+        &opts,
+        &mut rng,
+    )
+    .unwrap();
+    assert_eq!(rows.len(), 4);
+    for greedy in [&rows[1], &rows[3]] {
+        assert_eq!(greedy.tokens, alone.tokens);
+        assert_eq!(greedy.token_probs, alone.token_probs);
+        assert_eq!(greedy.sum_logprob, alone.sum_logprob);
+        assert_eq!(greedy.no_speech_prob, alone.no_speech_prob);
+    }
+    // the sampled rows are rows of their own: each has text, and at
+    // temperature 1 the two are drawn apart
+    assert!(rows[0].tokens.len() > 1 && rows[2].tokens.len() > 1);
+    assert_ne!(rows[0].tokens, rows[2].tokens);
+}
+
 /// A request's own decoding (the OpenAI-compatible route's `prompt`,
 /// `language`, `temperature`): the prompt is read as the text before the
 /// first window and changes the style Whisper writes in; a language the

@@ -294,32 +294,16 @@ pub fn decode_once(
     opts: &DecodeOptions,
     rng: &mut fastrand::Rng,
 ) -> Result<Decoded, ModelError> {
-    let sp = &tok.special;
-    let sot_pos = sot_position(prompt, tok);
-    let mut cache = model.new_cache()?;
-    let mut logits = model.decode(&prompt[..=sot_pos], &mut cache, window)?;
-    let no_speech_prob = softmax_prob(&logits, sp.no_speech as usize);
-    if sot_pos + 1 < prompt.len() {
-        logits = model.decode(&prompt[sot_pos + 1..], &mut cache, window)?;
-    }
-    let filter = LogitFilter {
+    let mut one = decode_rows(
+        model,
+        tok,
+        RowsCross::Shared(window),
+        prompt,
+        &[temperature],
         opts,
-        eot: sp.eot,
-        no_timestamps: sp.no_timestamps,
-        timestamp_begin: sp.timestamp_begin,
-    };
-    let mut generation = Generation::default();
-    let max_new = max_new_tokens(opts, prompt.len());
-    for step in 0..max_new {
-        let Some(next) = generation.step(&mut logits, &filter, temperature, rng) else {
-            break;
-        };
-        if step + 1 == max_new {
-            break;
-        }
-        logits = model.decode(&[next], &mut cache, window)?;
-    }
-    Ok(generation.finish(no_speech_prob))
+        rng,
+    )?;
+    Ok(one.remove(0))
 }
 
 /// Decodes the B windows of `windows` at one temperature, all with the same
@@ -342,29 +326,71 @@ pub fn decode_batch(
     opts: &DecodeOptions,
     rng: &mut fastrand::Rng,
 ) -> Result<Vec<Decoded>, ModelError> {
+    let temperatures = vec![temperature; windows.batch()];
+    decode_rows(
+        model,
+        tok,
+        RowsCross::Windows(windows),
+        prompt,
+        &temperatures,
+        opts,
+        rng,
+    )
+}
+
+/// The cross-attention keys and values the rows of a batched decode read.
+pub enum RowsCross<'w, 'c> {
+    /// A window per row (a finished row's moves behind the rows still
+    /// decoding, [`EncodedWindow::keep`]).
+    Windows(&'w mut EncodedWindow),
+    /// One window that every row reads (the decoder graph's cross-attention
+    /// products broadcast it): a window sampled at several temperatures.
+    Shared(&'w Cross<'c>),
+}
+
+impl RowsCross<'_, '_> {
+    fn decode(
+        &self,
+        model: &mut WhisperOnnx,
+        tokens: &[u32],
+        cache: &mut super::model::KvCache,
+    ) -> Result<Vec<f32>, ModelError> {
+        match self {
+            RowsCross::Windows(w) => model.decode(tokens, cache, &w.active()),
+            RowsCross::Shared(c) => model.decode(tokens, cache, c),
+        }
+    }
+}
+
+/// Decodes one row per temperature of `temperatures` (row i at
+/// `temperatures[i]`), all with the same `prompt`, reading `cross`, in one
+/// decoder run per step; a row that ends (end-of-text or the length cap)
+/// leaves the batch and the others go on (no attention mask: the rows stay
+/// the same length).
+pub fn decode_rows(
+    model: &mut WhisperOnnx,
+    tok: &WhisperTokenizer,
+    mut cross: RowsCross<'_, '_>,
+    prompt: &[u32],
+    temperatures: &[f32],
+    opts: &DecodeOptions,
+    rng: &mut fastrand::Rng,
+) -> Result<Vec<Decoded>, ModelError> {
     let sp = &tok.special;
-    let batch = windows.batch();
+    let batch = temperatures.len();
     if batch == 0 {
         return Ok(Vec::new());
     }
     let sot_pos = sot_position(prompt, tok);
     let mut cache = model.new_batch_cache(batch)?;
-    let mut logits = model.decode(
-        &prompt[..=sot_pos].repeat(batch),
-        &mut cache,
-        &windows.active(),
-    )?;
+    let mut logits = cross.decode(model, &prompt[..=sot_pos].repeat(batch), &mut cache)?;
     let vocab = logits.len() / batch;
     let no_speech: Vec<f32> = logits
         .chunks(vocab)
         .map(|l| softmax_prob(l, sp.no_speech as usize))
         .collect();
     if sot_pos + 1 < prompt.len() {
-        logits = model.decode(
-            &prompt[sot_pos + 1..].repeat(batch),
-            &mut cache,
-            &windows.active(),
-        )?;
+        logits = cross.decode(model, &prompt[sot_pos + 1..].repeat(batch), &mut cache)?;
     }
     let filter = LogitFilter {
         opts,
@@ -382,7 +408,8 @@ pub fn decode_batch(
         for (position, (&row, row_logits)) in
             active.iter().zip(logits.chunks_mut(vocab)).enumerate()
         {
-            if let Some(next) = generations[row].step(row_logits, &filter, temperature, rng) {
+            let t = temperatures[row];
+            if let Some(next) = generations[row].step(row_logits, &filter, t, rng) {
                 keep.push(position);
                 next_tokens.push(next);
             }
@@ -392,10 +419,12 @@ pub fn decode_batch(
         }
         if keep.len() < active.len() {
             cache.retain_rows(&keep)?;
-            windows.keep(&keep);
+            if let RowsCross::Windows(w) = &mut cross {
+                w.keep(&keep);
+            }
             active = keep.iter().map(|&p| active[p]).collect();
         }
-        logits = model.decode(&next_tokens, &mut cache, &windows.active())?;
+        logits = cross.decode(model, &next_tokens, &mut cache)?;
     }
     Ok(generations
         .into_iter()
@@ -510,14 +539,40 @@ pub fn decode_with_fallback(
     rng: &mut fastrand::Rng,
     mut tried: Fallback,
 ) -> Result<WindowResult, ModelError> {
-    for &temperature in &opts.temperatures[tried.tried().min(opts.temperatures.len())..] {
+    let temps = &opts.temperatures;
+    while tried.tried() < temps.len().min(ONE_AT_A_TIME) {
+        let temperature = temps[tried.tried()];
         let decoded = decode_once(model, tok, window, prompt, temperature, opts, rng)?;
+        if let Some(result) = tried.judge(decoded, temperature, tok, opts) {
+            return Ok(result);
+        }
+    }
+    let rest = &temps[tried.tried().min(temps.len())..];
+    let decoded = decode_rows(
+        model,
+        tok,
+        RowsCross::Shared(window),
+        prompt,
+        rest,
+        opts,
+        rng,
+    )?;
+    for (decoded, &temperature) in decoded.into_iter().zip(rest) {
         if let Some(result) = tried.judge(decoded, temperature, tok, opts) {
             return Ok(result);
         }
     }
     Ok(tried.best(opts))
 }
+
+/// Temperatures of the fallback tried one after the other (0 and 0.2 by
+/// default); a window that fails the guards at all of them is mostly noise
+/// or a repetition loop that fails at every temperature, and its remaining
+/// temperatures are sampled together, one row each in one batched decode
+/// reading the window's keys and values once, then judged in order, as one
+/// by one. On long45.wav a window that failed every temperature cost five
+/// decodes of up to 224 tokens alone (README "Whisper on ONNX Runtime").
+const ONE_AT_A_TIME: usize = 2;
 
 #[cfg(test)]
 mod tests {

@@ -537,21 +537,24 @@ impl WhisperOnnx {
         })
     }
 
-    /// One decoder run over `tokens` (`[B, T]` row-major, B the window's
-    /// batch) after the cached positions `past`
+    /// One decoder run over `tokens` (`[B, T]` row-major, B = `rows`)
+    /// after the cached positions `past`, reading the keys and values of
+    /// `window` (B windows, or one that every row reads: the graph's
+    /// cross-attention products broadcast it)
     /// (a free function over the fields, so callers keep the tensor names
     /// borrowed while the outputs are alive).
     fn run_decoder<'s>(
         decoder: &'s mut Session,
         names: (&[String], &[String]),
         tokens: &[u32],
+        rows: usize,
         past: &[DynValue],
         window: &Cross<'_>,
     ) -> Result<ort::session::SessionOutputs<'s>, ModelError> {
         let (past_names, cross_names) = names;
         let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
         let batch = window.batch;
-        let tokens_t = TensorRef::from_array_view(([batch, ids.len() / batch], &ids[..]))?;
+        let tokens_t = TensorRef::from_array_view(([rows, ids.len() / rows], &ids[..]))?;
         let mut inputs: Vec<(std::borrow::Cow<'_, str>, SessionInputValue<'_>)> =
             Vec::with_capacity(1 + past_names.len() + cross_names.len());
         inputs.push(("tokens".into(), tokens_t.into()));
@@ -571,7 +574,8 @@ impl WhisperOnnx {
     /// Feeds `tokens` after what `cache` holds; returns the logits that
     /// predict the token after the last one, and extends the cache. For a
     /// batch, `tokens` is `[B, T]` row-major (every row the same length),
-    /// `cache` and `window` hold B rows, and the logits are `[B, vocab]`
+    /// `cache` holds B rows and `window` B windows (or one, which every row
+    /// reads), and the logits are `[B, vocab]`
     /// row-major.
     pub fn decode(
         &mut self,
@@ -579,16 +583,17 @@ impl WhisperOnnx {
         cache: &mut KvCache,
         window: &Cross<'_>,
     ) -> Result<Vec<f32>, ModelError> {
-        let batch = window.batch;
-        if cache.batch != batch || tokens.len() % batch != 0 {
+        let batch = cache.batch;
+        if (window.batch != batch && window.batch != 1) || tokens.len() % batch != 0 {
             return Err(ModelError::Runtime(RuntimeError::Ort(format!(
-                "decoder batch mismatch: {} cached rows, {batch} windows, {} tokens",
-                cache.batch,
+                "decoder batch mismatch: {batch} cached rows, {} windows, {} tokens",
+                window.batch,
                 tokens.len()
             ))));
         }
         let names = (&self.past_names[..], &self.cross_names[..]);
-        let mut out = Self::run_decoder(&mut self.decoder, names, tokens, &cache.past, window)?;
+        let mut out =
+            Self::run_decoder(&mut self.decoder, names, tokens, batch, &cache.past, window)?;
         let logits = out["logits"].try_extract_tensor::<f32>()?.1.to_vec();
         let mut present = Vec::with_capacity(self.present_names.len());
         for name in &self.present_names {
@@ -619,7 +624,7 @@ impl WhisperOnnx {
         }
         let empty = self.new_cache()?;
         let names = (&self.past_names[..], &self.cross_names[..]);
-        let out = Self::run_decoder(&mut self.decoder, names, tokens, &empty.past, window)?;
+        let out = Self::run_decoder(&mut self.decoder, names, tokens, 1, &empty.past, window)?;
         let value = out.get("alignment_qk").ok_or_else(|| {
             ModelError::Runtime(RuntimeError::Ort(
                 "decoder has no output alignment_qk (converted before word timestamps): run `make setup`".into(),
