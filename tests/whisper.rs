@@ -467,20 +467,21 @@ fn batched_long_audio_keeps_every_word() {
     );
 }
 
-/// The batched decoder step by step: a batch of one row is `decode_once`
-/// exactly; a batch of three windows, whose rows end at different steps
-/// (compaction), gives each window's text as decoding it alone does.
-#[test]
-fn batched_decoder_matches_decode_once() {
-    use colloquy::whisper::decode::{decode_batch, decode_once};
-    use colloquy::whisper::mel::{MelFrontEnd, N_FRAMES};
+/// The configured Whisper model's folder, tokenizer, ONNX sessions and
+/// greedy decoding options (None without models).
+fn decoder_parts() -> Option<(
+    colloquy::whisper::model::ModelDir,
+    colloquy::whisper::tokenizer::WhisperTokenizer,
+    colloquy::whisper::model::WhisperOnnx,
+    colloquy::whisper::decode::DecodeOptions,
+)> {
     use colloquy::whisper::model::{ModelDir, WhisperOnnx};
     use colloquy::whisper::tokenizer::WhisperTokenizer;
-    let Some(config) = config() else { return };
+    let config = config()?;
     let dir = ModelDir::open(&config.models_root(), &config.whisper.model).unwrap();
     let tok =
         WhisperTokenizer::from_file(&dir.tokenizer_path(), dir.config.tokens.clone()).unwrap();
-    let mut model = WhisperOnnx::load(
+    let model = WhisperOnnx::load(
         &config.onnxruntime_library(),
         &dir,
         config.whisper.precision,
@@ -488,6 +489,19 @@ fn batched_decoder_matches_decode_once() {
     )
     .unwrap();
     let opts = common::greedy_options(&dir);
+    Some((dir, tok, model, opts))
+}
+
+/// The batched decoder step by step: a batch of one row is `decode_once`
+/// exactly; a batch of three windows, whose rows end at different steps
+/// (compaction), gives each window's text as decoding it alone does.
+#[test]
+fn batched_decoder_matches_decode_once() {
+    use colloquy::whisper::decode::{decode_batch, decode_once};
+    use colloquy::whisper::mel::{MelFrontEnd, N_FRAMES};
+    let Some((dir, tok, mut model, opts)) = decoder_parts() else {
+        return;
+    };
     let front = MelFrontEnd::new(dir.config.n_mels);
     let clip = load_16k_mono(&repo_path("tests/data/speech_en.flac"), DecodeLimits::NONE)
         .unwrap()
@@ -579,20 +593,9 @@ fn batched_decoder_matches_decode_once() {
 fn rows_sharing_one_window_decode_as_it_does_alone() {
     use colloquy::whisper::decode::{decode_once, decode_rows, RowsCross};
     use colloquy::whisper::mel::{MelFrontEnd, N_FRAMES};
-    use colloquy::whisper::model::{ModelDir, WhisperOnnx};
-    use colloquy::whisper::tokenizer::WhisperTokenizer;
-    let Some(config) = config() else { return };
-    let dir = ModelDir::open(&config.models_root(), &config.whisper.model).unwrap();
-    let tok =
-        WhisperTokenizer::from_file(&dir.tokenizer_path(), dir.config.tokens.clone()).unwrap();
-    let mut model = WhisperOnnx::load(
-        &config.onnxruntime_library(),
-        &dir,
-        config.whisper.precision,
-        &config.runtime,
-    )
-    .unwrap();
-    let opts = common::greedy_options(&dir);
+    let Some((dir, tok, mut model, opts)) = decoder_parts() else {
+        return;
+    };
     let clip = load_16k_mono(&repo_path("tests/data/speech_en.flac"), DecodeLimits::NONE)
         .unwrap()
         .samples;
