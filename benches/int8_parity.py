@@ -98,7 +98,14 @@ def main():
                 engines.append(("faster-whisper", lambda: fw_texts(fw_py, ensure_ct2_dir(model), ct, files)))
             for engine, run in engines:
                 log(f"{engine} {model} {precision}")
-                texts = run()
+                try:
+                    texts = run()
+                except subprocess.CalledProcessError as e:
+                    # a precision colloquy does not offer for the model is refused
+                    why = (e.stderr or "").strip().splitlines()
+                    log(f"{engine:15s} {model:8s} {precision:5s} refused: {why[-1] if why else e}")
+                    results[f"{engine} {model} {precision}"] = {"refused": why[-1] if why else str(e)}
+                    continue
                 row = {name: corpus_wer(items, texts) for name, items in data.items()}
                 results[f"{engine} {model} {precision}"] = row
                 log(f"{engine:15s} {model:8s} {precision:5s} " +
@@ -107,7 +114,7 @@ def main():
         base = results.get(f"colloquy {model} fp32")
         for precision in args.precisions.split(","):
             row = results.get(f"colloquy {model} {precision}")
-            if base and row and precision != "fp32":
+            if base and row and "refused" not in base and "refused" not in row and precision != "fp32":
                 worst = max(100 * (row[k] - base[k]) for k in row)
                 log(f"colloquy {model} {precision}: worst set {worst:+.1f} WER points against fp32 "
                     f"({'within' if worst <= 0.5 else 'NOT within'} 0.5)")
