@@ -81,15 +81,9 @@ impl Handler<JobMsg<Audio16k>> for Fork {
             cancel: msg.ctx.cancel.clone(),
         });
         let JobMsg { ctx, payload } = msg;
-        // the diarizer needs the samples only; the speech regions are Whisper's
-        let for_diarizer = Audio16k {
-            samples: payload.samples.clone(),
-            speech: None,
-            ..payload
-        };
         let to_diarizer = self.diarizer.send(JobMsg {
             ctx: ctx.clone(),
-            payload: for_diarizer,
+            payload: payload.clone(),
         });
         let to_transcriber = self.transcriber.send(JobMsg { ctx, payload });
         AtomicResponse::new(Box::pin(

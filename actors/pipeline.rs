@@ -36,7 +36,7 @@ pub struct Engines {
     /// served model.
     pub whisper_loader: Option<ModelLoader>,
     pub diarization: Vec<Box<dyn SpeakerDiarizer>>,
-    /// One speech detector per preprocessor worker; empty when `vad.enabled` is off.
+    /// One speech detector per transcriber worker; empty when `vad.enabled` is off.
     pub vad: Vec<Box<dyn SpeechDetector + Send>>,
     /// One voice embedder per aligner worker (the voice check of changes of
     /// speaker inside a sentence); empty when `diarization.voice_check` is off.
@@ -147,7 +147,7 @@ impl Engines {
             })
             .collect::<Result<_, _>>()?;
         let vad = if config.vad.enabled {
-            (0..p.preprocessor.threads)
+            (0..p.transcriber.threads)
                 .map(|_| {
                     SileroVad::load(config).map(|v| Box::new(v) as Box<dyn SpeechDetector + Send>)
                 })
@@ -259,11 +259,16 @@ impl Pipeline {
             join.clone().recipient(),
             join.clone().recipient(),
         );
+        let mut vads = engines.vad.into_iter();
         let transcriber = spawn_stage(
             engines
                 .whisper
                 .into_iter()
-                .map(|e| Transcriber::new(e).with_loader(engines.whisper_loader.clone()))
+                .map(|e| {
+                    Transcriber::new(e)
+                        .with_loader(engines.whisper_loader.clone())
+                        .with_speech_detector(vads.next(), config.vad.threshold)
+                })
                 .collect(),
             p.transcriber.mailbox,
             join.clone().recipient(),
@@ -271,18 +276,9 @@ impl Pipeline {
         );
         let fork = Fork::new(transcriber.recipient(), diarizer.recipient(), join.clone()).start();
         let preprocessor = spawn_stage(
-            {
-                let mut vads = engines.vad.into_iter();
-                (0..p.preprocessor.threads)
-                    .map(|_| {
-                        let pre = Preprocessor::new(p);
-                        match vads.next() {
-                            Some(v) => pre.with_speech_detector(v, config.vad.threshold),
-                            None => pre,
-                        }
-                    })
-                    .collect()
-            },
+            (0..p.preprocessor.threads)
+                .map(|_| Preprocessor::new(p))
+                .collect(),
             p.preprocessor.mailbox,
             fork.clone().recipient(),
             reporter.clone(),

@@ -7,13 +7,12 @@
 //! - normalising the peak to -1 dBFS (`pipeline.normalise`);
 //! - optionally trimming leading and trailing silence
 //!   (`pipeline.trim_silence`, off by default), remembering the offset so
-//!   that the aligner shifts every timestamp back to the original file;
-//! - finding the speech once per job with the voice activity detector
-//!   (`vad.enabled`): Whisper skips windows without speech and its words are
-//!   held to the speech regions (`crate::whisper::gate`).
+//!   that the aligner shifts every timestamp back to the original file.
 //!
 //! The model features themselves (Whisper's log-mel, the diarization's
-//! fbank) are computed inside the engines, on the thread that runs the model.
+//! fbank) are computed inside the engines, on the thread that runs the model;
+//! the speech regions (voice activity detection) in the transcriber, which
+//! alone uses them, so that the diarizer starts on the samples at once.
 
 use std::sync::Arc;
 
@@ -21,8 +20,6 @@ use super::stage::{JobError, StageWork};
 use super::JobCtx;
 use crate::audio::{resample, MonoAudio, TARGET_RATE};
 use crate::config::PipelineConfig;
-use crate::vad::SpeechDetector;
-use crate::whisper::gate::SpeechMap;
 
 /// 16 kHz mono samples ready for the models.
 #[derive(Debug, Clone)]
@@ -32,17 +29,11 @@ pub struct Audio16k {
     pub duration: f64,
     /// Seconds cut from the start by trimming (added back to timestamps).
     pub offset: f64,
-    /// Speech regions (seconds into `samples`, sorted) when voice activity
-    /// detection ran: Whisper skips windows without speech and its words are
-    /// gated by them.
-    pub speech: Option<crate::whisper::gate::SpeechMap>,
 }
 
 pub struct Preprocessor {
     normalise: bool,
     trim: Option<f32>,
-    /// The speech detector and its threshold (the regions' cores).
-    vad: Option<(Box<dyn SpeechDetector + Send>, f32)>,
 }
 
 impl Preprocessor {
@@ -52,18 +43,7 @@ impl Preprocessor {
             trim: cfg
                 .trim_silence
                 .then(|| 10f32.powf(cfg.trim_threshold_db / 20.0)),
-            vad: None,
         }
-    }
-
-    /// Finds the speech of every job with `detector` (`threshold`: its speech probability threshold).
-    pub fn with_speech_detector(
-        mut self,
-        detector: Box<dyn SpeechDetector + Send>,
-        threshold: f32,
-    ) -> Preprocessor {
-        self.vad = Some((detector, threshold));
-        self
     }
 }
 
@@ -112,23 +92,10 @@ impl StageWork for Preprocessor {
         if self.normalise {
             normalise_peak(&mut samples);
         }
-        let speech = match &mut self.vad {
-            Some((detector, threshold)) => {
-                let speech = detector.speech(&samples)?;
-                tracing::info!(
-                    regions = speech.regions.len(),
-                    seconds = speech.speech_seconds(),
-                    "speech found"
-                );
-                Some(SpeechMap::new(&speech, &samples, *threshold))
-            }
-            None => None,
-        };
         Ok(Audio16k {
             samples: Arc::new(samples),
             duration,
             offset,
-            speech,
         })
     }
 }

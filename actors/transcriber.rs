@@ -3,6 +3,10 @@
 //! The role of the transcriber is to turn the audio into timed text with
 //! Whisper, while the diarizer finds the speakers in the same audio beside
 //! it. This includes the following steps:
+//! - finding the speech with the voice activity detector (`vad.enabled`):
+//!   Whisper skips windows without speech and its words are held to the
+//!   speech regions (`crate::whisper::gate`). It runs here, not before the
+//!   fork, so that the diarizer starts on the samples while it runs;
 //! - running the speech recogniser (`WhisperEngine::transcribe_until` in
 //!   service: log-mel features, encoder and decoder on ONNX Runtime, on the
 //!   configured device with CPU fallback) on this worker's own engine,
@@ -20,6 +24,8 @@ use super::stage::{JobError, StageWork};
 use super::{JobCtx, JobEvent};
 use crate::result::PartialSegment;
 use crate::runtime::DeviceUsed;
+use crate::vad::SpeechDetector;
+use crate::whisper::gate::SpeechMap;
 use crate::whisper::{ModelLoader, Segment, SpeechToText, Transcript, WhisperError};
 
 pub struct Transcriber {
@@ -30,6 +36,8 @@ pub struct Transcriber {
     /// The last other model a job named (by its installed name), kept for
     /// the next (one at most per worker: memory stays bounded).
     other: Option<(String, Box<dyn SpeechToText>)>,
+    /// The speech detector and its threshold (the regions' cores).
+    vad: Option<(Box<dyn SpeechDetector + Send>, f32)>,
 }
 
 impl Transcriber {
@@ -38,7 +46,32 @@ impl Transcriber {
             engine,
             loader: None,
             other: None,
+            vad: None,
         }
+    }
+
+    /// Finds the speech of every job with `detector` (`threshold`: its speech probability threshold).
+    pub fn with_speech_detector(
+        mut self,
+        detector: Option<Box<dyn SpeechDetector + Send>>,
+        threshold: f32,
+    ) -> Transcriber {
+        self.vad = detector.map(|d| (d, threshold));
+        self
+    }
+
+    /// The speech regions of `samples`, when the detector is on.
+    fn speech(&mut self, samples: &[f32]) -> Result<Option<SpeechMap>, JobError> {
+        let Some((detector, threshold)) = &mut self.vad else {
+            return Ok(None);
+        };
+        let speech = detector.speech(samples)?;
+        tracing::info!(
+            regions = speech.regions.len(),
+            seconds = speech.speech_seconds(),
+            "speech found"
+        );
+        Ok(Some(SpeechMap::new(&speech, samples, *threshold)))
     }
 
     pub fn with_loader(mut self, loader: Option<ModelLoader>) -> Transcriber {
@@ -103,12 +136,13 @@ impl StageWork for Transcriber {
                 .collect();
             events.tell(JobEvent::Segments { id, segments })
         };
+        let speech = self.speech(&audio.samples)?;
         let overrides = &ctx.options.whisper;
         let engine = self.engine_for(overrides.model.as_deref())?;
         let transcript = engine
             .transcribe_live(
                 &audio.samples,
-                audio.speech.as_ref(),
+                speech.as_ref(),
                 Some(ctx.cancel.flag()),
                 overrides,
                 &mut tell,

@@ -1,5 +1,5 @@
 //! Whisper held to the speech silero VAD finds, as the pipeline runs them
-//! (the preprocessor's `SpeechMap`, then `transcribe_until`): silence and
+//! (the transcriber's `SpeechMap`, then `transcribe_until`): silence and
 //! noise give no words, speech after silence keeps every word, each timed
 //! inside the speech.
 

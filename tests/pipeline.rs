@@ -143,6 +143,61 @@ async fn transcription_and_diarization_run_side_by_side_and_meet_in_the_result()
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A speech detector that hears speech everywhere, once the diarizer has
+/// started (`meet`), and counts the jobs it saw.
+struct FakeVad {
+    meet: Rendezvous,
+    jobs: Arc<Mutex<usize>>,
+}
+
+impl colloquy::vad::SpeechDetector for FakeVad {
+    fn speech(
+        &mut self,
+        samples: &[f32],
+    ) -> Result<colloquy::vad::Speech, colloquy::vad::VadError> {
+        assert!(
+            self.meet.meet(),
+            "the diarizer did not start while the speech detector ran"
+        );
+        *self.jobs.lock().unwrap() += 1;
+        let seconds = samples.len() as f64 / 16_000.0;
+        Ok(colloquy::vad::Speech {
+            regions: vec![colloquy::vad::SpeechRegion::new(0.0, seconds)],
+            probs: vec![0.9; samples.len().div_ceil(512)],
+        })
+    }
+}
+
+/// The speech detector runs in the transcription branch, after the fork:
+/// the diarizer starts on the samples while it runs (before, the
+/// preprocessor ran it and the diarizer waited for it).
+#[actix_rt::test]
+async fn the_diarizer_starts_while_the_speech_detector_runs() {
+    let (a, b) = Rendezvous::pair();
+    let jobs = Arc::new(Mutex::new(0));
+    let engines = Engines {
+        whisper: vec![Box::new(FakeWhisper {
+            hook: None,
+            samples_seen: Arc::new(Mutex::new(Vec::new())),
+        })],
+        diarization: vec![Box::new(FakeDiarizer { hook: meeting(b) })],
+        vad: vec![Box::new(FakeVad {
+            meet: a,
+            jobs: jobs.clone(),
+        })],
+        voices: vec![],
+        whisper_loader: None,
+    };
+    let dir = std::env::temp_dir().join(format!("colloquy-fork-vad-{}", std::process::id()));
+    let clip = wav_file(&dir, 2.0);
+    let runner = LocalRunner::start(fake_config(), engines, 4).await.unwrap();
+    let id = runner.submit(&clip, JobOptions::default()).await.unwrap();
+    let done = runner.wait(id).await.expect("the job completes");
+    assert_eq!(done.result["num_speakers"], 2);
+    assert_eq!(*jobs.lock().unwrap(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[actix_rt::test]
 async fn a_failing_branch_fails_the_job_once_and_the_next_job_completes() {
     let seen = Arc::new(Mutex::new(Vec::new()));
