@@ -151,7 +151,7 @@ impl StageWork for Aligner {
                     .map(|&(a, b)| (a - offset, b - offset))
                     .collect();
                 embedder
-                    .embed_spans(&samples, &unshifted)
+                    .embed_spans(samples.view(), &unshifted)
                     .unwrap_or_else(|e| {
                         failed = Some(e);
                         vec![None; spans.len()]

@@ -17,7 +17,7 @@ use actix::Recipient;
 
 use super::stage::{JobError, StageWork};
 use super::{JobCtx, JobEvent};
-use crate::audio::{load_16k_mono, DecodeLimits, MonoAudio};
+use crate::audio::{load_16k_pcm16, DecodeLimits, MonoAudio, Pcm16};
 
 pub struct Decoder {
     reporter: Recipient<JobEvent>,
@@ -33,13 +33,13 @@ impl Decoder {
 
 impl StageWork for Decoder {
     type In = ();
-    type Out = MonoAudio;
+    type Out = MonoAudio<Pcm16>;
     const NAME: &'static str = "decoding";
     const PROGRESS: (u8, &'static str) = (0, "Decoding audio");
 
-    fn process(&mut self, ctx: &mut JobCtx, _: ()) -> Result<MonoAudio, JobError> {
+    fn process(&mut self, ctx: &mut JobCtx, _: ()) -> Result<MonoAudio<Pcm16>, JobError> {
         // the user's file (unsupported, corrupt, too long) or our failure
-        let audio = load_16k_mono(&ctx.audio_path, self.limits).map_err(|e| {
+        let audio = load_16k_pcm16(&ctx.audio_path, self.limits).map_err(|e| {
             if e.is_bad_input() {
                 JobError::input(e.to_string())
             } else {

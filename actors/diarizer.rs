@@ -16,7 +16,7 @@
 use super::preprocessor::Audio16k;
 use super::stage::{JobError, StageWork};
 use super::JobCtx;
-use crate::audio::{load_16k_mono, DecodeLimits};
+use crate::audio::{load_16k_mono, DecodeLimits, Pcm16};
 use crate::diarize::{Diarization, SpeakerBounds, SpeakerDiarizer};
 use crate::runtime::DeviceUsed;
 use crate::speakers::CLIP_SECONDS;
@@ -40,7 +40,7 @@ pub struct Diarized {
     pub references: Vec<(String, Vec<f32>)>,
     /// The job's audio (shared with the transcriber, not copied), for the
     /// aligner's voice check.
-    pub samples: std::sync::Arc<Vec<f32>>,
+    pub samples: std::sync::Arc<Pcm16>,
 }
 
 impl Diarizer {
@@ -62,9 +62,9 @@ impl Diarizer {
                 num_speakers: Some(1),
                 ..Default::default()
             };
-            let d = self
-                .engine
-                .diarize_until(&clip.samples, one, Some(ctx.cancel.flag()))?;
+            let d =
+                self.engine
+                    .diarize_until((&clip.samples).into(), one, Some(ctx.cancel.flag()))?;
             let voice = d.voices.into_iter().next().ok_or_else(|| {
                 JobError::input(format!(
                     "no voice was found in the reference clip for '{}'",
@@ -92,7 +92,7 @@ impl StageWork for Diarizer {
         };
         let diarization =
             self.engine
-                .diarize_until(&audio.samples, bounds, Some(ctx.cancel.flag()))?;
+                .diarize_until(audio.samples.view(), bounds, Some(ctx.cancel.flag()))?;
         tracing::info!(
             speakers = diarization.num_speakers,
             turns = diarization.turns.len(),

@@ -18,13 +18,13 @@ use std::sync::Arc;
 
 use super::stage::{JobError, StageWork};
 use super::JobCtx;
-use crate::audio::{resample, MonoAudio, TARGET_RATE};
+use crate::audio::{resample, MonoAudio, Pcm16, Samples, TARGET_RATE};
 use crate::config::PipelineConfig;
 
 /// 16 kHz mono samples ready for the models.
 #[derive(Debug, Clone)]
 pub struct Audio16k {
-    pub samples: Arc<Vec<f32>>,
+    pub samples: Arc<Pcm16>,
     /// Duration of the original recording, seconds.
     pub duration: f64,
     /// Seconds cut from the start by trimming (added back to timestamps).
@@ -47,20 +47,29 @@ impl Preprocessor {
     }
 }
 
+/// The gain that puts the peak of `samples` at -1 dBFS (None for silence).
+pub fn normalising_gain(samples: Samples) -> Option<f32> {
+    let peak = samples.iter().fold(0f32, |m, s| m.max(s.abs()));
+    (peak > 1e-6).then(|| 0.891 / peak) // -1 dBFS
+}
+
 /// Scales `samples` so that the peak is at -1 dBFS (silence is left alone).
 pub fn normalise_peak(samples: &mut [f32]) {
-    let peak = samples.iter().fold(0f32, |m, s| m.max(s.abs()));
-    if peak > 1e-6 {
-        let gain = 0.891 / peak; // -1 dBFS
+    if let Some(gain) = normalising_gain(Samples::F32(samples)) {
         samples.iter_mut().for_each(|s| *s *= gain);
     }
 }
 
 /// The range of `samples` between the first and last sample above `level`,
 /// widened by 0.2 s each side; None when nothing is above it.
-pub fn trim_range(samples: &[f32], level: f32, rate: u32) -> Option<(usize, usize)> {
+pub fn trim_range<'s>(
+    samples: impl Into<Samples<'s>>,
+    level: f32,
+    rate: u32,
+) -> Option<(usize, usize)> {
+    let samples: Samples = samples.into();
     let first = samples.iter().position(|s| s.abs() > level)?;
-    let last = samples.iter().rposition(|s| s.abs() > level)?;
+    let last = samples.len() - 1 - samples.iter().rev().position(|s| s.abs() > level)?;
     let pad = (rate as usize) / 5;
     Some((
         first.saturating_sub(pad),
@@ -69,28 +78,35 @@ pub fn trim_range(samples: &[f32], level: f32, rate: u32) -> Option<(usize, usiz
 }
 
 impl StageWork for Preprocessor {
-    type In = MonoAudio;
+    type In = MonoAudio<Pcm16>;
     type Out = Audio16k;
     const NAME: &'static str = "preprocessing";
     const PROGRESS: (u8, &'static str) = (10, "Preprocessing audio");
 
-    fn process(&mut self, _ctx: &mut JobCtx, audio: MonoAudio) -> Result<Audio16k, JobError> {
+    fn process(
+        &mut self,
+        _ctx: &mut JobCtx,
+        audio: MonoAudio<Pcm16>,
+    ) -> Result<Audio16k, JobError> {
         let duration = audio.duration();
         // the decoder resamples as it decodes; another rate is resampled here
         let mut samples = if audio.sample_rate == TARGET_RATE {
             audio.samples
         } else {
-            resample(&audio.samples, audio.sample_rate, TARGET_RATE)?
+            let f32s = audio.samples.view().to_vec();
+            Pcm16::from_f32(&resample(&f32s, audio.sample_rate, TARGET_RATE)?)
         };
         let mut offset = 0.0;
         if let Some(level) = self.trim {
             if let Some((a, b)) = trim_range(&samples, level, TARGET_RATE) {
                 offset = a as f64 / TARGET_RATE as f64;
-                samples = samples[a..b].to_vec();
+                samples.keep(a..b);
             }
         }
         if self.normalise {
-            normalise_peak(&mut samples);
+            if let Some(gain) = normalising_gain(samples.view()) {
+                samples.amplify(gain);
+            }
         }
         Ok(Audio16k {
             samples: Arc::new(samples),
@@ -158,20 +174,20 @@ mod tests {
         fn handle(&mut self, _: JobEvent, _: &mut Context<Self>) {}
     }
 
-    fn job(rate: u32) -> JobMsg<MonoAudio> {
+    fn job(rate: u32) -> JobMsg<MonoAudio<Pcm16>> {
         let ctx = JobCtx::new(
             Uuid::new_v4(),
             "unused".into(),
             JobOptions::default(),
             CancelToken::default(),
         );
-        let samples = (0..rate / 10)
+        let samples: Vec<f32> = (0..rate / 10)
             .map(|i| (i as f32 * 0.05).sin() * 0.3)
             .collect();
         JobMsg {
             ctx,
             payload: MonoAudio {
-                samples,
+                samples: Pcm16::from_f32(&samples),
                 sample_rate: rate,
                 channels: 1,
             },
@@ -202,7 +218,7 @@ mod tests {
         );
 
         // the upstream: sends every job in turn, awaiting each send
-        let jobs: Vec<JobMsg<MonoAudio>> = (0..JOBS)
+        let jobs: Vec<JobMsg<MonoAudio<Pcm16>>> = (0..JOBS)
             .map(|i| job(if i % 2 == 0 { 48_000 } else { 44_100 }))
             .collect();
         let ids: Vec<Uuid> = jobs.iter().map(|j| j.ctx.id).collect();

@@ -22,6 +22,7 @@
 use super::preprocessor::Audio16k;
 use super::stage::{JobError, StageWork};
 use super::{JobCtx, JobEvent};
+use crate::audio::Samples;
 use crate::result::PartialSegment;
 use crate::runtime::DeviceUsed;
 use crate::vad::SpeechDetector;
@@ -61,7 +62,7 @@ impl Transcriber {
     }
 
     /// The speech regions of `samples`, when the detector is on.
-    fn speech(&mut self, samples: &[f32]) -> Result<Option<SpeechMap>, JobError> {
+    fn speech(&mut self, samples: Samples) -> Result<Option<SpeechMap>, JobError> {
         let Some((detector, threshold)) = &mut self.vad else {
             return Ok(None);
         };
@@ -136,12 +137,12 @@ impl StageWork for Transcriber {
                 .collect();
             events.tell(JobEvent::Segments { id, segments })
         };
-        let speech = self.speech(&audio.samples)?;
+        let speech = self.speech(audio.samples.view())?;
         let overrides = &ctx.options.whisper;
         let engine = self.engine_for(overrides.model.as_deref())?;
         let transcript = engine
             .transcribe_live(
-                &audio.samples,
+                audio.samples.view(),
                 speech.as_ref(),
                 Some(ctx.cancel.flag()),
                 overrides,

@@ -501,7 +501,8 @@ fn diarize(
     let mut engine = colloquy::diarize::DiarizationEngine::load(config)?;
     let limits = colloquy::audio::DecodeLimits::max_seconds(config.pipeline.max_audio_seconds);
     let t0 = Instant::now();
-    let audio = colloquy::audio::load_16k_mono(path, limits)
+    // 16-bit, as the service keeps a job's audio
+    let audio = colloquy::audio::load_16k_pcm16(path, limits)
         .with_context(|| format!("{}", path.display()))?;
     let d = engine
         .diarize(&audio.samples, bounds)
@@ -711,13 +712,14 @@ fn transcribe(config: &Config, files: &[PathBuf], format: Format) -> anyhow::Res
     let limits = colloquy::audio::DecodeLimits::max_seconds(config.pipeline.max_audio_seconds);
     for path in files {
         let t0 = Instant::now();
-        let audio = colloquy::audio::load_16k_mono(path, limits)
+        // 16-bit, as the service keeps a job's audio
+        let audio = colloquy::audio::load_16k_pcm16(path, limits)
             .with_context(|| format!("{}", path.display()))?;
         let decode_s = t0.elapsed().as_secs_f64();
         let t_vad = Instant::now();
         let speech = match vad.as_mut() {
             Some(v) => Some(SpeechMap::new(
-                &v.speech(&audio.samples)?,
+                &v.speech(audio.samples.view())?,
                 &audio.samples,
                 config.vad.threshold,
             )),

@@ -25,6 +25,7 @@ use ort::session::Session;
 use ort::value::TensorRef;
 use serde::{Deserialize, Serialize};
 
+use crate::audio::Samples;
 use crate::config::{Config, Device, RuntimeConfig, VadConfig};
 use crate::runtime::{self, RuntimeError};
 
@@ -125,7 +126,7 @@ impl Speech {
 /// Finds speech in 16 kHz mono samples. [`SileroVad`] is the real one;
 /// [`FixedSpeech`] answers given regions (tests).
 pub trait SpeechDetector {
-    fn speech(&mut self, samples: &[f32]) -> Result<Speech, VadError>;
+    fn speech(&mut self, samples: Samples<'_>) -> Result<Speech, VadError>;
 }
 
 /// A detector that answers the regions it was given (in time order, not
@@ -136,7 +137,7 @@ pub trait SpeechDetector {
 pub struct FixedSpeech(pub Vec<SpeechRegion>);
 
 impl SpeechDetector for FixedSpeech {
-    fn speech(&mut self, samples: &[f32]) -> Result<Speech, VadError> {
+    fn speech(&mut self, samples: Samples<'_>) -> Result<Speech, VadError> {
         let duration = samples.len() as f64 / SAMPLE_RATE as f64;
         let regions: Vec<SpeechRegion> = self
             .0
@@ -372,11 +373,16 @@ pub fn clamp_to_speech(start: f64, end: f64, regions: &[SpeechRegion]) -> Option
 /// The detector's probability rises only once speech is clearly there; a
 /// soft onset (a breath, a quiet first consonant) starts earlier. `cores`
 /// as [`Speech::cores`].
-pub fn sound_edges(samples: &[f32], cores: &[SpeechRegion], reach: f64) -> Vec<SpeechRegion> {
+pub fn sound_edges<'s>(
+    samples: impl Into<Samples<'s>>,
+    cores: &[SpeechRegion],
+    reach: f64,
+) -> Vec<SpeechRegion> {
     const STEP: usize = SAMPLE_RATE as usize / 100;
+    let samples: Samples = samples.into();
     let n = samples.len().div_ceil(STEP);
     let db = |f: usize| -> f32 {
-        let s = &samples[(f * STEP).min(samples.len())..((f + 1) * STEP).min(samples.len())];
+        let s = samples.slice((f * STEP).min(samples.len())..((f + 1) * STEP).min(samples.len()));
         let e = s.iter().map(|v| v * v).sum::<f32>() / s.len().max(1) as f32;
         10.0 * e.max(1e-10).log10()
     };
@@ -425,14 +431,15 @@ pub fn model_dir(root: &Path) -> PathBuf {
 
 /// Fills `out` (576 values) with frame `frame`'s model input: the 64 samples
 /// before it, then its 512 samples, zeros past the audio's ends.
-pub fn fill_frame(samples: &[f32], frame: usize, out: &mut [f32]) {
+pub fn fill_frame<'s>(samples: impl Into<Samples<'s>>, frame: usize, out: &mut [f32]) {
+    let samples: Samples = samples.into();
     out.fill(0.0);
     let first = frame * FRAME_SAMPLES;
     let from = first.saturating_sub(CONTEXT_SAMPLES);
     let to = (first + FRAME_SAMPLES).min(samples.len());
     if from < to {
         let at = CONTEXT_SAMPLES - (first - from);
-        out[at..at + (to - from)].copy_from_slice(&samples[from..to]);
+        samples.copy_into(from, &mut out[at..at + (to - from)]);
     }
 }
 
@@ -472,7 +479,11 @@ impl SileroVad {
     }
 
     /// Speech probability of each 32 ms frame of `samples` (16 kHz mono).
-    pub fn probabilities(&mut self, samples: &[f32]) -> Result<Vec<f32>, VadError> {
+    pub fn probabilities<'s>(
+        &mut self,
+        samples: impl Into<Samples<'s>>,
+    ) -> Result<Vec<f32>, VadError> {
+        let samples: Samples = samples.into();
         let frames = samples.len().div_ceil(FRAME_SAMPLES);
         let mut probs = Vec::with_capacity(frames);
         let mut input = vec![0.0f32; BLOCK_FRAMES.min(frames) * INPUT_SIZE];
@@ -512,7 +523,7 @@ impl SileroVad {
 }
 
 impl SpeechDetector for SileroVad {
-    fn speech(&mut self, samples: &[f32]) -> Result<Speech, VadError> {
+    fn speech(&mut self, samples: Samples<'_>) -> Result<Speech, VadError> {
         let probs = self.probabilities(samples)?;
         let regions = speech_regions(&probs, samples.len(), &self.rules);
         Ok(Speech { regions, probs })
@@ -816,7 +827,7 @@ mod tests {
             SpeechRegion::new(1.5, 9.0),
         ]);
         let samples = vec![0.0; 32_000]; // 2 s
-        let s = fake.speech(&samples).unwrap();
+        let s = fake.speech((&samples).into()).unwrap();
         assert_eq!(
             s.regions,
             vec![SpeechRegion::new(0.5, 1.0), SpeechRegion::new(1.5, 2.0)]

@@ -30,7 +30,11 @@ fn gated(
     vad: &mut SileroVad,
     samples: &[f32],
 ) -> (Transcript, SpeechMap) {
-    let map = SpeechMap::new(&vad.speech(samples).unwrap(), samples, config.vad.threshold);
+    let map = SpeechMap::new(
+        &vad.speech(samples.into()).unwrap(),
+        samples,
+        config.vad.threshold,
+    );
     let t = whisper.transcribe_until(samples, Some(&map), None).unwrap();
     (t, map)
 }

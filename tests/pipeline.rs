@@ -153,7 +153,7 @@ struct FakeVad {
 impl colloquy::vad::SpeechDetector for FakeVad {
     fn speech(
         &mut self,
-        samples: &[f32],
+        samples: colloquy::audio::Samples<'_>,
     ) -> Result<colloquy::vad::Speech, colloquy::vad::VadError> {
         assert!(
             self.meet.meet(),
@@ -252,7 +252,7 @@ struct Named(FakeWhisper, String);
 impl colloquy::whisper::SpeechToText for Named {
     fn transcribe_until(
         &mut self,
-        samples: &[f32],
+        samples: colloquy::audio::Samples<'_>,
         speech: Option<&colloquy::whisper::gate::SpeechMap>,
         stop: Option<colloquy::runtime::StopFlag>,
     ) -> Result<colloquy::whisper::Transcript, colloquy::whisper::WhisperError> {
@@ -329,7 +329,7 @@ struct OneSentence;
 impl colloquy::whisper::SpeechToText for OneSentence {
     fn transcribe_until(
         &mut self,
-        samples: &[f32],
+        samples: colloquy::audio::Samples<'_>,
         _: Option<&colloquy::whisper::gate::SpeechMap>,
         _: Option<colloquy::runtime::StopFlag>,
     ) -> Result<colloquy::whisper::Transcript, colloquy::whisper::WhisperError> {
@@ -360,7 +360,7 @@ struct HandsOverMidSentence;
 impl colloquy::diarize::SpeakerDiarizer for HandsOverMidSentence {
     fn diarize_until(
         &mut self,
-        _: &[f32],
+        _: colloquy::audio::Samples<'_>,
         _: colloquy::diarize::SpeakerBounds,
         _: Option<colloquy::runtime::StopFlag>,
     ) -> Result<colloquy::diarize::Diarization, colloquy::diarize::DiarizeError> {
@@ -391,7 +391,7 @@ type Asked = (usize, (f64, f64));
 impl colloquy::diarize::SpanEmbedder for AllSpeakerZero {
     fn embed_spans(
         &mut self,
-        samples: &[f32],
+        samples: colloquy::audio::Samples<'_>,
         spans: &[(f64, f64)],
     ) -> Result<Vec<Option<Vec<f32>>>, colloquy::diarize::DiarizeError> {
         let mut seen = self.0.lock().unwrap();

@@ -119,7 +119,7 @@ fn show(name: &str, s: &Speech) {
 #[test]
 fn digital_silence_has_no_speech() {
     let Some(mut vad) = engine() else { return };
-    let s = vad.speech(&vec![0.0; 10 * RATE]).unwrap();
+    let s = vad.speech((&vec![0.0; 10 * RATE]).into()).unwrap();
     show("10 s of zeros", &s);
     assert!(s.regions.is_empty());
     assert_eq!(s.probs.len(), (10 * RATE).div_ceil(512));
@@ -132,7 +132,7 @@ fn pink_noise_has_no_speech() {
     let Some(mut vad) = engine() else { return };
     for (dbfs, seed) in [(-60.0, 1), (-45.0, 2), (-25.0, 3)] {
         let noise = pink_noise(10.0, dbfs, seed);
-        let s = vad.speech(&noise).unwrap();
+        let s = vad.speech((&noise).into()).unwrap();
         let max = s.probs.iter().cloned().fold(0.0f32, f32::max);
         show(
             &format!("pink noise at {dbfs} dBFS (highest probability {max:.3})"),
@@ -150,7 +150,7 @@ fn speech_is_found_where_it_is() {
     let Some(mut vad) = engine() else { return };
     let samples = speech_en();
     let duration = samples.len() as f64 / RATE as f64;
-    let s = vad.speech(&samples).unwrap();
+    let s = vad.speech((&samples).into()).unwrap();
     show("speech_en.flac", &s);
     let loud = loud_frames(&samples, -45.0);
     let (first, last) = (loud[0], *loud.last().unwrap());
@@ -185,7 +185,7 @@ fn speech_after_silence_starts_late() {
     let Some(mut vad) = engine() else { return };
     let mut samples = vec![0.0f32; 8 * RATE];
     samples.extend(speech_en());
-    let s = vad.speech(&samples).unwrap();
+    let s = vad.speech((&samples).into()).unwrap();
     show("8 s of zeros + speech_en.flac", &s);
     assert!(!s.regions.is_empty());
     assert!(
@@ -240,7 +240,7 @@ fn check_coverage(
         .iter()
         .map(|t| SpeechRegion::new(t.start, t.end))
         .collect();
-    let s = vad.speech(&samples).unwrap();
+    let s = vad.speech((&samples).into()).unwrap();
     let loud: Vec<f64> = loud_frames(&samples, -40.0)
         .into_iter()
         .filter(|&t| inside(&reference, t))
@@ -363,7 +363,7 @@ fn vad_speed() {
         eprintln!("streaming model, frame by frame, {threads} thread(s): {wall:.3} s, {cpu:.2} s CPU ({speed:.0}x)");
         let config = config_with(&[("vad.threads", &threads.to_string())]).unwrap();
         let mut vad = SileroVad::load(&config).unwrap();
-        let (wall, cpu, speech) = fastest(|| vad.speech(&samples).unwrap());
+        let (wall, cpu, speech) = fastest(|| vad.speech((&samples).into()).unwrap());
         let speed = seconds / wall;
         eprintln!("SileroVad::speech (sequence model), {threads} thread(s): {wall:.3} s, {cpu:.2} s CPU ({speed:.0}x)");
         assert!(

@@ -328,7 +328,7 @@ fn with_speech(
 ) {
     use colloquy::vad::SpeechDetector;
     let map = colloquy::whisper::gate::SpeechMap::new(
-        &vad.speech(samples).unwrap(),
+        &vad.speech(samples.into()).unwrap(),
         samples,
         config.vad.threshold,
     );
@@ -511,7 +511,7 @@ fn batched_decoder_matches_decode_once() {
     let windows: Vec<Vec<f32>> = pieces
         .iter()
         .map(|p| {
-            let mel = front.compute(p);
+            let mel = front.compute(*p);
             mel.window(0, N_FRAMES.min(mel.n_frames - 1))
         })
         .collect();

@@ -11,6 +11,7 @@ use ort::value::TensorRef;
 use super::cluster::l2_normalise;
 use super::engine::DiarizeError;
 use super::fbank::{mean_normalise, Fbank, FRAME_LENGTH};
+use crate::audio::Samples;
 use crate::config::Config;
 use crate::runtime::{self, DeviceUsed};
 
@@ -29,7 +30,7 @@ pub trait SpanEmbedder: Send {
     /// `samples` (seconds), `None` for a stretch too short to embed.
     fn embed_spans(
         &mut self,
-        samples: &[f32],
+        samples: Samples<'_>,
         spans: &[(f64, f64)],
     ) -> Result<Vec<Option<Vec<f32>>>, DiarizeError>;
 }
@@ -73,12 +74,13 @@ impl VoiceEmbedder {
     /// (each a list of sample ranges), in order. Pieces of equal length go
     /// through the model together, up to `embedding_batch` at a time (results
     /// do not depend on the batching); a batch's audio is gathered for it alone.
-    pub fn embed_pieces(
+    pub fn embed_pieces<'s>(
         &mut self,
-        samples: &[f32],
+        samples: impl Into<Samples<'s>>,
         pieces: &[Vec<(usize, usize)>],
         stop: Option<&runtime::StopFlag>,
     ) -> Result<Vec<Vec<f32>>, DiarizeError> {
+        let samples: Samples = samples.into();
         let len_of = |i: usize| samples_in(&pieces[i]);
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); pieces.len()];
         let mut order: Vec<usize> = (0..pieces.len()).collect();
@@ -99,7 +101,7 @@ impl VoiceEmbedder {
             for &i in batch {
                 audio.clear();
                 for &(a, b) in &pieces[i] {
-                    audio.extend_from_slice(&samples[a..b]);
+                    samples.extend_into(a..b, &mut audio);
                 }
                 let mut f = self.fbank.compute(&audio);
                 mean_normalise(&mut f, 80);
@@ -124,7 +126,7 @@ impl VoiceEmbedder {
 impl SpanEmbedder for VoiceEmbedder {
     fn embed_spans(
         &mut self,
-        samples: &[f32],
+        samples: Samples<'_>,
         spans: &[(f64, f64)],
     ) -> Result<Vec<Option<Vec<f32>>>, DiarizeError> {
         let at = |t: f64| ((t.max(0.0) * SAMPLE_RATE as f64) as usize).min(samples.len());

@@ -20,6 +20,7 @@ use super::reconstruct::{
     reconstruct, FrameGrid, ReconstructOptions, Reconstruction, SpeakerActivity, WindowActivity,
 };
 use super::rttm::Turn;
+use crate::audio::Samples;
 use crate::config::{Config, DiarizationConfig};
 use crate::runtime::{self, DeviceUsed, RuntimeError};
 
@@ -99,7 +100,7 @@ pub trait SpeakerDiarizer: Send {
     /// Who spoke when in 16 kHz mono samples; stops (error) soon after `stop` is set.
     fn diarize_until(
         &mut self,
-        samples: &[f32],
+        samples: Samples<'_>,
         bounds: SpeakerBounds,
         stop: Option<runtime::StopFlag>,
     ) -> Result<Diarization, DiarizeError>;
@@ -110,7 +111,7 @@ pub trait SpeakerDiarizer: Send {
 impl SpeakerDiarizer for DiarizationEngine {
     fn diarize_until(
         &mut self,
-        samples: &[f32],
+        samples: Samples<'_>,
         bounds: SpeakerBounds,
         stop: Option<runtime::StopFlag>,
     ) -> Result<Diarization, DiarizeError> {
@@ -198,7 +199,7 @@ impl DiarizationEngine {
     /// Segmentation of every window: `[frames][3]` binary activity each.
     fn segment(
         &mut self,
-        samples: &[f32],
+        samples: Samples,
         starts: &[usize],
         stop: Option<&runtime::StopFlag>,
     ) -> Result<Vec<Vec<f32>>, DiarizeError> {
@@ -213,7 +214,7 @@ impl DiarizationEngine {
             for (b, &s) in batch.iter().enumerate() {
                 let end = (s + win).min(samples.len());
                 if s < end {
-                    input[b * win..b * win + (end - s)].copy_from_slice(&samples[s..end]);
+                    samples.copy_into(s, &mut input[b * win..b * win + (end - s)]);
                 }
             }
             let t = TensorRef::from_array_view(([batch.len(), 1, win], &input[..]))?;
@@ -328,9 +329,9 @@ impl DiarizationEngine {
     }
 
     /// Diarizes 16 kHz mono samples.
-    pub fn diarize(
+    pub fn diarize<'s>(
         &mut self,
-        samples: &[f32],
+        samples: impl Into<Samples<'s>>,
         bounds: SpeakerBounds,
     ) -> Result<Diarization, DiarizeError> {
         self.diarize_until(samples, bounds, None)
@@ -338,12 +339,13 @@ impl DiarizationEngine {
 
     /// Diarizes 16 kHz mono samples; stops early (error `Cancelled`) once
     /// `stop` is set, checked before each batch of windows or embeddings.
-    pub fn diarize_until(
+    pub fn diarize_until<'s>(
         &mut self,
-        samples: &[f32],
+        samples: impl Into<Samples<'s>>,
         bounds: SpeakerBounds,
         stop: Option<runtime::StopFlag>,
     ) -> Result<Diarization, DiarizeError> {
+        let samples: Samples = samples.into();
         let stop = stop.as_ref();
         let mut timings = DiarizeTimings::default();
         let t0 = Instant::now();

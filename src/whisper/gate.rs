@@ -36,7 +36,11 @@ impl SpeechMap {
     /// From a detector's answer on `samples`: the cores are the frames at
     /// or above `threshold`, widened to where their sound starts and ends
     /// (`vad::sound_edges`).
-    pub fn new(speech: &crate::vad::Speech, samples: &[f32], threshold: f32) -> SpeechMap {
+    pub fn new<'s>(
+        speech: &crate::vad::Speech,
+        samples: impl Into<crate::audio::Samples<'s>>,
+        threshold: f32,
+    ) -> SpeechMap {
         let cores = crate::vad::sound_edges(samples, &speech.cores(threshold), SOUND_REACH);
         SpeechMap {
             regions: speech.regions.clone(),

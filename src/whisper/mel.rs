@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use realfft::{RealFftPlanner, RealToComplex};
 
+use crate::audio::Samples;
+
 pub const SAMPLE_RATE: usize = 16_000;
 pub const N_FFT: usize = 400;
 pub const HOP: usize = 160;
@@ -30,7 +32,7 @@ pub struct LogMel<'a> {
     /// Frames of the whole recording.
     pub n_frames: usize,
     front: &'a MelFrontEnd,
-    samples: &'a [f32],
+    samples: Samples<'a>,
     /// log10 values below this are raised to it (the maximum over the recording - 8).
     floor: f32,
 }
@@ -69,10 +71,10 @@ impl LogMel<'_> {
 /// then the STFT reflect-pads N_FFT/2 on both sides (numpy's "reflect": the
 /// edge sample is not repeated; a signal no longer than the pad is
 /// zero-extended first so the reflection exists).
-fn padded_sample(samples: &[f32], i: usize) -> f32 {
+fn padded_sample(samples: Samples, i: usize) -> f32 {
     let pad = N_FFT / 2;
     let n = (samples.len() + HOP).max(pad + 1);
-    let src = |j: usize| samples.get(j).copied().unwrap_or(0.0);
+    let src = |j: usize| samples.get(j).unwrap_or(0.0);
     if i < pad {
         src(pad - i)
     } else if i < pad + n {
@@ -83,11 +85,11 @@ fn padded_sample(samples: &[f32], i: usize) -> f32 {
 }
 
 /// STFT frame `t` (N_FFT samples from `t * HOP` of the padded signal).
-fn padded_frame(samples: &[f32], t: usize, frame: &mut [f32]) {
+fn padded_frame(samples: Samples, t: usize, frame: &mut [f32]) {
     let pad = N_FFT / 2;
     let first = t * HOP;
     if first >= pad && first - pad + N_FFT <= samples.len() {
-        frame.copy_from_slice(&samples[first - pad..first - pad + N_FFT]);
+        samples.copy_into(first - pad, frame);
     } else {
         for (k, v) in frame.iter_mut().enumerate() {
             *v = padded_sample(samples, first + k);
@@ -196,7 +198,8 @@ impl MelFrontEnd {
     /// Log-mel features of 16 kHz mono samples, computed on demand by
     /// window; this pass finds the maximum over the whole recording (the
     /// normalisation's reference), storing nothing.
-    pub fn compute<'a>(&'a self, samples: &'a [f32]) -> LogMel<'a> {
+    pub fn compute<'a>(&'a self, samples: impl Into<Samples<'a>>) -> LogMel<'a> {
+        let samples = samples.into();
         let n_frames = frame_count(samples.len());
         let mut max = f32::NEG_INFINITY;
         self.each_frame(samples, 0..n_frames, |_, energies| {
@@ -215,7 +218,7 @@ impl MelFrontEnd {
     /// of `samples`, handed to `f` with each frame's index.
     fn each_frame(
         &self,
-        samples: &[f32],
+        samples: Samples,
         frames: std::ops::Range<usize>,
         mut f: impl FnMut(usize, &[f32]),
     ) {

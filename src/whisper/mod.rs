@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::audio::Samples;
 use crate::config::{Config, Precision, Task};
 use crate::runtime::{DeviceUsed, StopFlag};
 use decode::DecodeOptions;
@@ -93,7 +94,7 @@ pub trait SpeechToText: Send {
     /// (error) soon after `stop` is set.
     fn transcribe_until(
         &mut self,
-        samples: &[f32],
+        samples: Samples<'_>,
         speech: Option<&gate::SpeechMap>,
         stop: Option<StopFlag>,
     ) -> Result<Transcript, WhisperError>;
@@ -105,7 +106,7 @@ pub trait SpeechToText: Send {
     /// that has none of these settings ignores them).
     fn transcribe_live(
         &mut self,
-        samples: &[f32],
+        samples: Samples<'_>,
         speech: Option<&gate::SpeechMap>,
         stop: Option<StopFlag>,
         overrides: &Overrides,
@@ -125,7 +126,7 @@ pub trait SpeechToText: Send {
 impl SpeechToText for WhisperEngine {
     fn transcribe_until(
         &mut self,
-        samples: &[f32],
+        samples: Samples<'_>,
         speech: Option<&gate::SpeechMap>,
         stop: Option<StopFlag>,
     ) -> Result<Transcript, WhisperError> {
@@ -133,7 +134,7 @@ impl SpeechToText for WhisperEngine {
     }
     fn transcribe_live(
         &mut self,
-        samples: &[f32],
+        samples: Samples<'_>,
         speech: Option<&gate::SpeechMap>,
         stop: Option<StopFlag>,
         overrides: &Overrides,
@@ -269,7 +270,10 @@ impl WhisperEngine {
     }
 
     /// Transcribes 16 kHz mono samples.
-    pub fn transcribe(&mut self, samples: &[f32]) -> Result<Transcript, WhisperError> {
+    pub fn transcribe<'s>(
+        &mut self,
+        samples: impl Into<Samples<'s>>,
+    ) -> Result<Transcript, WhisperError> {
         self.transcribe_until(samples, None, None)
     }
 
@@ -279,9 +283,9 @@ impl WhisperEngine {
     /// windows without speech are skipped and the result is gated by them
     /// (`gate.rs`); with `speech` and `whisper.batch_size` above 1, the
     /// speech is decoded in lanes, their windows batched (`transcribe.rs`).
-    pub fn transcribe_until(
+    pub fn transcribe_until<'s>(
         &mut self,
-        samples: &[f32],
+        samples: impl Into<Samples<'s>>,
         speech: Option<&gate::SpeechMap>,
         stop: Option<StopFlag>,
     ) -> Result<Transcript, WhisperError> {
@@ -290,14 +294,15 @@ impl WhisperEngine {
 
     /// [`WhisperEngine::transcribe_until`], telling `partial` each window's
     /// segments as soon as they are decoded (before gating: provisional).
-    pub fn transcribe_with(
+    pub fn transcribe_with<'s>(
         &mut self,
-        samples: &[f32],
+        samples: impl Into<Samples<'s>>,
         speech: Option<&gate::SpeechMap>,
         stop: Option<StopFlag>,
         overrides: &Overrides,
         partial: Option<&mut dyn FnMut(&[Segment])>,
     ) -> Result<Transcript, WhisperError> {
+        let samples: Samples = samples.into();
         let mc = &self.model.config;
         if let Some(code) = &overrides.language {
             check_language(&mc.name, mc.multilingual, &mc.languages, code)

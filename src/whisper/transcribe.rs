@@ -12,6 +12,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::audio::Samples;
+
 use super::decode::{decode_batch, decode_with_fallback, DecodeOptions, Fallback, WindowResult};
 use super::mel::{LogMel, HOP, N_FRAMES, SAMPLE_RATE};
 use super::model::{ModelError, WhisperOnnx};
@@ -182,9 +184,9 @@ fn lane_window(
 }
 
 /// The loudest sample of the window of `size` mel frames at frame `seek`.
-fn window_peak(samples: &[f32], seek: usize, size: usize) -> f32 {
+fn window_peak(samples: Samples, seek: usize, size: usize) -> f32 {
     let window =
-        &samples[(seek * HOP).min(samples.len())..((seek + size) * HOP).min(samples.len())];
+        samples.slice((seek * HOP).min(samples.len())..((seek + size) * HOP).min(samples.len()));
     window.iter().fold(0.0f32, |m, x| m.max(x.abs()))
 }
 
@@ -261,7 +263,7 @@ pub struct LoopOptions {
 pub struct Job<'j, 'm> {
     pub model: &'j mut WhisperOnnx,
     pub tok: &'j WhisperTokenizer,
-    pub samples: &'j [f32],
+    pub samples: Samples<'j>,
     pub mel: &'j LogMel<'m>,
     pub opts: &'j DecodeOptions,
     pub loop_opts: &'j LoopOptions,

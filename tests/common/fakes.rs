@@ -85,7 +85,7 @@ impl FakeWhisper {
 impl SpeechToText for FakeWhisper {
     fn transcribe_until(
         &mut self,
-        samples: &[f32],
+        samples: colloquy::audio::Samples<'_>,
         _: Option<&SpeechMap>,
         _: Option<StopFlag>,
     ) -> Result<Transcript, WhisperError> {
@@ -117,7 +117,7 @@ pub struct FakeDiarizer {
 impl SpeakerDiarizer for FakeDiarizer {
     fn diarize_until(
         &mut self,
-        _: &[f32],
+        _: colloquy::audio::Samples<'_>,
         bounds: SpeakerBounds,
         _: Option<StopFlag>,
     ) -> Result<Diarization, DiarizeError> {
