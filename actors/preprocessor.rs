@@ -53,13 +53,6 @@ pub fn normalising_gain(samples: Samples) -> Option<f32> {
     (peak > 1e-6).then(|| 0.891 / peak) // -1 dBFS
 }
 
-/// Scales `samples` so that the peak is at -1 dBFS (silence is left alone).
-pub fn normalise_peak(samples: &mut [f32]) {
-    if let Some(gain) = normalising_gain(Samples::F32(samples)) {
-        samples.iter_mut().for_each(|s| *s *= gain);
-    }
-}
-
 /// The range of `samples` between the first and last sample above `level`,
 /// widened by 0.2 s each side; None when nothing is above it.
 pub fn trim_range<'s>(
@@ -276,13 +269,19 @@ mod tests {
 
     #[test]
     fn normalise_and_trim() {
-        let mut s = vec![0.0, 0.25, -0.5, 0.1];
-        normalise_peak(&mut s);
-        assert!((s[2] + 0.891).abs() < 1e-6);
+        let mut s = Pcm16::from_f32(&[0.0, 0.25, -0.5, 0.1]);
+        let gain = normalising_gain(s.view()).unwrap();
+        s.amplify(gain);
+        assert!((s.view().get(2).unwrap() + 0.891).abs() < 1.0 / 32768.0);
+        assert!(normalising_gain(Pcm16::from_f32(&[0.0; 4]).view()).is_none());
         let mut quiet = vec![0.0f32; 16_000 * 2];
         quiet[16_000] = 0.5;
         let (a, b) = trim_range(&quiet, 0.01, 16_000).unwrap();
         assert_eq!((a, b), (16_000 - 3200, 16_001 + 3200));
+        assert_eq!(
+            trim_range(&Pcm16::from_f32(&quiet), 0.01, 16_000),
+            Some((a, b))
+        );
         assert!(trim_range(&[0.0; 10], 0.01, 16_000).is_none());
     }
 }
