@@ -23,7 +23,12 @@ Output directory:
   decoder.onnx       tokens [B,T], past_k_{i}/past_v_{i} [B,H,P,64], cross_k_{i}, cross_v_{i}
                      -> logits [B,n_vocab] (last position), present_k_{i}/present_v_{i} [B,H,P+T,64],
                         alignment_qk [B,A,T,1500]: the scaled cross-attention scores (before
-                        softmax) of the A alignment heads, for word timestamps (DTW)
+                        softmax) of the A alignment heads, for word timestamps (DTW),
+                        hidden [B,d]: the last position's final layer-norm output
+                     The logits come from 8-bit weights (blocks of 32, MatMulNBits), a quarter
+                     of the fp32 reads each step; the decoder recomputes the likeliest ones
+                     exactly as hidden . projection.f32[token] (src/whisper/logits.rs).
+  projection.f32     the output projection (= token embeddings), float32 [n_vocab, d] row-major
   encoder.int8.onnx, decoder.int8.onnx   same interface, int8 MatMul weights
   tokenizer.json, ct2_config.json, model.json, manifest.json
 
@@ -74,6 +79,13 @@ N_FRAMES = 3000
 # teacher-forced KL to fp32 about 5x against per-tensor (see verify_whisper.py).
 INT8_WEIGHT_TYPE = "QInt8"
 INT8_PER_CHANNEL = True
+# The fp32 decoder's output projection: 8-bit weights in blocks of 32 along
+# d_model, int8 products (MatMulNBits accuracy_level 4). Per token row (one
+# scale per 384 weights) its logits were up to 1.2 off fp32 on real speech,
+# in blocks of 32 up to 0.45 (tiny.en, 613 decoder steps on six recordings);
+# the likeliest tokens are recomputed exactly in fp32 anyway.
+PROJECTION_BITS = 8
+PROJECTION_BLOCK = 32
 
 # Every conversion writes these (plus <graph>.onnx.data files for large models).
 OUTPUT_FILES = [
@@ -81,6 +93,7 @@ OUTPUT_FILES = [
     "decoder.onnx",
     "encoder.int8.onnx",
     "decoder.int8.onnx",
+    "projection.f32",
     "tokenizer.json",
     "ct2_config.json",
     "model.json",
@@ -418,9 +431,28 @@ def build_encoder(w, hp, fused_attention=True):
 # Decoder
 # ---------------------------------------------------------------------------
 
+def projection_nbits(emb, bits=PROJECTION_BITS, block=PROJECTION_BLOCK):
+    """The [n_vocab, d] projection as MatMulNBits inputs: symmetric `bits`-bit
+    weights per block of `block` along d (zero point 2^(bits-1), implied),
+    uint8 [n_vocab, d/block, block*bits/8], and float32 scales [n_vocab*d/block]."""
+    n, d = emb.shape
+    if d % block:
+        raise ValueError(f"d_model {d} is not a multiple of the projection block {block}")
+    blocks = emb.reshape(n, d // block, block).astype(np.float32)
+    qmax = 2 ** (bits - 1) - 1
+    scales = np.abs(blocks).max(axis=-1) / qmax
+    scales[scales == 0] = 1.0
+    q = np.clip(np.round(blocks / scales[..., None]), -qmax - 1, qmax).astype(np.int32) + 2 ** (bits - 1)
+    q = q.astype(np.uint8)
+    if bits == 4:
+        q = q[..., 0::2] | (q[..., 1::2] << 4)
+    return np.ascontiguousarray(q), scales.reshape(-1).astype(np.float32)
+
+
 def build_decoder(w, hp, projection):
-    """projection: 'gemm' shares the embedding matrix (Gemm transB=1, fp32 file);
-    'matmul' uses a transposed copy so the int8 quantizer can pick it up."""
+    """projection: 'nbits' gives 8-bit logits (MatMulNBits; fp32 file, whose
+    likeliest logits the decoder recomputes from `hidden`); 'matmul' is an
+    fp32 MatMul with a transposed copy, which the int8 quantizer picks up."""
     from onnx import TensorProto
     d, H, L = hp["d_model"], hp["n_heads"], hp["n_decoder_layers"]
     scale = np.float32(1.0 / np.sqrt(HEAD_DIM))
@@ -440,6 +472,7 @@ def build_decoder(w, hp, projection):
     for layer, head in hp["alignment_heads"]:
         heads_of.setdefault(layer, []).append(head)
     g.add_output("alignment_qk", TensorProto.FLOAT, ["batch", len(hp["alignment_heads"]), "tokens", N_AUDIO_CTX])
+    g.add_output("hidden", TensorProto.FLOAT, ["batch", d])
     alignment_parts = []
 
     emb = w.f32("decoder/embeddings/weight")
@@ -514,9 +547,12 @@ def build_decoder(w, hp, projection):
     # Logits for the last position only.
     last = g.op("Slice", [x, g.const_i64([-1]), g.const_i64([np.iinfo(np.int64).max]), g.const_i64([1])])
     last = g.op("Squeeze", [last, g.const_i64([1])])  # [B,d]
-    last = g.layer_norm(last, w, "decoder/layer_norm")
-    if projection == "gemm":
-        g.op("Gemm", [last, "decoder.embeddings"], out="logits", transB=1)
+    last = g.layer_norm(last, w, "decoder/layer_norm", out="hidden")
+    if projection == "nbits":
+        qw, scales = projection_nbits(emb)
+        g.op("MatMulNBits", [last, g.init("decoder.projection_q", qw), g.init("decoder.projection_scales", scales)],
+             out="logits", domain="com.microsoft", K=d, N=hp["n_vocab"], bits=PROJECTION_BITS,
+             block_size=PROJECTION_BLOCK, accuracy_level=4)
     else:
         g.op("MatMul", [last, g.init("decoder.projection_t", np.ascontiguousarray(emb.T))], out="logits")
     return g
@@ -1012,7 +1048,8 @@ def convert(args, name, out_dir):
                    os.path.join(tmp, "encoder.onnx"))
         log(f"encoder.onnx written ({time.time() - t0:.1f}s)")
         doc = f"Whisper decoder ({name}): tokens + KV cache -> last-position logits"
-        save_graph(build_decoder(w, info, "gemm"), doc, os.path.join(tmp, "decoder.onnx"))
+        save_graph(build_decoder(w, info, "nbits"), doc, os.path.join(tmp, "decoder.onnx"))
+        w.f32("decoder/embeddings/weight").astype("<f4").tofile(os.path.join(tmp, "projection.f32"))
         log(f"decoder.onnx written ({time.time() - t0:.1f}s)")
         # The int8 encoder keeps plain MatMul-Softmax-MatMul attention: with the
         # fused attention, tiny.en int8 lost a word on realmix1 (WER 8.2%

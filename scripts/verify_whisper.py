@@ -36,6 +36,8 @@ from convert_whisper import load_sources, read_ct2_model  # noqa: E402
 # vs 9.8e-4 absolute at |x| up to 23), so a few 1e-4 absolute is rounding noise.
 ENCODER_REL_TOL = 3e-4
 ENCODER_MEAN_TOL = 1e-4
+# src/whisper/logits.rs MARGIN: the 8-bit logits must stay within half of it.
+PROJECTION_MARGIN = 4.0
 DEFAULT_AUDIO = "/work/shared/data/asr/whisper_jfk.flac"
 
 
@@ -159,6 +161,14 @@ class OnnxWhisper:
         self.info = info
         self.L = info["n_decoder_layers"]
         self.H = info["n_heads"]
+        # The fp32 decoder's logits come from 8-bit weights; Colloquy makes the
+        # likeliest exact from `hidden` and projection.f32 (src/whisper/logits.rs).
+        # Here every logit is recomputed, and the 8-bit ones' largest error kept.
+        self.projection = None
+        self.projection_err = 0.0
+        path = os.path.join(model_dir, "projection.f32")
+        if not int8 and "hidden" in [o.name for o in self.dec.get_outputs()]:
+            self.projection = np.fromfile(path, dtype="<f4").reshape(info["n_vocab"], info["d_model"])
 
     def encode(self, mel):
         outs = self.enc.run(None, {"mel": mel})
@@ -177,7 +187,12 @@ class OnnxWhisper:
         names = [o.name for o in self.dec.get_outputs()]
         res = dict(zip(names, outs))
         new_cache = {f"past_{kv}_{i}": res[f"present_{kv}_{i}"] for i in range(self.L) for kv in "kv"}
-        return res["logits"], new_cache
+        logits = res["logits"]
+        if self.projection is not None:
+            exact = res["hidden"] @ self.projection.T
+            self.projection_err = max(self.projection_err, float(np.abs(exact - logits).max()))
+            logits = exact
+        return logits, new_cache
 
     def greedy(self, cross, prompt, rules, max_new):
         cache = self.empty_cache(1)
@@ -310,6 +325,12 @@ def main():
             if not ok:
                 print(f"[{name}]   ct2 : {ref_ids}\n[{name}]   onnx: {ids}")
                 failures.append(f"{label} tokens differ")
+
+        if fp32.projection is not None:
+            print(f"[{name}] 8-bit logits: largest error {fp32.projection_err:.3f} "
+                  f"(the decoder recomputes those within {PROJECTION_MARGIN} of the top)")
+            if fp32.projection_err >= PROJECTION_MARGIN / 2:
+                failures.append(f"8-bit logits off by {fp32.projection_err:.3f}")
 
         # 3. Interface checks: batch 2, prompt split across two calls.
         prompt = base + [tok["no_timestamps"]] + ids[:6]

@@ -1010,6 +1010,7 @@ fn turbo_shape_with_int8_weights_and_an_old_config_is_added_and_decodes() {
         "decoder.onnx",
         "decoder.onnx.data",
         "decoder.int8.onnx",
+        "projection.f32",
     ] {
         assert!(
             manifest["outputs"][f].is_string() && dir.join(f).is_file(),

@@ -585,6 +585,58 @@ fn batched_decoder_matches_decode_once() {
     }
 }
 
+/// The fp32 decoder's logits come from 8-bit weights and only those near
+/// the top are made exact (`whisper::logits`): that is only sound while
+/// every 8-bit logit is within half of `MARGIN` of its exact value. Checked
+/// on real speech, at every step of a greedy decode of the committed clip
+/// (the exact logits computed for the whole vocabulary here).
+#[test]
+fn eight_bit_logits_stay_within_half_the_margin_on_real_speech() {
+    use colloquy::whisper::logits::MARGIN;
+    use colloquy::whisper::mel::{MelFrontEnd, N_FRAMES};
+    let Some((dir, tok, mut model, _)) = decoder_parts() else {
+        return;
+    };
+    let clip = load_16k_mono(&repo_path("tests/data/speech_en.flac"), DecodeLimits::NONE)
+        .unwrap()
+        .samples;
+    let front = MelFrontEnd::new(dir.config.n_mels);
+    let mel = front.compute(&clip);
+    let encoded = model
+        .encode(&mel.window(0, N_FRAMES.min(mel.n_frames - 1)))
+        .unwrap();
+    let window = encoded.active();
+    let mut cache = model.new_cache().unwrap();
+    let mut tokens = vec![tok.special.sot, tok.special.no_timestamps];
+    let (mut worst, mut steps, mut changed) = (0.0f32, 0, 0);
+    while steps < 60 {
+        let mut step = model.decode(&tokens, &mut cache, &window).unwrap();
+        let (values, exact) = step.rows_mut().next().unwrap();
+        let mut full = values.to_vec();
+        let vocab = full.len();
+        exact.all(&mut full, 0..vocab);
+        for (a, e) in values.iter().zip(&full) {
+            worst = worst.max((a - e).abs());
+            changed += usize::from(a != e);
+        }
+        let next = (0..full.len()).fold(0, |b, i| if full[i] > full[b] { i } else { b });
+        steps += 1;
+        if next as u32 == tok.special.eot {
+            break;
+        }
+        tokens = vec![next as u32];
+    }
+    assert!(steps > 10, "{steps} steps");
+    assert!(
+        worst < MARGIN / 2.0,
+        "8-bit logits off by up to {worst} over {steps} steps"
+    );
+    // the fp32 model decodes through the 8-bit projection (its logits moved)
+    if config().unwrap().whisper.precision == colloquy::config::Precision::Fp32 {
+        assert!(changed > steps * 1000, "{changed} logits recomputed");
+    }
+}
+
 /// One window read by several rows (the temperature fallback's batch):
 /// the decoder broadcasts the window's keys and values over the rows, so a
 /// greedy row gives exactly what decoding the window alone gives, whatever

@@ -4,6 +4,7 @@
 
 use std::io::Write;
 
+use super::logits::{Exact, StepLogits, MARGIN};
 use super::model::{Cross, EncodedWindow, ModelError, WhisperOnnx};
 use super::tokenizer::WhisperTokenizer;
 
@@ -74,6 +75,14 @@ pub struct LogitFilter<'a> {
 
 impl LogitFilter<'_> {
     pub fn apply(&self, logits: &mut [f32], generated: &[u32]) {
+        self.apply_exact(logits, generated, Exact::NONE);
+    }
+
+    /// [`LogitFilter::apply`] on logits of which only the likeliest are
+    /// exact ([`Exact`]): when the timestamps' mass and the likeliest text
+    /// token come closer than the other logits' error could move them,
+    /// every timestamp is made exact before they are compared.
+    pub fn apply_exact(&self, logits: &mut [f32], generated: &[u32], exact: Exact<'_>) {
         let ninf = f32::NEG_INFINITY;
         for &t in &self.opts.suppress_tokens {
             if let Some(l) = logits.get_mut(t as usize) {
@@ -138,6 +147,10 @@ impl LogitFilter<'_> {
         }
         if check_timestamp_mass {
             // if the timestamps together are likelier than any text token, emit a timestamp
+            let max_text = exact.near_max(logits, 0..tb);
+            if (log_sum_exp(&logits[tb..]) - max_text).abs() < MARGIN / 2.0 {
+                exact.all(logits, tb..vocab);
+            }
             let lse_all = log_sum_exp(logits);
             let ts_mass = log_sum_exp(&logits[tb..]) - lse_all;
             let max_text = logits[..tb].iter().copied().fold(ninf, f32::max) - lse_all;
@@ -246,11 +259,19 @@ impl Generation {
     fn step(
         &mut self,
         logits: &mut [f32],
+        exact: Exact<'_>,
         filter: &LogitFilter<'_>,
         temperature: f32,
         rng: &mut fastrand::Rng,
     ) -> Option<u32> {
-        filter.apply(logits, &self.tokens);
+        // the rules compare the likeliest text token with the timestamps'
+        // mass, which their likeliest make up: exact in both ranges first,
+        // then near whatever the rules left at the top
+        let tb = (filter.timestamp_begin as usize).min(logits.len());
+        exact.near_max(logits, 0..tb);
+        exact.near_max(logits, tb..logits.len());
+        filter.apply_exact(logits, &self.tokens, exact);
+        exact.near_max(logits, 0..logits.len());
         let (next, lp) = choose(logits, temperature, rng);
         self.sum_logprob += lp as f64;
         if next == filter.eot {
@@ -354,7 +375,7 @@ impl RowsCross<'_, '_> {
         model: &mut WhisperOnnx,
         tokens: &[u32],
         cache: &mut super::model::KvCache,
-    ) -> Result<Vec<f32>, ModelError> {
+    ) -> Result<StepLogits, ModelError> {
         match self {
             RowsCross::Windows(w) => model.decode(tokens, cache, &w.active()),
             RowsCross::Shared(c) => model.decode(tokens, cache, c),
@@ -384,10 +405,13 @@ pub fn decode_rows(
     let sot_pos = sot_position(prompt, tok);
     let mut cache = model.new_batch_cache(batch)?;
     let mut logits = cross.decode(model, &prompt[..=sot_pos].repeat(batch), &mut cache)?;
-    let vocab = logits.len() / batch;
     let no_speech: Vec<f32> = logits
-        .chunks(vocab)
-        .map(|l| softmax_prob(l, sp.no_speech as usize))
+        .rows_mut()
+        .map(|(l, exact)| {
+            exact.near_max(l, 0..l.len());
+            exact.token(l, sp.no_speech as usize);
+            softmax_prob(l, sp.no_speech as usize)
+        })
         .collect();
     if sot_pos + 1 < prompt.len() {
         logits = cross.decode(model, &prompt[sot_pos + 1..].repeat(batch), &mut cache)?;
@@ -405,11 +429,11 @@ pub fn decode_rows(
     for step in 0..max_new {
         let mut keep = Vec::with_capacity(active.len());
         let mut next_tokens = Vec::with_capacity(active.len());
-        for (position, (&row, row_logits)) in
-            active.iter().zip(logits.chunks_mut(vocab)).enumerate()
+        for (position, (&row, (row_logits, exact))) in
+            active.iter().zip(logits.rows_mut()).enumerate()
         {
             let t = temperatures[row];
-            if let Some(next) = generations[row].step(row_logits, &filter, t, rng) {
+            if let Some(next) = generations[row].step(row_logits, exact, &filter, t, rng) {
                 keep.push(position);
                 next_tokens.push(next);
             }

@@ -5,6 +5,7 @@
 
 pub mod decode;
 pub mod gate;
+pub mod logits;
 pub mod mel;
 pub mod model;
 pub mod timing;
@@ -427,9 +428,20 @@ fn detect_language(
     let window = features.window(0, mel::N_FRAMES);
     let encoded = model.encode(&window)?;
     let mut cache = model.new_cache()?;
-    let logits = model.decode(&[sot], &mut cache, &encoded.active())?;
+    let mut step = model.decode(&[sot], &mut cache, &encoded.active())?;
     let mut best: Option<(f32, &str)> = None;
     let first = model.config.tokens.lang_first as usize;
+    let languages = first..(first + model.config.languages.len());
+    let logits = match step.rows_mut().next() {
+        Some((l, exact)) => {
+            let n = l.len();
+            for t in languages.filter(|&t| t < n) {
+                exact.token(l, t);
+            }
+            &*l
+        }
+        None => &[][..],
+    };
     for (i, code) in model.config.languages.iter().enumerate() {
         if let Some(&l) = logits.get(first + i) {
             if best.is_none_or(|(b, _)| l > b) {

@@ -15,11 +15,13 @@
 //! is fed the same number of tokens.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor, TensorRef};
 use serde::Deserialize;
 
+use super::logits::{Projection, StepLogits};
 use crate::config::{Precision, RuntimeConfig};
 use crate::runtime::{self, DeviceUsed, RuntimeError};
 
@@ -201,6 +203,12 @@ impl ModelDir {
             Precision::Fp32 => "decoder.onnx",
             Precision::Int8 => "decoder.int8.onnx",
         })
+    }
+
+    /// The fp32 output projection (converted with the 8-bit one; absent
+    /// from models converted before it).
+    pub fn projection_path(&self) -> PathBuf {
+        self.dir.join("projection.f32")
     }
 
     pub fn tokenizer_path(&self) -> PathBuf {
@@ -437,6 +445,8 @@ pub struct WhisperOnnx {
     decoder: Session,
     pub config: ModelConfig,
     pub device: DeviceUsed,
+    /// Makes the likeliest of the 8-bit logits exact (None: they are).
+    projection: Option<Arc<Projection>>,
     cross_names: Vec<String>,
     past_names: Vec<String>,
     present_names: Vec<String>,
@@ -450,8 +460,36 @@ impl WhisperOnnx {
         rt: &RuntimeConfig,
     ) -> Result<WhisperOnnx, ModelError> {
         let env = runtime::environment(library)?;
-        let (encoder, dev_e) = runtime::session(env, &model.encoder_path(precision), rt)?;
+        // The encoder's input has one shape ([1, n_mels, 3000] a window on
+        // the CPU), so ONNX Runtime's arena holds one run's buffers and reuses
+        // them: without it every window asks the allocator for them again
+        // (page faults; README "Whisper on ONNX Runtime").
+        let encoder_rt = RuntimeConfig {
+            cpu_arena: true,
+            ..rt.clone()
+        };
+        let (encoder, dev_e) = runtime::session(env, &model.encoder_path(precision), &encoder_rt)?;
         let (decoder, dev_d) = runtime::session(env, &model.decoder_path(precision), rt)?;
+        // the fp32 decoder's logits come from 8-bit weights: the likeliest
+        // are made exact from its hidden state (logits.rs); the int8
+        // decoder's are its own, as measured (benches/int8_parity.py)
+        let has_hidden = decoder.outputs().iter().any(|o| o.name() == "hidden");
+        let projection = if precision == Precision::Fp32 && has_hidden {
+            let path = model.projection_path();
+            if !path.exists() {
+                return Err(ModelError::BadFile {
+                    path,
+                    reason: "missing: convert the model again (`make setup`)".into(),
+                });
+            }
+            Some(Arc::new(Projection::load(
+                &path,
+                model.config.n_vocab,
+                model.config.d_model,
+            )?))
+        } else {
+            None
+        };
         let device = if dev_e == DeviceUsed::Cuda && dev_d == DeviceUsed::Cuda {
             DeviceUsed::Cuda
         } else {
@@ -468,6 +506,7 @@ impl WhisperOnnx {
             decoder,
             config: model.config.clone(),
             device,
+            projection,
             cross_names: kv("cross"),
             past_names: kv("past"),
             present_names: kv("present"),
@@ -576,13 +615,13 @@ impl WhisperOnnx {
     /// batch, `tokens` is `[B, T]` row-major (every row the same length),
     /// `cache` holds B rows and `window` B windows (or one, which every row
     /// reads), and the logits are `[B, vocab]`
-    /// row-major.
+    /// row-major, with what makes the likeliest exact ([`StepLogits`]).
     pub fn decode(
         &mut self,
         tokens: &[u32],
         cache: &mut KvCache,
         window: &Cross<'_>,
-    ) -> Result<Vec<f32>, ModelError> {
+    ) -> Result<StepLogits, ModelError> {
         let batch = cache.batch;
         if (window.batch != batch && window.batch != 1) || tokens.len() % batch != 0 {
             return Err(ModelError::Runtime(RuntimeError::Ort(format!(
@@ -595,6 +634,10 @@ impl WhisperOnnx {
         let mut out =
             Self::run_decoder(&mut self.decoder, names, tokens, batch, &cache.past, window)?;
         let logits = out["logits"].try_extract_tensor::<f32>()?.1.to_vec();
+        let hidden = match (&self.projection, out.get("hidden")) {
+            (Some(_), Some(h)) => h.try_extract_tensor::<f32>()?.1.to_vec(),
+            _ => Vec::new(),
+        };
         let mut present = Vec::with_capacity(self.present_names.len());
         for name in &self.present_names {
             present.push(out.remove(name.as_str()).ok_or_else(|| {
@@ -604,7 +647,13 @@ impl WhisperOnnx {
         drop(out);
         cache.past = present;
         cache.len += tokens.len() / batch;
-        Ok(logits)
+        let vocab = logits.len() / batch;
+        Ok(StepLogits::new(
+            logits,
+            vocab,
+            hidden,
+            self.projection.clone(),
+        ))
     }
 
     /// Feeds the whole of `tokens` with an empty cache and returns the
