@@ -460,15 +460,7 @@ impl WhisperOnnx {
         rt: &RuntimeConfig,
     ) -> Result<WhisperOnnx, ModelError> {
         let env = runtime::environment(library)?;
-        // The encoder's input has one shape ([1, n_mels, 3000] a window on
-        // the CPU), so ONNX Runtime's arena holds one run's buffers and reuses
-        // them: without it every window asks the allocator for them again
-        // (page faults; README "Whisper on ONNX Runtime").
-        let encoder_rt = RuntimeConfig {
-            cpu_arena: true,
-            ..rt.clone()
-        };
-        let (encoder, dev_e) = runtime::session(env, &model.encoder_path(precision), &encoder_rt)?;
+        let (encoder, dev_e) = runtime::session(env, &model.encoder_path(precision), rt)?;
         let (decoder, dev_d) = runtime::session(env, &model.decoder_path(precision), rt)?;
         // the fp32 decoder's logits come from 8-bit weights: the likeliest
         // are made exact from its hidden state (logits.rs); the int8
