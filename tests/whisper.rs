@@ -585,6 +585,22 @@ fn batched_decoder_matches_decode_once() {
     }
 }
 
+/// The committed clip (one window), encoded.
+fn encoded_clip(
+    dir: &colloquy::whisper::model::ModelDir,
+    model: &mut colloquy::whisper::model::WhisperOnnx,
+) -> colloquy::whisper::model::EncodedWindow {
+    use colloquy::whisper::mel::{MelFrontEnd, N_FRAMES};
+    let clip = load_16k_mono(&repo_path("tests/data/speech_en.flac"), DecodeLimits::NONE)
+        .unwrap()
+        .samples;
+    let front = MelFrontEnd::new(dir.config.n_mels);
+    let mel = front.compute(&clip);
+    model
+        .encode(&mel.window(0, N_FRAMES.min(mel.n_frames - 1)))
+        .unwrap()
+}
+
 /// The fp32 decoder's logits come from 8-bit weights and only those near
 /// the top are made exact (`whisper::logits`): that is only sound while
 /// every 8-bit logit is within half of `MARGIN` of its exact value. Checked
@@ -593,18 +609,10 @@ fn batched_decoder_matches_decode_once() {
 #[test]
 fn eight_bit_logits_stay_within_half_the_margin_on_real_speech() {
     use colloquy::whisper::logits::MARGIN;
-    use colloquy::whisper::mel::{MelFrontEnd, N_FRAMES};
     let Some((dir, tok, mut model, _)) = decoder_parts() else {
         return;
     };
-    let clip = load_16k_mono(&repo_path("tests/data/speech_en.flac"), DecodeLimits::NONE)
-        .unwrap()
-        .samples;
-    let front = MelFrontEnd::new(dir.config.n_mels);
-    let mel = front.compute(&clip);
-    let encoded = model
-        .encode(&mel.window(0, N_FRAMES.min(mel.n_frames - 1)))
-        .unwrap();
+    let encoded = encoded_clip(&dir, &mut model);
     let window = encoded.active();
     let mut cache = model.new_cache().unwrap();
     let mut tokens = vec![tok.special.sot, tok.special.no_timestamps];
@@ -644,18 +652,10 @@ fn eight_bit_logits_stay_within_half_the_margin_on_real_speech() {
 #[test]
 fn rows_sharing_one_window_decode_as_it_does_alone() {
     use colloquy::whisper::decode::{decode_once, decode_rows, RowsCross};
-    use colloquy::whisper::mel::{MelFrontEnd, N_FRAMES};
     let Some((dir, tok, mut model, opts)) = decoder_parts() else {
         return;
     };
-    let clip = load_16k_mono(&repo_path("tests/data/speech_en.flac"), DecodeLimits::NONE)
-        .unwrap()
-        .samples;
-    let front = MelFrontEnd::new(dir.config.n_mels);
-    let mel = front.compute(&clip);
-    let encoded = model
-        .encode(&mel.window(0, N_FRAMES.min(mel.n_frames - 1)))
-        .unwrap();
+    let encoded = encoded_clip(&dir, &mut model);
     let window = encoded.active();
     let prompt = [tok.special.sot];
     let mut rng = fastrand::Rng::with_seed(7);
