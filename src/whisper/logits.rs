@@ -48,7 +48,12 @@ impl Projection {
             path: path.to_path_buf(),
             reason,
         };
-        let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+        let file = std::fs::File::open(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                bad("missing: convert the model again (`make setup`)".into())
+            }
+            _ => bad(e.to_string()),
+        })?;
         let len = file.metadata().map_err(|e| bad(e.to_string()))?.len();
         if len != (vocab * width * 4) as u64 {
             return Err(bad(format!(
@@ -204,10 +209,6 @@ impl StepLogits {
         }
     }
 
-    pub fn rows(&self) -> usize {
-        self.values.len() / self.vocab.max(1)
-    }
-
     /// Each row's logits, mutable, with what makes them exact.
     pub fn rows_mut(&mut self) -> impl Iterator<Item = (&mut [f32], Exact<'_>)> {
         let vocab = self.vocab;
@@ -320,7 +321,7 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("absent.f32"), "{e}");
+        assert!(e.contains("absent.f32") && e.contains("make setup"), "{e}");
         let bytes: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0]
             .iter()
             .flat_map(|v| v.to_le_bytes())

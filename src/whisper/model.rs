@@ -467,15 +467,8 @@ impl WhisperOnnx {
         // decoder's are its own, as measured (benches/int8_parity.py)
         let has_hidden = decoder.outputs().iter().any(|o| o.name() == "hidden");
         let projection = if precision == Precision::Fp32 && has_hidden {
-            let path = model.projection_path();
-            if !path.exists() {
-                return Err(ModelError::BadFile {
-                    path,
-                    reason: "missing: convert the model again (`make setup`)".into(),
-                });
-            }
             Some(Arc::new(Projection::load(
-                &path,
+                &model.projection_path(),
                 model.config.n_vocab,
                 model.config.d_model,
             )?))
