@@ -82,6 +82,7 @@ impl StageWork for Diarizer {
     type Out = Diarized;
     const NAME: &'static str = "diarization";
     const PROGRESS: (u8, &'static str) = (25, "Analyzing speakers");
+    const KEEPS_FREED_PAGES: bool = true;
 
     fn process(&mut self, ctx: &mut JobCtx, audio: Audio16k) -> Result<Diarized, JobError> {
         let o = &ctx.options;

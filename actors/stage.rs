@@ -40,6 +40,7 @@ use tokio::sync::Notify;
 
 pub use super::JobError;
 use super::{ActorExitStatus, Handover, JobCtx, JobEvent, JobMsg};
+use crate::alloc::KeptPages;
 
 /// The synchronous work of one stage. One value per worker thread: it owns
 /// its engine (model sessions) and is never shared.
@@ -50,6 +51,10 @@ pub trait StageWork: Send + 'static {
     const NAME: &'static str;
     /// Progress (percent) and step text the job shows while in this stage.
     const PROGRESS: (u8, &'static str);
+    /// The worker threads keep the pages they free until each job is done
+    /// ([`crate::alloc::KeptPages`]): for stages that run models, whose
+    /// every run frees and asks again for the same buffers.
+    const KEEPS_FREED_PAGES: bool = false;
     fn process(&mut self, ctx: &mut JobCtx, input: Self::In) -> Result<Self::Out, JobError>;
 }
 
@@ -236,8 +241,20 @@ pub fn spawn_stage<W: StageWork>(
             std::thread::Builder::new()
                 .name(format!("{}-{i}", W::NAME))
                 .spawn(move || {
-                    let status =
-                        worker_loop(work, rx, &room, next, reporter, counters.clone());
+                    let kept = if W::KEEPS_FREED_PAGES {
+                        KeptPages::bind()
+                    } else {
+                        None
+                    };
+                    let status = worker_loop(
+                        work,
+                        rx,
+                        &room,
+                        next,
+                        reporter,
+                        counters.clone(),
+                        kept.as_ref(),
+                    );
                     tracing::info!(stage = W::NAME, worker = i, exit = %status, "stage worker ended");
                     if let Ok(mut exits) = counters.worker_exits.lock() {
                         exits.push(format!("worker {i}: {status}"));
@@ -278,6 +295,7 @@ fn worker_loop<W: StageWork>(
     next: Recipient<JobMsg<W::Out>>,
     reporter: Recipient<JobEvent>,
     counters: Arc<StageCounters>,
+    kept: Option<&KeptPages>,
 ) -> ActorExitStatus {
     loop {
         // an error: every sender is gone (the actor stopped) and the queue is empty
@@ -307,6 +325,9 @@ fn worker_loop<W: StageWork>(
         let t0 = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| work.process(&mut ctx, payload)));
         let busy = t0.elapsed().as_secs_f64();
+        if let Some(kept) = kept {
+            kept.release();
+        }
         counters.busy_micros.fetch_add(micros(t0), Ordering::SeqCst);
         counters.gauge(&counters.working, -1);
         ctx.timings.push((W::NAME, busy));
@@ -541,6 +562,46 @@ mod tests {
         assert_eq!(*seen.lock().unwrap(), [1, 2, 3]);
         let done = stage.counters.wait_until(|c| c.waiting_on_next == 0).await;
         assert_eq!((done.jobs_in, done.jobs_out, done.jobs_failed), (3, 3, 0));
+    }
+
+    /// Notes whether its worker thread keeps the pages it frees.
+    struct Noting<const KEEPS: bool>(Arc<Mutex<Vec<bool>>>);
+    impl<const KEEPS: bool> StageWork for Noting<KEEPS> {
+        type In = ();
+        type Out = ();
+        const NAME: &'static str = "noting";
+        const PROGRESS: (u8, &'static str) = (50, "Noting");
+        const KEEPS_FREED_PAGES: bool = KEEPS;
+        fn process(&mut self, _: &mut JobCtx, _: ()) -> Result<(), JobError> {
+            let keeps = crate::alloc::this_thread_keeps_freed_pages();
+            self.0.lock().unwrap().push(keeps);
+            Ok(())
+        }
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[actix::test]
+    async fn only_stages_that_run_models_keep_the_pages_their_workers_free() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let keeping = spawn_stage(
+            vec![Noting::<true>(seen.clone()), Noting::<true>(seen.clone())],
+            2,
+            Sink.start().recipient(),
+            Events(Arc::default()).start().recipient(),
+        );
+        for _ in 0..2 {
+            submit(&keeping, ()).await;
+        }
+        keeping.counters.wait_until(|c| c.jobs_out == 2).await;
+        let plain = spawn_stage(
+            vec![Noting::<false>(seen.clone())],
+            2,
+            Sink.start().recipient(),
+            Events(Arc::default()).start().recipient(),
+        );
+        submit(&plain, ()).await;
+        plain.counters.wait_until(|c| c.jobs_out == 1).await;
+        assert_eq!(*seen.lock().unwrap(), [true, true, false]);
     }
 
     /// A registry that goes away after its first message.

@@ -121,6 +121,7 @@ impl StageWork for Transcriber {
     type Out = Transcribed;
     const NAME: &'static str = "transcription";
     const PROGRESS: (u8, &'static str) = (25, "Transcribing with Whisper");
+    const KEEPS_FREED_PAGES: bool = true;
 
     fn process(&mut self, ctx: &mut JobCtx, audio: Audio16k) -> Result<Transcribed, JobError> {
         let (id, offset, events) = (ctx.id, audio.offset, &*ctx);

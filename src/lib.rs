@@ -7,6 +7,7 @@
 #[path = "../actors/mod.rs"]
 pub mod actors;
 pub mod align;
+pub mod alloc;
 pub mod api;
 pub mod audio;
 pub mod auth;

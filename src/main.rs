@@ -504,6 +504,8 @@ fn diarize(
     // 16-bit, as the service keeps a job's audio
     let audio = colloquy::audio::load_16k_pcm16(path, limits)
         .with_context(|| format!("{}", path.display()))?;
+    // the engine's runs reuse what they free (colloquy::alloc)
+    let _kept = colloquy::alloc::KeptPages::bind();
     let d = engine
         .diarize(&audio.samples, bounds)
         .with_context(|| format!("{}", path.display()))?;
@@ -701,6 +703,8 @@ fn transcribe_pipeline(
 }
 
 fn transcribe(config: &Config, files: &[PathBuf], format: Format) -> anyhow::Result<()> {
+    // the engines' runs reuse what they free (colloquy::alloc)
+    let kept = colloquy::alloc::KeptPages::bind();
     let t_load = Instant::now();
     let mut engine = WhisperEngine::load(config)?;
     let mut vad = if config.vad.enabled {
@@ -711,6 +715,10 @@ fn transcribe(config: &Config, files: &[PathBuf], format: Format) -> anyhow::Res
     let load_s = t_load.elapsed().as_secs_f64();
     let limits = colloquy::audio::DecodeLimits::max_seconds(config.pipeline.max_audio_seconds);
     for path in files {
+        // what the last file freed goes back to the system
+        if let Some(kept) = &kept {
+            kept.release();
+        }
         let t0 = Instant::now();
         // 16-bit, as the service keeps a job's audio
         let audio = colloquy::audio::load_16k_pcm16(path, limits)
