@@ -105,138 +105,82 @@ mod sys {
 
     use tikv_jemalloc_sys::mallctl;
 
-    fn name(s: &str) -> CString {
-        CString::new(s).expect("no NUL in a mallctl name")
+    /// jemalloc's `mallctl(key)`: reads its value into `old` and writes
+    /// `new`, each when given. True on success.
+    ///
+    /// # Safety
+    /// `T` must be the C type jemalloc documents for `key` (`()` for a key
+    /// that takes and returns nothing).
+    unsafe fn ctl<T>(key: &str, old: Option<&mut T>, new: Option<&mut T>) -> bool {
+        let key = CString::new(key).expect("no NUL in a mallctl name");
+        let size = std::mem::size_of::<T>();
+        let mut old_len = size;
+        let (oldp, oldlenp) = match old {
+            Some(v) => (v as *mut T as *mut c_void, &mut old_len as *mut usize),
+            None => (ptr::null_mut(), ptr::null_mut()),
+        };
+        let (newp, newlen) = match new {
+            Some(v) => (v as *mut T as *mut c_void, size),
+            None => (ptr::null_mut(), 0),
+        };
+        mallctl(key.as_ptr(), oldp, oldlenp, newp, newlen) == 0
+    }
+
+    /// Reads `key`'s value. Safety: as [`ctl`]'s.
+    unsafe fn read<T: Default>(key: &str) -> Option<T> {
+        let mut v = T::default();
+        ctl(key, Some(&mut v), None).then_some(v)
+    }
+
+    /// Writes `key`'s value. Safety: as [`ctl`]'s.
+    unsafe fn write<T>(key: &str, mut v: T) -> Option<()> {
+        ctl(key, None, Some(&mut v)).then_some(())
     }
 
     pub fn create_arena() -> Option<u32> {
-        let mut arena: u32 = 0;
-        let mut len = std::mem::size_of::<u32>();
-        // SAFETY: "arenas.create" reads an unsigned into `arena`, of `len` bytes
-        let rc = unsafe {
-            mallctl(
-                name("arenas.create").as_ptr(),
-                &mut arena as *mut u32 as *mut c_void,
-                &mut len,
-                ptr::null_mut(),
-                0,
-            )
-        };
-        (rc == 0).then_some(arena)
+        // SAFETY: "arenas.create" returns an unsigned
+        unsafe { read::<u32>("arenas.create") }
     }
 
     pub fn set_decay(arena: u32, ms: isize) -> Option<()> {
         for key in ["dirty_decay_ms", "muzzy_decay_ms"] {
-            let mut v: isize = ms;
-            // SAFETY: the arena's decay times are ssize_t, written from `v`
-            let rc = unsafe {
-                mallctl(
-                    name(&format!("arena.{arena}.{key}")).as_ptr(),
-                    ptr::null_mut(),
-                    ptr::null_mut(),
-                    &mut v as *mut isize as *mut c_void,
-                    std::mem::size_of::<isize>(),
-                )
-            };
-            if rc != 0 {
-                return None;
-            }
+            // SAFETY: an arena's decay times are ssize_t
+            unsafe { write::<isize>(&format!("arena.{arena}.{key}"), ms)? };
         }
         Some(())
     }
 
     pub fn bind_thread(arena: u32) -> Option<()> {
-        let mut a = arena;
-        // SAFETY: "thread.arena" takes an unsigned, written from `a`
-        let rc = unsafe {
-            mallctl(
-                name("thread.arena").as_ptr(),
-                ptr::null_mut(),
-                ptr::null_mut(),
-                &mut a as *mut u32 as *mut c_void,
-                std::mem::size_of::<u32>(),
-            )
-        };
-        (rc == 0).then_some(())
+        // SAFETY: "thread.arena" is an unsigned
+        unsafe { write::<u32>("thread.arena", arena) }
     }
 
     pub fn thread_arena() -> Option<u32> {
-        let mut a: u32 = 0;
-        let mut len = std::mem::size_of::<u32>();
-        // SAFETY: "thread.arena" reads an unsigned into `a`
-        let rc = unsafe {
-            mallctl(
-                name("thread.arena").as_ptr(),
-                &mut a as *mut u32 as *mut c_void,
-                &mut len,
-                ptr::null_mut(),
-                0,
-            )
-        };
-        (rc == 0).then_some(a)
+        // SAFETY: "thread.arena" is an unsigned
+        unsafe { read::<u32>("thread.arena") }
     }
 
     pub fn decay(arena: u32) -> Option<isize> {
-        let mut v: isize = 0;
-        let mut len = std::mem::size_of::<isize>();
-        // SAFETY: "arena.<i>.dirty_decay_ms" reads an ssize_t into `v`
-        let rc = unsafe {
-            mallctl(
-                name(&format!("arena.{arena}.dirty_decay_ms")).as_ptr(),
-                &mut v as *mut isize as *mut c_void,
-                &mut len,
-                ptr::null_mut(),
-                0,
-            )
-        };
-        (rc == 0).then_some(v)
+        // SAFETY: an arena's decay times are ssize_t
+        unsafe { read::<isize>(&format!("arena.{arena}.dirty_decay_ms")) }
     }
 
     pub fn purge(arena: u32) {
         // SAFETY: "arena.<i>.purge" takes and returns nothing
-        let rc = unsafe {
-            mallctl(
-                name(&format!("arena.{arena}.purge")).as_ptr(),
-                ptr::null_mut(),
-                ptr::null_mut(),
-                ptr::null_mut(),
-                0,
-            )
-        };
-        if rc != 0 {
-            tracing::debug!(arena, rc, "jemalloc arena purge failed");
+        if !unsafe { ctl::<()>(&format!("arena.{arena}.purge"), None, None) } {
+            tracing::debug!(arena, "jemalloc arena purge failed");
         }
     }
 
     /// jemalloc's count of the arena's free pages kept (not yet returned).
     #[cfg(test)]
     pub fn dirty_pages(arena: u32) -> Option<usize> {
-        // the stats are refreshed by writing the epoch
-        let mut epoch: u64 = 1;
-        let mut len = std::mem::size_of::<u64>();
-        // SAFETY: "epoch" reads and writes a uint64_t
+        // SAFETY: "epoch" is a uint64_t (written to refresh the stats),
+        // "stats.arenas.<i>.pdirty" a size_t
         unsafe {
-            mallctl(
-                name("epoch").as_ptr(),
-                &mut epoch as *mut u64 as *mut c_void,
-                &mut len,
-                &mut epoch as *mut u64 as *mut c_void,
-                len,
-            );
+            write::<u64>("epoch", 1)?;
+            read::<usize>(&format!("stats.arenas.{arena}.pdirty"))
         }
-        let mut v: usize = 0;
-        let mut len = std::mem::size_of::<usize>();
-        // SAFETY: "stats.arenas.<i>.pdirty" reads a size_t
-        let rc = unsafe {
-            mallctl(
-                name(&format!("stats.arenas.{arena}.pdirty")).as_ptr(),
-                &mut v as *mut usize as *mut c_void,
-                &mut len,
-                ptr::null_mut(),
-                0,
-            )
-        };
-        (rc == 0).then_some(v)
     }
 }
 
