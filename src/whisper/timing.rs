@@ -76,27 +76,32 @@ fn softmax_rows(qk: &[f32], heads: usize, tokens: usize, stride: usize, frames: 
 
 /// Median filter of odd `width` along the last axis of `[rows, cols]`, with
 /// reflect padding (torch `F.pad(mode="reflect")`); rows too short to reflect
-/// are left as they are.
+/// are left as they are. Width 7 (Whisper's) runs a sorting network over 8
+/// columns at a time, which compiles to vector minima and maxima; other
+/// widths sort each window.
 pub fn median_filter(x: &mut [f32], rows: usize, cols: usize, width: usize) {
     let pad = width / 2;
     if cols <= pad || width < 2 {
         return;
     }
-    let mut padded = vec![0.0f32; cols + 2 * pad];
+    // room for a last block of 8 columns past the row's end
+    let mut padded = vec![0.0f32; cols + 2 * pad + 8];
     let mut win = vec![0.0f32; width];
     for r in 0..rows {
         let row = &mut x[r * cols..(r + 1) * cols];
-        for (i, p) in padded.iter_mut().enumerate() {
-            // reflect: index -1 -> 1, cols -> cols - 2
-            let j = i as isize - pad as isize;
-            let j = if j < 0 {
-                -j
-            } else if j >= cols as isize {
-                2 * (cols as isize - 1) - j
-            } else {
-                j
-            };
-            *p = row[j as usize];
+        padded[pad..pad + cols].copy_from_slice(row);
+        // reflect: index -1 -> 1, cols -> cols - 2
+        for i in 1..=pad {
+            padded[pad - i] = row[i];
+            padded[pad + cols - 1 + i] = row[cols - 1 - i];
+        }
+        if width == 7 {
+            for c in (0..cols).step_by(8) {
+                let m = median7_of_8(&padded[c..c + 14]);
+                let n = (cols - c).min(8);
+                row[c..c + n].copy_from_slice(&m[..n]);
+            }
+            continue;
         }
         for c in 0..cols {
             win.copy_from_slice(&padded[c..c + width]);
@@ -104,6 +109,43 @@ pub fn median_filter(x: &mut [f32], rows: usize, cols: usize, width: usize) {
             row[c] = win[pad];
         }
     }
+}
+
+/// The medians of the 8 windows `w[k..k + 7]`, k = 0..8: the 8 windows
+/// sorted side by side by a 16-comparator network for 7 inputs (each
+/// comparator a vector minimum and maximum).
+fn median7_of_8(w: &[f32]) -> [f32; 8] {
+    #[inline(always)]
+    fn lane(w: &[f32], i: usize) -> [f32; 8] {
+        w[i..i + 8].try_into().expect("8 values")
+    }
+    #[inline(always)]
+    fn cmp_swap(a: &mut [f32; 8], b: &mut [f32; 8]) {
+        for k in 0..8 {
+            let (x, y) = (a[k], b[k]);
+            a[k] = if y < x { y } else { x };
+            b[k] = if y < x { x } else { y };
+        }
+    }
+    let [mut v0, mut v1, mut v2, mut v3, mut v4, mut v5, mut v6] =
+        [0, 1, 2, 3, 4, 5, 6].map(|i| lane(w, i));
+    cmp_swap(&mut v0, &mut v6);
+    cmp_swap(&mut v2, &mut v3);
+    cmp_swap(&mut v4, &mut v5);
+    cmp_swap(&mut v0, &mut v2);
+    cmp_swap(&mut v1, &mut v4);
+    cmp_swap(&mut v3, &mut v6);
+    cmp_swap(&mut v0, &mut v1);
+    cmp_swap(&mut v2, &mut v5);
+    cmp_swap(&mut v3, &mut v4);
+    cmp_swap(&mut v1, &mut v2);
+    cmp_swap(&mut v4, &mut v6);
+    cmp_swap(&mut v2, &mut v3);
+    cmp_swap(&mut v4, &mut v5);
+    cmp_swap(&mut v1, &mut v2);
+    cmp_swap(&mut v3, &mut v4);
+    cmp_swap(&mut v5, &mut v6);
+    v3
 }
 
 /// The alignment matrix `[tokens, frames]`: softmax per head over the first
@@ -119,21 +161,29 @@ pub fn attention_matrix(
     let mut w = softmax_rows(qk, heads, tokens, stride, frames);
     for h in 0..heads {
         let block = &mut w[h * tokens * frames..(h + 1) * tokens * frames];
-        for f in 0..frames {
-            let mean = (0..tokens)
-                .map(|t| block[t * frames + f] as f64)
-                .sum::<f64>()
-                / tokens as f64;
-            let var = (0..tokens)
-                .map(|t| (block[t * frames + f] as f64 - mean).powi(2))
-                .sum::<f64>()
-                / tokens as f64;
-            let std = var.sqrt();
-            for t in 0..tokens {
-                let v = &mut block[t * frames + f];
+        // each frame's mean and standard deviation over the tokens, summed
+        // token after token as before, but a whole row of frames at a time
+        let mut mean = vec![0.0f64; frames];
+        for row in block.chunks_exact(frames) {
+            for (m, &v) in mean.iter_mut().zip(row) {
+                *m += v as f64;
+            }
+        }
+        for m in &mut mean {
+            *m /= tokens as f64;
+        }
+        let mut var = vec![0.0f64; frames];
+        for row in block.chunks_exact(frames) {
+            for ((s, &v), &m) in var.iter_mut().zip(row).zip(&mean) {
+                *s += (v as f64 - m).powi(2);
+            }
+        }
+        let std: Vec<f64> = var.iter().map(|s| (s / tokens as f64).sqrt()).collect();
+        for row in block.chunks_exact_mut(frames) {
+            for ((v, &m), &sd) in row.iter_mut().zip(&mean).zip(&std) {
                 // torch divides by a zero std too (NaN); a constant column carries no information: 0
-                *v = if std > 0.0 {
-                    ((*v as f64 - mean) / std) as f32
+                *v = if sd > 0.0 {
+                    ((*v as f64 - m) / sd) as f32
                 } else {
                     0.0
                 };
@@ -504,6 +554,47 @@ mod tests {
         let mut short = vec![3.0, 1.0];
         median_filter(&mut short, 1, 2, 7);
         assert_eq!(short, vec![3.0, 1.0], "too short to reflect: unchanged");
+    }
+
+    #[test]
+    fn the_width_7_network_gives_each_windows_median() {
+        // every 0/1 input of 7: a network that sorts these sorts everything
+        for bits in 0u32..128 {
+            let w: Vec<f32> = (0..14).map(|i| ((bits >> (i % 7)) & 1) as f32).collect();
+            let m = median7_of_8(&w);
+            for (k, &got) in m.iter().enumerate() {
+                let mut win = w[k..k + 7].to_vec();
+                win.sort_by(f32::total_cmp);
+                assert_eq!(got, win[3], "bits {bits:07b} window {k}");
+            }
+        }
+        // whole rows of every length from 4 (the shortest that reflects) on,
+        // against the reflect-pad-and-sort definition
+        let mut rng = fastrand::Rng::with_seed(7);
+        for cols in 4..40 {
+            let rows = 3;
+            let x: Vec<f32> = (0..rows * cols).map(|_| rng.f32() * 4.0 - 2.0).collect();
+            let mut got = x.clone();
+            median_filter(&mut got, rows, cols, 7);
+            for r in 0..rows {
+                let row = &x[r * cols..(r + 1) * cols];
+                let at = |j: isize| {
+                    let j = if j < 0 {
+                        -j
+                    } else if j >= cols as isize {
+                        2 * (cols as isize - 1) - j
+                    } else {
+                        j
+                    };
+                    row[j as usize]
+                };
+                for c in 0..cols {
+                    let mut win: Vec<f32> = (c as isize - 3..=c as isize + 3).map(at).collect();
+                    win.sort_by(f32::total_cmp);
+                    assert_eq!(got[r * cols + c], win[3], "cols {cols} row {r} col {c}");
+                }
+            }
+        }
     }
 
     #[test]
