@@ -67,7 +67,8 @@ load: setup build
 ## (benches/pipeline.rs); (c) against faster-whisper on the shared clips
 ## (needs ../shared/data; installs faster-whisper into a venv when missing);
 ## (d) word timing at turn edges against faster-whisper (make word-timing);
-## (e) long recordings against faster-whisper sequential and batched (make long-bench);
+## (e) long recordings against faster-whisper sequential and batched, the latter
+##     also with word timestamps (make long-bench);
 ## (f) int8 against fp32 WER on every installed model, beside faster-whisper's.
 bench: setup build
 	$(CARGO) bench --bench pipeline -- --json target/bench/pipeline.json

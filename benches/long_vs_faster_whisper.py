@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Long recordings (issue #11), side by side on one machine: faster-whisper
-sequential and faster-whisper's BatchedInferencePipeline (batch 8) against
+sequential and faster-whisper's BatchedInferencePipeline (batch 8, without
+and with word timestamps, which colloquy always computes) against
 colloquy's Whisper alone (`transcribe --whisper-only`, default settings:
 batched) and colloquy's whole pipeline (diarization included), on the files
 benches/make_long_audio.sh builds from ../shared/data:
@@ -39,8 +40,10 @@ from faster_whisper import WhisperModel, BatchedInferencePipeline
 model_dir, mode, f, device, batch = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 model = WhisperModel(model_dir, device=device, compute_type="float32", cpu_threads=2)
 t0 = time.perf_counter()
-if mode == "batched":
-    segments, info = BatchedInferencePipeline(model=model).transcribe(f, beam_size=1, language="en", batch_size=batch)
+if mode.startswith("batched"):
+    # "batched_words": with word timestamps, as colloquy always computes them
+    segments, info = BatchedInferencePipeline(model=model).transcribe(
+        f, beam_size=1, language="en", batch_size=batch, word_timestamps=mode == "batched_words")
 else:
     segments, info = model.transcribe(f, beam_size=1, language="en")
 text = " ".join(s.text.strip() for s in segments)
@@ -117,7 +120,8 @@ def main():
     for name in files:
         f = audio / f"{name}.wav"
         batched = f"fw_batched{args.batch}"
-        engines = ["fw_sequential", batched, "colloquy_whisper", "colloquy_pipeline"]
+        words = f"fw_batched{args.batch}_words"
+        engines = ["fw_sequential", batched, words, "colloquy_whisper", "colloquy_pipeline"]
         if name == "long3h":
             engines = ["colloquy_pipeline"]
         elif args.no_faster_whisper:
@@ -129,7 +133,8 @@ def main():
             for e in engines:
                 log(f"{name} run {run + 1}: {e}")
                 if e.startswith("fw_"):
-                    s, text, rss = fw("batched" if e == batched else "sequential", f)
+                    mode = {batched: "batched", words: "batched_words"}.get(e, "sequential")
+                    s, text, rss = fw(mode, f)
                     row = {"seconds": s, "rss_mb": rss}
                 else:
                     s, text, rss, stages, wall, device = ours(e == "colloquy_whisper", f)
@@ -154,7 +159,9 @@ def main():
                 if e not in best:
                     continue
                 s = best[e]["seconds"]
-                log(f"{name:9s} {e}: {seq / s:.2f}x faster-whisper sequential, {bat / s:.2f}x batched; "
+                with_words = (f", {best[words]['seconds'] / s:.2f}x batched with word timestamps"
+                              if words in best else "")
+                log(f"{name:9s} {e}: {seq / s:.2f}x faster-whisper sequential, {bat / s:.2f}x batched{with_words}; "
                     f"{s / seq:.2f} of sequential's wall time")
 
 
