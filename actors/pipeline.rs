@@ -18,6 +18,7 @@ use super::{JobEvent, JobMsg};
 use crate::align::AlignOptions;
 use crate::audio::DecodeLimits;
 use crate::config::Config;
+use crate::cores::SpareCores;
 use crate::diarize::{
     engine::model_dir, DiarizationEngine, DiarizeError, SpanEmbedder, SpeakerDiarizer,
     VoiceEmbedder,
@@ -41,6 +42,9 @@ pub struct Engines {
     /// One voice embedder per aligner worker (the voice check of changes of
     /// speaker inside a sentence); empty when `diarization.voice_check` is off.
     pub voices: Vec<Box<dyn SpanEmbedder>>,
+    /// Where the transcriber's workers lend their cores while idle, and the
+    /// diarization engines borrow them (`pipeline.lend_idle_cores`).
+    pub spare_cores: Option<Arc<SpareCores>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,9 +145,15 @@ impl Engines {
             c.whisper.model = name.to_string();
             WhisperEngine::load(&c).map(|e| Box::new(e) as Box<dyn SpeechToText>)
         });
+        let spare_cores = p.lend_idle_cores.then(|| Arc::new(SpareCores::new()));
         let diarization = (0..p.diarizer.threads)
             .map(|_| {
-                DiarizationEngine::load(&dcfg).map(|e| Box::new(e) as Box<dyn SpeakerDiarizer>)
+                let engine = DiarizationEngine::load(&dcfg)?;
+                let engine = match &spare_cores {
+                    Some(spare) => engine.borrowing_idle_cores(&dcfg, spare.clone())?,
+                    None => engine,
+                };
+                Ok::<_, EngineLoadError>(Box::new(engine) as Box<dyn SpeakerDiarizer>)
             })
             .collect::<Result<_, _>>()?;
         let vad = if config.vad.enabled {
@@ -172,6 +182,7 @@ impl Engines {
             diarization,
             vad,
             voices,
+            spare_cores,
         })
     }
 
@@ -267,6 +278,7 @@ impl Pipeline {
                 .map(|e| {
                     Transcriber::new(e)
                         .with_loader(engines.whisper_loader.clone())
+                        .lending_idle_core(engines.spare_cores.clone())
                         .with_speech_detector(vads.next(), config.vad.threshold)
                 })
                 .collect(),

@@ -41,6 +41,7 @@ use tokio::sync::Notify;
 pub use super::JobError;
 use super::{ActorExitStatus, Handover, JobCtx, JobEvent, JobMsg};
 use crate::alloc::KeptPages;
+use crate::cores::SpareCores;
 
 /// The synchronous work of one stage. One value per worker thread: it owns
 /// its engine (model sessions) and is never shared.
@@ -56,6 +57,11 @@ pub trait StageWork: Send + 'static {
     /// every run frees and asks again for the same buffers.
     const KEEPS_FREED_PAGES: bool = false;
     fn process(&mut self, ctx: &mut JobCtx, input: Self::In) -> Result<Self::Out, JobError>;
+    /// Where the worker lends its core while it waits for a job (None: it
+    /// does not lend; see [`crate::cores`]).
+    fn lends_its_core(&self) -> Option<Arc<SpareCores>> {
+        None
+    }
 }
 
 /// Counters of one stage, read by tests and by `GET /health` alike.
@@ -297,9 +303,18 @@ fn worker_loop<W: StageWork>(
     counters: Arc<StageCounters>,
     kept: Option<&KeptPages>,
 ) -> ActorExitStatus {
+    let lender = work.lends_its_core();
     loop {
         // an error: every sender is gone (the actor stopped) and the queue is empty
-        let Ok(JobMsg { mut ctx, payload }) = rx.recv() else {
+        let msg = match rx.try_recv() {
+            Ok(msg) => Ok(msg),
+            Err(_) => {
+                // no job waiting: the core is lent until one comes
+                let _lent = lender.as_deref().map(SpareCores::lend);
+                rx.recv()
+            }
+        };
+        let Ok(JobMsg { mut ctx, payload }) = msg else {
             return ActorExitStatus::Success;
         };
         room.notify_one();
@@ -602,6 +617,55 @@ mod tests {
         submit(&plain, ()).await;
         plain.counters.wait_until(|c| c.jobs_out == 1).await;
         assert_eq!(*seen.lock().unwrap(), [true, true, false]);
+    }
+
+    /// Lends its worker's core in `spare` while idle; notes the lending
+    /// counts while it works.
+    struct Lending {
+        spare: Arc<crate::cores::SpareCores>,
+        seen: Arc<Mutex<Vec<(usize, usize)>>>,
+    }
+    impl StageWork for Lending {
+        type In = ();
+        type Out = ();
+        const NAME: &'static str = "lending";
+        const PROGRESS: (u8, &'static str) = (50, "Lending");
+        fn lends_its_core(&self) -> Option<Arc<crate::cores::SpareCores>> {
+            Some(self.spare.clone())
+        }
+        fn process(&mut self, _: &mut JobCtx, _: ()) -> Result<(), JobError> {
+            self.seen.lock().unwrap().push(self.spare.counts());
+            Ok(())
+        }
+    }
+
+    #[actix::test]
+    async fn a_worker_lends_its_core_only_while_it_has_no_job() {
+        let spare = Arc::new(crate::cores::SpareCores::new());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stage = spawn_stage(
+            vec![Lending {
+                spare: spare.clone(),
+                seen: seen.clone(),
+            }],
+            2,
+            Sink.start().recipient(),
+            Events(Arc::default()).start().recipient(),
+        );
+        // idle from the start: its core is lent
+        while spare.counts() != (1, 0) {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..2 {
+            submit(&stage, ()).await;
+        }
+        stage.counters.wait_until(|c| c.jobs_out == 2).await;
+        // while working, nothing was lent
+        assert_eq!(*seen.lock().unwrap(), [(0, 0), (0, 0)]);
+        // and idle again afterwards
+        while spare.counts() != (1, 0) {
+            tokio::task::yield_now().await;
+        }
     }
 
     /// A registry that goes away after its first message.

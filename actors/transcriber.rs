@@ -19,10 +19,13 @@
 //!   holds its own reference to them, and they are freed once both branches
 //!   are done.
 
+use std::sync::Arc;
+
 use super::preprocessor::Audio16k;
 use super::stage::{JobError, StageWork};
 use super::{JobCtx, JobEvent};
 use crate::audio::Samples;
+use crate::cores::SpareCores;
 use crate::result::PartialSegment;
 use crate::runtime::DeviceUsed;
 use crate::vad::SpeechDetector;
@@ -39,6 +42,8 @@ pub struct Transcriber {
     other: Option<(String, Box<dyn SpeechToText>)>,
     /// The speech detector and its threshold (the regions' cores).
     vad: Option<(Box<dyn SpeechDetector + Send>, f32)>,
+    /// Where the worker lends its core while it has no job.
+    spare: Option<Arc<SpareCores>>,
 }
 
 impl Transcriber {
@@ -48,7 +53,15 @@ impl Transcriber {
             loader: None,
             other: None,
             vad: None,
+            spare: None,
         }
+    }
+
+    /// Lends the worker's core in `spare` while it waits for a job (the
+    /// diarizer's embeddings borrow it: `crate::cores`).
+    pub fn lending_idle_core(mut self, spare: Option<Arc<SpareCores>>) -> Transcriber {
+        self.spare = spare;
+        self
     }
 
     /// Finds the speech of every job with `detector` (`threshold`: its speech probability threshold).
@@ -122,6 +135,10 @@ impl StageWork for Transcriber {
     const NAME: &'static str = "transcription";
     const PROGRESS: (u8, &'static str) = (25, "Transcribing with Whisper");
     const KEEPS_FREED_PAGES: bool = true;
+
+    fn lends_its_core(&self) -> Option<Arc<SpareCores>> {
+        self.spare.clone()
+    }
 
     fn process(&mut self, ctx: &mut JobCtx, audio: Audio16k) -> Result<Transcribed, JobError> {
         let (id, offset, events) = (ctx.id, audio.offset, &*ctx);

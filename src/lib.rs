@@ -13,6 +13,7 @@ pub mod audio;
 pub mod auth;
 pub mod callback;
 pub mod config;
+pub mod cores;
 pub mod diarize;
 pub mod eval;
 pub mod export;

@@ -232,3 +232,47 @@ fn a_set_stop_flag_stops_diarization() {
         .unwrap();
     assert_eq!(d.num_speakers, 2, "the engine works on afterwards");
 }
+
+#[test]
+fn a_borrowed_core_changes_nothing_in_the_result() {
+    let Some(cfg) = config() else { return };
+    let (samples, _) = two_voices();
+    let bounds = SpeakerBounds::default();
+    let alone = DiarizationEngine::load(&cfg)
+        .unwrap()
+        .diarize(&samples, bounds)
+        .unwrap();
+    assert!(alone.timings.embedded > 1, "more than one piece embedded");
+    assert_eq!(alone.timings.embedded_on_lent_core, 0);
+    // a core lent for the whole job: the second embedder takes batches too
+    let spare = std::sync::Arc::new(colloquy::cores::SpareCores::new());
+    let lent = spare.lend();
+    let mut helped = DiarizationEngine::load(&cfg)
+        .unwrap()
+        .borrowing_idle_cores(&cfg, spare.clone())
+        .unwrap();
+    // which thread takes which batch is up to the scheduler: until the
+    // second embedder has taken some (on a busy machine it may find none
+    // left), every result must be the same
+    let mut on_lent_core = 0;
+    for _ in 0..5 {
+        let with_help = helped.diarize(&samples, bounds).unwrap();
+        assert_eq!(spare.counts(), (1, 0), "the helper gave its core back");
+        assert_eq!(with_help.turns, alone.turns);
+        assert_eq!(with_help.num_speakers, alone.num_speakers);
+        assert_eq!(with_help.timings.embedded, alone.timings.embedded);
+        on_lent_core = with_help.timings.embedded_on_lent_core;
+        eprintln!(
+            "{on_lent_core} of {} pieces embedded on the lent core",
+            with_help.timings.embedded
+        );
+        if on_lent_core > 0 {
+            break;
+        }
+    }
+    drop(lent);
+    assert!(
+        on_lent_core > 0,
+        "the second embedder took no batch in 5 jobs"
+    );
+}

@@ -82,6 +82,7 @@ async fn transcription_and_diarization_run_side_by_side_and_meet_in_the_result()
         diarization: vec![Box::new(FakeDiarizer { hook: meeting(b) })],
         vad: vec![],
         voices: vec![],
+        spare_cores: None,
         whisper_loader: None,
     };
     let dir = std::env::temp_dir().join(format!("colloquy-fork-{}", std::process::id()));
@@ -186,6 +187,7 @@ async fn the_diarizer_starts_while_the_speech_detector_runs() {
             jobs: jobs.clone(),
         })],
         voices: vec![],
+        spare_cores: None,
         whisper_loader: None,
     };
     let dir = std::env::temp_dir().join(format!("colloquy-fork-vad-{}", std::process::id()));
@@ -209,6 +211,7 @@ async fn a_failing_branch_fails_the_job_once_and_the_next_job_completes() {
         diarization: vec![Box::new(FakeDiarizer { hook: None })],
         vad: vec![],
         voices: vec![],
+        spare_cores: None,
         whisper_loader: None,
     };
     let dir = std::env::temp_dir().join(format!("colloquy-fork-fail-{}", std::process::id()));
@@ -286,6 +289,7 @@ async fn a_job_that_names_another_model_gets_it_loaded_once_and_the_next_gets_th
         diarization: vec![Box::new(FakeDiarizer { hook: None })],
         vad: vec![],
         voices: vec![],
+        spare_cores: None,
     };
     let dir = std::env::temp_dir().join(format!("colloquy-model-pick-{}", std::process::id()));
     let clip = wav_file(&dir, 1.0);
@@ -411,6 +415,7 @@ async fn the_aligner_checks_a_change_inside_a_sentence_against_the_voices_in_the
         diarization: vec![Box::new(HandsOverMidSentence)],
         vad: vec![],
         voices: vec![Box::new(asked.clone())],
+        spare_cores: None,
         whisper_loader: None,
     };
     let dir = std::env::temp_dir().join(format!("colloquy-voices-{}", std::process::id()));

@@ -518,6 +518,7 @@ fn diarizer_held(hook: fakes::Hook) -> colloquy::actors::pipeline::Engines {
         diarization: vec![Box::new(fakes::FakeDiarizer { hook: Some(hook) })],
         vad: vec![],
         voices: vec![],
+        spare_cores: None,
         whisper_loader: None,
     }
 }

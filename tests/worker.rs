@@ -611,6 +611,7 @@ fn an_api_nodes_event_stream_carries_a_workers_partial_segments_before_the_end()
         diarization: vec![Box::new(fakes::FakeDiarizer { hook: Some(hook) })],
         vad: vec![],
         voices: vec![],
+        spare_cores: None,
     };
     spawn_node_with(cluster(colloquy::config::Role::Worker, "live-w"), engines);
     let audio = fakes::tone_wav(1.0);

@@ -4,6 +4,7 @@
 //! the speakers' voices with its own (`crate::align`'s voice check).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ort::session::Session;
 use ort::value::TensorRef;
@@ -13,6 +14,7 @@ use super::engine::DiarizeError;
 use super::fbank::{mean_normalise, Fbank, FRAME_LENGTH};
 use crate::audio::Samples;
 use crate::config::Config;
+use crate::cores::{run_batches, SpareCores};
 use crate::runtime::{self, DeviceUsed};
 
 /// Sample rate the embedding model takes.
@@ -80,46 +82,98 @@ impl VoiceEmbedder {
         pieces: &[Vec<(usize, usize)>],
         stop: Option<&runtime::StopFlag>,
     ) -> Result<Vec<Vec<f32>>, DiarizeError> {
+        Ok(self.embed_pieces_with(samples, pieces, stop, None)?.0)
+    }
+
+    /// [`VoiceEmbedder::embed_pieces`], with a `helper` embedder (the same
+    /// model and threads) that runs batches beside this one whenever it can
+    /// borrow a core lent by an idle engine ([`crate::cores`]). The
+    /// embeddings are the same either way; also returns how many pieces the
+    /// helper embedded.
+    pub fn embed_pieces_with<'s>(
+        &mut self,
+        samples: impl Into<Samples<'s>>,
+        pieces: &[Vec<(usize, usize)>],
+        stop: Option<&runtime::StopFlag>,
+        helper: Option<(&mut VoiceEmbedder, &SpareCores)>,
+    ) -> Result<(Vec<Vec<f32>>, usize), DiarizeError> {
         let samples: Samples = samples.into();
         let len_of = |i: usize| samples_in(&pieces[i]);
-        let mut out: Vec<Vec<f32>> = vec![Vec::new(); pieces.len()];
         let mut order: Vec<usize> = (0..pieces.len()).collect();
         order.sort_by_key(|&i| (len_of(i), i));
+        // runs of equal length, at most `batch` each
+        let mut batches: Vec<&[usize]> = Vec::new();
         let mut k = 0;
-        let mut audio: Vec<f32> = Vec::new();
         while k < order.len() {
-            if runtime::stopped(stop) {
-                return Err(DiarizeError::Cancelled);
-            }
             let len = len_of(order[k]);
             let mut end = k + 1;
             while end < order.len() && end - k < self.batch && len_of(order[end]) == len {
                 end += 1;
             }
-            let batch = &order[k..end];
-            let mut feats = Vec::new();
-            for &i in batch {
-                audio.clear();
-                for &(a, b) in &pieces[i] {
-                    samples.extend_into(a..b, &mut audio);
-                }
-                let mut f = self.fbank.compute(&audio);
-                mean_normalise(&mut f, 80);
-                feats.extend_from_slice(&f);
-            }
-            let t_frames = feats.len() / 80 / batch.len();
-            let t = TensorRef::from_array_view(([batch.len(), t_frames, 80], &feats[..]))?;
-            let res = self.session.run(ort::inputs!["fbank" => t])?;
-            let (_, e) = res["embedding"].try_extract_tensor::<f32>()?;
-            let dim = e.len() / batch.len();
-            for (b, &i) in batch.iter().enumerate() {
-                let mut v = e[b * dim..(b + 1) * dim].to_vec();
-                l2_normalise(&mut v);
-                out[i] = v;
-            }
+            batches.push(&order[k..end]);
             k = end;
         }
-        Ok(out)
+        let helped = AtomicUsize::new(0);
+        let results = run_batches(
+            batches.len(),
+            |b| self.embed_batch(samples, pieces, batches[b]),
+            helper.map(|(h, spare)| {
+                (
+                    |b: usize| {
+                        helped.fetch_add(batches[b].len(), Ordering::Relaxed);
+                        h.embed_batch(samples, pieces, batches[b])
+                    },
+                    spare,
+                )
+            }),
+            || {
+                if runtime::stopped(stop) {
+                    Err(DiarizeError::Cancelled)
+                } else {
+                    Ok(())
+                }
+            },
+        )?;
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); pieces.len()];
+        for (batch, embeddings) in batches.iter().zip(results) {
+            for (&i, e) in batch.iter().zip(embeddings) {
+                out[i] = e;
+            }
+        }
+        Ok((out, helped.into_inner()))
+    }
+
+    /// The embeddings of the pieces `batch` (indices into `pieces`, all of
+    /// the same length), in that order.
+    fn embed_batch(
+        &mut self,
+        samples: Samples<'_>,
+        pieces: &[Vec<(usize, usize)>],
+        batch: &[usize],
+    ) -> Result<Vec<Vec<f32>>, DiarizeError> {
+        let mut feats = Vec::new();
+        let mut audio: Vec<f32> = Vec::new();
+        for &i in batch {
+            audio.clear();
+            for &(a, b) in &pieces[i] {
+                samples.extend_into(a..b, &mut audio);
+            }
+            let mut f = self.fbank.compute(&audio);
+            mean_normalise(&mut f, 80);
+            feats.extend_from_slice(&f);
+        }
+        let t_frames = feats.len() / 80 / batch.len();
+        let t = TensorRef::from_array_view(([batch.len(), t_frames, 80], &feats[..]))?;
+        let res = self.session.run(ort::inputs!["fbank" => t])?;
+        let (_, e) = res["embedding"].try_extract_tensor::<f32>()?;
+        let dim = e.len() / batch.len();
+        Ok((0..batch.len())
+            .map(|b| {
+                let mut v = e[b * dim..(b + 1) * dim].to_vec();
+                l2_normalise(&mut v);
+                v
+            })
+            .collect())
     }
 }
 

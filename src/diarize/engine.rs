@@ -7,6 +7,7 @@
 //! global timeline is rebuilt with overlapping speech kept.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use ort::session::Session;
@@ -22,6 +23,7 @@ use super::reconstruct::{
 use super::rttm::Turn;
 use crate::audio::Samples;
 use crate::config::{Config, DiarizationConfig};
+use crate::cores::SpareCores;
 use crate::runtime::{self, DeviceUsed, RuntimeError};
 
 /// `diarization.json`, written by `scripts/convert_diarization.py`.
@@ -92,6 +94,8 @@ pub struct DiarizeTimings {
     pub clustering: f64,
     pub windows: usize,
     pub embedded: usize,
+    /// Of `embedded`, the pieces embedded on a core an idle engine lent.
+    pub embedded_on_lent_core: usize,
 }
 
 /// What the pipeline's diarization stage needs from a diarizer:
@@ -125,6 +129,9 @@ impl SpeakerDiarizer for DiarizationEngine {
 pub struct DiarizationEngine {
     segmentation: Session,
     embedder: VoiceEmbedder,
+    /// A second embedder that runs embedding batches on a core an idle
+    /// engine lends ([`DiarizationEngine::borrowing_idle_cores`]).
+    helper: Option<(VoiceEmbedder, Arc<SpareCores>)>,
     info: SegmentationInfo,
     cfg: DiarizationConfig,
     pub device: DeviceUsed,
@@ -166,10 +173,26 @@ impl DiarizationEngine {
         Ok(DiarizationEngine {
             segmentation,
             embedder,
+            helper: None,
             info: info.segmentation,
             cfg: config.diarization.clone(),
             device,
         })
+    }
+
+    /// Loads a second embedder (the same model, with `config`'s threads)
+    /// that embeds beside the first whenever a core is lent in `spare`: the
+    /// pipeline's transcriber lends its core while it has no job, so a
+    /// job's embeddings use both cores once its transcription is done. The
+    /// embeddings are the same with or without it.
+    pub fn borrowing_idle_cores(
+        mut self,
+        config: &Config,
+        spare: Arc<SpareCores>,
+    ) -> Result<DiarizationEngine, DiarizeError> {
+        let helper = VoiceEmbedder::load(config, &model_dir(&config.models_root()))?;
+        self.helper = Some((helper, spare));
+        Ok(self)
     }
 
     fn grid(&self) -> FrameGrid {
@@ -448,7 +471,11 @@ impl DiarizationEngine {
                 .all(|c| c.0.iter().all(|&i| i < frames_per_window)));
             columns.push(cols);
         }
-        let embeddings = self.embedder.embed_pieces(samples, &pending, stop)?;
+        let helper = self.helper.as_mut().map(|(h, spare)| (h, &**spare));
+        let (embeddings, on_lent_core) = self
+            .embedder
+            .embed_pieces_with(samples, &pending, stop, helper)?;
+        timings.embedded_on_lent_core = on_lent_core;
         drop(pending);
         if tracing::enabled!(tracing::Level::TRACE) {
             let t = |x: usize| x as f64 / grid.sample_rate as f64;

@@ -167,6 +167,7 @@ pub fn engines(hook: Option<Hook>) -> Engines {
         diarization: vec![Box::new(FakeDiarizer { hook: None })],
         vad: vec![],
         voices: vec![],
+        spare_cores: None,
         whisper_loader: None,
     }
 }

@@ -1,0 +1,287 @@
+//! Cores that an idle engine lends to a busy one.
+//!
+//! The pipeline splits the machine's cores between the engines that can run
+//! at once (`actors::pipeline::ThreadBudget`): on 2 cores the transcriber
+//! and the diarizer get one each. When one job is in flight and its
+//! transcription ends first, the transcriber's core would wait for the
+//! diarizer. The transcriber's worker *lends* its core while it waits for
+//! work ([`SpareCores::lend`]), and the diarizer's embedding loop *borrows*
+//! it for a second embedder, one batch at a time ([`run_batches`]). The
+//! core goes back when the transcriber gets work: the borrower finishes the
+//! batch it holds and takes no other. Plain synchronous code, no actix.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+/// The cores lent right now and how many of them are borrowed.
+#[derive(Default)]
+pub struct SpareCores {
+    state: Mutex<Lending>,
+    changed: Condvar,
+}
+
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+struct Lending {
+    lent: usize,
+    borrowed: usize,
+}
+
+/// One core lent until this is dropped.
+#[must_use = "the core is taken back when this is dropped"]
+pub struct Lent<'a>(&'a SpareCores);
+
+/// One lent core borrowed until this is dropped.
+#[must_use = "the core is handed back when this is dropped"]
+pub struct Borrowed<'a>(&'a SpareCores);
+
+impl SpareCores {
+    pub fn new() -> SpareCores {
+        SpareCores::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, Lending> {
+        // the state is two counters, consistent after every statement
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lends one core (an engine's share of the machine) until the guard
+    /// is dropped.
+    pub fn lend(&self) -> Lent<'_> {
+        self.state().lent += 1;
+        self.changed.notify_all();
+        Lent(self)
+    }
+
+    /// Waits until a lent core is free and borrows it, or returns None as
+    /// soon as `give_up` is set (after a [`SpareCores::wake`]).
+    pub fn borrow(&self, give_up: &AtomicBool) -> Option<Borrowed<'_>> {
+        let mut s = self
+            .changed
+            .wait_while(self.state(), |s| {
+                s.borrowed >= s.lent && !give_up.load(Ordering::SeqCst)
+            })
+            .unwrap_or_else(|e| e.into_inner());
+        if give_up.load(Ordering::SeqCst) {
+            return None;
+        }
+        s.borrowed += 1;
+        Some(Borrowed(self))
+    }
+
+    /// Wakes every [`SpareCores::borrow`] waiting, to look at its `give_up` again.
+    pub fn wake(&self) {
+        let _s = self.state();
+        self.changed.notify_all();
+    }
+
+    /// Cores lent now, and how many of them are borrowed.
+    pub fn counts(&self) -> (usize, usize) {
+        let s = self.state();
+        (s.lent, s.borrowed)
+    }
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        let mut s = self.0.state();
+        s.lent = s.lent.saturating_sub(1);
+    }
+}
+
+impl Drop for Borrowed<'_> {
+    fn drop(&mut self) {
+        self.0.state().borrowed -= 1;
+        self.0.changed.notify_all();
+    }
+}
+
+/// Runs `count` independent batches and returns their results in order.
+/// The calling thread runs them with `main`, one after another; with a
+/// `helper`, a second thread takes the next batch with the helper's own
+/// function whenever it can borrow a lent core, one batch per borrow.
+/// `stop` is asked before each batch of the calling thread. A batch's
+/// result does not depend on which thread ran it, when both functions
+/// compute the same thing.
+pub fn run_batches<T, E, M, H>(
+    count: usize,
+    mut main: M,
+    helper: Option<(H, &SpareCores)>,
+    stop: impl Fn() -> Result<(), E>,
+) -> Result<Vec<T>, E>
+where
+    T: Send,
+    E: Send,
+    M: FnMut(usize) -> Result<T, E>,
+    H: FnMut(usize) -> Result<T, E> + Send,
+{
+    let next = AtomicUsize::new(0);
+    let done = AtomicBool::new(false);
+    let mut results: Vec<Option<T>> = (0..count).map(|_| None).collect();
+    let mut main_loop = || -> Result<Vec<(usize, T)>, E> {
+        let mut out = Vec::new();
+        loop {
+            stop()?;
+            let b = next.fetch_add(1, Ordering::SeqCst);
+            if b >= count {
+                return Ok(out);
+            }
+            out.push((b, main(b)?));
+        }
+    };
+    let (mine, theirs) = match helper {
+        None => (main_loop(), Ok(Vec::new())),
+        Some((mut help, spare)) => std::thread::scope(|s| {
+            let (next, done) = (&next, &done);
+            let helper = s.spawn(move || -> Result<Vec<(usize, T)>, E> {
+                let mut out = Vec::new();
+                while let Some(_core) = spare.borrow(done) {
+                    let b = next.fetch_add(1, Ordering::SeqCst);
+                    if b >= count {
+                        break;
+                    }
+                    out.push((b, help(b)?));
+                }
+                Ok(out)
+            });
+            let mine = main_loop();
+            done.store(true, Ordering::SeqCst);
+            spare.wake();
+            let theirs = match helper.join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+            (mine, theirs)
+        }),
+    };
+    for (b, r) in mine?.into_iter().chain(theirs?) {
+        results[b] = Some(r);
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.expect("every batch was run by one of the threads"))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_borrow_waits_for_a_lent_core_and_ends_with_it() {
+        let spare = Arc::new(SpareCores::new());
+        let give_up = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let waiter = {
+            let (spare, give_up) = (spare.clone(), give_up.clone());
+            std::thread::spawn(move || {
+                let got = spare.borrow(&give_up).is_some();
+                tx.send(got).unwrap();
+            })
+        };
+        // nothing lent: the borrower waits (it cannot have answered yet)
+        assert!(rx.try_recv().is_err());
+        let lent = spare.lend();
+        assert!(rx.recv().unwrap(), "borrowed once a core was lent");
+        waiter.join().unwrap();
+        assert_eq!(spare.counts(), (1, 0), "the borrow ended with its thread");
+        drop(lent);
+        assert_eq!(spare.counts(), (0, 0));
+        // giving up ends a wait with nothing
+        let waiter = {
+            let (spare, give_up) = (spare.clone(), give_up.clone());
+            std::thread::spawn(move || spare.borrow(&give_up).is_some())
+        };
+        give_up.store(true, Ordering::SeqCst);
+        spare.wake();
+        assert!(!waiter.join().unwrap());
+    }
+
+    #[test]
+    fn one_lent_core_serves_one_borrower_at_a_time() {
+        let spare = SpareCores::new();
+        let never = AtomicBool::new(false);
+        let _lent = spare.lend();
+        let first = spare.borrow(&never).expect("a core is lent");
+        assert_eq!(spare.counts(), (1, 1));
+        let give_up = AtomicBool::new(true);
+        assert!(spare.borrow(&give_up).is_none(), "the only core is taken");
+        drop(first);
+        assert!(spare.borrow(&never).is_some());
+    }
+
+    #[test]
+    fn batches_come_back_in_order_with_or_without_a_helper() {
+        let spare = SpareCores::new();
+        let alone: Vec<usize> = run_batches(
+            10,
+            |b| Ok::<_, ()>(b * b),
+            None::<(fn(usize) -> _, _)>,
+            || Ok(()),
+        )
+        .unwrap();
+        assert_eq!(alone, (0..10).map(|b| b * b).collect::<Vec<_>>());
+        // a core lent for the whole run: the helper takes batches as well
+        let _lent = spare.lend();
+        let (tx, rx) = mpsc::channel();
+        let both = run_batches(
+            200,
+            |b| {
+                // the main thread waits for the helper's first batch, so
+                // both are seen to work
+                if b == 0 {
+                    rx.recv().unwrap();
+                }
+                Ok::<_, ()>((b * b, "main"))
+            },
+            Some((
+                move |b: usize| {
+                    let _ = tx.send(());
+                    Ok((b * b, "helper"))
+                },
+                &spare,
+            )),
+            || Ok(()),
+        )
+        .unwrap();
+        assert_eq!(
+            both.iter().map(|r| r.0).collect::<Vec<_>>(),
+            (0..200).map(|b| b * b).collect::<Vec<_>>()
+        );
+        assert!(both.iter().any(|r| r.1 == "helper"));
+        assert!(both.iter().any(|r| r.1 == "main"));
+        assert_eq!(spare.counts(), (1, 0), "the helper handed its core back");
+    }
+
+    #[test]
+    fn no_lent_core_means_the_helper_runs_nothing() {
+        let spare = SpareCores::new();
+        let r = run_batches(
+            50,
+            |b| Ok::<_, ()>((b, "main")),
+            Some((|b: usize| Ok((b, "helper")), &spare)),
+            || Ok(()),
+        )
+        .unwrap();
+        assert!(r.iter().all(|x| x.1 == "main"));
+        assert_eq!(r.len(), 50);
+    }
+
+    #[test]
+    fn an_error_or_a_stop_on_either_side_is_returned() {
+        let spare = SpareCores::new();
+        let _lent = spare.lend();
+        let main_fails = run_batches(
+            20,
+            |b| if b >= 5 { Err("main") } else { Ok(b) },
+            Some((|_b: usize| Err("helper"), &spare)),
+            || Ok(()),
+        );
+        assert!(main_fails.is_err());
+        let stopped = run_batches(20, Ok::<usize, &str>, None::<(fn(usize) -> _, _)>, || {
+            Err("stopped")
+        });
+        assert_eq!(stopped, Err("stopped"));
+    }
+}
