@@ -58,7 +58,7 @@ impl Transcriber {
     }
 
     /// Lends the worker's core in `spare` while it waits for a job (the
-    /// diarizer's embeddings borrow it: `crate::cores`).
+    /// diarizer's segmentation and embeddings borrow it: `crate::cores`).
     pub fn lending_idle_core(mut self, spare: Option<Arc<SpareCores>>) -> Transcriber {
         self.spare = spare;
         self

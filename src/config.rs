@@ -155,8 +155,8 @@ pub struct PipelineConfig {
     pub trim_threshold_db: f32,
     /// Longest recording accepted, in seconds; 0: no limit.
     pub max_audio_seconds: u64,
-    /// The transcriber lends its core to the diarizer's embeddings while it
-    /// has no job (`crate::cores`).
+    /// The transcriber lends its core to the diarizer's segmentation and
+    /// embeddings while it has no job (`crate::cores`).
     pub lend_idle_cores: bool,
     pub decoder: StageConfig,
     pub preprocessor: StageConfig,

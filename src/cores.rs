@@ -5,8 +5,9 @@
 //! and the diarizer get one each. When one job is in flight and its
 //! transcription ends first, the transcriber's core would wait for the
 //! diarizer. The transcriber's worker *lends* its core while it waits for
-//! work ([`SpareCores::lend`]), and the diarizer's embedding loop *borrows*
-//! it for a second embedder, one batch at a time ([`run_batches`]). The
+//! work ([`SpareCores::lend`]), and the diarizer's segmentation and
+//! embedding loops *borrow* it for second sessions of their models, one
+//! batch at a time ([`run_batches`]). The
 //! core goes back when the transcriber gets work: the borrower finishes the
 //! batch it holds and takes no other. Plain synchronous code, no actix.
 

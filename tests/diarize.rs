@@ -243,8 +243,10 @@ fn a_borrowed_core_changes_nothing_in_the_result() {
         .diarize(&samples, bounds)
         .unwrap();
     assert!(alone.timings.embedded > 1, "more than one piece embedded");
+    assert!(alone.timings.windows > 1, "more than one window");
     assert_eq!(alone.timings.embedded_on_lent_core, 0);
-    // a core lent for the whole job: the second embedder takes batches too
+    assert_eq!(alone.timings.segmented_on_lent_core, 0);
+    // a core lent for the whole job: the second sessions take batches too
     let spare = std::sync::Arc::new(colloquy::cores::SpareCores::new());
     let lent = spare.lend();
     let mut helped = DiarizationEngine::load(&cfg)
@@ -252,27 +254,33 @@ fn a_borrowed_core_changes_nothing_in_the_result() {
         .borrowing_idle_cores(&cfg, spare.clone())
         .unwrap();
     // which thread takes which batch is up to the scheduler: until the
-    // second embedder has taken some (on a busy machine it may find none
+    // second sessions have taken some (on a busy machine they may find none
     // left), every result must be the same
-    let mut on_lent_core = 0;
+    let (mut segmented, mut embedded) = (0, 0);
     for _ in 0..5 {
         let with_help = helped.diarize(&samples, bounds).unwrap();
         assert_eq!(spare.counts(), (1, 0), "the helper gave its core back");
         assert_eq!(with_help.turns, alone.turns);
         assert_eq!(with_help.num_speakers, alone.num_speakers);
-        assert_eq!(with_help.timings.embedded, alone.timings.embedded);
-        on_lent_core = with_help.timings.embedded_on_lent_core;
-        eprintln!(
-            "{on_lent_core} of {} pieces embedded on the lent core",
-            with_help.timings.embedded
+        let t = &with_help.timings;
+        assert_eq!(
+            (t.windows, t.embedded),
+            (alone.timings.windows, alone.timings.embedded)
         );
-        if on_lent_core > 0 {
+        eprintln!(
+            "on the lent core: {} of {} windows segmented, {} of {} pieces embedded",
+            t.segmented_on_lent_core, t.windows, t.embedded_on_lent_core, t.embedded
+        );
+        segmented = segmented.max(t.segmented_on_lent_core);
+        embedded = embedded.max(t.embedded_on_lent_core);
+        if segmented > 0 && embedded > 0 {
             break;
         }
     }
     drop(lent);
     assert!(
-        on_lent_core > 0,
-        "the second embedder took no batch in 5 jobs"
+        segmented > 0,
+        "the second segmentation session took no batch in 5 jobs"
     );
+    assert!(embedded > 0, "the second embedder took no batch in 5 jobs");
 }

@@ -7,6 +7,7 @@
 //! global timeline is rebuilt with overlapping speech kept.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,7 +24,7 @@ use super::reconstruct::{
 use super::rttm::Turn;
 use crate::audio::Samples;
 use crate::config::{Config, DiarizationConfig};
-use crate::cores::SpareCores;
+use crate::cores::{run_batches, SpareCores};
 use crate::runtime::{self, DeviceUsed, RuntimeError};
 
 /// `diarization.json`, written by `scripts/convert_diarization.py`.
@@ -93,6 +94,8 @@ pub struct DiarizeTimings {
     pub embeddings: f64,
     pub clustering: f64,
     pub windows: usize,
+    /// Of `windows`, those segmented on a core an idle engine lent.
+    pub segmented_on_lent_core: usize,
     pub embedded: usize,
     /// Of `embedded`, the pieces embedded on a core an idle engine lent.
     pub embedded_on_lent_core: usize,
@@ -126,15 +129,51 @@ impl SpeakerDiarizer for DiarizationEngine {
     }
 }
 
+/// The models again, for a borrowed core, and where cores are lent.
+struct Helper {
+    segmentation: Session,
+    embedder: VoiceEmbedder,
+    spare: Arc<SpareCores>,
+}
+
 pub struct DiarizationEngine {
     segmentation: Session,
     embedder: VoiceEmbedder,
-    /// A second embedder that runs embedding batches on a core an idle
-    /// engine lends ([`DiarizationEngine::borrowing_idle_cores`]).
-    helper: Option<(VoiceEmbedder, Arc<SpareCores>)>,
+    /// Second sessions that run segmentation and embedding batches on a
+    /// core an idle engine lends ([`DiarizationEngine::borrowing_idle_cores`]).
+    helper: Option<Helper>,
     info: SegmentationInfo,
     cfg: DiarizationConfig,
     pub device: DeviceUsed,
+}
+
+/// The segmentation of the windows of `win` samples at `starts` (one
+/// batch through `session`): each window's `[frames][3]` binary activity.
+fn segment_batch(
+    session: &mut Session,
+    samples: Samples,
+    starts: &[usize],
+    win: usize,
+    frames: usize,
+) -> Result<Vec<Vec<f32>>, DiarizeError> {
+    let mut input = vec![0.0f32; starts.len() * win];
+    for (b, &s) in starts.iter().enumerate() {
+        let end = (s + win).min(samples.len());
+        if s < end {
+            samples.copy_into(s, &mut input[b * win..b * win + (end - s)]);
+        }
+    }
+    let t = TensorRef::from_array_view(([starts.len(), 1, win], &input[..]))?;
+    let res = session.run(ort::inputs!["waveform" => t])?;
+    let (_, lp) = res["log_probs"].try_extract_tensor::<f32>()?;
+    let per = lp.len() / starts.len();
+    Ok((0..starts.len())
+        .map(|b| {
+            let a = powerset::decode(&lp[b * per..(b + 1) * per]);
+            debug_assert_eq!(a.len(), frames * LOCAL_SPEAKERS);
+            a
+        })
+        .collect())
 }
 
 /// `<root>/models/diarization`.
@@ -180,18 +219,30 @@ impl DiarizationEngine {
         })
     }
 
-    /// Loads a second embedder (the same model, with `config`'s threads)
-    /// that embeds beside the first whenever a core is lent in `spare`: the
-    /// pipeline's transcriber lends its core while it has no job, so a
-    /// job's embeddings use both cores once its transcription is done. The
-    /// embeddings are the same with or without it.
+    /// Loads the segmentation and embedding models a second time (with
+    /// `config`'s threads), to run batches beside the first sessions
+    /// whenever a core is lent in `spare`: the pipeline's transcriber lends
+    /// its core while it has no job, so a job's diarization uses both cores
+    /// once its transcription is done. The results are the same with or
+    /// without it.
     pub fn borrowing_idle_cores(
         mut self,
         config: &Config,
         spare: Arc<SpareCores>,
     ) -> Result<DiarizationEngine, DiarizeError> {
-        let helper = VoiceEmbedder::load(config, &model_dir(&config.models_root()))?;
-        self.helper = Some((helper, spare));
+        let dir = model_dir(&config.models_root());
+        let env = runtime::environment(&config.onnxruntime_library())?;
+        let (segmentation, _) = runtime::session(
+            env,
+            &dir.join("segmentation.onnx"),
+            &config.diarization_runtime(),
+        )?;
+        let embedder = VoiceEmbedder::load(config, &dir)?;
+        self.helper = Some(Helper {
+            segmentation,
+            embedder,
+            spare,
+        });
         Ok(self)
     }
 
@@ -219,38 +270,40 @@ impl DiarizationEngine {
         starts
     }
 
-    /// Segmentation of every window: `[frames][3]` binary activity each.
+    /// Segmentation of every window: `[frames][3]` binary activity each;
+    /// batches run beside on a lent core too (the helper's session), and
+    /// how many windows did.
     fn segment(
         &mut self,
         samples: Samples,
         starts: &[usize],
         stop: Option<&runtime::StopFlag>,
-    ) -> Result<Vec<Vec<f32>>, DiarizeError> {
-        let win = self.info.window_samples;
-        let frames = self.info.frames_per_window;
-        let mut out = Vec::with_capacity(starts.len());
-        for batch in starts.chunks(self.cfg.segmentation_batch.max(1)) {
-            if runtime::stopped(stop) {
-                return Err(DiarizeError::Cancelled);
-            }
-            let mut input = vec![0.0f32; batch.len() * win];
-            for (b, &s) in batch.iter().enumerate() {
-                let end = (s + win).min(samples.len());
-                if s < end {
-                    samples.copy_into(s, &mut input[b * win..b * win + (end - s)]);
+    ) -> Result<(Vec<Vec<f32>>, usize), DiarizeError> {
+        let (win, frames) = (self.info.window_samples, self.info.frames_per_window);
+        let batches: Vec<&[usize]> = starts.chunks(self.cfg.segmentation_batch.max(1)).collect();
+        let helped = AtomicUsize::new(0);
+        let segmentation = &mut self.segmentation;
+        let results = run_batches(
+            batches.len(),
+            |b| segment_batch(segmentation, samples, batches[b], win, frames),
+            self.helper.as_mut().map(|h| {
+                (
+                    |b: usize| {
+                        helped.fetch_add(batches[b].len(), Ordering::Relaxed);
+                        segment_batch(&mut h.segmentation, samples, batches[b], win, frames)
+                    },
+                    &*h.spare,
+                )
+            }),
+            || {
+                if runtime::stopped(stop) {
+                    Err(DiarizeError::Cancelled)
+                } else {
+                    Ok(())
                 }
-            }
-            let t = TensorRef::from_array_view(([batch.len(), 1, win], &input[..]))?;
-            let res = self.segmentation.run(ort::inputs!["waveform" => t])?;
-            let (_, lp) = res["log_probs"].try_extract_tensor::<f32>()?;
-            let per = lp.len() / batch.len();
-            for b in 0..batch.len() {
-                let a = powerset::decode(&lp[b * per..(b + 1) * per]);
-                debug_assert_eq!(a.len(), frames * LOCAL_SPEAKERS);
-                out.push(a);
-            }
-        }
-        Ok(out)
+            },
+        )?;
+        Ok((results.into_iter().flatten().collect(), helped.into_inner()))
     }
 
     /// The pieces of local speaker `s` of a window: its frames (alone, when
@@ -373,8 +426,9 @@ impl DiarizationEngine {
         let mut timings = DiarizeTimings::default();
         let t0 = Instant::now();
         let starts = self.window_starts(samples.len());
-        let activity = self.segment(samples, &starts, stop)?;
+        let (activity, segmented_on_lent_core) = self.segment(samples, &starts, stop)?;
         timings.segmentation = t0.elapsed().as_secs_f64();
+        timings.segmented_on_lent_core = segmented_on_lent_core;
         timings.windows = starts.len();
 
         // embeddings of pieces of each (window, local speaker); each piece
@@ -471,7 +525,7 @@ impl DiarizationEngine {
                 .all(|c| c.0.iter().all(|&i| i < frames_per_window)));
             columns.push(cols);
         }
-        let helper = self.helper.as_mut().map(|(h, spare)| (h, &**spare));
+        let helper = self.helper.as_mut().map(|h| (&mut h.embedder, &*h.spare));
         let (embeddings, on_lent_core) = self
             .embedder
             .embed_pieces_with(samples, &pending, stop, helper)?;
