@@ -99,7 +99,9 @@ impl Drop for Borrowed<'_> {
 /// Runs `count` independent batches and returns their results in order.
 /// The calling thread runs them with `main`, one after another; with a
 /// `helper`, a second thread takes the next batch with the helper's own
-/// function whenever it can borrow a lent core, one batch per borrow.
+/// function whenever it can borrow a lent core, one batch per borrow. That
+/// thread is on a kept-pages arena of its own ([`crate::alloc::KeptPages`]),
+/// as model batches run there.
 /// `stop` is asked before each batch of the calling thread. A batch's
 /// result does not depend on which thread ran it, when both functions
 /// compute the same thing.
@@ -134,6 +136,9 @@ where
         Some((mut help, spare)) => std::thread::scope(|s| {
             let (next, done) = (&next, &done);
             let helper = s.spawn(move || -> Result<Vec<(usize, T)>, E> {
+                // it runs model batches: it keeps the pages it frees, as the
+                // engines' own threads do (crate::alloc), until it ends
+                let _kept = crate::alloc::KeptPages::bind();
                 let mut out = Vec::new();
                 while let Some(_core) = spare.borrow(done) {
                     let b = next.fetch_add(1, Ordering::SeqCst);
@@ -144,9 +149,11 @@ where
                 }
                 Ok(out)
             });
+            // the helper stops waiting once the calling thread is done, by
+            // an error or a panic too (the scope joins it before unwinding)
+            let finished = Finished(done, spare);
             let mine = main_loop();
-            done.store(true, Ordering::SeqCst);
-            spare.wake();
+            drop(finished);
             let theirs = match helper.join() {
                 Ok(r) => r,
                 Err(panic) => std::panic::resume_unwind(panic),
@@ -161,6 +168,16 @@ where
         .into_iter()
         .map(|r| r.expect("every batch was run by one of the threads"))
         .collect())
+}
+
+/// Sets `done` and wakes the borrowers when dropped.
+struct Finished<'a>(&'a AtomicBool, &'a SpareCores);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+        self.1.wake();
+    }
 }
 
 #[cfg(test)]
@@ -284,5 +301,51 @@ mod tests {
             Err("stopped")
         });
         assert_eq!(stopped, Err("stopped"));
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn the_helper_thread_keeps_the_pages_it_frees() {
+        let spare = SpareCores::new();
+        let _lent = spare.lend();
+        let (tx, rx) = mpsc::channel();
+        let r = run_batches(
+            50,
+            |b| {
+                if b == 0 {
+                    rx.recv().unwrap();
+                }
+                Ok::<_, ()>(None)
+            },
+            Some((
+                move |_b: usize| {
+                    let _ = tx.send(());
+                    Ok(Some(crate::alloc::this_thread_keeps_freed_pages()))
+                },
+                &spare,
+            )),
+            || Ok(()),
+        )
+        .unwrap();
+        let helped: Vec<bool> = r.into_iter().flatten().collect();
+        assert!(!helped.is_empty());
+        assert!(helped.iter().all(|&k| k));
+    }
+
+    #[test]
+    fn a_panic_on_the_calling_thread_does_not_leave_the_helper_waiting() {
+        // no core lent: the helper waits to borrow one, and must stop
+        // waiting when the calling thread panics, or the scope never ends
+        let spare = SpareCores::new();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_batches(
+                3,
+                |_| -> Result<usize, ()> { panic!("an engine bug") },
+                Some((|b: usize| Ok(b), &spare)),
+                || Ok(()),
+            )
+        }));
+        assert!(r.is_err(), "the panic reached the caller");
+        assert_eq!(spare.counts(), (0, 0));
     }
 }
