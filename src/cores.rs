@@ -186,6 +186,38 @@ mod tests {
     use std::sync::mpsc;
     use std::sync::Arc;
 
+    /// `count` batches, `main` on the calling thread and `helper` on the
+    /// lent core that `spare` must hold: the calling thread waits at its
+    /// first batch until the helper has run one, so both are seen to work.
+    fn both_working<T: Send>(
+        spare: &SpareCores,
+        count: usize,
+        main: impl Fn(usize) -> T,
+        helper: impl Fn(usize) -> T + Send,
+    ) -> Vec<T> {
+        let (tx, rx) = mpsc::channel();
+        let mut waited = false;
+        run_batches(
+            count,
+            |b| {
+                if !waited {
+                    rx.recv().unwrap();
+                    waited = true;
+                }
+                Ok::<_, ()>(main(b))
+            },
+            Some((
+                move |b: usize| {
+                    let _ = tx.send(());
+                    Ok(helper(b))
+                },
+                spare,
+            )),
+            || Ok(()),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn a_borrow_waits_for_a_lent_core_and_ends_with_it() {
         let spare = Arc::new(SpareCores::new());
@@ -242,27 +274,7 @@ mod tests {
         assert_eq!(alone, (0..10).map(|b| b * b).collect::<Vec<_>>());
         // a core lent for the whole run: the helper takes batches as well
         let _lent = spare.lend();
-        let (tx, rx) = mpsc::channel();
-        let both = run_batches(
-            200,
-            |b| {
-                // the main thread waits for the helper's first batch, so
-                // both are seen to work
-                if b == 0 {
-                    rx.recv().unwrap();
-                }
-                Ok::<_, ()>((b * b, "main"))
-            },
-            Some((
-                move |b: usize| {
-                    let _ = tx.send(());
-                    Ok((b * b, "helper"))
-                },
-                &spare,
-            )),
-            || Ok(()),
-        )
-        .unwrap();
+        let both = both_working(&spare, 200, |b| (b * b, "main"), |b| (b * b, "helper"));
         assert_eq!(
             both.iter().map(|r| r.0).collect::<Vec<_>>(),
             (0..200).map(|b| b * b).collect::<Vec<_>>()
@@ -308,25 +320,12 @@ mod tests {
     fn the_helper_thread_keeps_the_pages_it_frees() {
         let spare = SpareCores::new();
         let _lent = spare.lend();
-        let (tx, rx) = mpsc::channel();
-        let r = run_batches(
+        let r = both_working(
+            &spare,
             50,
-            |b| {
-                if b == 0 {
-                    rx.recv().unwrap();
-                }
-                Ok::<_, ()>(None)
-            },
-            Some((
-                move |_b: usize| {
-                    let _ = tx.send(());
-                    Ok(Some(crate::alloc::this_thread_keeps_freed_pages()))
-                },
-                &spare,
-            )),
-            || Ok(()),
-        )
-        .unwrap();
+            |_| None,
+            |_| Some(crate::alloc::this_thread_keeps_freed_pages()),
+        );
         let helped: Vec<bool> = r.into_iter().flatten().collect();
         assert!(!helped.is_empty());
         assert!(helped.iter().all(|&k| k));

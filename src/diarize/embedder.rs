@@ -10,7 +10,7 @@ use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::cluster::l2_normalise;
-use super::engine::DiarizeError;
+use super::engine::{go_on, DiarizeError};
 use super::fbank::{mean_normalise, Fbank, FRAME_LENGTH};
 use crate::audio::Samples;
 use crate::config::Config;
@@ -19,6 +19,21 @@ use crate::runtime::{self, DeviceUsed};
 
 /// Sample rate the embedding model takes.
 const SAMPLE_RATE: usize = 16_000;
+
+/// A session of the diarization model `file` in `dir`, with the
+/// diarization's runtime settings, and the device it runs on.
+pub(crate) fn model_session(
+    config: &Config,
+    dir: &Path,
+    file: &str,
+) -> Result<(Session, DeviceUsed), DiarizeError> {
+    let env = runtime::environment(&config.onnxruntime_library())?;
+    Ok(runtime::session(
+        env,
+        &dir.join(file),
+        &config.diarization_runtime(),
+    )?)
+}
 
 /// How many samples a piece's ranges hold.
 pub(crate) fn samples_in(ranges: &[(usize, usize)]) -> usize {
@@ -50,12 +65,7 @@ pub struct VoiceEmbedder {
 impl VoiceEmbedder {
     /// The embedding model of the diarization models' folder `dir`.
     pub fn load(config: &Config, dir: &Path) -> Result<VoiceEmbedder, DiarizeError> {
-        let env = runtime::environment(&config.onnxruntime_library())?;
-        let (session, device) = runtime::session(
-            env,
-            &dir.join("embedding.onnx"),
-            &config.diarization_runtime(),
-        )?;
+        let (session, device) = model_session(config, dir, "embedding.onnx")?;
         let cfg = &config.diarization;
         Ok(VoiceEmbedder {
             session,
@@ -126,13 +136,7 @@ impl VoiceEmbedder {
                     spare,
                 )
             }),
-            || {
-                if runtime::stopped(stop) {
-                    Err(DiarizeError::Cancelled)
-                } else {
-                    Ok(())
-                }
-            },
+            || go_on(stop),
         )?;
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); pieces.len()];
         for (batch, embeddings) in batches.iter().zip(results) {

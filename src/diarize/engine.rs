@@ -16,7 +16,7 @@ use ort::value::TensorRef;
 use serde::{Deserialize, Serialize};
 
 use super::cluster::{cluster, ClusterOptions, SpeakerBounds};
-use super::embedder::{samples_in, VoiceEmbedder};
+use super::embedder::{model_session, samples_in, VoiceEmbedder};
 use super::powerset::{self, LOCAL_SPEAKERS};
 use super::reconstruct::{
     reconstruct, FrameGrid, ReconstructOptions, Reconstruction, SpeakerActivity, WindowActivity,
@@ -147,6 +147,26 @@ pub struct DiarizationEngine {
     pub device: DeviceUsed,
 }
 
+/// The segmentation session (and the device it runs on) and the embedder,
+/// from the models in `dir`.
+fn load_sessions(
+    config: &Config,
+    dir: &Path,
+) -> Result<(Session, DeviceUsed, VoiceEmbedder), DiarizeError> {
+    let (segmentation, device) = model_session(config, dir, "segmentation.onnx")?;
+    Ok((segmentation, device, VoiceEmbedder::load(config, dir)?))
+}
+
+/// Ok while `stop` is not set, else [`DiarizeError::Cancelled`]: asked
+/// between batches.
+pub(crate) fn go_on(stop: Option<&runtime::StopFlag>) -> Result<(), DiarizeError> {
+    if runtime::stopped(stop) {
+        Err(DiarizeError::Cancelled)
+    } else {
+        Ok(())
+    }
+}
+
 /// The segmentation of the windows of `win` samples at `starts` (one
 /// batch through `session`): each window's `[frames][3]` binary activity.
 fn segment_batch(
@@ -197,13 +217,7 @@ impl DiarizationEngine {
                 path: info_path,
                 reason: e.to_string(),
             })?;
-        let env = runtime::environment(&config.onnxruntime_library())?;
-        let (segmentation, d1) = runtime::session(
-            env,
-            &dir.join("segmentation.onnx"),
-            &config.diarization_runtime(),
-        )?;
-        let embedder = VoiceEmbedder::load(config, &dir)?;
+        let (segmentation, d1, embedder) = load_sessions(config, &dir)?;
         let device = if d1 == DeviceUsed::Cuda && embedder.device == DeviceUsed::Cuda {
             DeviceUsed::Cuda
         } else {
@@ -230,14 +244,7 @@ impl DiarizationEngine {
         config: &Config,
         spare: Arc<SpareCores>,
     ) -> Result<DiarizationEngine, DiarizeError> {
-        let dir = model_dir(&config.models_root());
-        let env = runtime::environment(&config.onnxruntime_library())?;
-        let (segmentation, _) = runtime::session(
-            env,
-            &dir.join("segmentation.onnx"),
-            &config.diarization_runtime(),
-        )?;
-        let embedder = VoiceEmbedder::load(config, &dir)?;
+        let (segmentation, _, embedder) = load_sessions(config, &model_dir(&config.models_root()))?;
         self.helper = Some(Helper {
             segmentation,
             embedder,
@@ -295,13 +302,7 @@ impl DiarizationEngine {
                     &*h.spare,
                 )
             }),
-            || {
-                if runtime::stopped(stop) {
-                    Err(DiarizeError::Cancelled)
-                } else {
-                    Ok(())
-                }
-            },
+            || go_on(stop),
         )?;
         Ok((results.into_iter().flatten().collect(), helped.into_inner()))
     }
