@@ -7,9 +7,9 @@
 //! diarizer. The transcriber's worker *lends* its core while it waits for
 //! work ([`SpareCores::lend`]), and the diarizer's segmentation and
 //! embedding loops *borrow* it for second sessions of their models, one
-//! batch at a time ([`run_batches`]). The
-//! core goes back when the transcriber gets work: the borrower finishes the
-//! batch it holds and takes no other. Plain synchronous code, no actix.
+//! batch at a time ([`run_batches`]). The core goes back when the
+//! transcriber gets work: the borrower finishes the batch it holds and
+//! takes no other. Plain synchronous code, no actix.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
