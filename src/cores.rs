@@ -21,7 +21,7 @@ pub struct SpareCores {
     changed: Condvar,
 }
 
-#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Default)]
 struct Lending {
     lent: usize,
     borrowed: usize,

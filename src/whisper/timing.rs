@@ -17,6 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::logits::max_of;
 use super::tokenizer::WhisperTokenizer;
 
 /// Encoder positions per second (1500 per 30 s).
@@ -59,7 +60,7 @@ fn softmax_rows(qk: &[f32], heads: usize, tokens: usize, stride: usize, frames: 
     let mut out = Vec::with_capacity(heads * tokens * frames);
     for r in 0..heads * tokens {
         let row = &qk[r * stride..r * stride + frames];
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let max = max_of(row);
         let start = out.len();
         let mut sum = 0.0f32;
         for &v in row {
