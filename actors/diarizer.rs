@@ -11,23 +11,40 @@
 //!   OpenAI route's `known_speaker_references[]`, stored beside the audio):
 //!   the clip diarized as one speaker, like a clip enrolled in the library;
 //! - passing on the turns, the frame-level activity and the prints, and the
-//!   shared audio for the aligner's voice check.
+//!   shared audio for the aligner's voice check;
+//! - lending its core while it has no job (`pipeline.lend_idle_cores`),
+//!   for the transcriber's extra worker when jobs wait for transcription.
+
+use std::sync::Arc;
 
 use super::preprocessor::Audio16k;
 use super::stage::{JobError, StageWork};
 use super::JobCtx;
 use crate::audio::{load_16k_mono, DecodeLimits, Pcm16};
+use crate::cores::SpareCores;
 use crate::diarize::{Diarization, SpeakerBounds, SpeakerDiarizer};
 use crate::runtime::DeviceUsed;
 use crate::speakers::CLIP_SECONDS;
 
 pub struct Diarizer {
     engine: Box<dyn SpeakerDiarizer>,
+    /// Where the worker lends its core while it has no job.
+    spare: Option<Arc<SpareCores>>,
 }
 
 impl Diarizer {
     pub fn new(engine: Box<dyn SpeakerDiarizer>) -> Diarizer {
-        Diarizer { engine }
+        Diarizer {
+            engine,
+            spare: None,
+        }
+    }
+
+    /// Lends the worker's core in `spare` while it waits for a job (the
+    /// transcriber's extra worker borrows it: `crate::cores::CorePools`).
+    pub fn lending_idle_core(mut self, spare: Option<Arc<SpareCores>>) -> Diarizer {
+        self.spare = spare;
+        self
     }
 }
 
@@ -83,6 +100,10 @@ impl StageWork for Diarizer {
     const NAME: &'static str = "diarization";
     const PROGRESS: (u8, &'static str) = (25, "Analyzing speakers");
     const KEEPS_FREED_PAGES: bool = true;
+
+    fn lends_its_core(&self) -> Option<Arc<SpareCores>> {
+        self.spare.clone()
+    }
 
     fn process(&mut self, ctx: &mut JobCtx, audio: Audio16k) -> Result<Diarized, JobError> {
         let o = &ctx.options;

@@ -12,13 +12,15 @@ use super::decoder::Decoder;
 use super::diarizer::Diarizer;
 use super::fork::{Fork, Join};
 use super::preprocessor::Preprocessor;
-use super::stage::{spawn_stage, CountersSnapshot, StageCounters, StageHandle};
+use super::stage::{
+    spawn_stage, spawn_stage_with, Borrower, CountersSnapshot, StageCounters, StageHandle,
+};
 use super::transcriber::Transcriber;
 use super::{JobEvent, JobMsg};
 use crate::align::AlignOptions;
 use crate::audio::DecodeLimits;
 use crate::config::Config;
-use crate::cores::SpareCores;
+use crate::cores::CorePools;
 use crate::diarize::{
     engine::model_dir, DiarizationEngine, DiarizeError, SpanEmbedder, SpeakerDiarizer,
     VoiceEmbedder,
@@ -37,14 +39,16 @@ pub struct Engines {
     /// served model.
     pub whisper_loader: Option<ModelLoader>,
     pub diarization: Vec<Box<dyn SpeakerDiarizer>>,
-    /// One speech detector per transcriber worker; empty when `vad.enabled` is off.
+    /// One speech detector per transcriber worker, and one more for the
+    /// extra worker when cores are lent; empty when `vad.enabled` is off.
     pub vad: Vec<Box<dyn SpeechDetector + Send>>,
     /// One voice embedder per aligner worker (the voice check of changes of
     /// speaker inside a sentence); empty when `diarization.voice_check` is off.
     pub voices: Vec<Box<dyn SpanEmbedder>>,
-    /// Where the transcriber's workers lend their cores while idle, and the
-    /// diarization engines borrow them (`pipeline.lend_idle_cores`).
-    pub spare_cores: Option<Arc<SpareCores>>,
+    /// Where the transcriber's and the diarizer's workers lend their cores
+    /// while idle (`pipeline.lend_idle_cores`): the diarization engines
+    /// borrow the first, and the transcriber's extra worker the second.
+    pub spare_cores: Option<CorePools>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,19 +149,22 @@ impl Engines {
             c.whisper.model = name.to_string();
             WhisperEngine::load(&c).map(|e| Box::new(e) as Box<dyn SpeechToText>)
         });
-        let spare_cores = p.lend_idle_cores.then(|| Arc::new(SpareCores::new()));
+        let spare_cores = p.lend_idle_cores.then(CorePools::default);
         let diarization = (0..p.diarizer.threads)
             .map(|_| {
                 let engine = DiarizationEngine::load(&dcfg)?;
                 let engine = match &spare_cores {
-                    Some(spare) => engine.borrowing_idle_cores(&dcfg, spare.clone())?,
+                    Some(pools) => {
+                        engine.borrowing_idle_cores(&dcfg, pools.from_transcription.clone())?
+                    }
                     None => engine,
                 };
                 Ok::<_, EngineLoadError>(Box::new(engine) as Box<dyn SpeakerDiarizer>)
             })
             .collect::<Result<_, _>>()?;
         let vad = if config.vad.enabled {
-            (0..p.transcriber.threads)
+            let extra = usize::from(spare_cores.is_some());
+            (0..p.transcriber.threads + extra)
                 .map(|_| {
                     SileroVad::load(config).map(|v| Box::new(v) as Box<dyn SpeechDetector + Send>)
                 })
@@ -264,24 +271,44 @@ impl Pipeline {
         );
         // the branches report to the join, which tells the registry
         let join = Join::new(aligner.recipient(), reporter.clone()).start();
+        let pools = engines.spare_cores.as_ref();
         let diarizer = spawn_stage(
-            engines.diarization.into_iter().map(Diarizer::new).collect(),
+            engines
+                .diarization
+                .into_iter()
+                .map(|e| {
+                    Diarizer::new(e).lending_idle_core(pools.map(|p| p.from_diarization.clone()))
+                })
+                .collect(),
             p.diarizer.mailbox,
             join.clone().recipient(),
             join.clone().recipient(),
         );
         let mut vads = engines.vad.into_iter();
-        let transcriber = spawn_stage(
-            engines
-                .whisper
-                .into_iter()
-                .map(|e| {
-                    Transcriber::new(e)
-                        .with_loader(engines.whisper_loader.clone())
-                        .lending_idle_core(engines.spare_cores.clone())
-                        .with_speech_detector(vads.next(), config.vad.threshold)
-                })
-                .collect(),
+        let transcribers = engines
+            .whisper
+            .into_iter()
+            .map(|e| {
+                Transcriber::new(e)
+                    .with_loader(engines.whisper_loader.clone())
+                    .lending_idle_core(pools.map(|p| p.from_transcription.clone()))
+                    .with_speech_detector(vads.next(), config.vad.threshold)
+            })
+            .collect();
+        // jobs waiting for the transcriber while the diarizer has none: an
+        // extra transcriber worker on the diarizer's core, its model loaded
+        // on its first job
+        let extra = pools
+            .zip(engines.whisper_loader.clone())
+            .map(|(pools, loader)| Borrower {
+                work: Transcriber::loading_on_first_job(loader.clone(), &config.whisper.model)
+                    .with_loader(Some(loader))
+                    .with_speech_detector(vads.next(), config.vad.threshold),
+                cores: pools.from_diarization.clone(),
+            });
+        let transcriber = spawn_stage_with(
+            transcribers,
+            extra,
             p.transcriber.mailbox,
             join.clone().recipient(),
             join.clone().recipient(),

@@ -28,20 +28,20 @@
 //! full, awaits a notification that a worker took a job.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use actix::prelude::*;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use serde::Serialize;
 use tokio::sync::Notify;
 
 pub use super::JobError;
 use super::{ActorExitStatus, Handover, JobCtx, JobEvent, JobMsg};
 use crate::alloc::KeptPages;
-use crate::cores::SpareCores;
+use crate::cores::{Borrowed, SpareCores};
 
 /// The synchronous work of one stage. One value per worker thread: it owns
 /// its engine (model sessions) and is never shared.
@@ -62,6 +62,17 @@ pub trait StageWork: Send + 'static {
     fn lends_its_core(&self) -> Option<Arc<SpareCores>> {
         None
     }
+}
+
+/// A stage's extra worker, which works only on a core it borrows: it takes
+/// a job while `cores` has a lent core free and the jobs waiting in the
+/// queue outnumber the stage's own idle workers (so a job that one of them
+/// would take at once never goes to it), and holds the core until that job
+/// is done. Its engine may be loaded on its first job, so that it costs no
+/// memory where jobs never queue up.
+pub struct Borrower<W: StageWork> {
+    pub work: W,
+    pub cores: Arc<SpareCores>,
 }
 
 /// Counters of one stage, read by tests and by `GET /health` alike.
@@ -164,6 +175,18 @@ pub struct StageActor<W: StageWork> {
     /// Notified each time a worker takes a job out of `queue` (room for one more).
     room: Arc<Notify>,
     counters: Arc<StageCounters>,
+    /// The extra worker's cores, woken for each job queued, and its stop.
+    borrower: Option<(Arc<SpareCores>, Arc<AtomicBool>)>,
+}
+
+impl<W: StageWork> Drop for StageActor<W> {
+    fn drop(&mut self) {
+        // the extra worker waits on the cores, not on the queue
+        if let Some((cores, stop)) = &self.borrower {
+            stop.store(true, Ordering::SeqCst);
+            cores.wake();
+        }
+    }
 }
 
 impl<W: StageWork> Actor for StageActor<W> {
@@ -180,6 +203,7 @@ impl<W: StageWork> Handler<JobMsg<W::In>> for StageActor<W> {
     fn handle(&mut self, msg: JobMsg<W::In>, _ctx: &mut Self::Context) -> Self::Result {
         let (queue, room, counters) =
             (self.queue.clone(), self.room.clone(), self.counters.clone());
+        let borrower = self.borrower.as_ref().map(|(cores, _)| cores.clone());
         AtomicResponse::new(Box::pin(
             async move {
                 // waits while the queue is full: the caller's send is pending meanwhile
@@ -201,6 +225,10 @@ impl<W: StageWork> Handler<JobMsg<W::In>> for StageActor<W> {
                 }
                 counters.add(&counters.jobs_in, 1);
                 counters.gauge(&counters.queued, 1);
+                if let Some(cores) = borrower {
+                    // one more job waiting: the extra worker looks again
+                    cores.wake();
+                }
                 Ok(())
             }
             .into_actor(self),
@@ -230,30 +258,61 @@ pub fn spawn_stage<W: StageWork>(
     next: Recipient<JobMsg<W::Out>>,
     reporter: Recipient<JobEvent>,
 ) -> StageHandle<W> {
+    spawn_stage_with(works, None, mailbox, next, reporter)
+}
+
+/// [`spawn_stage`], with an extra worker that works only on a borrowed core.
+pub fn spawn_stage_with<W: StageWork>(
+    works: Vec<W>,
+    borrower: Option<Borrower<W>>,
+    mailbox: usize,
+    next: Recipient<JobMsg<W::Out>>,
+    reporter: Recipient<JobEvent>,
+) -> StageHandle<W> {
     assert!(!works.is_empty() && mailbox > 0);
     let (tx, rx) = crossbeam_channel::bounded::<JobMsg<W::In>>(mailbox);
     let room = Arc::new(Notify::new());
     let counters = Arc::new(StageCounters::default());
-    counters.workers.store(works.len() as i64, Ordering::SeqCst);
-    counters
-        .workers_alive
-        .store(works.len() as i64, Ordering::SeqCst);
-    let workers = works
+    let count = works.len() + usize::from(borrower.is_some());
+    counters.workers.store(count as i64, Ordering::SeqCst);
+    counters.workers_alive.store(count as i64, Ordering::SeqCst);
+    // the stage's own workers waiting for a job
+    let idle = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let borrowing = borrower.as_ref().map(|b| (b.cores.clone(), stop.clone()));
+    let works = works
         .into_iter()
+        .map(|w| (w, None))
+        .chain(borrower.map(|b| (b.work, Some((b.cores, stop)))));
+    let workers = works
         .enumerate()
-        .map(|(i, work)| {
+        .map(|(i, (work, borrows))| {
             let (rx, room, next, reporter, counters) =
                 (rx.clone(), room.clone(), next.clone(), reporter.clone(), counters.clone());
+            let idle = idle.clone();
+            let name = match borrows {
+                None => format!("{}-{i}", W::NAME),
+                Some(_) => format!("{}-lent", W::NAME),
+            };
             std::thread::Builder::new()
-                .name(format!("{}-{i}", W::NAME))
+                .name(name)
                 .spawn(move || {
                     let kept = if W::KEEPS_FREED_PAGES {
                         KeptPages::bind()
                     } else {
                         None
                     };
+                    let takes = match &borrows {
+                        None => Takes::Own(&idle),
+                        Some((cores, stop)) => Takes::Borrowing {
+                            cores,
+                            idle: &idle,
+                            stop,
+                        },
+                    };
                     let status = worker_loop(
                         work,
+                        takes,
                         rx,
                         &room,
                         next,
@@ -276,6 +335,7 @@ pub fn spawn_stage<W: StageWork>(
         queue: tx,
         room,
         counters: counters.clone(),
+        borrower: borrowing,
     }
     .start();
     StageHandle {
@@ -294,8 +354,57 @@ fn report(reporter: &Recipient<JobEvent>, event: JobEvent) -> Result<(), ActorEx
     Ok(())
 }
 
+/// How a worker takes its jobs.
+enum Takes<'a> {
+    /// As soon as one waits; `idle` counts the workers waiting.
+    Own(&'a AtomicUsize),
+    /// Only on a core borrowed from `cores`, while the jobs waiting
+    /// outnumber the `idle` own workers, until `stop`.
+    Borrowing {
+        cores: &'a SpareCores,
+        idle: &'a AtomicUsize,
+        stop: &'a AtomicBool,
+    },
+}
+
+impl<'a> Takes<'a> {
+    /// The next job, and the core borrowed for it; None once the stage stops
+    /// (every sender gone and the queue empty, or the stop of an extra worker).
+    fn next<T>(
+        &self,
+        rx: &Receiver<T>,
+        lender: Option<&SpareCores>,
+    ) -> Option<(T, Option<Borrowed<'a>>)> {
+        match *self {
+            Takes::Own(idle) => {
+                // counted idle before looking, so that the extra worker
+                // leaves a job alone that this one is about to take
+                idle.fetch_add(1, Ordering::SeqCst);
+                let msg = rx.try_recv().or_else(|_| {
+                    // no job waiting: the core is lent until one comes
+                    let _lent = lender.map(SpareCores::lend);
+                    rx.recv()
+                });
+                idle.fetch_sub(1, Ordering::SeqCst);
+                msg.ok().map(|m| (m, None))
+            }
+            Takes::Borrowing { cores, idle, stop } => loop {
+                let core = cores.borrow_when(stop, || rx.len() > idle.load(Ordering::SeqCst))?;
+                match rx.try_recv() {
+                    Ok(msg) => return Some((msg, Some(core))),
+                    // an own worker took it first: the core goes back
+                    Err(TryRecvError::Empty) => continue,
+                    Err(TryRecvError::Disconnected) => return None,
+                }
+            },
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn worker_loop<W: StageWork>(
     mut work: W,
+    takes: Takes<'_>,
     rx: Receiver<JobMsg<W::In>>,
     room: &Notify,
     next: Recipient<JobMsg<W::Out>>,
@@ -305,16 +414,8 @@ fn worker_loop<W: StageWork>(
 ) -> ActorExitStatus {
     let lender = work.lends_its_core();
     loop {
-        // an error: every sender is gone (the actor stopped) and the queue is empty
-        let msg = match rx.try_recv() {
-            Ok(msg) => Ok(msg),
-            Err(_) => {
-                // no job waiting: the core is lent until one comes
-                let _lent = lender.as_deref().map(SpareCores::lend);
-                rx.recv()
-            }
-        };
-        let Ok(JobMsg { mut ctx, payload }) = msg else {
+        // the core an extra worker borrowed is handed back when its job is done
+        let Some((JobMsg { mut ctx, payload }, core)) = takes.next(&rx, lender.as_deref()) else {
             return ActorExitStatus::Success;
         };
         room.notify_one();
@@ -340,6 +441,7 @@ fn worker_loop<W: StageWork>(
         let t0 = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| work.process(&mut ctx, payload)));
         let busy = t0.elapsed().as_secs_f64();
+        drop(core); // not held while the next stage makes it wait
         if let Some(kept) = kept {
             kept.release();
         }
@@ -666,6 +768,115 @@ mod tests {
         while spare.counts() != (1, 0) {
             tokio::task::yield_now().await;
         }
+    }
+
+    /// Notes who started each job; a job with a gate waits for it to open
+    /// (or close); lends its core in `own` while idle, when given one.
+    struct Gated {
+        who: &'static str,
+        own: Option<Arc<crate::cores::SpareCores>>,
+        log: Arc<Mutex<Vec<(&'static str, u32)>>>,
+    }
+    type Gate = Option<std::sync::mpsc::Receiver<()>>;
+    impl StageWork for Gated {
+        type In = (u32, Gate);
+        type Out = ();
+        const NAME: &'static str = "gated";
+        const PROGRESS: (u8, &'static str) = (50, "Gated");
+        fn lends_its_core(&self) -> Option<Arc<crate::cores::SpareCores>> {
+            self.own.clone()
+        }
+        fn process(&mut self, _: &mut JobCtx, (job, gate): (u32, Gate)) -> Result<(), JobError> {
+            self.log.lock().unwrap().push((self.who, job));
+            if let Some(gate) = gate {
+                let _ = gate.recv();
+            }
+            Ok(())
+        }
+    }
+
+    /// A job whose work waits until the returned sender is dropped.
+    fn gated(job: u32) -> ((u32, Gate), std::sync::mpsc::Sender<()>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        ((job, Some(rx)), tx)
+    }
+
+    #[actix::test]
+    async fn the_extra_worker_takes_a_job_only_on_a_lent_core_when_the_own_workers_are_busy() {
+        let (own, cores) = (
+            Arc::new(crate::cores::SpareCores::new()),
+            Arc::new(crate::cores::SpareCores::new()),
+        );
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let worker = |who, own| Gated {
+            who,
+            own,
+            log: log.clone(),
+        };
+        let stage = spawn_stage_with(
+            vec![worker("own", Some(own.clone()))],
+            Some(Borrower {
+                work: worker("extra", None),
+                cores: cores.clone(),
+            }),
+            2,
+            Sink.start().recipient(),
+            Events(Arc::default()).start().recipient(),
+        );
+        assert_eq!(stage.counters.snapshot().workers, 2);
+        let started = |n: usize| {
+            let log = log.clone();
+            async move {
+                while log.lock().unwrap().len() < n {
+                    tokio::task::yield_now().await;
+                }
+            }
+        };
+        // the own worker is busy and a job waits, but no core is lent: the
+        // extra worker cannot take it, the own worker does once free
+        let (job, open1) = gated(1);
+        submit(&stage, job).await;
+        started(1).await;
+        submit(&stage, (2, None)).await;
+        drop(open1);
+        stage.counters.wait_until(|c| c.jobs_out == 2).await;
+        // a core lent while the own worker is busy and a job waits: the extra
+        // worker borrows it for that job, and hands it back after
+        let (job, open3) = gated(3);
+        submit(&stage, job).await;
+        started(3).await;
+        let lent = cores.lend();
+        let (job, open4) = gated(4);
+        submit(&stage, job).await;
+        started(4).await;
+        assert_eq!(
+            cores.counts(),
+            (1, 1),
+            "the extra worker holds the lent core"
+        );
+        drop(open4);
+        stage.counters.wait_until(|c| c.jobs_out == 3).await;
+        while cores.counts() != (1, 0) {
+            tokio::task::yield_now().await;
+        }
+        drop(open3);
+        stage.counters.wait_until(|c| c.jobs_out == 4).await;
+        // a core still lent, but the own worker is idle: the job is its own
+        while own.counts() != (1, 0) {
+            tokio::task::yield_now().await;
+        }
+        submit(&stage, (5, None)).await;
+        stage.counters.wait_until(|c| c.jobs_out == 5).await;
+        assert_eq!(
+            *log.lock().unwrap(),
+            [("own", 1), ("own", 2), ("own", 3), ("extra", 4), ("own", 5)]
+        );
+        assert_eq!(cores.counts(), (1, 0));
+        drop(lent);
+        // the stage stops: the extra worker, waiting on the cores, ends too
+        let counters = stage.counters.clone();
+        drop(stage);
+        counters.wait_until(|c| c.workers_alive == 0).await;
     }
 
     /// A registry that goes away after its first message.

@@ -18,6 +18,11 @@
 //!   audio (its duration and trim offset), not the samples: the diarizer
 //!   holds its own reference to them, and they are freed once both branches
 //!   are done.
+//!
+//! With `pipeline.lend_idle_cores`, the stage has one more worker than
+//! `pipeline.transcriber.threads`: it runs a job only on a core the diarizer
+//! lends while idle, when jobs wait that the own workers cannot take
+//! (`actors::stage::Borrower`), and loads its model on its first job.
 
 use std::sync::Arc;
 
@@ -33,8 +38,9 @@ use crate::whisper::gate::SpeechMap;
 use crate::whisper::{ModelLoader, Segment, SpeechToText, Transcript, WhisperError};
 
 pub struct Transcriber {
-    /// The served model (`whisper.model`).
-    engine: Box<dyn SpeechToText>,
+    /// The served model (`whisper.model`), or how to load it on the first
+    /// job (the extra worker's: `Transcriber::loading_on_first_job`).
+    engine: Served,
     /// Loads another installed model for a job that names one.
     loader: Option<ModelLoader>,
     /// The last other model a job named (by its installed name), kept for
@@ -46,8 +52,27 @@ pub struct Transcriber {
     spare: Option<Arc<SpareCores>>,
 }
 
+/// The served model, loaded or to be loaded.
+enum Served {
+    Loaded(Box<dyn SpeechToText>),
+    /// The loader and the served model's name.
+    OnFirstJob(ModelLoader, String),
+}
+
 impl Transcriber {
     pub fn new(engine: Box<dyn SpeechToText>) -> Transcriber {
+        Transcriber::serving(Served::Loaded(engine))
+    }
+
+    /// A transcriber that loads the served `model` with `loader` when its
+    /// first job comes, and keeps it: for the extra worker that runs only on
+    /// a borrowed core (`actors::stage::Borrower`), which costs no memory
+    /// where jobs never wait for the transcriber.
+    pub fn loading_on_first_job(loader: ModelLoader, model: &str) -> Transcriber {
+        Transcriber::serving(Served::OnFirstJob(loader, model.to_string()))
+    }
+
+    fn serving(engine: Served) -> Transcriber {
         Transcriber {
             engine,
             loader: None,
@@ -96,7 +121,14 @@ impl Transcriber {
     /// The engine for a job that names `model` (None: the served one).
     fn engine_for(&mut self, model: Option<&str>) -> Result<&mut dyn SpeechToText, JobError> {
         let Some(name) = model else {
-            return Ok(self.engine.as_mut());
+            if let Served::OnFirstJob(load, name) = &self.engine {
+                tracing::info!(model = %name, "loading the served model for the extra worker");
+                self.engine = Served::Loaded(load(name)?);
+            }
+            let Served::Loaded(engine) = &mut self.engine else {
+                unreachable!("loaded above")
+            };
+            return Ok(engine.as_mut());
         };
         if self.other.as_ref().is_none_or(|(loaded, _)| loaded != name) {
             let loader = self.loader.as_ref().ok_or_else(|| {

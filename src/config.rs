@@ -156,7 +156,9 @@ pub struct PipelineConfig {
     /// Longest recording accepted, in seconds; 0: no limit.
     pub max_audio_seconds: u64,
     /// The transcriber lends its core to the diarizer's segmentation and
-    /// embeddings while it has no job (`crate::cores`).
+    /// embeddings while it has no job, and the diarizer lends its core to an
+    /// extra transcriber worker while jobs wait for transcription
+    /// (`crate::cores`).
     pub lend_idle_cores: bool,
     pub decoder: StageConfig,
     pub preprocessor: StageConfig,

@@ -9,7 +9,10 @@
 //! embedding loops *borrow* it for second sessions of their models, one
 //! batch at a time ([`run_batches`]). The core goes back when the
 //! transcriber gets work: the borrower finishes the batch it holds and
-//! takes no other. Plain synchronous code, no actix.
+//! takes no other. The other way round, when several jobs wait for the
+//! transcriber while the diarizer has none, the diarizer's worker lends its
+//! core and an extra transcriber worker borrows it for one whole job
+//! ([`CorePools`]). Plain synchronous code, no actix.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -25,6 +28,20 @@ pub struct SpareCores {
 struct Lending {
     lent: usize,
     borrowed: usize,
+}
+
+/// The two ways cores are lent on a machine whose engines have one share
+/// each (`pipeline.lend_idle_cores`).
+#[derive(Clone, Default)]
+pub struct CorePools {
+    /// Lent by the transcriber's workers while idle; borrowed by the
+    /// diarization engines' second sessions, one batch at a time.
+    pub from_transcription: std::sync::Arc<SpareCores>,
+    /// Lent by the diarizer's workers while idle; borrowed by the
+    /// transcriber's extra worker, one job at a time, while the jobs waiting
+    /// for transcription outnumber the transcriber's idle workers
+    /// (`actors::stage::Borrower`).
+    pub from_diarization: std::sync::Arc<SpareCores>,
 }
 
 /// One core lent until this is dropped.
@@ -56,10 +73,21 @@ impl SpareCores {
     /// Waits until a lent core is free and borrows it, or returns None as
     /// soon as `give_up` is set (after a [`SpareCores::wake`]).
     pub fn borrow(&self, give_up: &AtomicBool) -> Option<Borrowed<'_>> {
+        self.borrow_when(give_up, || true)
+    }
+
+    /// As [`SpareCores::borrow`], and only while `wanted` holds: it is asked
+    /// whenever a core is lent or handed back, and after each
+    /// [`SpareCores::wake`] (whoever changes what it reads calls `wake`).
+    pub fn borrow_when(
+        &self,
+        give_up: &AtomicBool,
+        mut wanted: impl FnMut() -> bool,
+    ) -> Option<Borrowed<'_>> {
         let mut s = self
             .changed
             .wait_while(self.state(), |s| {
-                s.borrowed >= s.lent && !give_up.load(Ordering::SeqCst)
+                !give_up.load(Ordering::SeqCst) && (s.borrowed >= s.lent || !wanted())
             })
             .unwrap_or_else(|e| e.into_inner());
         if give_up.load(Ordering::SeqCst) {
@@ -69,7 +97,8 @@ impl SpareCores {
         Some(Borrowed(self))
     }
 
-    /// Wakes every [`SpareCores::borrow`] waiting, to look at its `give_up` again.
+    /// Wakes every [`SpareCores::borrow`] waiting, to look at its `give_up`
+    /// (and its condition) again.
     pub fn wake(&self) {
         let _s = self.state();
         self.changed.notify_all();
@@ -246,6 +275,41 @@ mod tests {
         give_up.store(true, Ordering::SeqCst);
         spare.wake();
         assert!(!waiter.join().unwrap());
+    }
+
+    #[test]
+    fn a_conditional_borrow_waits_for_its_condition_too() {
+        let spare = Arc::new(SpareCores::new());
+        let (wanted, never) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let _lent = spare.lend();
+        let (asked_tx, asked) = mpsc::channel();
+        let (tx, rx) = mpsc::channel();
+        let waiter = {
+            let (spare, wanted, never) = (spare.clone(), wanted.clone(), never.clone());
+            std::thread::spawn(move || {
+                let got = spare.borrow_when(&never, || {
+                    asked_tx.send(()).unwrap();
+                    wanted.load(Ordering::SeqCst)
+                });
+                tx.send(got.is_some()).unwrap();
+            })
+        };
+        // a core is lent, but the condition does not hold: no borrow (the
+        // condition is asked under the lock that `counts` takes too)
+        asked.recv().unwrap();
+        assert_eq!(spare.counts(), (1, 0));
+        // a wake asks it again
+        spare.wake();
+        asked.recv().unwrap();
+        assert_eq!(spare.counts(), (1, 0));
+        wanted.store(true, Ordering::SeqCst);
+        spare.wake();
+        assert!(rx.recv().unwrap(), "borrowed once the condition held");
+        waiter.join().unwrap();
+        assert_eq!(spare.counts(), (1, 0), "handed back with its thread");
     }
 
     #[test]
