@@ -15,6 +15,10 @@
 //! 3. the worker sends the output to the next stage and waits for it to be
 //!    accepted, recording the seconds blocked on the next stage.
 //!
+//! A stage may have one extra worker ([`Borrower`], [`spawn_stage_with`])
+//! that takes a job only on a core another stage lends while idle, when the
+//! jobs waiting outnumber its own idle workers (`crate::cores`).
+//!
 //! Why a channel and not the actix mailbox alone: `Addr::send` to a full
 //! actix mailbox still enqueues (each retry goes through a fresh, unparked
 //! sender) and `do_send` never waits, so actix's mailbox capacity does not
