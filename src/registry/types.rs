@@ -102,7 +102,7 @@ pub struct Job {
     /// Times the job was admitted into the pipeline (2 after a restart interrupted it).
     pub attempts: u32,
     /// Seconds left, estimated from the audio's length and this machine's
-    /// measured speed ([`eta`]); while processing, once the length is known.
+    /// measured speed ([`crate::registry::eta`]); while processing, once the length is known.
     /// In answers only, never stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta_seconds: Option<f64>,

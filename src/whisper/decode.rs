@@ -163,7 +163,7 @@ impl LogitFilter<'_> {
 
 /// log(sum(exp(x))), -inf for an empty or all -inf slice (never NaN). Run
 /// over the whole vocabulary for every row at every step, so the sum is
-/// kept in 8 lanes with [`exp_le0`] (a libm `expf` call per logit and one
+/// kept in 8 lanes with `exp_le0` (a libm `expf` call per logit and one
 /// running sum were most of the decoder's own time beside ONNX Runtime).
 pub fn log_sum_exp(x: &[f32]) -> f32 {
     const LANES: usize = 8;
