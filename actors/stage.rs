@@ -187,8 +187,7 @@ impl<W: StageWork> Drop for StageActor<W> {
     fn drop(&mut self) {
         // the extra worker waits on the cores, not on the queue
         if let Some((cores, stop)) = &self.borrower {
-            stop.store(true, Ordering::SeqCst);
-            cores.wake();
+            cores.call_off(stop);
         }
     }
 }

@@ -97,6 +97,13 @@ impl SpareCores {
         Some(Borrowed(self))
     }
 
+    /// Sets `give_up` and wakes the borrowers waiting, so that those that
+    /// wait on it return None.
+    pub fn call_off(&self, give_up: &AtomicBool) {
+        give_up.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
     /// Wakes every [`SpareCores::borrow`] waiting, to look at its `give_up`
     /// (and its condition) again.
     pub fn wake(&self) {
@@ -125,7 +132,8 @@ impl Drop for Borrowed<'_> {
     }
 }
 
-/// Runs `count` independent batches and returns their results in order.
+/// Runs `count` independent batches and returns their results in order,
+/// with the batches the helper ran (in the order it ran them).
 /// The calling thread runs them with `main`, one after another; with a
 /// `helper`, a second thread takes the next batch with the helper's own
 /// function whenever it can borrow a lent core, one batch per borrow. That
@@ -139,7 +147,7 @@ pub fn run_batches<T, E, M, H>(
     mut main: M,
     helper: Option<(H, &SpareCores)>,
     stop: impl Fn() -> Result<(), E>,
-) -> Result<Vec<T>, E>
+) -> Result<(Vec<T>, Vec<usize>), E>
 where
     T: Send,
     E: Send,
@@ -160,7 +168,7 @@ where
             out.push((b, main(b)?));
         }
     };
-    let (mine, theirs) = match helper {
+    let (mine, theirs): (_, Result<Vec<(usize, T)>, E>) = match helper {
         None => (main_loop(), Ok(Vec::new())),
         Some((mut help, spare)) => std::thread::scope(|s| {
             let (next, done) = (&next, &done);
@@ -190,13 +198,16 @@ where
             (mine, theirs)
         }),
     };
-    for (b, r) in mine?.into_iter().chain(theirs?) {
+    let (mine, theirs) = (mine?, theirs?);
+    let helped = theirs.iter().map(|(b, _)| *b).collect();
+    for (b, r) in mine.into_iter().chain(theirs) {
         results[b] = Some(r);
     }
-    Ok(results
+    let results = results
         .into_iter()
         .map(|r| r.expect("every batch was run by one of the threads"))
-        .collect())
+        .collect();
+    Ok((results, helped))
 }
 
 /// Sets `done` and wakes the borrowers when dropped.
@@ -204,8 +215,7 @@ struct Finished<'a>(&'a AtomicBool, &'a SpareCores);
 
 impl Drop for Finished<'_> {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-        self.1.wake();
+        self.1.call_off(self.0);
     }
 }
 
@@ -223,7 +233,7 @@ mod tests {
         count: usize,
         main: impl Fn(usize) -> T,
         helper: impl Fn(usize) -> T + Send,
-    ) -> Vec<T> {
+    ) -> (Vec<T>, Vec<usize>) {
         let (tx, rx) = mpsc::channel();
         let mut waited = false;
         run_batches(
@@ -272,8 +282,7 @@ mod tests {
             let (spare, give_up) = (spare.clone(), give_up.clone());
             std::thread::spawn(move || spare.borrow(&give_up).is_some())
         };
-        give_up.store(true, Ordering::SeqCst);
-        spare.wake();
+        spare.call_off(&give_up);
         assert!(!waiter.join().unwrap());
     }
 
@@ -328,7 +337,7 @@ mod tests {
     #[test]
     fn batches_come_back_in_order_with_or_without_a_helper() {
         let spare = SpareCores::new();
-        let alone: Vec<usize> = run_batches(
+        let (alone, helped): (Vec<usize>, _) = run_batches(
             10,
             |b| Ok::<_, ()>(b * b),
             None::<(fn(usize) -> _, _)>,
@@ -336,22 +345,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(alone, (0..10).map(|b| b * b).collect::<Vec<_>>());
+        assert!(helped.is_empty());
         // a core lent for the whole run: the helper takes batches as well
         let _lent = spare.lend();
-        let both = both_working(&spare, 200, |b| (b * b, "main"), |b| (b * b, "helper"));
+        let (both, helped) = both_working(&spare, 200, |b| (b * b, "main"), |b| (b * b, "helper"));
         assert_eq!(
             both.iter().map(|r| r.0).collect::<Vec<_>>(),
             (0..200).map(|b| b * b).collect::<Vec<_>>()
         );
         assert!(both.iter().any(|r| r.1 == "helper"));
         assert!(both.iter().any(|r| r.1 == "main"));
+        // the batches it names as the helper's are those the helper ran
+        let mut helped = helped;
+        helped.sort_unstable();
+        let by_helper: Vec<usize> = (0..200).filter(|&b| both[b].1 == "helper").collect();
+        assert_eq!(helped, by_helper);
         assert_eq!(spare.counts(), (1, 0), "the helper handed its core back");
     }
 
     #[test]
     fn no_lent_core_means_the_helper_runs_nothing() {
         let spare = SpareCores::new();
-        let r = run_batches(
+        let (r, helped) = run_batches(
             50,
             |b| Ok::<_, ()>((b, "main")),
             Some((|b: usize| Ok((b, "helper")), &spare)),
@@ -359,6 +374,7 @@ mod tests {
         )
         .unwrap();
         assert!(r.iter().all(|x| x.1 == "main"));
+        assert!(helped.is_empty());
         assert_eq!(r.len(), 50);
     }
 
@@ -376,7 +392,7 @@ mod tests {
         let stopped = run_batches(20, Ok::<usize, &str>, None::<(fn(usize) -> _, _)>, || {
             Err("stopped")
         });
-        assert_eq!(stopped, Err("stopped"));
+        assert_eq!(stopped.map(|r| r.0), Err("stopped"));
     }
 
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -384,7 +400,7 @@ mod tests {
     fn the_helper_thread_keeps_the_pages_it_frees() {
         let spare = SpareCores::new();
         let _lent = spare.lend();
-        let r = both_working(
+        let (r, _) = both_working(
             &spare,
             50,
             |_| None,

@@ -4,7 +4,6 @@
 //! the speakers' voices with its own (`crate::align`'s voice check).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ort::session::Session;
 use ort::value::TensorRef;
@@ -123,19 +122,10 @@ impl VoiceEmbedder {
             batches.push(&order[k..end]);
             k = end;
         }
-        let helped = AtomicUsize::new(0);
-        let results = run_batches(
+        let (results, helped) = run_batches(
             batches.len(),
             |b| self.embed_batch(samples, pieces, batches[b]),
-            helper.map(|(h, spare)| {
-                (
-                    |b: usize| {
-                        helped.fetch_add(batches[b].len(), Ordering::Relaxed);
-                        h.embed_batch(samples, pieces, batches[b])
-                    },
-                    spare,
-                )
-            }),
+            helper.map(|(h, spare)| (|b: usize| h.embed_batch(samples, pieces, batches[b]), spare)),
             || go_on(stop),
         )?;
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); pieces.len()];
@@ -144,7 +134,7 @@ impl VoiceEmbedder {
                 out[i] = e;
             }
         }
-        Ok((out, helped.into_inner()))
+        Ok((out, helped.iter().map(|&b| batches[b].len()).sum()))
     }
 
     /// The embeddings of the pieces `batch` (indices into `pieces`, all of

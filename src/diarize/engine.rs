@@ -7,7 +7,6 @@
 //! global timeline is rebuilt with overlapping speech kept.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -288,23 +287,20 @@ impl DiarizationEngine {
     ) -> Result<(Vec<Vec<f32>>, usize), DiarizeError> {
         let (win, frames) = (self.info.window_samples, self.info.frames_per_window);
         let batches: Vec<&[usize]> = starts.chunks(self.cfg.segmentation_batch.max(1)).collect();
-        let helped = AtomicUsize::new(0);
         let segmentation = &mut self.segmentation;
-        let results = run_batches(
+        let (results, helped) = run_batches(
             batches.len(),
             |b| segment_batch(segmentation, samples, batches[b], win, frames),
             self.helper.as_mut().map(|h| {
                 (
-                    |b: usize| {
-                        helped.fetch_add(batches[b].len(), Ordering::Relaxed);
-                        segment_batch(&mut h.segmentation, samples, batches[b], win, frames)
-                    },
+                    |b: usize| segment_batch(&mut h.segmentation, samples, batches[b], win, frames),
                     &*h.spare,
                 )
             }),
             || go_on(stop),
         )?;
-        Ok((results.into_iter().flatten().collect(), helped.into_inner()))
+        let windows_helped = helped.iter().map(|&b| batches[b].len()).sum();
+        Ok((results.into_iter().flatten().collect(), windows_helped))
     }
 
     /// The pieces of local speaker `s` of a window: its frames (alone, when
